@@ -1,0 +1,469 @@
+//! Configuration: the gateway, its nodes and its routes, read from one TOML file
+//! (`hallgate.toml` by default) and validated as a whole before anything starts.
+//!
+//! Every error names the file, the line and the key, so an integrator can fix a
+//! config without reading Rust. Unknown keys are errors (serde `deny_unknown_fields`);
+//! cross references (routes naming nodes) are checked after parsing, with the span of
+//! the offending value.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::record::Kind;
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Many(Vec<ConfigError>),
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: Gateway,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub delivery: DeliveryDefaults,
+    /// Every system at the other end, keyed by node id.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, Spanned<Node>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<Route>>,
+    #[serde(default)]
+    pub routing: Routing,
+    /// Where the file was read from; relative paths in it resolve against its folder.
+    #[serde(skip)]
+    pub source_path: PathBuf,
+}
+
+/// `[gateway]`: who this gateway is and where it listens and stores.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    /// Gateway id, used as token audience and in idempotency keys it sends.
+    pub id: String,
+    /// Listen address, e.g. `127.0.0.1:8080`.
+    pub listen: Spanned<String>,
+    /// Store URL: `sqlite://data/hallgate.db` (relative to the config's folder).
+    #[serde(default = "default_store")]
+    pub store: Spanned<String>,
+    /// Development only: the sender names itself with the `X-Hallgate-Node` header.
+    /// Off by default; must stay off in production.
+    #[serde(default)]
+    pub trust_node_header: bool,
+    /// Seconds to wait for in-flight deliveries on shutdown.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_seconds: u64,
+}
+
+fn default_store() -> Spanned<String> {
+    Spanned::new(0..0, "sqlite://data/hallgate.db".to_string())
+}
+fn default_shutdown_grace() -> u64 {
+    15
+}
+
+/// `[limits]`: enforced before any work is done on a request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_records_per_body: usize,
+    /// Requests being decoded or committed at once; past it, 503 with Retry-After.
+    pub max_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_records_per_body: 1000,
+            max_in_flight: 4096,
+        }
+    }
+}
+
+/// `[delivery]`: defaults for every destination (a destination may override some).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryDefaults {
+    /// How long a worker holds a delivery before another may take it.
+    pub lease_seconds: u64,
+    /// First retry delay; doubles each attempt (full jitter), capped at `max_backoff_ms`.
+    pub base_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Dead-letter after this many attempts...
+    pub max_attempts: u32,
+    /// ...or when the delivery is older than this.
+    pub max_age_seconds: u64,
+    /// How often an idle worker looks for due deliveries (new work also wakes it).
+    pub poll_ms: u64,
+}
+
+impl Default for DeliveryDefaults {
+    fn default() -> Self {
+        DeliveryDefaults {
+            lease_seconds: 60,
+            base_backoff_ms: 500,
+            max_backoff_ms: 300_000,
+            max_attempts: 25,
+            max_age_seconds: 3 * 24 * 3600,
+            poll_ms: 500,
+        }
+    }
+}
+
+/// Administrative level of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Province,
+    City,
+    District,
+    Township,
+    Department,
+}
+
+/// `[nodes.ID]`: a system at the other end.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    /// Display name, in Chinese as the halls know it.
+    pub name: String,
+    pub level: Level,
+    /// 行政区划代码 of the node.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// What the node may send; absent = it may send nothing.
+    #[serde(default)]
+    pub accept: Option<Accept>,
+    /// Where the gateway delivers to this node; absent = not a destination.
+    #[serde(default)]
+    pub destination: Option<Destination>,
+}
+
+/// `[nodes.ID.accept]`: the records a sending node is allowed to send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Accept {
+    pub kinds: Vec<Kind>,
+    /// 行政区划代码 prefixes; empty = any region.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// 事项编码 prefixes; empty = any item.
+    #[serde(default)]
+    pub item_codes: Vec<String>,
+}
+
+/// `[nodes.ID.destination]`: how to deliver to a node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    pub url: Spanned<String>,
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    #[serde(default)]
+    pub max_age_seconds: Option<u64>,
+}
+
+fn default_content_type() -> String {
+    "application/json".into()
+}
+fn default_timeout_ms() -> u64 {
+    10_000
+}
+fn default_concurrency() -> usize {
+    8
+}
+
+/// `[[routes]]`: a rule that sends matching records to one or more destinations.
+/// Every condition given must hold; a list condition holds when any entry matches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: String,
+    #[serde(default)]
+    pub kinds: Vec<Kind>,
+    /// Sending node ids.
+    #[serde(default)]
+    pub sources: Vec<Spanned<String>>,
+    /// 行政区划代码 prefixes.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// 事项编码 prefixes.
+    #[serde(default)]
+    pub item_codes: Vec<String>,
+    /// Canonical item types (licensing, penalty, …).
+    #[serde(default)]
+    pub item_types: Vec<String>,
+    /// Canonical field (dotted path) = required value.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// Destination node ids.
+    pub to: Vec<Spanned<String>>,
+}
+
+/// `[routing]`: what happens to a record no route matches.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    /// Destinations for unmatched records; empty = such records are rejected.
+    #[serde(default)]
+    pub default: Vec<Spanned<String>>,
+}
+
+impl Config {
+    /// Read and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse and validate configuration text; `path` is used in messages and to
+    /// resolve relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            ConfigError::Invalid {
+                path: shown.clone(),
+                line,
+                message: e.message().to_string(),
+            }
+        })?;
+        config.source_path = path.to_path_buf();
+        let errors = config.validate(text);
+        match errors.len() {
+            0 => Ok(config),
+            1 => Err(errors.into_iter().next().expect("one error")),
+            _ => Err(ConfigError::Many(errors)),
+        }
+    }
+
+    fn validate(&self, text: &str) -> Vec<ConfigError> {
+        let shown = self.source_path.display().to_string();
+        let mut errors = Vec::new();
+        let mut err = |span: std::ops::Range<usize>, message: String| {
+            errors.push(ConfigError::Invalid {
+                path: shown.clone(),
+                line: line_of(text, span.start),
+                message,
+            });
+        };
+        let listen = self.gateway.listen.get_ref();
+        if listen.parse::<SocketAddr>().is_err() {
+            err(
+                self.gateway.listen.span(),
+                format!("gateway.listen: `{listen}` is not an address such as 127.0.0.1:8080"),
+            );
+        }
+        if let Err(e) = crate::store::StoreUrl::parse(self.gateway.store.get_ref()) {
+            err(self.gateway.store.span(), format!("gateway.store: {e}"));
+        }
+        for (id, node) in &self.nodes {
+            let n = node.get_ref();
+            if !valid_id(id) {
+                err(
+                    node.span(),
+                    format!("nodes.{id}: a node id is lower-case letters, digits and '-'"),
+                );
+            }
+            if let Some(region) = &n.region
+                && !crate::record::is_region_code(region)
+            {
+                err(
+                    node.span(),
+                    format!("nodes.{id}.region: `{region}` is not a 6 or 12 digit 行政区划代码"),
+                );
+            }
+            if let Some(d) = &n.destination {
+                let url = d.url.get_ref();
+                if !(url.starts_with("http://") || url.starts_with("https://"))
+                    || reqwest::Url::parse(url).is_err()
+                {
+                    err(
+                        d.url.span(),
+                        format!("nodes.{id}.destination.url: `{url}` is not an http(s) URL"),
+                    );
+                }
+                if d.concurrency == 0 {
+                    err(
+                        node.span(),
+                        format!("nodes.{id}.destination.concurrency: must be at least 1"),
+                    );
+                }
+            }
+        }
+        for route in &self.routes {
+            let r = route.get_ref();
+            if r.to.is_empty() {
+                err(
+                    route.span(),
+                    format!("routes `{}`: `to` names no destination", r.name),
+                );
+            }
+            for to in &r.to {
+                self.check_destination(to, &format!("routes `{}`.to", r.name), &mut err);
+            }
+            for s in &r.sources {
+                if !self.nodes.contains_key(s.get_ref()) {
+                    err(
+                        s.span(),
+                        format!(
+                            "routes `{}`.sources: unknown node `{}`",
+                            r.name,
+                            s.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+        for to in &self.routing.default {
+            self.check_destination(to, "routing.default", &mut err);
+        }
+        errors
+    }
+
+    fn check_destination(
+        &self,
+        to: &Spanned<String>,
+        key: &str,
+        err: &mut impl FnMut(std::ops::Range<usize>, String),
+    ) {
+        match self.nodes.get(to.get_ref()) {
+            None => err(to.span(), format!("{key}: unknown node `{}`", to.get_ref())),
+            Some(n) if n.get_ref().destination.is_none() => err(
+                to.span(),
+                format!(
+                    "{key}: node `{}` has no [nodes.{}.destination]",
+                    to.get_ref(),
+                    to.get_ref()
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    /// The folder relative paths in the config resolve against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.source_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.get(id).map(Spanned::get_ref)
+    }
+
+    /// Nodes that receive deliveries, with their destination settings.
+    pub fn destinations(&self) -> impl Iterator<Item = (&str, &Destination)> {
+        self.nodes
+            .iter()
+            .filter_map(|(id, n)| n.get_ref().destination.as_ref().map(|d| (id.as_str(), d)))
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[gateway]
+id = "gw"
+listen = "127.0.0.1:0"
+
+[nodes.a]
+name = "甲"
+level = "district"
+accept = { kinds = ["application"] }
+
+[nodes.b]
+name = "乙"
+level = "city"
+destination = { url = "http://127.0.0.1:9/x" }
+
+[[routes]]
+name = "all"
+to = ["b"]
+"#;
+
+    #[test]
+    fn minimal_config_loads() {
+        let c = Config::parse(MINIMAL, Path::new("t.toml")).expect("valid");
+        assert_eq!(c.nodes.len(), 2);
+        assert_eq!(c.destinations().count(), 1);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let text = MINIMAL.replace("level = \"city\"", "level = \"city\"\ncolour = \"red\"");
+        let e = Config::parse(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("t.toml:14:"), "{e}");
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn route_to_unknown_node_names_line() {
+        let text = MINIMAL.replace("to = [\"b\"]", "to = [\"b\", \"nowhere\"]");
+        let e = Config::parse(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "t.toml:18: routes `all`.to: unknown node `nowhere`");
+    }
+
+    #[test]
+    fn route_to_node_without_destination_is_refused() {
+        let text = MINIMAL.replace("to = [\"b\"]", "to = [\"a\"]");
+        let e = Config::parse(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node `a` has no [nodes.a.destination]"), "{e}");
+    }
+}

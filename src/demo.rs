@@ -1,0 +1,324 @@
+//! `hallgate demo`: the whole product on one screen, with nothing to set up.
+//!
+//! It starts the three receiving platforms as real HTTP servers on loopback, starts
+//! the gateway on the embedded demo configuration (`hallgate.toml`) with an SQLite
+//! store in a fresh data folder, sends the sample records of `examples/samples` as
+//! their senders would, waits for the deliveries, and prints what arrived where.
+//! The supervision platform is scripted to be "busy" at first, so the account also
+//! shows a retry.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::config::{Config, ConfigError};
+use crate::gateway::{self, GatewayError, Running};
+use crate::receiver::{Receiver, ReceiverError, Script};
+use crate::store::{DeliveryFilter, DeliveryState, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("demo configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    #[error(transparent)]
+    Receiver(#[from] ReceiverError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot prepare the data folder {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("sending a sample failed: {0}")]
+    Send(String),
+}
+
+/// The demo configuration, embedded so the demo runs from any folder.
+pub const DEMO_CONFIG: &str = include_str!("../hallgate.toml");
+
+/// A sample message: who sends it and the canonical records it carries.
+pub struct Sample {
+    pub name: &'static str,
+    pub sender: &'static str,
+    pub records: &'static str,
+}
+
+/// The shared samples (examples/samples), in the order a day at the hall might see them.
+pub const SAMPLES: &[Sample] = &[
+    Sample {
+        name: "zj/application.xml (Zhejiang RECORDS/RECORD, gb2312)",
+        sender: "zj-tonglu",
+        records: include_str!("../examples/samples/zj/application.expected.jsonl"),
+    },
+    Sample {
+        name: "zj/application.form (baseInfoXml + attrXml form fields)",
+        sender: "zj-tonglu",
+        records: include_str!("../examples/samples/zj/application.form.expected.jsonl"),
+    },
+    Sample {
+        name: "soap/application.xml (SOAP 1.1, XML string payload)",
+        sender: "zj-tonglu",
+        records: include_str!("../examples/samples/soap/application.expected.jsonl"),
+    },
+    Sample {
+        name: "nat/application.json (national CamelCase JSON)",
+        sender: "nat-hall",
+        records: include_str!("../examples/samples/nat/application.expected.jsonl"),
+    },
+    Sample {
+        name: "gz/process.json (Guizhou REST, process steps)",
+        sender: "gz-yunyan",
+        records: include_str!("../examples/samples/gz/process.expected.jsonl"),
+    },
+    Sample {
+        name: "gz/result.json (Guizhou REST, result)",
+        sender: "gz-yunyan",
+        records: include_str!("../examples/samples/gz/result.expected.jsonl"),
+    },
+    Sample {
+        name: "sd/result.xml (Shandong e-supervision result)",
+        sender: "sd-xintai",
+        records: include_str!("../examples/samples/sd/result.expected.jsonl"),
+    },
+];
+
+/// The demo configuration with the given receivers, store folder and listener.
+pub fn demo_config(
+    data_dir: &Path,
+    halls: &[&Receiver],
+    listen: &str,
+) -> Result<Config, DemoError> {
+    let mut config = Config::parse(DEMO_CONFIG, Path::new("hallgate.toml"))?;
+    let db = data_dir.join("hallgate.db");
+    config.gateway.store = toml::Spanned::new(0..0, format!("sqlite://{}", db.display()));
+    config.gateway.listen = toml::Spanned::new(0..0, listen.to_string());
+    config.gateway.shutdown_grace_seconds = 5;
+    config.delivery.base_backoff_ms = 300;
+    config.delivery.max_backoff_ms = 2000;
+    config.delivery.poll_ms = 200;
+    for hall in halls {
+        if let Some(d) = config
+            .nodes
+            .get_mut(&hall.name)
+            .and_then(|n| n.get_mut().destination.as_mut())
+        {
+            d.url = toml::Spanned::new(0..0, hall.url());
+        }
+    }
+    Ok(config)
+}
+
+/// Run the demo; with `once`, exit after the account instead of serving on.
+pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
+    let dir_err = |source| DemoError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    };
+    if data_dir.exists() {
+        std::fs::remove_dir_all(data_dir).map_err(dir_err)?;
+    }
+    std::fs::create_dir_all(data_dir).map_err(dir_err)?;
+    let data_dir = data_dir.canonicalize().map_err(dir_err)?;
+
+    println!("hallgate demo — 政务服务数据交换网关\n");
+    let city = Receiver::start("city-platform", "127.0.0.1:0").await?;
+    let province = Receiver::start("province-hall", "127.0.0.1:0").await?;
+    let supervision = Receiver::start("supervision", "127.0.0.1:0").await?;
+    // The supervision platform is busy at first: each delivery fails once with 503.
+    supervision.set_script(Script {
+        fail_first: 1,
+        ..Script::default()
+    });
+    let halls = [&city, &province, &supervision];
+    // Prefer the configured port; fall back to any free one if it is taken.
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:8080").await {
+        Ok(l) => l,
+        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| DemoError::Send(e.to_string()))?,
+    };
+    let config = demo_config(&data_dir, &halls, "127.0.0.1:8080")?;
+    let names: Vec<(String, String)> = config
+        .nodes
+        .iter()
+        .map(|(id, n)| (id.clone(), n.get_ref().name.clone()))
+        .collect();
+    let name_of = |id: &str| {
+        names
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default()
+    };
+    let running = gateway::start(config, Some(listener)).await?;
+    println!(
+        "gateway      {}  (store: {}/hallgate.db)",
+        running.url(),
+        data_dir.display()
+    );
+    for h in halls {
+        println!(
+            "receiver     {:<14} {}  {}",
+            h.name,
+            h.url(),
+            name_of(&h.name)
+        );
+    }
+    println!("\n— sending the sample messages as their senders would —");
+    let client = reqwest::Client::new();
+    let mut cases: Vec<String> = Vec::new();
+    for s in SAMPLES {
+        let resp = client
+            .post(format!("{}/v1/records", running.url()))
+            .header("content-type", "application/x-ndjson")
+            .header("x-hallgate-node", s.sender)
+            .body(s.records)
+            .send()
+            .await
+            .map_err(|e| DemoError::Send(e.to_string()))?;
+        let status = resp.status();
+        let body: Value = resp
+            .bytes()
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        let records = body["records"].as_array().cloned().unwrap_or_default();
+        println!(
+            "{} {:<12} → {} {} record(s)  [{}]",
+            status.as_u16(),
+            s.sender,
+            s.name,
+            records.len(),
+            name_of(s.sender)
+        );
+        if !status.is_success() {
+            println!(
+                "      refused: {}",
+                body["error"]["message"].as_str().unwrap_or("?")
+            );
+        }
+        for r in records {
+            let case = r["case_no"].as_str().unwrap_or("").to_string();
+            let dests: Vec<&str> = r["destinations"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            println!(
+                "      {:<11} 办件 {}  routed to {}",
+                r["kind"].as_str().unwrap_or(""),
+                case,
+                dests.join(", ")
+            );
+            if !cases.contains(&case) {
+                cases.push(case);
+            }
+        }
+    }
+    println!("\n— waiting for deliveries (the supervision platform answers 503 the first time) —");
+    let started = Instant::now();
+    loop {
+        let pending = running
+            .store
+            .deliveries(DeliveryFilter {
+                state: Some(DeliveryState::Pending),
+                limit: 1,
+                ..DeliveryFilter::default()
+            })
+            .await?;
+        if pending.is_empty() || started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    print_account(&running, &cases, &halls).await?;
+    println!(
+        "\nTry:  curl {0}/v1/cases/{1}   ·   curl {0}/metrics   ·   curl {0}/healthz",
+        running.url(),
+        cases.first().map(String::as_str).unwrap_or("")
+    );
+    if once {
+        running.shutdown().await;
+        for h in halls {
+            h.stop();
+        }
+        return Ok(());
+    }
+    println!("Serving until Ctrl-C.");
+    gateway::signal().await;
+    println!("\nstopping: finishing in-flight deliveries…");
+    running.shutdown().await;
+    for h in halls {
+        h.stop();
+    }
+    Ok(())
+}
+
+async fn print_account(
+    running: &Running,
+    cases: &[String],
+    halls: &[&Receiver],
+) -> Result<(), DemoError> {
+    println!("\n— what happened to each case (办件) —");
+    for case in cases {
+        let records = running.store.case(case).await?;
+        let Some(first) = records.first() else {
+            continue;
+        };
+        println!("办件 {case}  (from {})", first.source);
+        for r in &records {
+            let label = match r.kind {
+                crate::record::Kind::Process => format!(
+                    "process step {}",
+                    r.record.get("step_no").and_then(Value::as_u64).unwrap_or(0)
+                ),
+                k => k.to_string(),
+            };
+            let name = ["item_name", "name", "node_name", "outcome"]
+                .iter()
+                .find_map(|k| r.record.get(*k).and_then(Value::as_str))
+                .unwrap_or("");
+            println!("  {label:<16} {name}");
+            for d in &r.deliveries {
+                let receipt = d
+                    .receipt
+                    .as_deref()
+                    .and_then(|t| serde_json::from_str::<Value>(t).ok())
+                    .and_then(|v| {
+                        v.get("receipt_no")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "      → {:<14} {:<9} after {} attempt(s) {}",
+                    d.destination,
+                    d.state.as_str(),
+                    d.attempts,
+                    if receipt.is_empty() {
+                        String::new()
+                    } else {
+                        format!("回执 {receipt}")
+                    }
+                );
+            }
+        }
+    }
+    println!("\n— what each receiving platform got —");
+    for h in halls {
+        let all = h.arrivals();
+        let ok = h.accepted();
+        println!(
+            "{:<14} {} record(s) accepted, {} request(s) in all",
+            h.name,
+            ok.len(),
+            all.len()
+        );
+    }
+    let intact = running.store.verify_audit().await?;
+    println!("\naudit log: {intact} events, hash chain intact");
+    Ok(())
+}

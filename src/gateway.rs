@@ -1,0 +1,145 @@
+//! Wiring: opens the store, starts the HTTP server and the delivery workers, and
+//! stops them in order (stop accepting, finish or release in-flight deliveries,
+//! close the store) so that nothing acknowledged is lost.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{Event, EventKind, sha256_hex};
+use crate::config::Config;
+use crate::delivery::{self, DeliveryError, Wake};
+use crate::ingress::{self, AppState};
+use crate::route::Router;
+use crate::store::{self, Store, StoreError, StoreUrl, now_ms};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// A gateway that is serving.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    workers: JoinSet<()>,
+}
+
+/// Start the gateway. `listener` overrides `gateway.listen` (tests bind
+/// `127.0.0.1:0` first and pass the socket).
+pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Running, GatewayError> {
+    crate::observe::prometheus();
+    let url = StoreUrl::parse(config.gateway.store.get_ref())?.resolve(&config.base_dir());
+    let store = store::open(&url)?;
+    let mut loaded = Event::new(now_ms(), EventKind::ConfigLoaded);
+    loaded.detail = json!({
+        "gateway": config.gateway.id,
+        "path": config.source_path.display().to_string(),
+        "config_sha256": std::fs::read(&config.source_path).ok().map(|b| sha256_hex(&b)),
+        "nodes": config.nodes.len(),
+        "routes": config.routes.len(),
+    });
+    store.audit_rejection(loaded).await?;
+    let listener = match listener {
+        Some(l) => l,
+        None => {
+            let addr = config.gateway.listen.get_ref().clone();
+            TcpListener::bind(&addr)
+                .await
+                .map_err(|source| GatewayError::Listen { addr, source })?
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map_err(|source| GatewayError::Listen {
+            addr: config.gateway.listen.get_ref().clone(),
+            source,
+        })?;
+    let shutdown = CancellationToken::new();
+    let wake = Wake::new(&config);
+    let workers = delivery::spawn_workers(&config, store.clone(), wake.clone(), shutdown.clone())?;
+    let state = Arc::new(AppState {
+        router: Router::new(&config),
+        in_flight: Semaphore::new(config.limits.max_in_flight),
+        config: Arc::new(config),
+        store: store.clone(),
+        wake,
+    });
+    let app = ingress::router(state);
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "server stopped with an error");
+        }
+    });
+    Ok(Running {
+        addr,
+        store,
+        shutdown,
+        server,
+        workers,
+    })
+}
+
+impl Running {
+    /// Stop accepting, let in-flight deliveries finish (or give them back), flush the
+    /// store.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        let _ = self.server.await;
+        while self.workers.join_next().await.is_some() {}
+        if let Err(e) = self.store.close().await {
+            tracing::error!(error = %e, "store did not close cleanly");
+        }
+    }
+
+    /// A token that stops the gateway when cancelled (e.g. from a signal handler).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Resolve when SIGTERM or Ctrl-C arrives.
+pub async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,481 @@
+//! The HTTP face of the gateway (axum): record intake, health, metrics, and the
+//! operator's queries over messages, cases and deliveries.
+//!
+//! Intake runs the flow of DESIGN.md section 1 in order — limits, sender, decode,
+//! validate, authorise, route — and answers `202 Accepted` only after the store has
+//! committed. Every refusal is a JSON error naming the record, field and rule.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::audit::{Event, EventKind, sha256_hex};
+use crate::auth;
+use crate::codec::{self, Format};
+use crate::config::Config;
+use crate::delivery::Wake;
+use crate::record::{FieldError, Kind, Record, mask_personal};
+use crate::route::Router as RecordRouter;
+use crate::store::{
+    AcceptOutcome, DeliveryFilter, DeliveryState, NewMessage, NewRecord, Store, StoreError, now_ms,
+};
+
+/// Shared state of the HTTP handlers.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub router: RecordRouter,
+    pub wake: Wake,
+    pub in_flight: Semaphore,
+}
+
+/// An error answer: `{"error": {"code", "message", "details": [...]}}`.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Vec<FieldError>,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    fn with_details(mut self, details: Vec<FieldError>) -> ApiError {
+        self.details = details;
+        self
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such item")
+            }
+            StoreError::NotDead(_) => {
+                ApiError::new(StatusCode::CONFLICT, "not_dead", e.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "store failure");
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the store could not commit; nothing was stored, send again",
+                );
+                err.retry_after = Some(1);
+                err
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": { "code": self.code, "message": self.message, "details": self.details }
+        });
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
+    }
+}
+
+/// The router with every endpoint.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/records", post(post_records_any))
+        .route("/v1/records/{kind}", post(post_records_kind))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/messages/{id}", get(get_message))
+        .route("/v1/cases/{case_no}", get(get_case))
+        .route("/v1/deliveries", get(list_deliveries))
+        .route("/v1/deliveries/{id}/retry", post(retry_delivery))
+        .with_state(state)
+}
+
+async fn post_records_any(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<IntakeQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    intake(&state, None, &q, &headers, body).await
+}
+
+async fn post_records_kind(
+    State(state): State<Arc<AppState>>,
+    Path(kind): Path<String>,
+    Query(q): Query<IntakeQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let kind = Kind::parse(&kind).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_kind",
+            "record kinds are application, material, process and result",
+        )
+    })?;
+    intake(&state, Some(kind), &q, &headers, body).await
+}
+
+#[derive(Debug, Deserialize)]
+struct IntakeQuery {}
+
+async fn intake(
+    state: &AppState,
+    kind: Option<Kind>,
+    _q: &IntakeQuery,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let Ok(_permit) = state.in_flight.try_acquire() else {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in progress; send again shortly",
+        );
+        e.retry_after = Some(1);
+        return Err(e);
+    };
+    let node = auth::identify(&state.config, headers)
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()))?;
+    let received_at = now_ms();
+    let limits = &state.config.limits;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let result = async {
+        if let Some(len) = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            && len > limits.max_body_bytes
+        {
+            return Err(too_large(limits.max_body_bytes));
+        }
+        let format = Format::from_content_type(content_type.as_deref()).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                e.to_string(),
+            )
+        })?;
+        let bytes = axum::body::to_bytes(body, limits.max_body_bytes)
+            .await
+            .map_err(|_| too_large(limits.max_body_bytes))?;
+        let values = codec::decode_canonical(&bytes, format, limits.max_records_per_body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()))?;
+        metrics::counter!("hallgate_records_received_total", "node" => node.clone())
+            .increment(values.len() as u64);
+        let mut records = Vec::with_capacity(values.len());
+        let mut errors = Vec::new();
+        for (i, v) in values.into_iter().enumerate() {
+            match Record::from_value(i, v, kind) {
+                Ok(mut r) => {
+                    r.set_source(&node);
+                    records.push(r);
+                }
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_records",
+                format!(
+                    "{} problem(s) in the records; nothing was stored",
+                    errors.len()
+                ),
+            )
+            .with_details(errors));
+        }
+        for (i, r) in records.iter().enumerate() {
+            auth::authorize(&state.config, &node, i, r).map_err(|f| {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", f.to_string()).with_details(vec![
+                    FieldError {
+                        record: f.index,
+                        field: f.field.to_string(),
+                        source_path: None,
+                        rule: "not_allowed".into(),
+                        message: f.to_string(),
+                    },
+                ])
+            })?;
+        }
+        let mut new_records = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            let destinations = state.router.route(&node, r).map_err(|e| {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_route", e.to_string())
+                    .with_details(vec![FieldError {
+                        record: i,
+                        field: "kind".into(),
+                        source_path: None,
+                        rule: "no_route".into(),
+                        message: e.to_string(),
+                    }])
+            })?;
+            let canonical = r.to_json();
+            new_records.push(NewRecord {
+                index: i,
+                kind: r.kind,
+                case_no: r.case_no.clone(),
+                identity: r.identity(),
+                version: r.version(),
+                step_no: r.step_no(),
+                sha256: sha256_hex(canonical.as_bytes()),
+                canonical,
+                destinations,
+            });
+        }
+        let idempotency_key = idempotency_key(headers, &records)?;
+        let msg = NewMessage {
+            id: uuid::Uuid::now_v7().to_string(),
+            source: node.clone(),
+            received_at_ms: received_at,
+            content_type: content_type.clone(),
+            idempotency_key,
+            body_sha256: sha256_hex(&bytes),
+            body: bytes,
+            records: new_records,
+        };
+        let count = msg.records.len() as u64;
+        match state.store.accept(msg).await? {
+            AcceptOutcome::Accepted(resp) => {
+                for r in resp.records.iter().filter(|r| r.status == "accepted") {
+                    for d in &r.destinations {
+                        state.wake.wake(d);
+                    }
+                }
+                metrics::counter!("hallgate_records_accepted_total", "node" => node.clone())
+                    .increment(count);
+                Ok((StatusCode::ACCEPTED, Json(resp)).into_response())
+            }
+            AcceptOutcome::Replayed(resp) => {
+                let mut r = (StatusCode::ACCEPTED, Json(resp)).into_response();
+                r.headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                Ok(r)
+            }
+            AcceptOutcome::Stale(stale) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "stale_version",
+                "a newer version of these records was already accepted; nothing was stored",
+            )
+            .with_details(
+                stale
+                    .iter()
+                    .map(|s| FieldError {
+                        record: s.index,
+                        field: "version".into(),
+                        source_path: None,
+                        rule: "stale_version".into(),
+                        message: format!(
+                            "version {} is older than version {} already accepted for this record",
+                            s.version, s.accepted_version
+                        ),
+                    })
+                    .collect(),
+            )),
+        }
+    }
+    .await;
+    metrics::histogram!("hallgate_accept_seconds").record(started.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        metrics::counter!("hallgate_records_rejected_total", "node" => node.clone(), "reason" => e.code)
+            .increment(1);
+        if e.status != StatusCode::SERVICE_UNAVAILABLE && e.code != "stale_version" {
+            let mut ev = Event::new(received_at, EventKind::Rejected);
+            ev.node = Some(node);
+            ev.detail = json!({
+                "status": e.status.as_u16(),
+                "code": e.code,
+                "reasons": e.details,
+                "message": e.message,
+            });
+            if let Err(err) = state.store.audit_rejection(ev).await {
+                tracing::error!(error = %err, "could not audit a rejection");
+            }
+        }
+    }
+    result
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("body is larger than the limit of {limit} bytes"),
+    )
+}
+
+/// The sender's `Idempotency-Key`, or, when every record carries a record id and a
+/// version, a key derived from them (so a blind resend gets the first answer).
+fn idempotency_key(headers: &HeaderMap, records: &[Record]) -> Result<Option<String>, ApiError> {
+    if let Some(v) = headers.get("idempotency-key") {
+        let key = v
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && k.len() <= 200)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_idempotency_key",
+                    "Idempotency-Key must be 1 to 200 visible ASCII characters",
+                )
+            })?;
+        return Ok(Some(format!("h:{key}")));
+    }
+    let mut parts = Vec::with_capacity(records.len());
+    for r in records {
+        match (r.str_field("record_id"), r.version()) {
+            (Some(id), Some(v)) => parts.push(format!("{}\u{1f}{id}\u{1f}{v}", r.kind)),
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(format!(
+        "r:{}",
+        sha256_hex(parts.join("\u{1e}").as_bytes())
+    )))
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, Json(json!({"ready": true}))).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    if let Ok(depths) = state.store.queue_depths().await {
+        for (dest, _) in state.config.destinations() {
+            let d = depths.iter().find(|d| d.destination == dest);
+            metrics::gauge!("hallgate_queue_depth", "destination" => dest.to_string())
+                .set(d.map_or(0.0, |d| d.pending as f64));
+            metrics::gauge!("hallgate_dead_letters", "destination" => dest.to_string())
+                .set(d.map_or(0.0, |d| d.dead as f64));
+        }
+    }
+    let text = crate::observe::prometheus()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+fn masked<T: Serialize>(v: &T) -> Value {
+    let mut v = serde_json::to_value(v).unwrap_or(Value::Null);
+    mask_personal(&mut v);
+    v
+}
+
+async fn get_message(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match state.store.message(&id).await? {
+        Some(m) => Ok(Json(masked(&m))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no message with that id",
+        )),
+    }
+}
+
+async fn get_case(
+    State(state): State<Arc<AppState>>,
+    Path(case_no): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let records = state.store.case(&case_no).await?;
+    if records.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no records for that case",
+        ));
+    }
+    Ok(Json(
+        json!({ "case_no": case_no, "records": masked(&records) }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct DeliveryQuery {
+    state: Option<String>,
+    destination: Option<String>,
+    case_no: Option<String>,
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+async fn list_deliveries(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<DeliveryQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let st = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(DeliveryState::parse(s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                "state must be pending, delivered or dead",
+            )
+        })?),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let items = state
+        .store
+        .deliveries(DeliveryFilter {
+            state: st,
+            destination: q.destination,
+            case_no: q.case_no,
+            after_id: q.after,
+            limit,
+        })
+        .await?;
+    let next = (items.len() == limit)
+        .then(|| items.last().map(|d| d.id))
+        .flatten();
+    Ok(Json(json!({ "deliveries": items, "next_after": next })))
+}
+
+async fn retry_delivery(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let view = state.store.retry_dead(id, now_ms()).await?;
+    state.wake.wake(&view.destination);
+    Ok(Json(json!({ "delivery": view })))
+}

@@ -1,0 +1,83 @@
+//! Metrics and logging set-up: the Prometheus recorder behind `GET /metrics` and the
+//! names of every series, kept in one place so operators find them documented.
+//!
+//! Series (all prefixed `hallgate_`):
+//! - `records_received_total{node}`, `records_accepted_total{node}`,
+//!   `records_rejected_total{node,reason}`: inbound, per sending node;
+//! - `deliveries_delivered_total{destination}`, `deliveries_retried_total{destination}`,
+//!   `deliveries_dead_total{destination}`: outbound, per destination;
+//! - `queue_depth{destination}`, `dead_letters{destination}`: gauges, read from the store;
+//! - `accept_seconds`, `delivery_seconds{destination}`: latency histograms.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .ok()?;
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            describe();
+            Some(handle)
+        })
+        .as_ref()
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        "hallgate_records_received_total",
+        "Records received, per sending node"
+    );
+    metrics::describe_counter!(
+        "hallgate_records_accepted_total",
+        "Records durably accepted, per sending node"
+    );
+    metrics::describe_counter!(
+        "hallgate_records_rejected_total",
+        "Records refused, per sending node and reason"
+    );
+    metrics::describe_counter!(
+        "hallgate_deliveries_delivered_total",
+        "Deliveries acknowledged by the destination"
+    );
+    metrics::describe_counter!(
+        "hallgate_deliveries_retried_total",
+        "Delivery attempts that will be retried"
+    );
+    metrics::describe_counter!("hallgate_deliveries_dead_total", "Deliveries dead-lettered");
+    metrics::describe_gauge!(
+        "hallgate_queue_depth",
+        "Deliveries waiting, per destination"
+    );
+    metrics::describe_gauge!(
+        "hallgate_dead_letters",
+        "Dead-lettered deliveries, per destination"
+    );
+    metrics::describe_histogram!(
+        "hallgate_accept_seconds",
+        "Time from request to durable commit"
+    );
+    metrics::describe_histogram!("hallgate_delivery_seconds", "Time of one delivery attempt");
+}
+
+/// Log to stderr; `RUST_LOG` filters (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

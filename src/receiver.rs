@@ -1,0 +1,231 @@
+//! Simulated receiving platforms (city platform, provincial hall, supervision
+//! platform): real HTTP servers on loopback that accept deliveries the way those
+//! systems do, for `hallgate demo` and for tests that need a real receiver.
+//!
+//! A receiver records every request it gets (Idempotency-Key, kind, case, body) and
+//! answers by a script an operator or test can change while it runs: a fixed status,
+//! failing the first N attempts of each delivery, a delay. It drops repeats by
+//! Idempotency-Key as a well-behaved receiver should, answering 409.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub idempotency_key: String,
+    pub kind: String,
+    pub case_no: String,
+    pub body: Value,
+    /// The answer it gave.
+    pub status: u16,
+}
+
+/// How the receiver answers.
+#[derive(Debug, Clone)]
+pub struct Script {
+    /// Status for a request it accepts (default 200).
+    pub status: u16,
+    /// Answer `fail_status` to the first N attempts of each Idempotency-Key.
+    pub fail_first: u32,
+    pub fail_status: u16,
+    /// Wait this long before answering.
+    pub delay: Duration,
+    /// Send `Retry-After` (seconds) with failures.
+    pub retry_after: Option<u64>,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            status: 200,
+            fail_first: 0,
+            fail_status: 503,
+            delay: Duration::ZERO,
+            retry_after: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    script: Script,
+    arrivals: Vec<Arrival>,
+    attempts: HashMap<String, u32>,
+}
+
+/// A running simulated platform.
+#[derive(Clone)]
+pub struct Receiver {
+    pub name: String,
+    pub addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    stop: CancellationToken,
+}
+
+impl Receiver {
+    /// Start on `addr` (use `127.0.0.1:0` for any free port).
+    pub async fn start(name: &str, addr: &str) -> Result<Receiver, ReceiverError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ReceiverError::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ReceiverError::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let stop = CancellationToken::new();
+        let app = Router::new()
+            .route("/records", post(receive))
+            .with_state((name.to_string(), inner.clone()));
+        let token = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+        });
+        Ok(Receiver {
+            name: name.to_string(),
+            addr: local,
+            inner,
+            stop,
+        })
+    }
+
+    /// The URL a destination config points at.
+    pub fn url(&self) -> String {
+        format!("http://{}/records", self.addr)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_script(&self, script: Script) {
+        self.lock().script = script;
+    }
+
+    /// Every request so far, in arrival order.
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.lock().arrivals.clone()
+    }
+
+    /// Requests it acknowledged with 2xx, in order.
+    pub fn accepted(&self) -> Vec<Arrival> {
+        self.lock()
+            .arrivals
+            .iter()
+            .filter(|a| (200..300).contains(&a.status))
+            .cloned()
+            .collect()
+    }
+
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+async fn receive(
+    State((name, inner)): State<(String, Arc<Mutex<Inner>>)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let key = header("idempotency-key");
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let kind = body
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let case_no = body
+        .get("case_no")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let delay = inner.lock().unwrap_or_else(|p| p.into_inner()).script.delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
+    let script = g.script.clone();
+    let attempt = {
+        let n = g.attempts.entry(key.clone()).or_insert(0);
+        *n += 1;
+        *n
+    };
+    let seen = g
+        .arrivals
+        .iter()
+        .any(|a| a.idempotency_key == key && (200..300).contains(&a.status));
+    let (status, answer) = if key.is_empty() {
+        (400, json!({"code": "400", "msg": "缺少 Idempotency-Key"}))
+    } else if attempt <= script.fail_first {
+        (
+            script.fail_status,
+            json!({"code": script.fail_status.to_string(), "msg": "系统繁忙，请稍后重试"}),
+        )
+    } else if seen {
+        (409, json!({"code": "409", "msg": "重复数据，已接收"}))
+    } else if (200..300).contains(&script.status) {
+        let receipt = format!("{}-{:06}", name, g.arrivals.len() + 1);
+        (
+            script.status,
+            json!({"code": "0", "msg": "接收成功", "receipt_no": receipt}),
+        )
+    } else {
+        (
+            script.status,
+            json!({"code": script.status.to_string(), "msg": "数据校验不通过"}),
+        )
+    };
+    g.arrivals.push(Arrival {
+        idempotency_key: key,
+        kind,
+        case_no,
+        body,
+        status,
+    });
+    drop(g);
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (code, axum::Json(answer)).into_response();
+    if !(200..300).contains(&status)
+        && let Some(s) = script.retry_after
+    {
+        resp.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, s.into());
+    }
+    resp
+}

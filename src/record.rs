@@ -1,0 +1,408 @@
+//! The canonical record (DESIGN.md section 3): one JSON object per record, snake_case
+//! fields, whatever dialect it came from.
+//!
+//! This module owns the record's kind, the checks that hold for every record
+//! whatever its source, the keys derived from it (case ordering, record identity for
+//! versions) and the masking of personal data wherever a record is displayed.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Record kinds, in the order they are delivered within a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Application,
+    Material,
+    Process,
+    Result,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::Application,
+        Kind::Material,
+        Kind::Process,
+        Kind::Result,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Application => "application",
+            Kind::Material => "material",
+            Kind::Process => "process",
+            Kind::Result => "result",
+        }
+    }
+
+    /// Position within a case's delivery order.
+    pub fn rank(self) -> i64 {
+        match self {
+            Kind::Application => 0,
+            Kind::Material => 1,
+            Kind::Process => 2,
+            Kind::Result => 3,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One problem with one record: which record, which field, which rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// Index of the record in the body (0-based).
+    pub record: usize,
+    /// Canonical field, dotted (`applicant.id_no`).
+    pub field: String,
+    /// Path in the source message, when a mapping knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_path: Option<String>,
+    /// Stable rule code (`required`, `enum`, `region_code`, …).
+    pub rule: String,
+    /// What a person can act on. Never contains personal data.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "record {}: {}", self.record, self.field)?;
+        if let Some(p) = &self.source_path {
+            write!(f, " ({p})")?;
+        }
+        write!(f, ": {}: {}", self.rule, self.message)
+    }
+}
+
+/// A canonical record that passed the common checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub kind: Kind,
+    pub case_no: String,
+    pub fields: Map<String, Value>,
+}
+
+impl Record {
+    /// Check a canonical JSON object and wrap it. `index` is its place in the body;
+    /// `expected` is the kind the endpoint was called for, if any.
+    pub fn from_value(
+        index: usize,
+        value: Value,
+        expected: Option<Kind>,
+    ) -> Result<Record, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let e = |field: &str, rule: &str, message: String| FieldError {
+            record: index,
+            field: field.to_string(),
+            source_path: None,
+            rule: rule.to_string(),
+            message,
+        };
+        let Value::Object(fields) = value else {
+            return Err(vec![e(
+                "",
+                "type",
+                "a record must be a JSON object".to_string(),
+            )]);
+        };
+        let kind = match fields.get("kind") {
+            None => expected.or_else(|| {
+                errors.push(e(
+                    "kind",
+                    "required",
+                    "kind is required (application, material, process or result)".into(),
+                ));
+                None
+            }),
+            Some(Value::String(s)) => match Kind::parse(s) {
+                Some(k) => {
+                    if let Some(x) = expected.filter(|x| *x != k) {
+                        errors.push(e(
+                            "kind",
+                            "kind_mismatch",
+                            format!("record is a {k} but was posted to /v1/records/{x}"),
+                        ));
+                    }
+                    Some(k)
+                }
+                None => {
+                    errors.push(e(
+                        "kind",
+                        "enum",
+                        "kind must be application, material, process or result".into(),
+                    ));
+                    None
+                }
+            },
+            Some(_) => {
+                errors.push(e("kind", "type", "kind must be a string".into()));
+                None
+            }
+        };
+        let case_no = match fields.get("case_no") {
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+            Some(Value::String(_)) | None => {
+                errors.push(e(
+                    "case_no",
+                    "required",
+                    "case_no (办件编号) is required".into(),
+                ));
+                None
+            }
+            Some(_) => {
+                errors.push(e("case_no", "type", "case_no must be a string".into()));
+                None
+            }
+        };
+        if let Some(v) = fields.get("region") {
+            match v.as_str() {
+                Some(r) if is_region_code(r) => {}
+                _ => errors.push(e(
+                    "region",
+                    "region_code",
+                    "region must be a 6 or 12 digit 行政区划代码 (GB/T 2260)".into(),
+                )),
+            }
+        }
+        if let Some(v) = fields.get("version")
+            && v.as_u64().is_none_or(|n| n > i64::MAX as u64)
+        {
+            errors.push(e(
+                "version",
+                "type",
+                "version must be a non-negative integer".into(),
+            ));
+        }
+        if let Some(v) = fields.get("op")
+            && !matches!(v.as_str(), Some("upsert" | "delete"))
+        {
+            errors.push(e("op", "enum", "op must be upsert or delete".into()));
+        }
+        if kind == Some(Kind::Process)
+            && let Some(v) = fields.get("step_no")
+            && v.as_u64().is_none()
+        {
+            errors.push(e(
+                "step_no",
+                "type",
+                "step_no must be a non-negative integer".into(),
+            ));
+        }
+        if kind == Some(Kind::Application) && !fields.get("item_code").is_some_and(Value::is_string)
+        {
+            errors.push(e(
+                "item_code",
+                "required",
+                "item_code (事项编码) is required for an application".into(),
+            ));
+        }
+        for (key, value) in &fields {
+            if matches!(value, Value::String(s) if s.is_empty()) {
+                errors.push(e(
+                    key,
+                    "empty",
+                    "empty values are left out, never sent as empty strings".into(),
+                ));
+            }
+        }
+        match (kind, case_no, errors.is_empty()) {
+            (Some(kind), Some(case_no), true) => {
+                let mut fields = fields;
+                fields.insert("kind".into(), Value::String(kind.as_str().into()));
+                Ok(Record {
+                    kind,
+                    case_no,
+                    fields,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+
+    pub fn str_field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).and_then(Value::as_str)
+    }
+
+    /// A value by dotted path (`applicant.type`), as text for comparisons.
+    pub fn path_text(&self, path: &str) -> Option<String> {
+        let mut parts = path.split('.');
+        let mut v = self.fields.get(parts.next()?)?;
+        for p in parts {
+            v = v.get(p)?;
+        }
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+
+    pub fn version(&self) -> Option<i64> {
+        self.fields
+            .get("version")
+            .and_then(Value::as_u64)
+            .and_then(|v| i64::try_from(v).ok())
+    }
+
+    /// Process step number, used to order steps within a case.
+    pub fn step_no(&self) -> i64 {
+        if self.kind == Kind::Process {
+            self.fields
+                .get("step_no")
+                .and_then(Value::as_u64)
+                .and_then(|v| i64::try_from(v).ok())
+                .unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    /// Identity of "the same record" for versions and duplicates: the source record id
+    /// when there is one, otherwise the natural key of its kind.
+    pub fn identity(&self) -> String {
+        if let Some(id) = self.str_field("record_id") {
+            return format!("id:{id}");
+        }
+        match self.kind {
+            Kind::Application | Kind::Result => format!("case:{}", self.case_no),
+            Kind::Material => format!(
+                "case:{}:material:{}",
+                self.case_no,
+                self.str_field("material_id").unwrap_or("")
+            ),
+            Kind::Process => format!("case:{}:step:{}", self.case_no, self.step_no()),
+        }
+    }
+
+    /// Set `source` to the sending node (the gateway's word, never the sender's).
+    pub fn set_source(&mut self, node: &str) {
+        self.fields
+            .insert("source".into(), Value::String(node.to_string()));
+    }
+
+    pub fn to_json(&self) -> String {
+        // A map of JSON values always serialises.
+        serde_json::to_string(&self.fields).unwrap_or_default()
+    }
+}
+
+/// GB/T 2260 shape: 6 or 12 ASCII digits.
+pub fn is_region_code(s: &str) -> bool {
+    (s.len() == 6 || s.len() == 12) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Mask personal data in a canonical record for display: ID numbers keep the first 6
+/// and last 4 characters, mobiles the first 3 and last 4, case passwords nothing.
+pub fn mask_personal(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                match (k.as_str(), v.as_str()) {
+                    ("id_no", Some(s)) => *v = Value::String(mask_keep(s, 6, 4)),
+                    ("mobile", Some(s)) => *v = Value::String(mask_keep(s, 3, 4)),
+                    ("case_pwd", Some(_)) => *v = Value::String("******".into()),
+                    _ => mask_personal(v),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_personal),
+        _ => {}
+    }
+}
+
+/// Keep `head` leading and `tail` trailing characters, star the rest.
+pub fn mask_keep(s: &str, head: usize, tail: usize) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    if chars.len() <= head + tail {
+        return "*".repeat(chars.len());
+    }
+    let mut out: String = chars[..head].iter().collect();
+    out.extend(std::iter::repeat_n('*', chars.len() - head - tail));
+    out.extend(&chars[chars.len() - tail..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn valid_record_passes_and_names_kind() {
+        let r = Record::from_value(
+            0,
+            json!({"case_no": "1", "item_code": "X", "region": "350205"}),
+            Some(Kind::Application),
+        )
+        .expect("valid");
+        assert_eq!(r.kind, Kind::Application);
+        assert_eq!(r.str_field("kind"), Some("application"));
+    }
+
+    #[test]
+    fn errors_name_record_field_and_rule() {
+        let errs = Record::from_value(
+            3,
+            json!({"kind": "result", "region": "35", "version": -1, "reason": ""}),
+            None,
+        )
+        .unwrap_err();
+        let rules: Vec<_> = errs
+            .iter()
+            .map(|e| (e.record, e.field.as_str(), e.rule.as_str()))
+            .collect();
+        assert!(rules.contains(&(3, "case_no", "required")));
+        assert!(rules.contains(&(3, "region", "region_code")));
+        assert!(rules.contains(&(3, "version", "type")));
+        assert!(rules.contains(&(3, "reason", "empty")));
+    }
+
+    #[test]
+    fn kind_mismatch_with_endpoint_is_an_error() {
+        let errs = Record::from_value(
+            0,
+            json!({"kind": "result", "case_no": "1"}),
+            Some(Kind::Process),
+        )
+        .unwrap_err();
+        assert_eq!(errs[0].rule, "kind_mismatch");
+    }
+
+    #[test]
+    fn masking_keeps_head_and_tail() {
+        let mut v = json!({"applicant": {"id_no": "350205195912280259"}, "contact": {"mobile": "18659201234"}, "case_pwd": "558120"});
+        mask_personal(&mut v);
+        assert_eq!(v["applicant"]["id_no"], "350205********0259");
+        assert_eq!(v["contact"]["mobile"], "186****1234");
+        assert_eq!(v["case_pwd"], "******");
+    }
+
+    #[test]
+    fn identity_prefers_record_id() {
+        let r = Record::from_value(
+            0,
+            json!({"kind": "process", "case_no": "9", "step_no": 2}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.identity(), "case:9:step:2");
+        let r = Record::from_value(
+            0,
+            json!({"kind": "result", "case_no": "9", "record_id": "R1"}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.identity(), "id:R1");
+    }
+}

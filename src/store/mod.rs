@@ -1,0 +1,331 @@
+//! The durable store (DESIGN.md section 5): messages, records, deliveries,
+//! idempotency keys, record versions and audit events.
+//!
+//! [`Store`] is the one abstraction the rest of the gateway sees; each engine keeps
+//! its SQL and transactions behind it. An accepted message — raw bytes, canonical
+//! records, one delivery row per destination, the idempotency key and the audit
+//! events — is written in ONE transaction before the sender hears `202`.
+
+mod sqlite;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::record::Kind;
+
+pub use sqlite::SqliteStore;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store URL `{0}` is not understood: use sqlite://PATH")]
+    BadUrl(String),
+    #[error("cannot open store at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error(
+        "store is locked by another running gateway ({0}); stop it first or use PostgreSQL for several instances"
+    )]
+    Locked(String),
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("store is shut down")]
+    Closed,
+    #[error("not found")]
+    NotFound,
+    #[error("delivery {0} is not dead-lettered; only dead-lettered deliveries can be retried")]
+    NotDead(i64),
+}
+
+/// A parsed `gateway.store` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite(PathBuf),
+}
+
+impl StoreUrl {
+    pub fn parse(url: &str) -> Result<StoreUrl, StoreError> {
+        match url.strip_prefix("sqlite://") {
+            Some(p) if !p.is_empty() => Ok(StoreUrl::Sqlite(PathBuf::from(p))),
+            _ => Err(StoreError::BadUrl(url.to_string())),
+        }
+    }
+
+    /// Resolve a relative path against the config file's folder.
+    pub fn resolve(self, base: &Path) -> StoreUrl {
+        match self {
+            StoreUrl::Sqlite(p) if p.is_relative() => StoreUrl::Sqlite(base.join(p)),
+            other => other,
+        }
+    }
+}
+
+/// A boxed future, so that engines can be chosen at run time (`Arc<dyn Store>`).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// One record of a message, checked and routed, ready to store.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    pub index: usize,
+    pub kind: Kind,
+    pub case_no: String,
+    /// Identity for versions ([`crate::record::Record::identity`]).
+    pub identity: String,
+    pub version: Option<i64>,
+    pub step_no: i64,
+    /// Canonical record as JSON.
+    pub canonical: String,
+    pub sha256: String,
+    pub destinations: Vec<String>,
+}
+
+/// A message as received, with its records.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: String,
+    pub source: String,
+    pub received_at_ms: i64,
+    pub content_type: Option<String>,
+    /// The sender's `Idempotency-Key` (or one derived from record ids and versions).
+    pub idempotency_key: Option<String>,
+    pub body: Bytes,
+    pub body_sha256: String,
+    pub records: Vec<NewRecord>,
+}
+
+/// What the sender is told: stored with the message, so a repeat gets it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AcceptResponse {
+    pub message_id: String,
+    pub records: Vec<RecordReceipt>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordReceipt {
+    pub index: usize,
+    pub kind: Kind,
+    pub case_no: String,
+    /// `accepted`, or `duplicate` when the same record and version was already
+    /// accepted (nothing is delivered again).
+    pub status: String,
+    pub destinations: Vec<String>,
+}
+
+/// A record refused because a newer version of it was already accepted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StaleRecord {
+    pub index: usize,
+    pub version: i64,
+    pub accepted_version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AcceptOutcome {
+    /// Stored now.
+    Accepted(AcceptResponse),
+    /// The same sender already sent this (same idempotency key): the first answer.
+    Replayed(AcceptResponse),
+    /// Refused whole; nothing stored but the audit event.
+    Stale(Vec<StaleRecord>),
+}
+
+/// A delivery handed to a worker.
+#[derive(Debug, Clone)]
+pub struct LeasedDelivery {
+    pub id: i64,
+    pub message_id: String,
+    pub destination: String,
+    pub case_no: String,
+    pub kind: Kind,
+    pub canonical: String,
+    pub idempotency_key: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    pub created_at_ms: i64,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum DeliveryResult {
+    Delivered {
+        status: u16,
+        receipt: String,
+        duplicate: bool,
+    },
+    Retry {
+        status: Option<u16>,
+        error: String,
+        next_attempt_at_ms: i64,
+    },
+    Dead {
+        status: Option<u16>,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub id: i64,
+    pub owner: String,
+    pub at_ms: i64,
+    pub duration_ms: i64,
+    pub result: DeliveryResult,
+}
+
+/// Delivery states as stored and shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        }
+    }
+    pub fn parse(s: &str) -> Option<DeliveryState> {
+        match s {
+            "pending" => Some(DeliveryState::Pending),
+            "delivered" => Some(DeliveryState::Delivered),
+            "dead" | "dead_lettered" => Some(DeliveryState::Dead),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryView {
+    pub id: i64,
+    pub message_id: String,
+    pub record_index: usize,
+    pub destination: String,
+    pub case_no: String,
+    pub kind: Kind,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_attempt_at: Option<String>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub receipt: Option<String>,
+    pub idempotency_key: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub delivered_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordView {
+    pub message_id: String,
+    pub index: usize,
+    pub source: String,
+    pub received_at: String,
+    pub kind: Kind,
+    pub case_no: String,
+    pub status: String,
+    pub version: Option<i64>,
+    pub sha256: String,
+    /// The canonical record (callers mask personal data before showing it).
+    pub record: Value,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageView {
+    pub id: String,
+    pub source: String,
+    pub received_at: String,
+    pub content_type: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub body_bytes: usize,
+    pub body_sha256: String,
+    pub response: Value,
+    pub records: Vec<RecordView>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub state: Option<DeliveryState>,
+    pub destination: Option<String>,
+    pub case_no: Option<String>,
+    /// Only ids greater than this (paging).
+    pub after_id: Option<i64>,
+    pub limit: usize,
+}
+
+/// Queue figures for one destination.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub destination: String,
+    pub pending: i64,
+    pub dead: i64,
+}
+
+/// The store, whichever engine is behind it.
+pub trait Store: Send + Sync {
+    /// Store a message with its records, deliveries, idempotency key and audit
+    /// events in one transaction (or answer a repeat / refuse stale versions).
+    fn accept(&self, msg: NewMessage) -> StoreFuture<'_, AcceptOutcome>;
+    /// Record a rejected request (nothing else is stored).
+    fn audit_rejection(&self, event: crate::audit::Event) -> StoreFuture<'_, ()>;
+    /// Lease up to `limit` due deliveries of one destination: for each case only its
+    /// next delivery in order, and none another worker holds.
+    fn lease(
+        &self,
+        destination: &str,
+        owner: &str,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> StoreFuture<'_, Vec<LeasedDelivery>>;
+    /// Record how an attempt ended; false when the lease was lost meanwhile.
+    fn complete(&self, completion: Completion) -> StoreFuture<'_, bool>;
+    /// Give leased deliveries back (shutdown) so they are due again at once.
+    fn release(&self, owner: &str, ids: Vec<i64>) -> StoreFuture<'_, ()>;
+    /// Put a dead-lettered delivery back in the queue.
+    fn retry_dead(&self, id: i64, at_ms: i64) -> StoreFuture<'_, DeliveryView>;
+    /// Prove the store is writable (readiness).
+    fn ping(&self) -> StoreFuture<'_, ()>;
+    fn message(&self, id: &str) -> StoreFuture<'_, Option<MessageView>>;
+    fn case(&self, case_no: &str) -> StoreFuture<'_, Vec<RecordView>>;
+    fn deliveries(&self, filter: DeliveryFilter) -> StoreFuture<'_, Vec<DeliveryView>>;
+    fn queue_depths(&self) -> StoreFuture<'_, Vec<QueueDepth>>;
+    /// Walk the audit chain; the number of events when intact.
+    fn verify_audit(&self) -> StoreFuture<'_, u64>;
+    /// Flush and stop accepting work.
+    fn close(&self) -> StoreFuture<'_, ()>;
+}
+
+/// Open the store a URL names.
+pub fn open(url: &StoreUrl) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    match url {
+        StoreUrl::Sqlite(path) => Ok(std::sync::Arc::new(SqliteStore::open(path)?)),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// Render stored milliseconds as RFC 3339 in China Standard Time (+08:00).
+pub fn rfc3339(ms: i64) -> String {
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(ts) => ts
+            .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(8)))
+            .strftime("%Y-%m-%dT%H:%M:%S%.3f%:z")
+            .to_string(),
+        Err(_) => ms.to_string(),
+    }
+}

@@ -1,0 +1,1078 @@
+//! The embedded SQLite engine: one file, WAL, `synchronous = FULL`, and group commit.
+//!
+//! All writes go through one writer thread. It takes every job waiting in its queue
+//! (up to [`MAX_BATCH`]), runs each inside its own savepoint of one transaction and
+//! commits once, so many concurrent requests share one fsync; a job that fails rolls
+//! back to its savepoint without disturbing the others. Reads use their own
+//! connection. A lock file keeps a second gateway process off the same database.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    AcceptOutcome, AcceptResponse, Completion, DeliveryFilter, DeliveryResult, DeliveryState,
+    DeliveryView, LeasedDelivery, MessageView, NewMessage, QueueDepth, RecordReceipt, RecordView,
+    StaleRecord, Store, StoreError, StoreFuture, rfc3339,
+};
+use crate::audit::{self, Event, EventKind, StoredEvent};
+use crate::record::Kind;
+
+/// Most jobs committed together.
+const MAX_BATCH: usize = 512;
+
+/// Versioned migrations; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE messages (
+    id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    content_type TEXT,
+    idempotency_key TEXT,
+    body BLOB NOT NULL,
+    body_sha256 TEXT NOT NULL,
+    response TEXT NOT NULL
+);
+CREATE TABLE idempotency (
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (source, key)
+) WITHOUT ROWID;
+CREATE TABLE records (
+    id INTEGER PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    case_no TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    version INTEGER,
+    status TEXT NOT NULL,
+    canonical TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    received_at INTEGER NOT NULL
+);
+CREATE INDEX records_message ON records (message_id, idx);
+CREATE INDEX records_case ON records (case_no, id);
+CREATE TABLE record_versions (
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    record_id INTEGER NOT NULL,
+    PRIMARY KEY (source, kind, identity)
+) WITHOUT ROWID;
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY,
+    record_id INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    record_idx INTEGER NOT NULL,
+    destination TEXT NOT NULL,
+    case_no TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    ord_kind INTEGER NOT NULL,
+    ord_step INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_owner TEXT,
+    lease_until INTEGER,
+    last_status INTEGER,
+    last_error TEXT,
+    receipt TEXT,
+    idem_key TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    delivered_at INTEGER
+);
+CREATE INDEX deliveries_due ON deliveries (destination, next_attempt_at) WHERE state = 'pending';
+CREATE INDEX deliveries_case_order ON deliveries (destination, case_no, ord_kind, ord_step, id)
+    WHERE state = 'pending';
+CREATE INDEX deliveries_record ON deliveries (record_id);
+CREATE INDEX deliveries_state ON deliveries (state, destination, id);
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    node TEXT,
+    case_no TEXT,
+    kind TEXT,
+    message_id TEXT,
+    delivery_id INTEGER,
+    detail TEXT NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE INDEX audit_case ON audit (case_no, seq);
+"#];
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Job {
+    Accept(NewMessage, Reply<AcceptOutcome>),
+    AuditRejection(Event, Reply<()>),
+    Lease {
+        destination: String,
+        owner: String,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+        reply: Reply<Vec<LeasedDelivery>>,
+    },
+    Complete(Completion, Reply<bool>),
+    Release(String, Vec<i64>, Reply<()>),
+    RetryDead(i64, i64, Reply<i64>),
+    Ping(Reply<()>),
+    Close(Reply<()>),
+}
+
+/// SQLite engine handle. Cheap to share; the writer thread owns the write connection.
+pub struct SqliteStore {
+    tx: mpsc::Sender<Job>,
+    reader: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    _lock: File,
+}
+
+impl SqliteStore {
+    /// Open (creating folders, file and schema as needed) and start the writer.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let shown = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        let lock_path = path.with_extension("lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Open {
+                path: lock_path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        if lock.try_lock().is_err() {
+            return Err(StoreError::Locked(lock_path.display().to_string()));
+        }
+        let mut conn = Connection::open(path).map_err(|e| StoreError::Open {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = OFF;
+             PRAGMA busy_timeout = 5000;
+             PRAGMA cache_size = -16000;
+             PRAGMA temp_store = MEMORY;",
+        )?;
+        migrate(&mut conn)?;
+        // This process holds the lock: no lease held by anyone else can be live.
+        conn.execute(
+            "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+             WHERE state = 'pending' AND lease_owner IS NOT NULL",
+            [],
+        )?;
+        let chain = Chain::load(&conn)?;
+        let reader = Connection::open(path)?;
+        reader.execute_batch(
+            "PRAGMA query_only = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -8000;",
+        )?;
+        let (tx, rx) = mpsc::channel(8192);
+        std::thread::Builder::new()
+            .name("hallgate-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, chain))
+            .map_err(|e| StoreError::Open {
+                path: shown,
+                reason: e.to_string(),
+            })?;
+        Ok(SqliteStore {
+            tx,
+            reader: Arc::new(Mutex::new(reader)),
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn submit<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Job) -> StoreFuture<'_, T> {
+        let (reply, rx) = oneshot::channel();
+        let job = make(reply);
+        Box::pin(async move {
+            self.tx.send(job).await.map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        let reader = self.reader.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = reader
+                    .lock()
+                    .map_err(|_| StoreError::Corrupt("reader lock poisoned".into()))?;
+                f(&conn)
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?
+        })
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {applied} is newer than this gateway knows ({}); upgrade hallgate",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The head of the audit chain, advanced only by the writer thread.
+#[derive(Clone)]
+struct Chain {
+    seq: i64,
+    hash: [u8; 32],
+}
+
+impl Chain {
+    fn load(conn: &Connection) -> Result<Chain, StoreError> {
+        let head: Option<(i64, Vec<u8>)> = conn
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match head {
+            None => Ok(Chain {
+                seq: 0,
+                hash: audit::GENESIS,
+            }),
+            Some((seq, h)) => Ok(Chain {
+                seq,
+                hash: h
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt(format!("audit event {seq}: bad hash")))?,
+            }),
+        }
+    }
+
+    fn append(&mut self, conn: &Connection, e: &Event) -> Result<(), StoreError> {
+        let seq = self.seq + 1;
+        let hash = audit::chain_hash(&self.hash, &e.canonical_bytes(seq));
+        conn.prepare_cached(
+            "INSERT INTO audit (seq, at, event, node, case_no, kind, message_id, delivery_id, detail, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            seq,
+            e.at_ms,
+            e.event.as_str(),
+            e.node,
+            e.case_no,
+            e.kind,
+            e.message_id,
+            e.delivery_id,
+            e.detail.to_string(),
+            hash.as_slice()
+        ])?;
+        self.seq = seq;
+        self.hash = hash;
+        Ok(())
+    }
+}
+
+type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, mut chain: Chain) {
+    let mut closing: Option<Reply<()>> = None;
+    while closing.is_none() {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let msg = e.to_string();
+            for job in jobs {
+                job.fail(&msg);
+            }
+            continue;
+        }
+        let mut finishes: Vec<Finish> = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match job {
+                Job::Close(reply) => closing = Some(reply),
+                job => finishes.push(run_job(&conn, &mut chain, job)),
+            }
+        }
+        let commit = conn.execute_batch("COMMIT");
+        let err = commit.as_ref().err().map(|e| e.to_string());
+        if err.is_some() {
+            let _ = conn.execute_batch("ROLLBACK");
+            if let Ok(c) = Chain::load(&conn) {
+                chain = c;
+            }
+        }
+        for f in finishes {
+            f(err.as_deref());
+        }
+    }
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    drop(conn);
+    if let Some(reply) = closing {
+        let _ = reply.send(Ok(()));
+    }
+}
+
+impl Job {
+    fn fail(self, msg: &str) {
+        let e = || StoreError::Corrupt(format!("cannot begin a transaction: {msg}"));
+        match self {
+            Job::Accept(_, r) => drop(r.send(Err(e()))),
+            Job::AuditRejection(_, r) => drop(r.send(Err(e()))),
+            Job::Lease { reply, .. } => drop(reply.send(Err(e()))),
+            Job::Complete(_, r) => drop(r.send(Err(e()))),
+            Job::Release(_, _, r) => drop(r.send(Err(e()))),
+            Job::RetryDead(_, _, r) => drop(r.send(Err(e()))),
+            Job::Ping(r) | Job::Close(r) => drop(r.send(Err(e()))),
+        }
+    }
+}
+
+fn run_job(conn: &Connection, chain: &mut Chain, job: Job) -> Finish {
+    match job {
+        Job::Accept(msg, reply) => in_savepoint(conn, chain, reply, |c, ch| accept(c, ch, msg)),
+        Job::AuditRejection(e, reply) => in_savepoint(conn, chain, reply, |c, ch| ch.append(c, &e)),
+        Job::Lease {
+            destination,
+            owner,
+            limit,
+            now_ms,
+            lease_ms,
+            reply,
+        } => in_savepoint(conn, chain, reply, |c, _| {
+            lease(c, &destination, &owner, limit, now_ms, lease_ms)
+        }),
+        Job::Complete(done, reply) => {
+            in_savepoint(conn, chain, reply, |c, ch| complete(c, ch, done))
+        }
+        Job::Release(owner, ids, reply) => in_savepoint(conn, chain, reply, |c, _| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+                 WHERE id = ?1 AND lease_owner = ?2 AND state = 'pending'",
+            )?;
+            for id in ids {
+                stmt.execute(params![id, owner])?;
+            }
+            Ok(())
+        }),
+        Job::RetryDead(id, at, reply) => {
+            in_savepoint(conn, chain, reply, |c, ch| retry_dead(c, ch, id, at))
+        }
+        Job::Ping(reply) => in_savepoint(conn, chain, reply, |_, _| Ok(())),
+        Job::Close(reply) => Box::new(move |_| drop(reply.send(Ok(())))),
+    }
+}
+
+/// Run one job in its own savepoint; on failure undo its writes and chain advance.
+/// The reply is sent only after the batch's commit.
+fn in_savepoint<T: Send + 'static>(
+    conn: &Connection,
+    chain: &mut Chain,
+    reply: Reply<T>,
+    f: impl FnOnce(&Connection, &mut Chain) -> Result<T, StoreError>,
+) -> Finish {
+    let mark = chain.clone();
+    let result = conn
+        .execute_batch("SAVEPOINT job")
+        .map_err(StoreError::from)
+        .and_then(|()| f(conn, chain));
+    let result = match result {
+        Ok(v) => conn
+            .execute_batch("RELEASE job")
+            .map(|()| v)
+            .map_err(StoreError::from),
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        *chain = mark;
+        let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+    }
+    Box::new(move |commit_err| {
+        let out = match commit_err {
+            Some(e) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
+            None => result,
+        };
+        let _ = reply.send(out);
+    })
+}
+
+fn accept(
+    conn: &Connection,
+    chain: &mut Chain,
+    msg: NewMessage,
+) -> Result<AcceptOutcome, StoreError> {
+    if let Some(key) = &msg.idempotency_key {
+        let prior: Option<String> = conn
+            .prepare_cached(
+                "SELECT m.response FROM idempotency i JOIN messages m ON m.id = i.message_id
+                 WHERE i.source = ?1 AND i.key = ?2",
+            )?
+            .query_row(params![msg.source, key], |r| r.get(0))
+            .optional()?;
+        if let Some(resp) = prior {
+            let parsed: AcceptResponse = serde_json::from_str(&resp)
+                .map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))?;
+            return Ok(AcceptOutcome::Replayed(parsed));
+        }
+    }
+    // Versions first: a stale record refuses the whole body before anything is written.
+    let mut statuses = Vec::with_capacity(msg.records.len());
+    let mut stale = Vec::new();
+    let mut seen: Vec<(&str, &str, i64)> = Vec::new();
+    {
+        let mut get = conn.prepare_cached(
+            "SELECT version FROM record_versions WHERE source = ?1 AND kind = ?2 AND identity = ?3",
+        )?;
+        for r in &msg.records {
+            let Some(v) = r.version else {
+                statuses.push("accepted");
+                continue;
+            };
+            let earlier = seen
+                .iter()
+                .filter(|(k, id, _)| *k == r.kind.as_str() && *id == r.identity)
+                .map(|(_, _, v)| *v)
+                .max();
+            let stored: Option<i64> = match earlier {
+                Some(e) => Some(e),
+                None => get
+                    .query_row(params![msg.source, r.kind.as_str(), r.identity], |row| {
+                        row.get(0)
+                    })
+                    .optional()?,
+            };
+            match stored {
+                Some(s) if s > v => stale.push(StaleRecord {
+                    index: r.index,
+                    version: v,
+                    accepted_version: s,
+                }),
+                Some(s) if s == v => statuses.push("duplicate"),
+                _ => statuses.push("accepted"),
+            }
+            seen.push((r.kind.as_str(), &r.identity, v));
+        }
+    }
+    if !stale.is_empty() {
+        let mut e = Event::new(msg.received_at_ms, EventKind::Rejected);
+        e.node = Some(msg.source.clone());
+        e.message_id = Some(msg.id.clone());
+        e.detail = json!({
+            "reason": "stale_version",
+            "body_sha256": msg.body_sha256,
+            "records": stale,
+        });
+        chain.append(conn, &e)?;
+        return Ok(AcceptOutcome::Stale(stale));
+    }
+    let response = AcceptResponse {
+        message_id: msg.id.clone(),
+        records: msg
+            .records
+            .iter()
+            .zip(&statuses)
+            .map(|(r, s)| RecordReceipt {
+                index: r.index,
+                kind: r.kind,
+                case_no: r.case_no.clone(),
+                status: (*s).to_string(),
+                destinations: if *s == "accepted" {
+                    r.destinations.clone()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect(),
+    };
+    let response_json =
+        serde_json::to_string(&response).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO messages (id, source, received_at, content_type, idempotency_key, body, body_sha256, response)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        msg.id,
+        msg.source,
+        msg.received_at_ms,
+        msg.content_type,
+        msg.idempotency_key,
+        msg.body.as_ref(),
+        msg.body_sha256,
+        response_json
+    ])?;
+    if let Some(key) = &msg.idempotency_key {
+        conn.prepare_cached(
+            "INSERT INTO idempotency (source, key, message_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![msg.source, key, msg.id, msg.received_at_ms])?;
+    }
+    let mut received = Event::new(msg.received_at_ms, EventKind::Received);
+    received.node = Some(msg.source.clone());
+    received.message_id = Some(msg.id.clone());
+    received.detail = json!({
+        "body_sha256": msg.body_sha256,
+        "body_bytes": msg.body.len(),
+        "records": msg.records.len(),
+        "content_type": msg.content_type,
+    });
+    chain.append(conn, &received)?;
+    let mut ins_record = conn.prepare_cached(
+        "INSERT INTO records (message_id, idx, source, kind, case_no, identity, version, status, canonical, sha256, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    let mut upsert_version = conn.prepare_cached(
+        "INSERT INTO record_versions (source, kind, identity, version, record_id) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (source, kind, identity) DO UPDATE SET version = excluded.version, record_id = excluded.record_id",
+    )?;
+    let mut ins_delivery = conn.prepare_cached(
+        "INSERT INTO deliveries (record_id, message_id, record_idx, destination, case_no, kind, ord_kind, ord_step,
+                                 state, attempts, next_attempt_at, idem_key, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?10, ?9, ?9)",
+    )?;
+    for (r, status) in msg.records.iter().zip(&statuses) {
+        ins_record.execute(params![
+            msg.id,
+            r.index as i64,
+            msg.source,
+            r.kind.as_str(),
+            r.case_no,
+            r.identity,
+            r.version,
+            status,
+            r.canonical,
+            r.sha256,
+            msg.received_at_ms
+        ])?;
+        let record_id = conn.last_insert_rowid();
+        let mut accepted = Event::new(msg.received_at_ms, EventKind::Accepted);
+        accepted.node = Some(msg.source.clone());
+        accepted.case_no = Some(r.case_no.clone());
+        accepted.kind = Some(r.kind.as_str().into());
+        accepted.message_id = Some(msg.id.clone());
+        accepted.detail = json!({
+            "index": r.index,
+            "record_sha256": r.sha256,
+            "version": r.version,
+            "status": status,
+        });
+        chain.append(conn, &accepted)?;
+        if *status != "accepted" {
+            continue;
+        }
+        if let Some(v) = r.version {
+            upsert_version.execute(params![
+                msg.source,
+                r.kind.as_str(),
+                r.identity,
+                v,
+                record_id
+            ])?;
+        }
+        for dest in &r.destinations {
+            let key = format!("hg-{}-{}-{}", msg.id, r.index, dest);
+            ins_delivery.execute(params![
+                record_id,
+                msg.id,
+                r.index as i64,
+                dest,
+                r.case_no,
+                r.kind.as_str(),
+                r.kind.rank(),
+                r.step_no,
+                msg.received_at_ms,
+                key
+            ])?;
+        }
+        let mut routed = Event::new(msg.received_at_ms, EventKind::Routed);
+        routed.node = Some(msg.source.clone());
+        routed.case_no = Some(r.case_no.clone());
+        routed.kind = Some(r.kind.as_str().into());
+        routed.message_id = Some(msg.id.clone());
+        routed.detail = json!({ "index": r.index, "destinations": r.destinations });
+        chain.append(conn, &routed)?;
+    }
+    Ok(AcceptOutcome::Accepted(response))
+}
+
+fn lease(
+    conn: &Connection,
+    destination: &str,
+    owner: &str,
+    limit: usize,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<Vec<LeasedDelivery>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.id, d.message_id, d.destination, d.case_no, d.kind, r.canonical, d.idem_key, d.attempts, d.created_at
+         FROM deliveries d JOIN records r ON r.id = d.record_id
+         WHERE d.state = 'pending' AND d.destination = ?1 AND d.next_attempt_at <= ?2
+           AND (d.lease_until IS NULL OR d.lease_until <= ?2)
+           AND NOT EXISTS (
+               SELECT 1 FROM deliveries e
+               WHERE e.state = 'pending' AND e.destination = d.destination AND e.case_no = d.case_no
+                 AND (e.ord_kind, e.ord_step, e.id) < (d.ord_kind, d.ord_step, d.id))
+         ORDER BY d.next_attempt_at, d.id
+         LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![destination, now_ms, limit as i64], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, String>(6)?,
+            r.get::<_, i64>(7)?,
+            r.get::<_, i64>(8)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, message_id, destination, case_no, kind, canonical, key, attempts, created) = row?;
+        out.push(LeasedDelivery {
+            id,
+            message_id,
+            destination,
+            case_no,
+            kind: parse_kind(&kind)?,
+            canonical,
+            idempotency_key: key,
+            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            created_at_ms: created,
+        });
+    }
+    let mut mark = conn
+        .prepare_cached("UPDATE deliveries SET lease_owner = ?2, lease_until = ?3 WHERE id = ?1")?;
+    for d in &out {
+        mark.execute(params![d.id, owner, now_ms + lease_ms])?;
+    }
+    Ok(out)
+}
+
+fn parse_kind(s: &str) -> Result<Kind, StoreError> {
+    Kind::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown record kind `{s}`")))
+}
+
+fn complete(conn: &Connection, chain: &mut Chain, c: Completion) -> Result<bool, StoreError> {
+    let (sql, event, detail): (&str, EventKind, Value) = match &c.result {
+        DeliveryResult::Delivered {
+            status,
+            receipt,
+            duplicate,
+        } => (
+            "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_status = ?3,
+                 receipt = ?4, last_error = NULL, lease_owner = NULL, lease_until = NULL,
+                 delivered_at = ?5, updated_at = ?5
+             WHERE id = ?1 AND lease_owner = ?2 AND state = 'pending'
+             RETURNING destination, case_no, kind, message_id, attempts",
+            EventKind::Delivered,
+            json!({
+                "status": status,
+                "duplicate": duplicate,
+                "receipt_sha256": audit::sha256_hex(receipt.as_bytes()),
+                "duration_ms": c.duration_ms,
+            }),
+        ),
+        DeliveryResult::Retry {
+            status,
+            error,
+            next_attempt_at_ms,
+        } => (
+            "UPDATE deliveries SET attempts = attempts + 1, last_status = ?3, last_error = ?4,
+                 next_attempt_at = ?6, lease_owner = NULL, lease_until = NULL, updated_at = ?5
+             WHERE id = ?1 AND lease_owner = ?2 AND state = 'pending'
+             RETURNING destination, case_no, kind, message_id, attempts",
+            EventKind::Retried,
+            json!({
+                "status": status,
+                "error": error,
+                "next_attempt_at": rfc3339(*next_attempt_at_ms),
+                "duration_ms": c.duration_ms,
+            }),
+        ),
+        DeliveryResult::Dead { status, reason } => (
+            "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_status = ?3,
+                 last_error = ?4, lease_owner = NULL, lease_until = NULL, updated_at = ?5
+             WHERE id = ?1 AND lease_owner = ?2 AND state = 'pending'
+             RETURNING destination, case_no, kind, message_id, attempts",
+            EventKind::DeadLettered,
+            json!({ "status": status, "reason": reason, "duration_ms": c.duration_ms }),
+        ),
+    };
+    let (status, text, next): (Option<u16>, Option<&str>, i64) = match &c.result {
+        DeliveryResult::Delivered {
+            status, receipt, ..
+        } => (Some(*status), Some(receipt.as_str()), 0),
+        DeliveryResult::Retry {
+            status,
+            error,
+            next_attempt_at_ms,
+        } => (*status, Some(error.as_str()), *next_attempt_at_ms),
+        DeliveryResult::Dead { status, reason } => (*status, Some(reason.as_str()), 0),
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let row: Option<(String, String, String, String, i64)> =
+        if matches!(c.result, DeliveryResult::Retry { .. }) {
+            stmt.query_row(params![c.id, c.owner, status, text, c.at_ms, next], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+        } else {
+            stmt.query_row(params![c.id, c.owner, status, text, c.at_ms], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+        }
+        .optional()?;
+    let Some((destination, case_no, kind, message_id, attempts)) = row else {
+        return Ok(false);
+    };
+    let mut e = Event::new(c.at_ms, event);
+    e.node = Some(destination);
+    e.case_no = Some(case_no);
+    e.kind = Some(kind);
+    e.message_id = Some(message_id);
+    e.delivery_id = Some(c.id);
+    e.detail = detail;
+    if let Value::Object(m) = &mut e.detail {
+        m.insert("attempt".into(), json!(attempts));
+    }
+    chain.append(conn, &e)?;
+    Ok(true)
+}
+
+fn retry_dead(
+    conn: &Connection,
+    chain: &mut Chain,
+    id: i64,
+    at_ms: i64,
+) -> Result<i64, StoreError> {
+    let row: Option<(String, String, String, String)> = conn
+        .query_row(
+            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?2,
+                 lease_owner = NULL, lease_until = NULL, updated_at = ?2
+             WHERE id = ?1 AND state = 'dead'
+             RETURNING destination, case_no, kind, message_id",
+            params![id, at_ms],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((destination, case_no, kind, message_id)) = row else {
+        let exists: Option<i64> = conn
+            .query_row("SELECT id FROM deliveries WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        return Err(match exists {
+            Some(_) => StoreError::NotDead(id),
+            None => StoreError::NotFound,
+        });
+    };
+    let mut e = Event::new(at_ms, EventKind::ManuallyRetried);
+    e.node = Some(destination);
+    e.case_no = Some(case_no);
+    e.kind = Some(kind);
+    e.message_id = Some(message_id);
+    e.delivery_id = Some(id);
+    e.detail = json!({});
+    chain.append(conn, &e)?;
+    Ok(id)
+}
+
+const DELIVERY_COLUMNS: &str = "id, message_id, record_idx, destination, case_no, kind, state, attempts,
+    next_attempt_at, last_status, last_error, receipt, idem_key, created_at, updated_at, delivered_at";
+
+fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryView> {
+    let state: String = r.get(6)?;
+    let kind: String = r.get(5)?;
+    let state = DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending);
+    Ok(DeliveryView {
+        id: r.get(0)?,
+        message_id: r.get(1)?,
+        record_index: r.get::<_, i64>(2)?.try_into().unwrap_or(0),
+        destination: r.get(3)?,
+        case_no: r.get(4)?,
+        kind: Kind::parse(&kind).unwrap_or(Kind::Application),
+        state,
+        attempts: r.get::<_, i64>(7)?.try_into().unwrap_or(0),
+        next_attempt_at: (state == DeliveryState::Pending).then(|| rfc3339(r.get(8).unwrap_or(0))),
+        last_status: r
+            .get::<_, Option<i64>>(9)?
+            .and_then(|s| u16::try_from(s).ok()),
+        last_error: r.get(10)?,
+        receipt: r.get(11)?,
+        idempotency_key: r.get(12)?,
+        created_at: rfc3339(r.get(13)?),
+        updated_at: rfc3339(r.get(14)?),
+        delivered_at: r.get::<_, Option<i64>>(15)?.map(rfc3339),
+    })
+}
+
+fn records_where(
+    conn: &Connection,
+    clause: &str,
+    arg: &str,
+) -> Result<Vec<RecordView>, StoreError> {
+    let sql = format!(
+        "SELECT id, message_id, idx, source, received_at, kind, case_no, status, version, sha256, canonical
+         FROM records WHERE {clause} ORDER BY received_at, id"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map([arg], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            RecordView {
+                message_id: r.get(1)?,
+                index: r.get::<_, i64>(2)?.try_into().unwrap_or(0),
+                source: r.get(3)?,
+                received_at: rfc3339(r.get(4)?),
+                kind: Kind::parse(&r.get::<_, String>(5)?).unwrap_or(Kind::Application),
+                case_no: r.get(6)?,
+                status: r.get(7)?,
+                version: r.get(8)?,
+                sha256: r.get(9)?,
+                record: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or(Value::Null),
+                deliveries: Vec::new(),
+            },
+        ))
+    })?;
+    let mut deliveries = conn.prepare_cached(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE record_id = ?1 ORDER BY id"
+    ))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, mut view) = row?;
+        view.deliveries = deliveries
+            .query_map([id], delivery_row)?
+            .collect::<Result<_, _>>()?;
+        out.push(view);
+    }
+    Ok(out)
+}
+
+impl Store for SqliteStore {
+    fn accept(&self, msg: NewMessage) -> StoreFuture<'_, AcceptOutcome> {
+        self.submit(|r| Job::Accept(msg, r))
+    }
+
+    fn audit_rejection(&self, event: Event) -> StoreFuture<'_, ()> {
+        self.submit(|r| Job::AuditRejection(event, r))
+    }
+
+    fn lease(
+        &self,
+        destination: &str,
+        owner: &str,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> StoreFuture<'_, Vec<LeasedDelivery>> {
+        let (destination, owner) = (destination.to_string(), owner.to_string());
+        self.submit(move |reply| Job::Lease {
+            destination,
+            owner,
+            limit,
+            now_ms,
+            lease_ms,
+            reply,
+        })
+    }
+
+    fn complete(&self, completion: Completion) -> StoreFuture<'_, bool> {
+        self.submit(|r| Job::Complete(completion, r))
+    }
+
+    fn release(&self, owner: &str, ids: Vec<i64>) -> StoreFuture<'_, ()> {
+        let owner = owner.to_string();
+        self.submit(|r| Job::Release(owner, ids, r))
+    }
+
+    fn retry_dead(&self, id: i64, at_ms: i64) -> StoreFuture<'_, DeliveryView> {
+        Box::pin(async move {
+            let id = self.submit(|r| Job::RetryDead(id, at_ms, r)).await?;
+            self.read(move |c| {
+                c.query_row(
+                    &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"),
+                    [id],
+                    delivery_row,
+                )
+                .map_err(StoreError::from)
+            })
+            .await
+        })
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.submit(Job::Ping)
+    }
+
+    fn message(&self, id: &str) -> StoreFuture<'_, Option<MessageView>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT id, source, received_at, content_type, idempotency_key, length(body), body_sha256, response
+                     FROM messages WHERE id = ?1",
+                    [&id],
+                    |r| {
+                        Ok(MessageView {
+                            id: r.get(0)?,
+                            source: r.get(1)?,
+                            received_at: rfc3339(r.get(2)?),
+                            content_type: r.get(3)?,
+                            idempotency_key: r.get(4)?,
+                            body_bytes: r.get::<_, i64>(5)?.try_into().unwrap_or(0),
+                            body_sha256: r.get(6)?,
+                            response: serde_json::from_str(&r.get::<_, String>(7)?)
+                                .unwrap_or(Value::Null),
+                            records: Vec::new(),
+                        })
+                    },
+                )
+                .optional()?;
+            match row {
+                None => Ok(None),
+                Some(mut m) => {
+                    m.records = records_where(c, "message_id = ?1", &id)?;
+                    Ok(Some(m))
+                }
+            }
+        })
+    }
+
+    fn case(&self, case_no: &str) -> StoreFuture<'_, Vec<RecordView>> {
+        let case_no = case_no.to_string();
+        self.read(move |c| records_where(c, "case_no = ?1", &case_no))
+    }
+
+    fn deliveries(&self, f: DeliveryFilter) -> StoreFuture<'_, Vec<DeliveryView>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                 WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR destination = ?2)
+                   AND (?3 IS NULL OR case_no = ?3) AND id > ?4
+                 ORDER BY id LIMIT ?5"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    f.state.map(DeliveryState::as_str),
+                    f.destination,
+                    f.case_no,
+                    f.after_id.unwrap_or(0),
+                    f.limit as i64
+                ],
+                delivery_row,
+            )?;
+            rows.collect::<Result<_, _>>().map_err(StoreError::from)
+        })
+    }
+
+    fn queue_depths(&self) -> StoreFuture<'_, Vec<QueueDepth>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT destination,
+                        sum(state = 'pending'), sum(state = 'dead')
+                 FROM deliveries INDEXED BY deliveries_state
+                 WHERE state IN ('pending', 'dead') GROUP BY destination ORDER BY destination",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(QueueDepth {
+                    destination: r.get(0)?,
+                    pending: r.get(1)?,
+                    dead: r.get(2)?,
+                })
+            })?;
+            rows.collect::<Result<_, _>>().map_err(StoreError::from)
+        })
+    }
+
+    fn verify_audit(&self) -> StoreFuture<'_, u64> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT seq, at, event, node, case_no, kind, message_id, delivery_id, detail, hash
+                 FROM audit ORDER BY seq",
+            )?;
+            let mut rows = stmt.query([])?;
+            let mut prev = audit::GENESIS;
+            let mut count = 0u64;
+            let mut expected_seq = 1i64;
+            while let Some(r) = rows.next()? {
+                let seq: i64 = r.get(0)?;
+                let detail: String = r.get(8)?;
+                let detail: Value = serde_json::from_str(&detail).map_err(|_| {
+                    StoreError::Corrupt(format!("audit event {seq}: detail is not JSON"))
+                })?;
+                let event: String = r.get(2)?;
+                let node: Option<String> = r.get(3)?;
+                let case_no: Option<String> = r.get(4)?;
+                let kind: Option<String> = r.get(5)?;
+                let message_id: Option<String> = r.get(6)?;
+                let stored: Vec<u8> = r.get(9)?;
+                let bytes = audit::canonical_bytes(&StoredEvent {
+                    seq,
+                    at_ms: r.get(1)?,
+                    event: &event,
+                    node: node.as_deref(),
+                    case_no: case_no.as_deref(),
+                    kind: kind.as_deref(),
+                    message_id: message_id.as_deref(),
+                    delivery_id: r.get(7)?,
+                    detail: &detail,
+                });
+                let h = audit::chain_hash(&prev, &bytes);
+                if seq != expected_seq || h.as_slice() != stored.as_slice() {
+                    return Err(StoreError::Corrupt(format!(
+                        "audit chain broken at event {seq}"
+                    )));
+                }
+                prev = h;
+                expected_seq += 1;
+                count += 1;
+            }
+            Ok(count)
+        })
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        self.submit(Job::Close)
+    }
+}
