@@ -109,6 +109,13 @@ impl Policy {
     }
 }
 
+/// A reqwest client builder on rustls with the pure-Rust `ring` provider (installed
+/// as the process default on first use).
+pub fn http_client() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 /// Start one worker per destination. They stop leasing when `shutdown` fires, let
 /// in-flight requests finish within the grace period, and give back the rest.
 pub fn spawn_workers(
@@ -117,12 +124,11 @@ pub fn spawn_workers(
     wake: Wake,
     shutdown: CancellationToken,
 ) -> Result<JoinSet<()>, DeliveryError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let owner = format!("{}-{}", config.gateway.id, uuid::Uuid::now_v7());
     let grace = Duration::from_secs(config.gateway.shutdown_grace_seconds);
     let mut set = JoinSet::new();
     for (id, d) in config.destinations() {
-        let client = reqwest::Client::builder()
+        let client = http_client()
             .timeout(Duration::from_millis(d.timeout_ms))
             .connect_timeout(Duration::from_millis(d.timeout_ms.min(5_000)))
             .pool_max_idle_per_host(d.concurrency)

@@ -168,7 +168,9 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
         );
     }
     println!("\n— sending the sample messages as their senders would —");
-    let client = reqwest::Client::new();
+    let client = crate::delivery::http_client()
+        .build()
+        .map_err(|e| DemoError::Send(e.to_string()))?;
     let mut cases: Vec<String> = Vec::new();
     for s in SAMPLES {
         let resp = client

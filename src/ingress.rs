@@ -172,102 +172,110 @@ async fn intake(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let result = async {
-        if let Some(len) = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            && len > limits.max_body_bytes
-        {
-            return Err(too_large(limits.max_body_bytes));
-        }
-        let format = Format::from_content_type(content_type.as_deref()).map_err(|e| {
-            ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                e.to_string(),
-            )
-        })?;
-        let bytes = axum::body::to_bytes(body, limits.max_body_bytes)
-            .await
-            .map_err(|_| too_large(limits.max_body_bytes))?;
-        let values = codec::decode_canonical(&bytes, format, limits.max_records_per_body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()))?;
-        metrics::counter!("hallgate_records_received_total", "node" => node.clone())
-            .increment(values.len() as u64);
-        let mut records = Vec::with_capacity(values.len());
-        let mut errors = Vec::new();
-        for (i, v) in values.into_iter().enumerate() {
-            match Record::from_value(i, v, kind) {
-                Ok(mut r) => {
-                    r.set_source(&node);
-                    records.push(r);
-                }
-                Err(mut e) => errors.append(&mut e),
+    let result =
+        async {
+            if let Some(len) = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok())
+                && len > limits.max_body_bytes
+            {
+                return Err(too_large(limits.max_body_bytes));
             }
-        }
-        if !errors.is_empty() {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_records",
-                format!(
-                    "{} problem(s) in the records; nothing was stored",
-                    errors.len()
-                ),
-            )
-            .with_details(errors));
-        }
-        for (i, r) in records.iter().enumerate() {
-            auth::authorize(&state.config, &node, i, r).map_err(|f| {
-                ApiError::new(StatusCode::FORBIDDEN, "forbidden", f.to_string()).with_details(vec![
-                    FieldError {
-                        record: f.index,
-                        field: f.field.to_string(),
-                        source_path: None,
-                        rule: "not_allowed".into(),
-                        message: f.to_string(),
-                    },
-                ])
+            let format = Format::from_content_type(content_type.as_deref()).map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    e.to_string(),
+                )
             })?;
-        }
-        let mut new_records = Vec::with_capacity(records.len());
-        for (i, r) in records.iter().enumerate() {
-            let destinations = state.router.route(&node, r).map_err(|e| {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_route", e.to_string())
-                    .with_details(vec![FieldError {
-                        record: i,
-                        field: "kind".into(),
-                        source_path: None,
-                        rule: "no_route".into(),
-                        message: e.to_string(),
-                    }])
-            })?;
-            let canonical = r.to_json();
-            new_records.push(NewRecord {
-                index: i,
-                kind: r.kind,
-                case_no: r.case_no.clone(),
-                identity: r.identity(),
-                version: r.version(),
-                step_no: r.step_no(),
-                sha256: sha256_hex(canonical.as_bytes()),
-                canonical,
-                destinations,
-            });
-        }
-        let idempotency_key = idempotency_key(headers, &records)?;
-        let msg = NewMessage {
-            id: uuid::Uuid::now_v7().to_string(),
-            source: node.clone(),
-            received_at_ms: received_at,
-            content_type: content_type.clone(),
-            idempotency_key,
-            body_sha256: sha256_hex(&bytes),
-            body: bytes,
-            records: new_records,
-        };
-        let count = msg.records.len() as u64;
-        match state.store.accept(msg).await? {
+            let bytes = axum::body::to_bytes(body, limits.max_body_bytes)
+                .await
+                .map_err(|_| too_large(limits.max_body_bytes))?;
+            let values = codec::decode_canonical(&bytes, format, limits.max_records_per_body)
+                .map_err(|e| match e {
+                    codec::CodecError::TooManyRecords { .. } => ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_many_records",
+                        e.to_string(),
+                    ),
+                    _ => ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
+                })?;
+            metrics::counter!("hallgate_records_received_total", "node" => node.clone())
+                .increment(values.len() as u64);
+            let mut records = Vec::with_capacity(values.len());
+            let mut errors = Vec::new();
+            for (i, v) in values.into_iter().enumerate() {
+                match Record::from_value(i, v, kind) {
+                    Ok(mut r) => {
+                        r.set_source(&node);
+                        records.push(r);
+                    }
+                    Err(mut e) => errors.append(&mut e),
+                }
+            }
+            if !errors.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_records",
+                    format!(
+                        "{} problem(s) in the records; nothing was stored",
+                        errors.len()
+                    ),
+                )
+                .with_details(errors));
+            }
+            for (i, r) in records.iter().enumerate() {
+                auth::authorize(&state.config, &node, i, r).map_err(|f| {
+                    ApiError::new(StatusCode::FORBIDDEN, "forbidden", f.to_string()).with_details(
+                        vec![FieldError {
+                            record: f.index,
+                            field: f.field.to_string(),
+                            source_path: None,
+                            rule: "not_allowed".into(),
+                            message: f.to_string(),
+                        }],
+                    )
+                })?;
+            }
+            let mut new_records = Vec::with_capacity(records.len());
+            for (i, r) in records.iter().enumerate() {
+                let destinations = state.router.route(&node, r).map_err(|e| {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_route", e.to_string())
+                        .with_details(vec![FieldError {
+                            record: i,
+                            field: "kind".into(),
+                            source_path: None,
+                            rule: "no_route".into(),
+                            message: e.to_string(),
+                        }])
+                })?;
+                let canonical = r.to_json();
+                new_records.push(NewRecord {
+                    index: i,
+                    kind: r.kind,
+                    case_no: r.case_no.clone(),
+                    identity: r.identity(),
+                    version: r.version(),
+                    step_no: r.step_no(),
+                    sha256: sha256_hex(canonical.as_bytes()),
+                    canonical,
+                    destinations,
+                });
+            }
+            let idempotency_key = idempotency_key(headers, &records)?;
+            let msg = NewMessage {
+                id: uuid::Uuid::now_v7().to_string(),
+                source: node.clone(),
+                received_at_ms: received_at,
+                content_type: content_type.clone(),
+                idempotency_key,
+                body_sha256: sha256_hex(&bytes),
+                body: bytes,
+                records: new_records,
+            };
+            let count = msg.records.len() as u64;
+            match state.store.accept(msg).await? {
             AcceptOutcome::Accepted(resp) => {
                 for r in resp.records.iter().filter(|r| r.status == "accepted") {
                     for d in &r.destinations {
@@ -305,8 +313,8 @@ async fn intake(
                     .collect(),
             )),
         }
-    }
-    .await;
+        }
+        .await;
     metrics::histogram!("hallgate_accept_seconds").record(started.elapsed().as_secs_f64());
     if let Err(e) = &result {
         metrics::counter!("hallgate_records_rejected_total", "node" => node.clone(), "reason" => e.code)

@@ -54,6 +54,8 @@ pub struct Script {
     pub delay: Duration,
     /// Send `Retry-After` (seconds) with failures.
     pub retry_after: Option<u64>,
+    /// Answer `fail_status` to every request for these cases (办件编号).
+    pub fail_cases: Vec<String>,
 }
 
 impl Default for Script {
@@ -64,6 +66,7 @@ impl Default for Script {
             fail_status: 503,
             delay: Duration::ZERO,
             retry_after: None,
+            fail_cases: Vec::new(),
         }
     }
 }
@@ -71,6 +74,7 @@ impl Default for Script {
 #[derive(Default)]
 struct Inner {
     script: Script,
+    started: usize,
     arrivals: Vec<Arrival>,
     attempts: HashMap<String, u32>,
 }
@@ -146,6 +150,11 @@ impl Receiver {
             .collect()
     }
 
+    /// Requests that have begun (answered or not).
+    pub fn started(&self) -> usize {
+        self.lock().started
+    }
+
     pub fn stop(&self) {
         self.stop.cancel();
     }
@@ -175,7 +184,11 @@ async fn receive(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let delay = inner.lock().unwrap_or_else(|p| p.into_inner()).script.delay;
+    let delay = {
+        let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.started += 1;
+        g.script.delay
+    };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -192,7 +205,7 @@ async fn receive(
         .any(|a| a.idempotency_key == key && (200..300).contains(&a.status));
     let (status, answer) = if key.is_empty() {
         (400, json!({"code": "400", "msg": "缺少 Idempotency-Key"}))
-    } else if attempt <= script.fail_first {
+    } else if attempt <= script.fail_first || script.fail_cases.contains(&case_no) {
         (
             script.fail_status,
             json!({"code": script.fail_status.to_string(), "msg": "系统繁忙，请稍后重试"}),

@@ -1,0 +1,255 @@
+//! Shared test harness: real receivers on loopback, a real gateway on 127.0.0.1:0
+//! with an SQLite file in a temporary folder, and a real HTTP client.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hallgate::config::Config;
+use hallgate::gateway::{self, Running};
+use hallgate::receiver::Receiver;
+use serde_json::{Value, json};
+
+/// Senders `district-a` (350205) and `district-b` (330122); destinations `city`,
+/// `province`, `supervision`; routes: everything to the city, applications and
+/// results to the province, results to supervision.
+pub const DEFAULT_ROUTES: &str = r#"
+[[routes]]
+name = "all-to-city"
+to = ["city"]
+
+[[routes]]
+name = "apps-and-results-to-province"
+kinds = ["application", "result"]
+to = ["province"]
+
+[[routes]]
+name = "results-to-supervision"
+kinds = ["result"]
+to = ["supervision"]
+"#;
+
+pub fn config_text(
+    store: &Path,
+    city: &str,
+    province: &str,
+    supervision: &str,
+    routes: &str,
+) -> String {
+    format!(
+        r#"
+[gateway]
+id = "gw-test"
+listen = "127.0.0.1:0"
+store = "sqlite://{store}"
+trust_node_header = true
+shutdown_grace_seconds = 10
+
+[limits]
+max_body_bytes = 65536
+max_records_per_body = 100
+
+[delivery]
+lease_seconds = 30
+base_backoff_ms = 40
+max_backoff_ms = 400
+max_attempts = 50
+poll_ms = 50
+
+[nodes.district-a]
+name = "海沧区"
+level = "district"
+region = "350205"
+accept = {{ kinds = ["application", "material", "process", "result"], regions = ["350205"] }}
+
+[nodes.district-b]
+name = "桐庐县"
+level = "district"
+region = "330122"
+accept = {{ kinds = ["application", "material"], regions = ["330122"] }}
+
+[nodes.city]
+name = "市级平台"
+level = "city"
+destination = {{ url = "{city}", timeout_ms = 5000, concurrency = 4 }}
+
+[nodes.province]
+name = "省网上办事大厅"
+level = "province"
+destination = {{ url = "{province}", timeout_ms = 5000, concurrency = 4 }}
+
+[nodes.supervision]
+name = "电子监察"
+level = "department"
+destination = {{ url = "{supervision}", timeout_ms = 5000, concurrency = 2 }}
+{routes}
+"#,
+        store = store.display()
+    )
+}
+
+/// Three receivers and a gateway routed to them.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub city: Receiver,
+    pub province: Receiver,
+    pub supervision: Receiver,
+    pub gateway: Option<Running>,
+    pub url: String,
+    pub client: reqwest::Client,
+    routes: String,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Harness::with_routes(DEFAULT_ROUTES).await
+    }
+
+    pub async fn with_routes(routes: &str) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let city = Receiver::start("city", "127.0.0.1:0")
+            .await
+            .expect("receiver");
+        let province = Receiver::start("province", "127.0.0.1:0")
+            .await
+            .expect("receiver");
+        let supervision = Receiver::start("supervision", "127.0.0.1:0")
+            .await
+            .expect("receiver");
+        let mut h = Harness {
+            dir,
+            city,
+            province,
+            supervision,
+            gateway: None,
+            url: String::new(),
+            client: hallgate::delivery::http_client().build().expect("client"),
+            routes: routes.to_string(),
+        };
+        h.start_gateway().await;
+        h
+    }
+
+    pub fn config(&self) -> Config {
+        let text = config_text(
+            &self.dir.path().join("hallgate.db"),
+            &self.city.url(),
+            &self.province.url(),
+            &self.supervision.url(),
+            &self.routes,
+        );
+        let path = self.dir.path().join("hallgate.toml");
+        std::fs::write(&path, &text).expect("write config");
+        Config::load(&path).expect("test config is valid")
+    }
+
+    /// (Re)start the gateway on the same data.
+    pub async fn start_gateway(&mut self) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let running = gateway::start(self.config(), Some(listener))
+            .await
+            .expect("gateway starts");
+        self.url = running.url();
+        self.gateway = Some(running);
+    }
+
+    pub async fn stop_gateway(&mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown().await;
+        }
+    }
+
+    pub fn running(&self) -> &Running {
+        self.gateway.as_ref().expect("gateway running")
+    }
+
+    /// POST canonical records as `node`; returns status, headers and JSON body.
+    pub async fn post(
+        &self,
+        node: &str,
+        body: &Value,
+        key: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}/v1/records", self.url))
+            .header("content-type", "application/json")
+            .header("x-hallgate-node", node)
+            .body(body.to_string());
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("body");
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}
+
+/// Wait until `f` holds, up to `secs` seconds; panics with `what` otherwise.
+pub async fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn application(case_no: &str, region: &str) -> Value {
+    json!({
+        "kind": "application",
+        "case_no": case_no,
+        "region": region,
+        "item_code": "11350200MB0000000X01XK0010100Y0001",
+        "item_name": "公共场所卫生许可",
+        "applicant": {"type": "person", "name": "林晓东", "id_type": "111", "id_no": "350205195912280259"},
+        "contact": {"name": "林晓东", "mobile": "18659201234"},
+        "case_pwd": "558120"
+    })
+}
+
+pub fn material(case_no: &str, region: &str, id: &str) -> Value {
+    json!({"kind": "material", "case_no": case_no, "region": region, "material_id": id, "name": "申请书"})
+}
+
+pub fn process(case_no: &str, region: &str, step: u64) -> Value {
+    json!({"kind": "process", "case_no": case_no, "region": region, "step_no": step, "node_name": "审查", "state": "done"})
+}
+
+pub fn result(case_no: &str, region: &str) -> Value {
+    json!({"kind": "result", "case_no": case_no, "region": region, "outcome": "issued", "decision": "approve"})
+}
+
+/// The order key a receiver should see within one case.
+pub fn order_label(v: &Value) -> String {
+    match v["kind"].as_str().unwrap_or("") {
+        "process" => format!("process:{}", v["step_no"]),
+        "material" => format!("material:{}", v["material_id"].as_str().unwrap_or("")),
+        k => k.to_string(),
+    }
+}
