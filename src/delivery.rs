@@ -9,18 +9,18 @@
 //! other 4xx dead-lettered at once. Every request carries the delivery's stable
 //! `Idempotency-Key`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeliveryDefaults, Destination};
-use crate::store::{Completion, DeliveryResult, LeasedDelivery, Store, now_ms};
+use crate::store::{Completion, DeliveryResult, LeaseRequest, LeasedDelivery, Store, now_ms};
 
 /// Largest receipt body kept.
 const MAX_RECEIPT: usize = 64 * 1024;
@@ -159,99 +159,119 @@ struct Worker {
 }
 
 impl Worker {
+    /// Lease, send, record — with one store round trip at a time that both records
+    /// finished attempts and leases more, and a small local queue (twice the
+    /// concurrency) so a freed slot is filled without waiting for a commit.
     async fn run(self, shutdown: CancellationToken) {
-        let slots = Arc::new(Semaphore::new(self.policy.concurrency));
-        let mut in_flight: JoinSet<()> = JoinSet::new();
-        let mut leased_ids: HashMap<tokio::task::Id, i64> = HashMap::new();
-        loop {
-            while let Some(done) = in_flight.try_join_next_with_id() {
-                if let Ok((id, ())) = done {
-                    leased_ids.remove(&id);
+        let p = self.policy.clone();
+        let prefetch = p.concurrency * 2;
+        let mut ready: VecDeque<LeasedDelivery> = VecDeque::new();
+        let mut finished: Vec<Completion> = Vec::new();
+        let mut in_flight: JoinSet<Completion> = JoinSet::new();
+        let mut running: HashMap<tokio::task::Id, i64> = HashMap::new();
+        // The last lease found fewer due deliveries than asked: wait for news.
+        let mut exhausted = false;
+        let collect = |r: Result<(tokio::task::Id, Completion), tokio::task::JoinError>,
+                       running: &mut HashMap<tokio::task::Id, i64>,
+                       finished: &mut Vec<Completion>| {
+            match r {
+                Ok((id, c)) => {
+                    running.remove(&id);
+                    finished.push(c);
                 }
+                Err(e) => {
+                    // A panicked or aborted send: its lease expires and it is sent again.
+                    running.remove(&e.id());
+                }
+            }
+        };
+        loop {
+            while let Some(r) = in_flight.try_join_next_with_id() {
+                collect(r, &mut running, &mut finished);
             }
             if shutdown.is_cancelled() {
                 break;
             }
-            let free = slots.available_permits();
-            let mut got = 0;
-            if free > 0 {
+            while in_flight.len() < p.concurrency {
+                let Some(d) = ready.pop_front() else { break };
+                let id = d.id;
+                let send = Send {
+                    policy: p.clone(),
+                    client: self.client.clone(),
+                    owner: self.owner.clone(),
+                };
+                let handle = in_flight.spawn(send.deliver(d));
+                running.insert(handle.id(), id);
+            }
+            let want = prefetch.saturating_sub(in_flight.len() + ready.len());
+            let lease_now = want > 0 && (!exhausted || !finished.is_empty());
+            if lease_now || !finished.is_empty() {
+                let request = lease_now.then(|| LeaseRequest {
+                    destination: p.destination.clone(),
+                    owner: self.owner.clone(),
+                    limit: want,
+                    now_ms: now_ms(),
+                    lease_ms: p.lease_ms,
+                });
                 match self
                     .store
-                    .lease(
-                        &self.policy.destination,
-                        &self.owner,
-                        free,
-                        now_ms(),
-                        self.policy.lease_ms,
-                    )
+                    .exchange(std::mem::take(&mut finished), request)
                     .await
                 {
-                    Ok(batch) => {
-                        got = batch.len();
-                        for d in batch {
-                            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                                break;
-                            };
-                            let delivery_id = d.id;
-                            let send = Send {
-                                policy: self.policy.clone(),
-                                client: self.client.clone(),
-                                store: self.store.clone(),
-                                owner: self.owner.clone(),
-                                notify: self.notify.clone(),
-                            };
-                            let handle = in_flight.spawn(async move {
-                                send.deliver(d).await;
-                                drop(permit);
-                            });
-                            leased_ids.insert(handle.id(), delivery_id);
+                    Ok(x) => {
+                        if x.lost > 0 {
+                            tracing::warn!(destination = %p.destination, lost = x.lost, "attempts not recorded; those deliveries are sent again after their lease");
                         }
+                        if lease_now {
+                            exhausted = x.leased.len() < want;
+                        }
+                        ready.extend(x.leased);
                     }
                     Err(e) => {
-                        tracing::error!(destination = %self.policy.destination, error = %e, "lease failed")
+                        tracing::error!(destination = %p.destination, error = %e, "store round trip failed; unrecorded attempts are sent again after their lease");
+                        exhausted = true;
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {}
+                            _ = tokio::time::sleep(p.poll) => {}
+                        }
                     }
                 }
+                continue;
             }
-            // A full batch means more may be due right away; otherwise wait for new
-            // work, a freed slot, or the poll interval.
-            if got == 0 || got < free {
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = self.notify.notified() => {}
-                    _ = tokio::time::sleep(self.policy.poll) => {}
-                    Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
-                        if let Ok((id, ())) = done { leased_ids.remove(&id); }
-                    }
-                }
-            } else if slots.available_permits() == 0 {
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    Some(done) = in_flight.join_next_with_id() => {
-                        if let Ok((id, ())) = done { leased_ids.remove(&id); }
-                    }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = self.notify.notified() => exhausted = false,
+                _ = tokio::time::sleep(p.poll) => exhausted = false,
+                Some(r) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                    collect(r, &mut running, &mut finished);
                 }
             }
         }
-        // Shutdown: let in-flight requests finish within the grace period.
-        let deadline = tokio::time::sleep(self.policy.grace);
+        // Shutdown: let in-flight requests finish within the grace period, record
+        // them, and give back everything else.
+        let deadline = tokio::time::sleep(p.grace);
         tokio::pin!(deadline);
         while !in_flight.is_empty() {
             tokio::select! {
                 _ = &mut deadline => break,
-                Some(done) = in_flight.join_next_with_id() => {
-                    if let Ok((id, ())) = done { leased_ids.remove(&id); }
-                }
+                Some(r) = in_flight.join_next_with_id() => collect(r, &mut running, &mut finished),
             }
         }
         in_flight.abort_all();
-        while let Some(done) = in_flight.join_next_with_id().await {
-            if let Ok((id, ())) = done {
-                leased_ids.remove(&id);
-            }
+        while let Some(r) = in_flight.join_next_with_id().await {
+            collect(r, &mut running, &mut finished);
         }
-        let unfinished: Vec<i64> = leased_ids.into_values().collect();
+        if !finished.is_empty()
+            && let Err(e) = self.store.exchange(finished, None).await
+        {
+            tracing::error!(error = %e, "could not record the last attempts; they are sent again after their lease");
+        }
+        let unfinished: Vec<i64> = running
+            .into_values()
+            .chain(ready.iter().map(|d| d.id))
+            .collect();
         if !unfinished.is_empty() {
-            tracing::info!(destination = %self.policy.destination, count = unfinished.len(), "releasing unfinished deliveries");
+            tracing::info!(destination = %p.destination, count = unfinished.len(), "releasing unfinished deliveries");
             if let Err(e) = self.store.release(&self.owner, unfinished).await {
                 tracing::error!(error = %e, "could not release leases; they expire by themselves");
             }
@@ -263,9 +283,7 @@ impl Worker {
 struct Send {
     policy: Arc<Policy>,
     client: reqwest::Client,
-    store: Arc<dyn Store>,
     owner: String,
-    notify: Arc<Notify>,
 }
 
 /// What an attempt's answer means.
@@ -297,7 +315,7 @@ fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
 }
 
 impl Send {
-    async fn deliver(self, d: LeasedDelivery) {
+    async fn deliver(self, d: LeasedDelivery) -> Completion {
         let started = Instant::now();
         let p = &self.policy;
         let request = self
@@ -365,25 +383,13 @@ impl Send {
             }
             DeliveryResult::Delivered { .. } => {}
         }
-        let completion = Completion {
+        Completion {
             id: d.id,
             owner: self.owner.clone(),
             at_ms: now_ms(),
             duration_ms: i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
             result: outcome,
-        };
-        match self.store.complete(completion).await {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                delivery = d.id,
-                "lease was lost before the attempt was recorded"
-            ),
-            Err(e) => {
-                tracing::error!(delivery = d.id, error = %e, "could not record a delivery attempt; it will be sent again after the lease expires")
-            }
         }
-        // The next record of this case may now be due.
-        self.notify.notify_one();
     }
 
     /// Retry later, or dead-letter when attempts or age are used up.

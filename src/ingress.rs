@@ -120,17 +120,15 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 async fn post_records_any(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<IntakeQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    intake(&state, None, &q, &headers, body).await
+    intake(&state, None, &headers, body).await
 }
 
 async fn post_records_kind(
     State(state): State<Arc<AppState>>,
     Path(kind): Path<String>,
-    Query(q): Query<IntakeQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -141,16 +139,12 @@ async fn post_records_kind(
             "record kinds are application, material, process and result",
         )
     })?;
-    intake(&state, Some(kind), &q, &headers, body).await
+    intake(&state, Some(kind), &headers, body).await
 }
-
-#[derive(Debug, Deserialize)]
-struct IntakeQuery {}
 
 async fn intake(
     state: &AppState,
     kind: Option<Kind>,
-    _q: &IntakeQuery,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {

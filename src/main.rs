@@ -33,6 +33,19 @@ enum Command {
     Serve,
     /// Validate the configuration; exit non-zero on any error.
     Check,
+    /// Run a simulated receiving platform (for trying a config or load tests):
+    /// it acknowledges deliveries at POST /records and drops repeats with 409.
+    Receive {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:18201")]
+        listen: String,
+        /// Name used in its receipts.
+        #[arg(long, default_value = "city-platform")]
+        name: String,
+        /// Answer every delivery with this status (e.g. 503 to test retries).
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+    },
     /// Run the gateway on its embedded demo configuration with simulated halls.
     Demo {
         /// Folder for the demo's SQLite store (created; emptied first).
@@ -45,8 +58,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    hallgate::observe::init_logging();
     let cli = Cli::parse();
+    // The demo tells its own story on stdout; its log shows only errors by default.
+    let level = if matches!(cli.command, Command::Demo { .. }) {
+        "error"
+    } else {
+        "info"
+    };
+    hallgate::observe::init_logging(level);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -84,6 +103,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             })
         }
+        Command::Receive {
+            listen,
+            name,
+            status,
+        } => runtime()?.block_on(async {
+            let r = hallgate::receiver::Receiver::start(&name, &listen).await?;
+            r.limit_log(10_000);
+            r.set_script(hallgate::receiver::Script {
+                status,
+                ..Default::default()
+            });
+            println!("{name} receiving at {}", r.url());
+            hallgate::gateway::signal().await;
+            println!("{name}: {} record(s) acknowledged", r.accepted_total());
+            r.stop();
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Demo { data_dir, once } => runtime()?.block_on(async {
             hallgate::demo::run(&data_dir, once).await?;
             Ok(ExitCode::SUCCESS)

@@ -72,10 +72,10 @@ fn describe() {
     metrics::describe_histogram!("hallgate_delivery_seconds", "Time of one delivery attempt");
 }
 
-/// Log to stderr; `RUST_LOG` filters (default `info`).
-pub fn init_logging() {
+/// Log to stderr; `RUST_LOG` filters (default `default_level`).
+pub fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

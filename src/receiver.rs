@@ -7,7 +7,7 @@
 //! failing the first N attempts of each delivery, a delay. It drops repeats by
 //! Idempotency-Key as a well-behaved receiver should, answering 409.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -75,6 +75,11 @@ impl Default for Script {
 struct Inner {
     script: Script,
     started: usize,
+    /// Keys acknowledged with 2xx: repeats get 409.
+    acknowledged: HashSet<String>,
+    /// Keep at most this many arrivals (0 = all).
+    log_limit: usize,
+    accepted_total: u64,
     arrivals: Vec<Arrival>,
     attempts: HashMap<String, u32>,
 }
@@ -150,6 +155,16 @@ impl Receiver {
             .collect()
     }
 
+    /// Keep only the most recent `n` arrivals in memory (for long runs).
+    pub fn limit_log(&self, n: usize) {
+        self.lock().log_limit = n;
+    }
+
+    /// Records acknowledged with 2xx since start.
+    pub fn accepted_total(&self) -> u64 {
+        self.lock().accepted_total
+    }
+
     /// Requests that have begun (answered or not).
     pub fn started(&self) -> usize {
         self.lock().started
@@ -199,10 +214,7 @@ async fn receive(
         *n += 1;
         *n
     };
-    let seen = g
-        .arrivals
-        .iter()
-        .any(|a| a.idempotency_key == key && (200..300).contains(&a.status));
+    let seen = g.acknowledged.contains(&key);
     let (status, answer) = if key.is_empty() {
         (400, json!({"code": "400", "msg": "缺少 Idempotency-Key"}))
     } else if attempt <= script.fail_first || script.fail_cases.contains(&case_no) {
@@ -213,7 +225,7 @@ async fn receive(
     } else if seen {
         (409, json!({"code": "409", "msg": "重复数据，已接收"}))
     } else if (200..300).contains(&script.status) {
-        let receipt = format!("{}-{:06}", name, g.arrivals.len() + 1);
+        let receipt = format!("{}-{:06}", name, g.accepted_total + 1);
         (
             script.status,
             json!({"code": "0", "msg": "接收成功", "receipt_no": receipt}),
@@ -224,6 +236,13 @@ async fn receive(
             json!({"code": script.status.to_string(), "msg": "数据校验不通过"}),
         )
     };
+    if (200..300).contains(&status) {
+        g.acknowledged.insert(key.clone());
+        g.accepted_total += 1;
+    }
+    if g.log_limit > 0 && g.arrivals.len() >= g.log_limit {
+        g.arrivals.clear();
+    }
     g.arrivals.push(Arrival {
         idempotency_key: key,
         kind,

@@ -178,6 +178,27 @@ pub struct Completion {
     pub result: DeliveryResult,
 }
 
+/// What a worker asks to lease.
+#[derive(Debug, Clone)]
+pub struct LeaseRequest {
+    pub destination: String,
+    pub owner: String,
+    pub limit: usize,
+    pub now_ms: i64,
+    pub lease_ms: i64,
+}
+
+/// The answer to [`Store::exchange`].
+#[derive(Debug, Default)]
+pub struct Exchange {
+    /// Completions recorded.
+    pub recorded: usize,
+    /// Completions not recorded (lease lost or a write failed): the delivery is sent
+    /// again once its lease expires.
+    pub lost: usize,
+    pub leased: Vec<LeasedDelivery>,
+}
+
 /// Delivery states as stored and shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -279,18 +300,14 @@ pub trait Store: Send + Sync {
     fn accept(&self, msg: NewMessage) -> StoreFuture<'_, AcceptOutcome>;
     /// Record a rejected request (nothing else is stored).
     fn audit_rejection(&self, event: crate::audit::Event) -> StoreFuture<'_, ()>;
-    /// Lease up to `limit` due deliveries of one destination: for each case only its
-    /// next delivery in order, and none another worker holds.
-    fn lease(
+    /// One round trip of a delivery worker: record how finished attempts ended, then
+    /// lease up to `limit` due deliveries of one destination — for each case only its
+    /// next delivery in order, and none that another worker holds.
+    fn exchange(
         &self,
-        destination: &str,
-        owner: &str,
-        limit: usize,
-        now_ms: i64,
-        lease_ms: i64,
-    ) -> StoreFuture<'_, Vec<LeasedDelivery>>;
-    /// Record how an attempt ended; false when the lease was lost meanwhile.
-    fn complete(&self, completion: Completion) -> StoreFuture<'_, bool>;
+        completions: Vec<Completion>,
+        lease: Option<LeaseRequest>,
+    ) -> StoreFuture<'_, Exchange>;
     /// Give leased deliveries back (shutdown) so they are due again at once.
     fn release(&self, owner: &str, ids: Vec<i64>) -> StoreFuture<'_, ()>;
     /// Put a dead-lettered delivery back in the queue.

@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     AcceptOutcome, AcceptResponse, Completion, DeliveryFilter, DeliveryResult, DeliveryState,
-    DeliveryView, LeasedDelivery, MessageView, NewMessage, QueueDepth, RecordReceipt, RecordView,
-    StaleRecord, Store, StoreError, StoreFuture, rfc3339,
+    DeliveryView, Exchange, LeaseRequest, LeasedDelivery, MessageView, NewMessage, QueueDepth,
+    RecordReceipt, RecordView, StaleRecord, Store, StoreError, StoreFuture, rfc3339,
 };
 use crate::audit::{self, Event, EventKind, StoredEvent};
 use crate::record::Kind;
@@ -116,15 +116,7 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 enum Job {
     Accept(NewMessage, Reply<AcceptOutcome>),
     AuditRejection(Event, Reply<()>),
-    Lease {
-        destination: String,
-        owner: String,
-        limit: usize,
-        now_ms: i64,
-        lease_ms: i64,
-        reply: Reply<Vec<LeasedDelivery>>,
-    },
-    Complete(Completion, Reply<bool>),
+    Exchange(Vec<Completion>, Option<LeaseRequest>, Reply<Exchange>),
     Release(String, Vec<i64>, Reply<()>),
     RetryDead(i64, i64, Reply<i64>),
     Ping(Reply<()>),
@@ -359,8 +351,7 @@ impl Job {
         match self {
             Job::Accept(_, r) => drop(r.send(Err(e()))),
             Job::AuditRejection(_, r) => drop(r.send(Err(e()))),
-            Job::Lease { reply, .. } => drop(reply.send(Err(e()))),
-            Job::Complete(_, r) => drop(r.send(Err(e()))),
+            Job::Exchange(_, _, r) => drop(r.send(Err(e()))),
             Job::Release(_, _, r) => drop(r.send(Err(e()))),
             Job::RetryDead(_, _, r) => drop(r.send(Err(e()))),
             Job::Ping(r) | Job::Close(r) => drop(r.send(Err(e()))),
@@ -372,18 +363,25 @@ fn run_job(conn: &Connection, chain: &mut Chain, job: Job) -> Finish {
     match job {
         Job::Accept(msg, reply) => in_savepoint(conn, chain, reply, |c, ch| accept(c, ch, msg)),
         Job::AuditRejection(e, reply) => in_savepoint(conn, chain, reply, |c, ch| ch.append(c, &e)),
-        Job::Lease {
-            destination,
-            owner,
-            limit,
-            now_ms,
-            lease_ms,
-            reply,
-        } => in_savepoint(conn, chain, reply, |c, _| {
-            lease(c, &destination, &owner, limit, now_ms, lease_ms)
-        }),
-        Job::Complete(done, reply) => {
-            in_savepoint(conn, chain, reply, |c, ch| complete(c, ch, done))
+        Job::Exchange(completions, lease_req, reply) => {
+            in_savepoint(conn, chain, reply, |c, ch| {
+                let mut out = Exchange::default();
+                for done in completions {
+                    let id = done.id;
+                    match nested(c, ch, |c, ch| complete(c, ch, done)) {
+                        Ok(true) => out.recorded += 1,
+                        Ok(false) => out.lost += 1,
+                        Err(e) => {
+                            tracing::error!(delivery = id, error = %e, "could not record a delivery attempt; it is sent again when its lease expires");
+                            out.lost += 1;
+                        }
+                    }
+                }
+                if let Some(l) = lease_req {
+                    out.leased = lease(c, &l.destination, &l.owner, l.limit, l.now_ms, l.lease_ms)?;
+                }
+                Ok(out)
+            })
         }
         Job::Release(owner, ids, reply) => in_savepoint(conn, chain, reply, |c, _| {
             let mut stmt = c.prepare_cached(
@@ -400,6 +398,28 @@ fn run_job(conn: &Connection, chain: &mut Chain, job: Job) -> Finish {
         }
         Job::Ping(reply) => in_savepoint(conn, chain, reply, |_, _| Ok(())),
         Job::Close(reply) => Box::new(move |_| drop(reply.send(Ok(())))),
+    }
+}
+
+/// Run `f` in a nested savepoint: on failure its writes and chain advance are undone
+/// and the enclosing job goes on.
+fn nested<T>(
+    conn: &Connection,
+    chain: &mut Chain,
+    f: impl FnOnce(&Connection, &mut Chain) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mark = chain.clone();
+    conn.execute_batch("SAVEPOINT part")?;
+    match f(conn, chain) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE part")?;
+            Ok(v)
+        }
+        Err(e) => {
+            *chain = mark;
+            let _ = conn.execute_batch("ROLLBACK TO part; RELEASE part");
+            Err(e)
+        }
     }
 }
 
@@ -898,27 +918,12 @@ impl Store for SqliteStore {
         self.submit(|r| Job::AuditRejection(event, r))
     }
 
-    fn lease(
+    fn exchange(
         &self,
-        destination: &str,
-        owner: &str,
-        limit: usize,
-        now_ms: i64,
-        lease_ms: i64,
-    ) -> StoreFuture<'_, Vec<LeasedDelivery>> {
-        let (destination, owner) = (destination.to_string(), owner.to_string());
-        self.submit(move |reply| Job::Lease {
-            destination,
-            owner,
-            limit,
-            now_ms,
-            lease_ms,
-            reply,
-        })
-    }
-
-    fn complete(&self, completion: Completion) -> StoreFuture<'_, bool> {
-        self.submit(|r| Job::Complete(completion, r))
+        completions: Vec<Completion>,
+        lease: Option<LeaseRequest>,
+    ) -> StoreFuture<'_, Exchange> {
+        self.submit(|r| Job::Exchange(completions, lease, r))
     }
 
     fn release(&self, owner: &str, ids: Vec<i64>) -> StoreFuture<'_, ()> {
