@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use hallgate::receiver::{Receiver, Script};
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// (VmRSS, VmHWM) in KiB.
@@ -167,7 +170,9 @@ to = ["city-platform", "province-hall", "supervision"]
             peak as f64 / idle_rss.max(1) as f64,
             db as f64 / 1048576.0
         );
-        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+        }
         let _ = child.wait();
         stuck.stop();
     });

@@ -16,7 +16,10 @@ use hallgate::record::Kind;
 use hallgate::store::{NewMessage, NewRecord, StoreUrl, now_ms};
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn record(i: usize) -> String {
@@ -91,12 +94,16 @@ async fn preload(config: &Config, n: usize) {
 
 async fn drain_through_gateway(n: usize, concurrency: usize) -> Duration {
     let dir = tempfile::tempdir().expect("tempdir");
-    let receiver = Receiver::start("city-platform", "127.0.0.1:0").await.expect("receiver");
+    let receiver = Receiver::start("city-platform", "127.0.0.1:0")
+        .await
+        .expect("receiver");
     receiver.limit_log(1000);
     let config = config(dir.path(), &receiver.url(), concurrency);
     preload(&config, n).await;
     let started = Instant::now();
-    let running = hallgate::gateway::start(config, None).await.expect("gateway");
+    let running = hallgate::gateway::start(config, None)
+        .await
+        .expect("gateway");
     while receiver.accepted_total() < n as u64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -107,7 +114,9 @@ async fn drain_through_gateway(n: usize, concurrency: usize) -> Duration {
 }
 
 async fn drain_bare(n: usize, concurrency: usize) -> Duration {
-    let receiver = Receiver::start("city-platform", "127.0.0.1:0").await.expect("receiver");
+    let receiver = Receiver::start("city-platform", "127.0.0.1:0")
+        .await
+        .expect("receiver");
     receiver.limit_log(1000);
     let client = hallgate::delivery::http_client().build().expect("client");
     let url = Arc::new(receiver.url());

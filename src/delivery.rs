@@ -160,11 +160,11 @@ struct Worker {
 
 impl Worker {
     /// Lease, send, record — with one store round trip at a time that both records
-    /// finished attempts and leases more, and a small local queue (twice the
+    /// finished attempts and leases more, and a small local queue (four times the
     /// concurrency) so a freed slot is filled without waiting for a commit.
     async fn run(self, shutdown: CancellationToken) {
         let p = self.policy.clone();
-        let prefetch = p.concurrency * 2;
+        let prefetch = p.concurrency * 4;
         let mut ready: VecDeque<LeasedDelivery> = VecDeque::new();
         let mut finished: Vec<Completion> = Vec::new();
         let mut in_flight: JoinSet<Completion> = JoinSet::new();

@@ -228,11 +228,8 @@ async fn sigkill_mid_load_loses_nothing_and_doubles_nothing() {
     }
 
     // Stop the last instance cleanly (SIGTERM) and check the store it leaves.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill -TERM");
-    assert!(status.success());
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
     let exit = child.wait().expect("exit");
     assert!(exit.success(), "graceful exit on SIGTERM: {exit:?}");
     let store =
