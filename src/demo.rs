@@ -49,37 +49,37 @@ pub struct Sample {
 /// The shared samples (examples/samples), in the order a day at the hall might see them.
 pub const SAMPLES: &[Sample] = &[
     Sample {
-        name: "zj/application.xml (Zhejiang RECORDS/RECORD, gb2312)",
+        name: "zj/application.xml",
         sender: "zj-tonglu",
         records: include_str!("../examples/samples/zj/application.expected.jsonl"),
     },
     Sample {
-        name: "zj/application.form (baseInfoXml + attrXml form fields)",
+        name: "zj/application.form",
         sender: "zj-tonglu",
         records: include_str!("../examples/samples/zj/application.form.expected.jsonl"),
     },
     Sample {
-        name: "soap/application.xml (SOAP 1.1, XML string payload)",
+        name: "soap/application.xml",
         sender: "zj-tonglu",
         records: include_str!("../examples/samples/soap/application.expected.jsonl"),
     },
     Sample {
-        name: "nat/application.json (national CamelCase JSON)",
+        name: "nat/application.json",
         sender: "nat-hall",
         records: include_str!("../examples/samples/nat/application.expected.jsonl"),
     },
     Sample {
-        name: "gz/process.json (Guizhou REST, process steps)",
+        name: "gz/process.json",
         sender: "gz-yunyan",
         records: include_str!("../examples/samples/gz/process.expected.jsonl"),
     },
     Sample {
-        name: "gz/result.json (Guizhou REST, result)",
+        name: "gz/result.json",
         sender: "gz-yunyan",
         records: include_str!("../examples/samples/gz/result.expected.jsonl"),
     },
     Sample {
-        name: "sd/result.xml (Shandong e-supervision result)",
+        name: "sd/result.xml",
         sender: "sd-xintai",
         records: include_str!("../examples/samples/sd/result.expected.jsonl"),
     },
@@ -167,7 +167,10 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
             name_of(&h.name)
         );
     }
-    println!("\n— sending the sample messages as their senders would —");
+    println!("\n— sending the sample messages' records as their senders would —");
+    println!(
+        "  (canonical JSON: the expected output of each sample, until mappings decode the native shapes)"
+    );
     let client = crate::delivery::http_client()
         .build()
         .map_err(|e| DemoError::Send(e.to_string()))?;

@@ -304,6 +304,47 @@ async fn dead_letters_on_400_and_retries_by_hand() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_after_the_configured_number_of_attempts() {
+    let h = Harness::with_config("[[routes]]\nname = \"r\"\nto = [\"city\"]\n", |t| {
+        t.replace(
+            "timeout_ms = 5000, concurrency = 4 }",
+            "timeout_ms = 5000, concurrency = 4, max_attempts = 3 }",
+        )
+    })
+    .await;
+    h.city.set_script(Script {
+        status: 503,
+        ..Script::default()
+    });
+    let (status, _, _) = h
+        .post(
+            "district-a",
+            &application("350205260401000014", "350205"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    let mut dead = Value::Null;
+    for _ in 0..400 {
+        let (_, list) = h.get("/v1/deliveries?state=dead&destination=city").await;
+        if let Some(d) = list["deliveries"].as_array().and_then(|a| a.first()) {
+            dead = d.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(dead["attempts"], 3, "{dead}");
+    assert!(
+        dead["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("gave up after 3 attempts"),
+        "{dead}"
+    );
+    assert_eq!(h.city.arrivals().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_resend_gets_the_first_answer_and_nothing_new() {
     let h = Harness::with_routes("[[routes]]\nname = \"r\"\nto = [\"city\"]\n").await;
     let rec = application("350205260401000005", "350205");

@@ -98,6 +98,7 @@ pub struct Harness {
     pub url: String,
     pub client: reqwest::Client,
     routes: String,
+    edit: fn(String) -> String,
 }
 
 impl Harness {
@@ -106,6 +107,11 @@ impl Harness {
     }
 
     pub async fn with_routes(routes: &str) -> Harness {
+        Harness::with_config(routes, |t| t).await
+    }
+
+    /// With an edit applied to the generated config text.
+    pub async fn with_config(routes: &str, edit: fn(String) -> String) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let city = Receiver::start("city", "127.0.0.1:0")
             .await
@@ -125,19 +131,20 @@ impl Harness {
             url: String::new(),
             client: hallgate::delivery::http_client().build().expect("client"),
             routes: routes.to_string(),
+            edit,
         };
         h.start_gateway().await;
         h
     }
 
     pub fn config(&self) -> Config {
-        let text = config_text(
+        let text = (self.edit)(config_text(
             &self.dir.path().join("hallgate.db"),
             &self.city.url(),
             &self.province.url(),
             &self.supervision.url(),
             &self.routes,
-        );
+        ));
         let path = self.dir.path().join("hallgate.toml");
         std::fs::write(&path, &text).expect("write config");
         Config::load(&path).expect("test config is valid")
