@@ -55,7 +55,12 @@ to = ["city-platform"]
 
 async fn preload(config: &Config, n: usize) {
     let url = StoreUrl::parse(config.gateway.store.get_ref()).expect("url");
-    let store = hallgate::store::open(&url).expect("store");
+    let store = hallgate::store::open(
+        &url,
+        &config.store_options(),
+        hallgate::store::OpenMode::Serve,
+    )
+    .expect("store");
     for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
         let records = chunk
             .iter()
@@ -69,6 +74,7 @@ async fn preload(config: &Config, n: usize) {
                     identity: format!("case:35{i:016}"),
                     version: None,
                     step_no: 0,
+                    label: "application".into(),
                     sha256: hallgate::audit::sha256_hex(canonical.as_bytes()),
                     canonical,
                     destinations: vec!["city-platform".into()],

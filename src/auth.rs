@@ -39,8 +39,18 @@ pub struct Forbidden {
     pub reason: String,
 }
 
-/// Name the sending node of a request.
+/// Name the sending node of a request: a configured node with an `accept` entry.
 pub fn identify(config: &Config, headers: &HeaderMap) -> Result<String, AuthError> {
+    let id = caller(config, headers)?;
+    match config.node(&id) {
+        Some(n) if n.accept.is_some() => Ok(id),
+        _ => Err(AuthError::NotASender(id)),
+    }
+}
+
+/// Name the node making a request (any configured node: senders, receivers,
+/// auditors).
+pub fn caller(config: &Config, headers: &HeaderMap) -> Result<String, AuthError> {
     if !config.gateway.trust_node_header {
         return Err(AuthError::NoCredentials);
     }
@@ -50,12 +60,9 @@ pub fn identify(config: &Config, headers: &HeaderMap) -> Result<String, AuthErro
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .ok_or(AuthError::MissingNode)?;
-    let node = config
+    config
         .node(id)
         .ok_or_else(|| AuthError::UnknownNode(id.chars().take(64).collect()))?;
-    if node.accept.is_none() {
-        return Err(AuthError::NotASender(id.to_string()));
-    }
     Ok(id.to_string())
 }
 

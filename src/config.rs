@@ -49,6 +49,8 @@ pub struct Config {
     pub routes: Vec<Spanned<Route>>,
     #[serde(default)]
     pub routing: Routing,
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Where the file was read from; relative paths in it resolve against its folder.
     #[serde(skip)]
     pub source_path: PathBuf,
@@ -131,6 +133,37 @@ impl Default for DeliveryDefaults {
     }
 }
 
+/// `[audit]`: the tamper-evident log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Chain hash: `sha256` or `sm3` (GB/T 32905). Fixed when the store is created.
+    pub hash: String,
+    /// Keep raw request bodies as evidence (their hashes are always kept).
+    pub retain_payloads: bool,
+    /// The gateway's ES256 signing key (PKCS#8 PEM) for checkpoints; relative to the
+    /// config's folder. Made by `hallgate keys generate`.
+    pub signing_key: String,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            hash: "sha256".into(),
+            retain_payloads: true,
+            signing_key: "certs/gateway-signing.key.pem".into(),
+        }
+    }
+}
+
+/// Roles a node may hold beyond sending and receiving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// May query the audit log and timelines of every node (电子监察, 审管互动).
+    Auditor,
+}
+
 /// Administrative level of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -158,6 +191,8 @@ pub struct Node {
     /// Where the gateway delivers to this node; absent = not a destination.
     #[serde(default)]
     pub destination: Option<Destination>,
+    #[serde(default)]
+    pub roles: Vec<Role>,
 }
 
 /// `[nodes.ID.accept]`: the records a sending node is allowed to send.
@@ -284,6 +319,9 @@ impl Config {
                 format!("gateway.listen: `{listen}` is not an address such as 127.0.0.1:8080"),
             );
         }
+        if let Err(e) = crate::audit::HashAlg::parse(&self.audit.hash) {
+            err(0..0, format!("audit.hash: {e}"));
+        }
         if let Err(e) = crate::store::StoreUrl::parse(self.gateway.store.get_ref()) {
             err(self.gateway.store.span(), format!("gateway.store: {e}"));
         }
@@ -377,6 +415,29 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default()
+    }
+
+    /// Store settings from `[gateway]` and `[audit]`.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            audit_hash: crate::audit::HashAlg::parse(&self.audit.hash).unwrap_or_default(),
+            retain_payloads: self.audit.retain_payloads,
+        }
+    }
+
+    /// The store URL with relative paths resolved against the config's folder.
+    pub fn store_url(&self) -> Result<crate::store::StoreUrl, crate::store::StoreError> {
+        Ok(crate::store::StoreUrl::parse(self.gateway.store.get_ref())?.resolve(&self.base_dir()))
+    }
+
+    /// Path of the gateway's signing key.
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.base_dir().join(&self.audit.signing_key)
+    }
+
+    pub fn is_auditor(&self, node: &str) -> bool {
+        self.node(node)
+            .is_some_and(|n| n.roles.contains(&Role::Auditor))
     }
 
     pub fn node(&self, id: &str) -> Option<&Node> {

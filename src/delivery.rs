@@ -360,7 +360,7 @@ impl Send {
                 } else if e.is_connect() {
                     "cannot connect".to_string()
                 } else {
-                    format!("network error: {e}")
+                    crate::record::mask_text(&format!("network error: {e}"))
                 };
                 self.retry(&d, None, reason, None)
             }
@@ -386,6 +386,7 @@ impl Send {
         Completion {
             id: d.id,
             owner: self.owner.clone(),
+            request_sha256: crate::audit::sha256_hex(d.canonical.as_bytes()),
             at_ms: now_ms(),
             duration_ms: i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
             result: outcome,
@@ -430,7 +431,7 @@ impl Send {
 /// First line of a receipt, short, for error messages.
 fn snippet(text: &str) -> String {
     let line = text.lines().next().unwrap_or("").trim();
-    line.chars().take(200).collect()
+    crate::record::mask_text(&line.chars().take(200).collect::<String>())
 }
 
 #[cfg(test)]

@@ -239,7 +239,7 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    print_account(&running, &cases, &halls).await?;
+    print_account(&running, &cases, &halls, &name_of).await?;
     println!(
         "\nTry:  curl {0}/v1/cases/{1}   ·   curl {0}/metrics   ·   curl {0}/healthz",
         running.url(),
@@ -266,6 +266,7 @@ async fn print_account(
     running: &Running,
     cases: &[String],
     halls: &[&Receiver],
+    name_of: &dyn Fn(&str) -> String,
 ) -> Result<(), DemoError> {
     println!("\n— what happened to each case (办件) —");
     for case in cases {
@@ -323,7 +324,22 @@ async fn print_account(
             all.len()
         );
     }
-    let intact = running.store.verify_audit().await?;
-    println!("\naudit log: {intact} events, hash chain intact");
+    // One case as an auditor reads it: the Guizhou case went through three platforms.
+    if let Some(case) = cases.iter().find(|c| c.starts_with("520103")) {
+        let rows = crate::audit::timeline::case_rows(running.store.as_ref(), case, None).await?;
+        let steps = crate::audit::timeline::build(&rows, name_of);
+        println!("\n— the audit timeline of one case (hallgate audit timeline {case}) —");
+        print!("{}", crate::audit::timeline::render(case, &steps));
+    }
+    let (report, _) = crate::audit::verify_store(running.store.as_ref(), None, None, |_| {})
+        .await
+        .map_err(|e| DemoError::Send(format!("audit chain: {e}")))?;
+    println!(
+        "\naudit log: {} events, {} hash chain intact (head #{} {}…)",
+        report.live,
+        report.alg.as_str(),
+        report.head_seq,
+        &report.head_hash[..16]
+    );
     Ok(())
 }

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::delivery::{self, DeliveryError, Wake};
 use crate::ingress::{self, AppState};
 use crate::route::Router;
-use crate::store::{self, Store, StoreError, StoreUrl, now_ms};
+use crate::store::{self, OpenMode, Store, StoreError, now_ms};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -44,8 +44,11 @@ pub struct Running {
 /// `127.0.0.1:0` first and pass the socket).
 pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Running, GatewayError> {
     crate::observe::prometheus();
-    let url = StoreUrl::parse(config.gateway.store.get_ref())?.resolve(&config.base_dir());
-    let store = store::open(&url)?;
+    let store = store::open(
+        &config.store_url()?,
+        &config.store_options(),
+        OpenMode::Serve,
+    )?;
     let mut loaded = Event::new(now_ms(), EventKind::ConfigLoaded);
     loaded.detail = json!({
         "gateway": config.gateway.id,
@@ -54,7 +57,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
         "nodes": config.nodes.len(),
         "routes": config.routes.len(),
     });
-    store.audit_rejection(loaded).await?;
+    store.audit(loaded).await?;
     let listener = match listener {
         Some(l) => l,
         None => {

@@ -115,6 +115,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/cases/{case_no}", get(get_case))
         .route("/v1/deliveries", get(list_deliveries))
         .route("/v1/deliveries/{id}/retry", post(retry_delivery))
+        .route("/v1/audit", get(audit_query))
+        .route("/v1/cases/{case_no}/timeline", get(case_timeline))
         .with_state(state)
 }
 
@@ -158,8 +160,25 @@ async fn intake(
         e.retry_after = Some(1);
         return Err(e);
     };
-    let node = auth::identify(&state.config, headers)
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()))?;
+    let node = match auth::identify(&state.config, headers) {
+        Ok(n) => n,
+        Err(e) => {
+            let mut ev = Event::new(now_ms(), EventKind::TokenRefused);
+            ev.detail = json!({
+                "status": 401,
+                "code": "unauthenticated",
+                "message": e.to_string(),
+            });
+            if let Err(err) = state.store.audit(ev).await {
+                tracing::error!(error = %err, "could not audit a refused request");
+            }
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                e.to_string(),
+            ));
+        }
+    };
     let received_at = now_ms();
     let limits = &state.config.limits;
     let content_type = headers
@@ -252,6 +271,7 @@ async fn intake(
                     identity: r.identity(),
                     version: r.version(),
                     step_no: r.step_no(),
+                    label: r.label(),
                     sha256: sha256_hex(canonical.as_bytes()),
                     canonical,
                     destinations,
@@ -314,7 +334,12 @@ async fn intake(
         metrics::counter!("hallgate_records_rejected_total", "node" => node.clone(), "reason" => e.code)
             .increment(1);
         if e.status != StatusCode::SERVICE_UNAVAILABLE && e.code != "stale_version" {
-            let mut ev = Event::new(received_at, EventKind::Rejected);
+            let kind = if e.status == StatusCode::FORBIDDEN {
+                EventKind::AuthorizationRefused
+            } else {
+                EventKind::Rejected
+            };
+            let mut ev = Event::new(received_at, kind);
             ev.node = Some(node);
             ev.detail = json!({
                 "status": e.status.as_u16(),
@@ -322,7 +347,7 @@ async fn intake(
                 "reasons": e.details,
                 "message": e.message,
             });
-            if let Err(err) = state.store.audit_rejection(ev).await {
+            if let Err(err) = state.store.audit(ev).await {
                 tracing::error!(error = %err, "could not audit a rejection");
             }
         }
@@ -480,4 +505,139 @@ async fn retry_delivery(
     let view = state.store.retry_dead(id, now_ms()).await?;
     state.wake.wake(&view.destination);
     Ok(Json(json!({ "delivery": view })))
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    case_no: Option<String>,
+    node: Option<String>,
+    kind: Option<String>,
+    event: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// Parse `2026-04-01`, `2026-04-01T09:00:00+08:00` or `2026-04-01 09:00:00` (+08:00)
+/// to milliseconds.
+pub fn parse_time(s: &str) -> Option<i64> {
+    if let Ok(ts) = s.parse::<jiff::Timestamp>() {
+        return Some(ts.as_millisecond());
+    }
+    let tz = jiff::tz::TimeZone::fixed(jiff::tz::offset(8));
+    if let Ok(dt) = s.parse::<jiff::civil::DateTime>() {
+        return dt.to_zoned(tz).ok().map(|z| z.timestamp().as_millisecond());
+    }
+    s.parse::<jiff::civil::Date>()
+        .ok()
+        .and_then(|d| d.to_zoned(tz).ok())
+        .map(|z| z.timestamp().as_millisecond())
+}
+
+/// The node asking for audit data: auditors see everything, others only events
+/// that name them.
+fn audit_scope(
+    state: &AppState,
+    headers: &HeaderMap,
+    asked: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    let caller = auth::caller(&state.config, headers)
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()))?;
+    if state.config.is_auditor(&caller) {
+        return Ok(asked);
+    }
+    match asked {
+        Some(n) if n != caller => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("node `{caller}` is not an auditor and may query only its own events"),
+        )),
+        _ => Ok(Some(caller)),
+    }
+}
+
+async fn audit_query(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let node = audit_scope(&state, &headers, q.node)?;
+    let time = |v: &Option<String>, name: &str| -> Result<Option<i64>, ApiError> {
+        match v.as_deref() {
+            None | Some("") => Ok(None),
+            Some(t) => parse_time(t).map(Some).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_query",
+                    format!("{name}: `{t}` is not a date or RFC 3339 time"),
+                )
+            }),
+        }
+    };
+    if let Some(e) = q.event.as_deref()
+        && crate::audit::EventKind::parse(e).is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("unknown event `{e}`"),
+        ));
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = state
+        .store
+        .audit_events(crate::store::AuditFilter {
+            after_seq: q.after,
+            case_no: q.case_no,
+            node,
+            kind: q.kind,
+            event: q.event,
+            from_ms: time(&q.from, "from")?,
+            to_ms: time(&q.to, "to")?,
+            limit,
+            ..Default::default()
+        })
+        .await?;
+    let next = (rows.len() == limit)
+        .then(|| rows.last().map(|r| r.seq))
+        .flatten();
+    let events: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+            if let Some(m) = v.as_object_mut() {
+                m.insert("at".into(), Value::String(crate::store::rfc3339(r.at_ms)));
+            }
+            mask_personal(&mut v);
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "events": events, "next_after": next })))
+}
+
+async fn case_timeline(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(case_no): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let node = audit_scope(&state, &headers, None)?;
+    let rows = crate::audit::timeline::case_rows(state.store.as_ref(), &case_no, node).await?;
+    if rows.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no events for that case",
+        ));
+    }
+    let config = state.config.clone();
+    let name = move |id: &str| config.node(id).map(|n| n.name.clone()).unwrap_or_default();
+    let steps = crate::audit::timeline::build(&rows, &name);
+    let mut v = json!({
+        "case_no": case_no,
+        "text": crate::audit::timeline::render(&case_no, &steps),
+        "steps": steps,
+    });
+    mask_personal(&mut v);
+    Ok(Json(v))
 }

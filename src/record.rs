@@ -285,6 +285,19 @@ impl Record {
         }
     }
 
+    /// A short name for the record in timelines: `application`, `material M-1`,
+    /// `process step 2`, `result`. Never personal data.
+    pub fn label(&self) -> String {
+        match self.kind {
+            Kind::Process => format!("process step {}", self.step_no()),
+            Kind::Material => match self.str_field("name").or(self.str_field("material_id")) {
+                Some(n) => format!("material {n}"),
+                None => "material".into(),
+            },
+            k => k.to_string(),
+        }
+    }
+
     /// Set `source` to the sending node (the gateway's word, never the sender's).
     pub fn set_source(&mut self, node: &str) {
         self.fields
@@ -319,6 +332,37 @@ pub fn mask_personal(value: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(mask_personal),
         _ => {}
     }
+}
+
+/// Mask personal data inside free text (a receiver's answer, an error from outside):
+/// any run of 17 digits and a check character is treated as an ID number, any run of
+/// 11 digits starting with 1 as a mobile.
+pub fn mask_text(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i].is_ascii_digit() {
+            let mut j = i;
+            while j < chars.len()
+                && (chars[j].is_ascii_digit() || (j + 1 - i == 18 && matches!(chars[j], 'X' | 'x')))
+            {
+                j += 1;
+            }
+            let run: String = chars[i..j].iter().collect();
+            let masked = match run.len() {
+                18 => mask_keep(&run, 6, 4),
+                11 if run.starts_with('1') => mask_keep(&run, 3, 4),
+                _ => run,
+            };
+            out.push_str(&masked);
+            i = j;
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// Keep `head` leading and `tail` trailing characters, star the rest.
@@ -386,6 +430,14 @@ mod tests {
         assert_eq!(v["applicant"]["id_no"], "350205********0259");
         assert_eq!(v["contact"]["mobile"], "186****1234");
         assert_eq!(v["case_pwd"], "******");
+    }
+
+    #[test]
+    fn free_text_masks_id_numbers_and_mobiles() {
+        assert_eq!(
+            mask_text("证件号 33012219580905367x 手机 13758220019 金额 12345"),
+            "证件号 330122********367x 手机 137****0019 金额 12345"
+        );
     }
 
     #[test]

@@ -232,8 +232,12 @@ async fn sigkill_mid_load_loses_nothing_and_doubles_nothing() {
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
     let exit = child.wait().expect("exit");
     assert!(exit.success(), "graceful exit on SIGTERM: {exit:?}");
-    let store =
-        hallgate::store::SqliteStore::open(&dir.path().join("hallgate.db")).expect("reopen");
+    let store = hallgate::store::SqliteStore::open(
+        &dir.path().join("hallgate.db"),
+        &hallgate::store::StoreOptions::default(),
+        hallgate::store::OpenMode::Serve,
+    )
+    .expect("reopen");
     use hallgate::store::Store;
     let pending = store
         .deliveries(hallgate::store::DeliveryFilter {
@@ -244,8 +248,7 @@ async fn sigkill_mid_load_loses_nothing_and_doubles_nothing() {
         .await
         .expect("query");
     assert!(pending.is_empty(), "nothing left pending: {pending:?}");
-    store
-        .verify_audit()
+    hallgate::audit::verify_store(&store, None, None, |_| {})
         .await
         .expect("audit chain intact after two SIGKILLs");
     city.stop();

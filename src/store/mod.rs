@@ -79,6 +79,8 @@ pub struct NewRecord {
     pub identity: String,
     pub version: Option<i64>,
     pub step_no: i64,
+    /// How the audit timeline names the record (`process step 2`); no personal data.
+    pub label: String,
     /// Canonical record as JSON.
     pub canonical: String,
     pub sha256: String,
@@ -173,6 +175,8 @@ pub enum DeliveryResult {
 pub struct Completion {
     pub id: i64,
     pub owner: String,
+    /// SHA-256 of the request body sent.
+    pub request_sha256: String,
     pub at_ms: i64,
     pub duration_ms: i64,
     pub result: DeliveryResult,
@@ -298,8 +302,20 @@ pub trait Store: Send + Sync {
     /// Store a message with its records, deliveries, idempotency key and audit
     /// events in one transaction (or answer a repeat / refuse stale versions).
     fn accept(&self, msg: NewMessage) -> StoreFuture<'_, AcceptOutcome>;
-    /// Record a rejected request (nothing else is stored).
-    fn audit_rejection(&self, event: crate::audit::Event) -> StoreFuture<'_, ()>;
+    /// Append an audit event on its own (a refused request, a config load, an export).
+    fn audit(&self, event: crate::audit::Event) -> StoreFuture<'_, ()>;
+    /// After the events up to `through_seq` were written to an archive file: remove
+    /// them from the live log, remember where the chain stands, and append `event`.
+    fn archive_audit(
+        &self,
+        through_seq: i64,
+        archive_sha256: String,
+        event: crate::audit::Event,
+    ) -> StoreFuture<'_, ()>;
+    /// The chain's hash algorithm and what has been archived.
+    fn audit_meta(&self) -> StoreFuture<'_, AuditMeta>;
+    /// Audit events in sequence order.
+    fn audit_events(&self, filter: AuditFilter) -> StoreFuture<'_, Vec<crate::audit::AuditRow>>;
     /// One round trip of a delivery worker: record how finished attempts ended, then
     /// lease up to `limit` due deliveries of one destination — for each case only its
     /// next delivery in order, and none that another worker holds.
@@ -318,16 +334,71 @@ pub trait Store: Send + Sync {
     fn case(&self, case_no: &str) -> StoreFuture<'_, Vec<RecordView>>;
     fn deliveries(&self, filter: DeliveryFilter) -> StoreFuture<'_, Vec<DeliveryView>>;
     fn queue_depths(&self) -> StoreFuture<'_, Vec<QueueDepth>>;
-    /// Walk the audit chain; the number of events when intact.
-    fn verify_audit(&self) -> StoreFuture<'_, u64>;
     /// Flush and stop accepting work.
     fn close(&self) -> StoreFuture<'_, ()>;
 }
 
+/// How a store is set up when it is created.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Hash of the audit chain (fixed at creation).
+    pub audit_hash: crate::audit::HashAlg,
+    /// Keep raw request bodies as evidence (their hashes are always kept).
+    pub retain_payloads: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            audit_hash: crate::audit::HashAlg::Sha256,
+            retain_payloads: true,
+        }
+    }
+}
+
+/// Who opens the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// The gateway: exclusive for the SQLite engine.
+    Serve,
+    /// A command-line tool beside a running gateway.
+    Tool,
+}
+
+/// Which audit events to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub after_seq: Option<i64>,
+    pub through_seq: Option<i64>,
+    pub case_no: Option<String>,
+    pub node: Option<String>,
+    pub kind: Option<String>,
+    pub event: Option<String>,
+    pub message_id: Option<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub limit: usize,
+}
+
+/// Where the audit chain stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditMeta {
+    pub alg: crate::audit::HashAlg,
+    pub archived_through_seq: Option<i64>,
+    pub archived_head_hash: Option<String>,
+    pub last_archive_sha256: Option<String>,
+    pub live_first_seq: Option<i64>,
+    pub live_last_seq: Option<i64>,
+}
+
 /// Open the store a URL names.
-pub fn open(url: &StoreUrl) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+pub fn open(
+    url: &StoreUrl,
+    options: &StoreOptions,
+    mode: OpenMode,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     match url {
-        StoreUrl::Sqlite(path) => Ok(std::sync::Arc::new(SqliteStore::open(path)?)),
+        StoreUrl::Sqlite(path) => Ok(std::sync::Arc::new(SqliteStore::open(path, options, mode)?)),
     }
 }
 
