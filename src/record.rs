@@ -351,7 +351,7 @@ pub fn mask_text(s: &str) -> String {
             }
             let run: String = chars[i..j].iter().collect();
             let masked = match run.len() {
-                18 => mask_keep(&run, 6, 4),
+                18 if looks_like_id_no(&run) => mask_keep(&run, 6, 4),
                 11 if run.starts_with('1') => mask_keep(&run, 3, 4),
                 _ => run,
             };
@@ -363,6 +363,28 @@ pub fn mask_text(s: &str) -> String {
         }
     }
     out
+}
+
+/// An 18-character resident ID number (GB 11643): a birth date at 7–14 and a
+/// valid check character. Case numbers of the same length are not.
+pub fn looks_like_id_no(s: &str) -> bool {
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    const CHECK: &[u8; 11] = b"10X98765432";
+    let b = s.as_bytes();
+    if b.len() != 18 || !b[..17].iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().unwrap_or(0);
+    let (year, month, day) = (num(6..10), num(10..12), num(12..14));
+    if !(1900..=2099).contains(&year) || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return false;
+    }
+    let sum: u32 = b[..17]
+        .iter()
+        .zip(WEIGHTS)
+        .map(|(c, w)| u32::from(c - b'0') * w)
+        .sum();
+    CHECK[(sum % 11) as usize] == b[17].to_ascii_uppercase()
 }
 
 /// Keep `head` leading and `tail` trailing characters, star the rest.
@@ -437,6 +459,11 @@ mod tests {
         assert_eq!(
             mask_text("证件号 33012219580905367x 手机 13758220019 金额 12345"),
             "证件号 330122********367x 手机 137****0019 金额 12345"
+        );
+        // an 18-digit case number is not an ID number
+        assert_eq!(
+            mask_text("办件 350205260401000123"),
+            "办件 350205260401000123"
         );
     }
 

@@ -11,6 +11,7 @@
 pub mod archive;
 pub mod checkpoint;
 pub mod timeline;
+pub mod tools;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

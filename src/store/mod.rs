@@ -314,6 +314,8 @@ pub trait Store: Send + Sync {
     ) -> StoreFuture<'_, ()>;
     /// The chain's hash algorithm and what has been archived.
     fn audit_meta(&self) -> StoreFuture<'_, AuditMeta>;
+    /// How many audit events match (paging fields ignored).
+    fn audit_count(&self, filter: AuditFilter) -> StoreFuture<'_, i64>;
     /// Audit events in sequence order.
     fn audit_events(&self, filter: AuditFilter) -> StoreFuture<'_, Vec<crate::audit::AuditRow>>;
     /// One round trip of a delivery worker: record how finished attempts ended, then

@@ -1200,6 +1200,22 @@ impl Store for SqliteStore {
         })
     }
 
+    fn audit_count(&self, f: AuditFilter) -> StoreFuture<'_, i64> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT count(*) FROM audit
+                 WHERE (?1 IS NULL OR case_no = ?1) AND (?2 IS NULL OR node = ?2)
+                   AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR event = ?4)
+                   AND (?5 IS NULL OR at >= ?5) AND (?6 IS NULL OR at < ?6)",
+            )?
+            .query_row(
+                params![f.case_no, f.node, f.kind, f.event, f.from_ms, f.to_ms],
+                |r| r.get(0),
+            )
+            .map_err(StoreError::from)
+        })
+    }
+
     fn audit_events(&self, f: AuditFilter) -> StoreFuture<'_, Vec<AuditRow>> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
