@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Intake benchmark: hallgate (HTTP + sender check + validation + routing + durable
-# SQLite commit, deliveries running to a loopback receiver) against nginx proxy_pass
-# to a static 202 (the no-durability ceiling), alternating, in one run.
+# SQLite commit with the audit chain, deliveries running to a loopback receiver), the
+# same without payload retention ([audit] retain_payloads = false), and nginx
+# proxy_pass to a static 202 (the no-durability ceiling), alternating, in one run.
 #
 #   bash benches/run.sh            # 3 rounds of 15 s each, 64 connections
 #   ROUNDS=5 DURATION=20s CONNS=64 bash benches/run.sh
@@ -29,14 +30,19 @@ wait_port() { for _ in $(seq 100); do curl -sf "$1" >/dev/null 2>&1 && return 0;
 "$BIN" receive --listen 127.0.0.1:18201 --name city-platform >/dev/null 2>&1 & pids+=($!)
 bash "$SHARED/bench/nginx-conf.sh" "$OUT/nginx" >/dev/null
 
-for round in $(seq "$ROUNDS"); do
+run_gateway() { # label config
   rm -f "$OUT"/hallgate.db*
-  RUST_LOG=warn "$BIN" serve --config benches/bench.toml 2>>"$OUT/hallgate.log" & gw=$!; pids+=($gw)
+  RUST_LOG=warn "$BIN" serve --config "$2" 2>>"$OUT/hallgate.log" & gw=$!; pids+=($gw)
   wait_port http://127.0.0.1:18090/healthz
-  WRK_OUT=$RESULTS WRK_LABEL="hallgate round=$round" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency \
+  WRK_OUT=$RESULTS WRK_LABEL="$1 round=$round" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency \
     -s benches/post-record.lua http://127.0.0.1:18090/v1/records | grep -E 'SUMMARY|Non-2xx' || true
   curl -s http://127.0.0.1:18090/metrics | grep -E '^hallgate_(records_accepted_total|deliveries_delivered_total|queue_depth)' || true
   kill -TERM $gw; wait $gw || true
+}
+
+for round in $(seq "$ROUNDS"); do
+  run_gateway hallgate benches/bench.toml
+  run_gateway hallgate-nopayload benches/bench-nopayload.toml
 
   nginx -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf"
   wait_port -X POST http://127.0.0.1:18080/ 2>/dev/null || sleep 0.5
@@ -53,8 +59,9 @@ for line in open(sys.argv[1]):
     kv = dict(re.findall(r'(\w+)=([\d.]+)', line))
     rows.setdefault(who, []).append(kv)
 med = lambda who, k: statistics.median(float(r[k]) for r in rows[who])
-for who in ("hallgate", "nginx"):
+for who in ("hallgate", "hallgate-nopayload", "nginx"):
     errs = sum(int(r['errors_status']) + int(r['errors_timeout']) for r in rows[who])
-    print(f"{who:9} median of {len(rows[who])}: {med(who,'rps'):9.0f} req/s  p50 {med(who,'p50_ms'):6.2f} ms  p99 {med(who,'p99_ms'):6.2f} ms  non-2xx+timeouts {errs}")
+    print(f"{who:18} median of {len(rows[who])}: {med(who,'rps'):9.0f} req/s  p50 {med(who,'p50_ms'):6.2f} ms  p99 {med(who,'p99_ms'):6.2f} ms  non-2xx+timeouts {errs}")
 print(f"ratio hallgate/nginx: {med('hallgate','rps')/med('nginx','rps'):.2f}")
+print(f"ratio hallgate (payloads kept) / hallgate (payloads not kept): {med('hallgate','rps')/med('hallgate-nopayload','rps'):.2f}")
 PY
