@@ -27,6 +27,8 @@ pub enum DemoError {
     Receiver(#[from] ReceiverError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     #[error("cannot prepare the data folder {path}: {source}")]
     DataDir {
         path: String,

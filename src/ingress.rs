@@ -89,6 +89,22 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::audit::AuditError> for ApiError {
+    fn from(e: crate::audit::AuditError) -> ApiError {
+        match e {
+            crate::audit::AuditError::Store(s) => s.into(),
+            other => {
+                tracing::error!(error = %other, "audit failure");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "audit_error",
+                    other.to_string(),
+                )
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({

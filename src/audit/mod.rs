@@ -336,6 +336,30 @@ impl Verifier {
     }
 }
 
+/// Visit the audit rows a filter selects, in sequence order, page by page (the
+/// filter's `limit` is the page size; 5000 when zero). `f` answers whether to go on.
+pub async fn each_row(
+    store: &dyn crate::store::Store,
+    mut filter: crate::store::AuditFilter,
+    mut f: impl FnMut(&AuditRow) -> Result<bool, AuditError>,
+) -> Result<(), AuditError> {
+    if filter.limit == 0 {
+        filter.limit = 5000;
+    }
+    loop {
+        let page = store.audit_events(filter.clone()).await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        filter.after_seq = Some(last.seq);
+        for row in &page {
+            if !f(row)? {
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// What `verify` found.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
@@ -391,22 +415,19 @@ pub async fn verify_store(
         }
         (None, None) => (Verifier::new(meta.alg).watch(watch), 0, None),
     };
-    let mut after = verifier.head().0;
-    loop {
-        let page = store
-            .audit_events(crate::store::AuditFilter {
-                after_seq: Some(after),
-                limit: 5000,
-                ..Default::default()
-            })
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for row in &page {
-            verifier.push(row)?;
+    let filter = crate::store::AuditFilter {
+        after_seq: Some(verifier.head().0),
+        ..Default::default()
+    };
+    each_row(store, filter, |row| {
+        verifier.push(row)?;
+        if verifier.checked % 5000 == 0 {
+            on_progress(verifier.checked);
         }
-        on_progress(verifier.checked);
-    }
+        Ok(true)
+    })
+    .await?;
+    on_progress(verifier.checked);
     let (head_seq, head_hash) = verifier.head();
     Ok((
         VerifyReport {

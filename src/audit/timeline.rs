@@ -171,23 +171,18 @@ pub async fn case_rows(
     store: &dyn crate::store::Store,
     case_no: &str,
     node: Option<String>,
-) -> Result<Vec<AuditRow>, crate::store::StoreError> {
+) -> Result<Vec<AuditRow>, super::AuditError> {
     let mut rows = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store
-            .audit_events(crate::store::AuditFilter {
-                after_seq: Some(after),
-                case_no: Some(case_no.to_string()),
-                node: node.clone(),
-                limit: 5000,
-                ..Default::default()
-            })
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        rows.extend(page);
-    }
+    let filter = crate::store::AuditFilter {
+        case_no: Some(case_no.to_string()),
+        node: node.clone(),
+        ..Default::default()
+    };
+    super::each_row(store, filter, |r| {
+        rows.push(r.clone());
+        Ok(true)
+    })
+    .await?;
     let mut messages: Vec<String> = rows.iter().filter_map(|r| r.message_id.clone()).collect();
     messages.sort();
     messages.dedup();

@@ -122,23 +122,20 @@ pub async fn checkpoint(
     Ok((path, cp))
 }
 
-/// The audit rows matching a filter, all pages.
+/// The audit rows matching a filter, at most `max`.
 pub async fn rows(
     store: &dyn Store,
-    mut filter: AuditFilter,
+    filter: AuditFilter,
     max: usize,
 ) -> Result<Vec<AuditRow>, AuditError> {
     let mut out = Vec::new();
-    loop {
-        filter.limit = (max - out.len()).min(5000);
-        if filter.limit == 0 {
-            break;
+    super::each_row(store, filter, |row| {
+        if out.len() < max {
+            out.push(row.clone());
         }
-        let page = store.audit_events(filter.clone()).await?;
-        let Some(last) = page.last() else { break };
-        filter.after_seq = Some(last.seq);
-        out.extend(page);
-    }
+        Ok(out.len() < max)
+    })
+    .await?;
     Ok(out)
 }
 
@@ -308,27 +305,19 @@ pub async fn archive(
     };
     // Pass 1: the contiguous run of events before the cut, verified.
     let mut verifier = Verifier::resume(meta.alg, start_seq, start_hash);
-    let mut after = start_seq;
-    'scan: loop {
-        let page = store
-            .audit_events(AuditFilter {
-                after_seq: Some(after),
-                limit: 5000,
-                ..Default::default()
-            })
-            .await?;
-        if page.is_empty() {
-            break;
+    let from_start = AuditFilter {
+        after_seq: Some(start_seq),
+        ..Default::default()
+    };
+    super::each_row(store, from_start.clone(), |row| {
+        // Keep at least the newest event live: the chain goes on from it.
+        if row.at_ms >= before_ms || Some(row.seq) == meta.live_last_seq {
+            return Ok(false);
         }
-        for row in &page {
-            if row.at_ms >= before_ms || Some(row.seq) == meta.live_last_seq {
-                // Keep at least the newest event live: the chain goes on from it.
-                break 'scan;
-            }
-            verifier.push(row)?;
-            after = row.seq;
-        }
-    }
+        verifier.push(row)?;
+        Ok(true)
+    })
+    .await?;
     let (last_seq, _) = verifier.head();
     if last_seq == start_seq {
         return Ok(None);
@@ -343,22 +332,11 @@ pub async fn archive(
         prev_archive_sha256: meta.last_archive_sha256.clone(),
     };
     let mut writer = archive::Writer::create(dir, &header)?;
-    let mut after = start_seq;
-    while after < last_seq {
-        let page = store
-            .audit_events(AuditFilter {
-                after_seq: Some(after),
-                through_seq: Some(last_seq),
-                limit: 5000,
-                ..Default::default()
-            })
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for row in &page {
-            writer.push(row)?;
-        }
-    }
+    let through = AuditFilter {
+        through_seq: Some(last_seq),
+        ..from_start
+    };
+    super::each_row(store, through, |row| writer.push(row).map(|()| true)).await?;
     let (path, sha) = writer.finish()?;
     let mut e = Event::new(now_ms(), EventKind::Archived);
     e.detail = json!({
