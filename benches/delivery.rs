@@ -60,6 +60,7 @@ async fn preload(config: &Config, n: usize) {
         &config.store_options(),
         hallgate::store::OpenMode::Serve,
     )
+    .await
     .expect("store");
     for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
         let records = chunk

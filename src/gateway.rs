@@ -48,7 +48,8 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
         &config.store_url()?,
         &config.store_options(),
         OpenMode::Serve,
-    )?;
+    )
+    .await?;
     let mut loaded = Event::new(now_ms(), EventKind::ConfigLoaded);
     loaded.detail = json!({
         "gateway": config.gateway.id,

@@ -247,7 +247,7 @@ fn time_arg(v: Option<&str>, name: &str) -> anyhow::Result<Option<i64>> {
 
 async fn audit(cmd: AuditCommand, config: &Config) -> anyhow::Result<ExitCode> {
     use hallgate::audit::tools;
-    let store = tools::open_store(config)?;
+    let store = tools::open_store(config).await?;
     let store = store.as_ref();
     match cmd {
         AuditCommand::Verify {

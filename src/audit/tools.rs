@@ -18,12 +18,13 @@ use crate::record::mask_personal;
 use crate::store::{self, AuditFilter, OpenMode, Store, now_ms, rfc3339};
 
 /// Open the config's store for a tool.
-pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, AuditError> {
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, AuditError> {
     Ok(store::open(
         &config.store_url()?,
         &config.store_options(),
         OpenMode::Tool,
-    )?)
+    )
+    .await?)
 }
 
 /// `hallgate audit verify`: the whole chain, optionally with archives and a checkpoint.

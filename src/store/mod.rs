@@ -6,6 +6,8 @@
 //! records, one delivery row per destination, the idempotency key and the audit
 //! events — is written in ONE transaction before the sender hears `202`.
 
+mod plan;
+mod postgres;
 mod sqlite;
 
 use std::future::Future;
@@ -18,12 +20,13 @@ use serde_json::Value;
 
 use crate::record::Kind;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store URL `{0}` is not understood: use sqlite://PATH")]
+    #[error("store URL `{0}` is not understood: use sqlite://PATH or postgres://USER@HOST/DB")]
     BadUrl(String),
     #[error("cannot open store at {path}: {reason}")]
     Open { path: String, reason: String },
@@ -33,6 +36,8 @@ pub enum StoreError {
     Locked(String),
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    #[error("PostgreSQL error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("store is shut down")]
@@ -47,10 +52,16 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     Sqlite(PathBuf),
+    /// A libpq-style URL (`postgres://user@host:port/db`); the password comes from
+    /// the environment (`PGPASSWORD`) or a file the config names, never the config.
+    Postgres(String),
 }
 
 impl StoreUrl {
     pub fn parse(url: &str) -> Result<StoreUrl, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StoreUrl::Postgres(url.to_string()));
+        }
         match url.strip_prefix("sqlite://") {
             Some(p) if !p.is_empty() => Ok(StoreUrl::Sqlite(PathBuf::from(p))),
             _ => Err(StoreError::BadUrl(url.to_string())),
@@ -393,14 +404,28 @@ pub struct AuditMeta {
     pub live_last_seq: Option<i64>,
 }
 
-/// Open the store a URL names.
-pub fn open(
+/// Open the store a URL names. For PostgreSQL the password, when one is needed,
+/// comes from `PGPASSWORD`, never from the config.
+pub async fn open(
     url: &StoreUrl,
     options: &StoreOptions,
     mode: OpenMode,
 ) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     match url {
         StoreUrl::Sqlite(path) => Ok(std::sync::Arc::new(SqliteStore::open(path, options, mode)?)),
+        StoreUrl::Postgres(url) => {
+            let mut config: tokio_postgres::Config = url
+                .parse()
+                .map_err(|e: tokio_postgres::Error| StoreError::BadUrl(format!("{e}")))?;
+            if config.get_password().is_none()
+                && let Ok(pw) = std::env::var("PGPASSWORD")
+            {
+                config.password(pw);
+            }
+            Ok(std::sync::Arc::new(
+                PostgresStore::open(config, options, mode).await?,
+            ))
+        }
     }
 }
 

@@ -11,16 +11,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
     AcceptOutcome, AcceptResponse, AuditFilter, AuditMeta, Completion, DeliveryFilter,
     DeliveryResult, DeliveryState, DeliveryView, Exchange, LeaseRequest, LeasedDelivery,
-    MessageView, NewMessage, OpenMode, QueueDepth, RecordReceipt, RecordView, StaleRecord, Store,
-    StoreError, StoreFuture, StoreOptions, rfc3339,
+    MessageView, NewMessage, OpenMode, QueueDepth, RecordView, Store, StoreError, StoreFuture,
+    StoreOptions, plan, rfc3339,
 };
-use crate::audit::{self, AuditRow, Event, EventKind, HashAlg};
+use crate::audit::{self, AuditRow, Event, HashAlg};
 use crate::record::Kind;
 
 /// Most jobs committed together.
@@ -587,76 +587,34 @@ fn accept(
         }
     }
     // Versions first: a stale record refuses the whole body before anything is written.
-    let mut statuses = Vec::with_capacity(msg.records.len());
-    let mut stale = Vec::new();
-    let mut seen: Vec<(&str, &str, i64)> = Vec::new();
+    let mut stored = Vec::with_capacity(msg.records.len());
     {
         let mut get = conn.prepare_cached(
             "SELECT version FROM record_versions WHERE source = ?1 AND kind = ?2 AND identity = ?3",
         )?;
         for r in &msg.records {
-            let Some(v) = r.version else {
-                statuses.push("accepted");
-                continue;
-            };
-            let earlier = seen
-                .iter()
-                .filter(|(k, id, _)| *k == r.kind.as_str() && *id == r.identity)
-                .map(|(_, _, v)| *v)
-                .max();
-            let stored: Option<i64> = match earlier {
-                Some(e) => Some(e),
-                None => get
+            stored.push(match r.version {
+                None => None,
+                Some(_) => get
                     .query_row(params![msg.source, r.kind.as_str(), r.identity], |row| {
                         row.get(0)
                     })
                     .optional()?,
-            };
-            match stored {
-                Some(s) if s > v => stale.push(StaleRecord {
-                    index: r.index,
-                    version: v,
-                    accepted_version: s,
-                }),
-                Some(s) if s == v => statuses.push("duplicate"),
-                _ => statuses.push("accepted"),
-            }
-            seen.push((r.kind.as_str(), &r.identity, v));
+            });
         }
     }
-    if !stale.is_empty() {
-        let mut e = Event::new(msg.received_at_ms, EventKind::Rejected);
-        e.node = Some(msg.source.clone());
-        e.message_id = Some(msg.id.clone());
-        e.detail = json!({
-            "reason": "stale_version",
-            "body_sha256": msg.body_sha256,
-            "records": stale,
-        });
-        chain.append(conn, &e)?;
-        return Ok(AcceptOutcome::Stale(stale));
-    }
-    let response = AcceptResponse {
-        message_id: msg.id.clone(),
-        records: msg
-            .records
-            .iter()
-            .zip(&statuses)
-            .map(|(r, s)| RecordReceipt {
-                index: r.index,
-                kind: r.kind,
-                case_no: r.case_no.clone(),
-                status: (*s).to_string(),
-                destinations: if *s == "accepted" {
-                    r.destinations.clone()
-                } else {
-                    Vec::new()
-                },
-            })
-            .collect(),
+    let (statuses, response, response_json, received) = match plan::accept(&msg, &stored) {
+        plan::AcceptPlan::Stale { stale, event } => {
+            chain.append(conn, &event)?;
+            return Ok(AcceptOutcome::Stale(stale));
+        }
+        plan::AcceptPlan::Store {
+            statuses,
+            response,
+            response_json,
+            received,
+        } => (statuses, response, response_json, received),
     };
-    let response_json =
-        serde_json::to_string(&response).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     conn.prepare_cached(
         "INSERT INTO messages (id, source, received_at, content_type, idempotency_key, body, body_sha256, response)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -677,15 +635,6 @@ fn accept(
         )?
         .execute(params![msg.source, key, msg.id, msg.received_at_ms])?;
     }
-    let mut received = Event::new(msg.received_at_ms, EventKind::Received);
-    received.node = Some(msg.source.clone());
-    received.message_id = Some(msg.id.clone());
-    received.detail = json!({
-        "body_sha256": msg.body_sha256,
-        "body_bytes": msg.body.len(),
-        "records": msg.records.len(),
-        "content_type": msg.content_type,
-    });
     chain.append(conn, &received)?;
     let mut ins_record = conn.prepare_cached(
         "INSERT INTO records (message_id, idx, source, kind, case_no, identity, version, status, canonical, sha256, received_at)
@@ -715,19 +664,7 @@ fn accept(
             msg.received_at_ms
         ])?;
         let record_id = conn.last_insert_rowid();
-        let mut accepted = Event::new(msg.received_at_ms, EventKind::Accepted);
-        accepted.node = Some(msg.source.clone());
-        accepted.case_no = Some(r.case_no.clone());
-        accepted.kind = Some(r.kind.as_str().into());
-        accepted.message_id = Some(msg.id.clone());
-        accepted.detail = json!({
-            "index": r.index,
-            "label": r.label,
-            "record_sha256": r.sha256,
-            "version": r.version,
-            "status": status,
-        });
-        chain.append(conn, &accepted)?;
+        chain.append(conn, &plan::accepted_event(&msg, r, status))?;
         if *status != "accepted" {
             continue;
         }
@@ -741,7 +678,6 @@ fn accept(
             ])?;
         }
         for dest in &r.destinations {
-            let key = format!("hg-{}-{}-{}", msg.id, r.index, dest);
             ins_delivery.execute(params![
                 record_id,
                 msg.id,
@@ -752,16 +688,10 @@ fn accept(
                 r.kind.rank(),
                 r.step_no,
                 msg.received_at_ms,
-                key
+                plan::delivery_key(&msg, r, dest)
             ])?;
         }
-        let mut routed = Event::new(msg.received_at_ms, EventKind::Routed);
-        routed.node = Some(msg.source.clone());
-        routed.case_no = Some(r.case_no.clone());
-        routed.kind = Some(r.kind.as_str().into());
-        routed.message_id = Some(msg.id.clone());
-        routed.detail = json!({ "index": r.index, "destinations": r.destinations });
-        chain.append(conn, &routed)?;
+        chain.append(conn, &plan::routed_event(&msg, r))?;
     }
     Ok(AcceptOutcome::Accepted(response))
 }
@@ -827,117 +757,47 @@ fn parse_kind(s: &str) -> Result<Kind, StoreError> {
 }
 
 fn complete(conn: &Connection, chain: &mut Chain, c: Completion) -> Result<bool, StoreError> {
-    let (sql, event, detail): (&str, EventKind, Value) = match &c.result {
-        DeliveryResult::Delivered {
-            status,
-            receipt,
-            duplicate,
-        } => (
+    let sql = match &c.result {
+        DeliveryResult::Delivered { .. } => {
             "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_status = ?3,
                  receipt = ?4, last_error = NULL, lease_owner = NULL, lease_until = NULL,
                  delivered_at = ?5, updated_at = ?5
-             WHERE id = ?1 AND lease_owner = ?2 AND state = 'pending'
-             RETURNING destination, case_no, kind, message_id, attempts, record_idx",
-            EventKind::Delivered,
-            json!({
-                "status": status,
-                "duplicate": duplicate,
-                "receipt_sha256": audit::sha256_hex(receipt.as_bytes()),
-                "duration_ms": c.duration_ms,
-            }),
-        ),
-        DeliveryResult::Retry {
-            status,
-            error,
-            next_attempt_at_ms,
-        } => (
+             WHERE id = ?1 AND lease_owner = ?2 AND state = 'pending' AND ?6 = ?6
+             RETURNING destination, case_no, kind, message_id, attempts, record_idx"
+        }
+        DeliveryResult::Retry { .. } => {
             "UPDATE deliveries SET attempts = attempts + 1, last_status = ?3, last_error = ?4,
                  next_attempt_at = ?6, lease_owner = NULL, lease_until = NULL, updated_at = ?5
              WHERE id = ?1 AND lease_owner = ?2 AND state = 'pending'
-             RETURNING destination, case_no, kind, message_id, attempts, record_idx",
-            EventKind::Retried,
-            json!({
-                "status": status,
-                "error": error,
-                "next_attempt_at": rfc3339(*next_attempt_at_ms),
-                "duration_ms": c.duration_ms,
-            }),
-        ),
-        DeliveryResult::Dead { status, reason } => (
+             RETURNING destination, case_no, kind, message_id, attempts, record_idx"
+        }
+        DeliveryResult::Dead { .. } => {
             "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_status = ?3,
                  last_error = ?4, lease_owner = NULL, lease_until = NULL, updated_at = ?5
-             WHERE id = ?1 AND lease_owner = ?2 AND state = 'pending'
-             RETURNING destination, case_no, kind, message_id, attempts, record_idx",
-            EventKind::DeadLettered,
-            json!({ "status": status, "reason": reason, "duration_ms": c.duration_ms }),
-        ),
-    };
-    let (status, text, next): (Option<u16>, Option<&str>, i64) = match &c.result {
-        DeliveryResult::Delivered {
-            status, receipt, ..
-        } => (Some(*status), Some(receipt.as_str()), 0),
-        DeliveryResult::Retry {
-            status,
-            error,
-            next_attempt_at_ms,
-        } => (*status, Some(error.as_str()), *next_attempt_at_ms),
-        DeliveryResult::Dead { status, reason } => (*status, Some(reason.as_str()), 0),
-    };
-    let mut stmt = conn.prepare_cached(sql)?;
-    let row: Option<(String, String, String, String, i64, i64)> =
-        if matches!(c.result, DeliveryResult::Retry { .. }) {
-            stmt.query_row(params![c.id, c.owner, status, text, c.at_ms, next], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })
-        } else {
-            stmt.query_row(params![c.id, c.owner, status, text, c.at_ms], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })
+             WHERE id = ?1 AND lease_owner = ?2 AND state = 'pending' AND ?6 = ?6
+             RETURNING destination, case_no, kind, message_id, attempts, record_idx"
         }
+    };
+    let (status, text, next) = plan::completion_columns(&c);
+    let done = conn
+        .prepare_cached(sql)?
+        .query_row(params![c.id, c.owner, status, text, c.at_ms, next], |r| {
+            Ok(plan::Completed {
+                destination: r.get(0)?,
+                case_no: r.get(1)?,
+                kind: r.get(2)?,
+                message_id: r.get(3)?,
+                attempts: r.get(4)?,
+                index: r.get(5)?,
+            })
+        })
         .optional()?;
-    let Some((destination, case_no, kind, message_id, attempts, index)) = row else {
+    let Some(done) = done else {
         return Ok(false);
     };
-    let mut attempted = Event::new(c.at_ms, EventKind::Attempted);
-    attempted.node = Some(destination.clone());
-    attempted.case_no = Some(case_no.clone());
-    attempted.kind = Some(kind.clone());
-    attempted.message_id = Some(message_id.clone());
-    attempted.delivery_id = Some(c.id);
-    attempted.detail = json!({
-        "index": index,
-        "attempt": attempts,
-        "status": status,
-        "duration_ms": c.duration_ms,
-        "request_sha256": c.request_sha256,
-    });
-    chain.append(conn, &attempted)?;
-    let mut e = Event::new(c.at_ms, event);
-    e.node = Some(destination);
-    e.case_no = Some(case_no);
-    e.kind = Some(kind);
-    e.message_id = Some(message_id);
-    e.delivery_id = Some(c.id);
-    e.detail = detail;
-    if let Value::Object(m) = &mut e.detail {
-        m.insert("attempt".into(), json!(attempts));
-        m.insert("index".into(), json!(index));
+    for e in plan::completion_events(&c, &done) {
+        chain.append(conn, &e)?;
     }
-    chain.append(conn, &e)?;
     Ok(true)
 }
 
@@ -947,17 +807,26 @@ fn retry_dead(
     id: i64,
     at_ms: i64,
 ) -> Result<i64, StoreError> {
-    let row: Option<(String, String, String, String)> = conn
+    let row = conn
         .query_row(
             "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?2,
                  lease_owner = NULL, lease_until = NULL, updated_at = ?2
              WHERE id = ?1 AND state = 'dead'
-             RETURNING destination, case_no, kind, message_id",
+             RETURNING destination, case_no, kind, message_id, attempts, record_idx",
             params![id, at_ms],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| {
+                Ok(plan::Completed {
+                    destination: r.get(0)?,
+                    case_no: r.get(1)?,
+                    kind: r.get(2)?,
+                    message_id: r.get(3)?,
+                    attempts: r.get(4)?,
+                    index: r.get(5)?,
+                })
+            },
         )
         .optional()?;
-    let Some((destination, case_no, kind, message_id)) = row else {
+    let Some(done) = row else {
         let exists: Option<i64> = conn
             .query_row("SELECT id FROM deliveries WHERE id = ?1", [id], |r| {
                 r.get(0)
@@ -968,14 +837,7 @@ fn retry_dead(
             None => StoreError::NotFound,
         });
     };
-    let mut e = Event::new(at_ms, EventKind::ManuallyRetried);
-    e.node = Some(destination);
-    e.case_no = Some(case_no);
-    e.kind = Some(kind);
-    e.message_id = Some(message_id);
-    e.delivery_id = Some(id);
-    e.detail = json!({});
-    chain.append(conn, &e)?;
+    chain.append(conn, &plan::manual_retry_event(at_ms, id, &done))?;
     Ok(id)
 }
 

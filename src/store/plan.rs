@@ -1,0 +1,251 @@
+//! What a store write means, decided once for every engine: which records of a
+//! message are new, duplicate or stale, what the sender is told, which audit events
+//! are appended, and what a finished delivery attempt records. The engines only run
+//! the SQL.
+
+use serde_json::{Value, json};
+
+use super::{
+    AcceptResponse, Completion, DeliveryResult, NewMessage, NewRecord, RecordReceipt, StaleRecord,
+    rfc3339,
+};
+use crate::audit::{Event, EventKind, sha256_hex};
+
+/// What to do with a message, given the versions already stored for its records.
+pub enum AcceptPlan {
+    /// Refuse the whole body; append `event` only.
+    Stale {
+        stale: Vec<StaleRecord>,
+        event: Event,
+    },
+    /// Store it: `statuses[i]` is `accepted` or `duplicate` for record `i`.
+    Store {
+        statuses: Vec<&'static str>,
+        response: AcceptResponse,
+        response_json: String,
+        received: Event,
+    },
+}
+
+/// Decide a message. `stored[i]` is the version already accepted for record `i`'s
+/// identity (None when there is none or the record has no version).
+pub fn accept(msg: &NewMessage, stored: &[Option<i64>]) -> AcceptPlan {
+    let mut statuses = Vec::with_capacity(msg.records.len());
+    let mut stale = Vec::new();
+    // Records earlier in the same body count as stored.
+    let mut seen: Vec<(&NewRecord, i64)> = Vec::new();
+    for (r, stored) in msg.records.iter().zip(stored) {
+        let Some(v) = r.version else {
+            statuses.push("accepted");
+            continue;
+        };
+        let earlier = seen
+            .iter()
+            .filter(|(s, _)| s.kind == r.kind && s.identity == r.identity)
+            .map(|(_, v)| *v)
+            .max();
+        match earlier.or(*stored) {
+            Some(s) if s > v => stale.push(StaleRecord {
+                index: r.index,
+                version: v,
+                accepted_version: s,
+            }),
+            Some(s) if s == v => statuses.push("duplicate"),
+            _ => statuses.push("accepted"),
+        }
+        seen.push((r, v));
+    }
+    if !stale.is_empty() {
+        let mut event = Event::new(msg.received_at_ms, EventKind::Rejected);
+        event.node = Some(msg.source.clone());
+        event.message_id = Some(msg.id.clone());
+        event.detail = json!({
+            "reason": "stale_version",
+            "body_sha256": msg.body_sha256,
+            "records": stale,
+        });
+        return AcceptPlan::Stale { stale, event };
+    }
+    let response = AcceptResponse {
+        message_id: msg.id.clone(),
+        records: msg
+            .records
+            .iter()
+            .zip(&statuses)
+            .map(|(r, s)| RecordReceipt {
+                index: r.index,
+                kind: r.kind,
+                case_no: r.case_no.clone(),
+                status: (*s).to_string(),
+                destinations: if *s == "accepted" {
+                    r.destinations.clone()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect(),
+    };
+    // A struct of strings and numbers always serialises.
+    let response_json = serde_json::to_string(&response).unwrap_or_default();
+    let mut received = Event::new(msg.received_at_ms, EventKind::Received);
+    received.node = Some(msg.source.clone());
+    received.message_id = Some(msg.id.clone());
+    received.detail = json!({
+        "body_sha256": msg.body_sha256,
+        "body_bytes": msg.body.len(),
+        "records": msg.records.len(),
+        "content_type": msg.content_type,
+    });
+    AcceptPlan::Store {
+        statuses,
+        response,
+        response_json,
+        received,
+    }
+}
+
+fn record_event(msg: &NewMessage, r: &NewRecord, kind: EventKind, detail: Value) -> Event {
+    let mut e = Event::new(msg.received_at_ms, kind);
+    e.node = Some(msg.source.clone());
+    e.case_no = Some(r.case_no.clone());
+    e.kind = Some(r.kind.as_str().into());
+    e.message_id = Some(msg.id.clone());
+    e.detail = detail;
+    e
+}
+
+/// `accepted`, for every record of a stored message.
+pub fn accepted_event(msg: &NewMessage, r: &NewRecord, status: &str) -> Event {
+    record_event(
+        msg,
+        r,
+        EventKind::Accepted,
+        json!({
+            "index": r.index,
+            "label": r.label,
+            "record_sha256": r.sha256,
+            "version": r.version,
+            "status": status,
+        }),
+    )
+}
+
+/// `routed`, for every accepted (not duplicate) record.
+pub fn routed_event(msg: &NewMessage, r: &NewRecord) -> Event {
+    record_event(
+        msg,
+        r,
+        EventKind::Routed,
+        json!({ "index": r.index, "destinations": r.destinations }),
+    )
+}
+
+/// The `Idempotency-Key` a destination sees for a record, stable across retries and
+/// restarts.
+pub fn delivery_key(msg: &NewMessage, r: &NewRecord, destination: &str) -> String {
+    format!("hg-{}-{}-{}", msg.id, r.index, destination)
+}
+
+/// The delivery a completion was recorded for, as the store returned it.
+pub struct Completed {
+    pub destination: String,
+    pub case_no: String,
+    pub kind: String,
+    pub message_id: String,
+    /// Attempts including this one.
+    pub attempts: i64,
+    pub index: i64,
+}
+
+/// Columns a completion writes: status, text (receipt, error or reason), next attempt.
+pub fn completion_columns(c: &Completion) -> (Option<i64>, &str, i64) {
+    match &c.result {
+        DeliveryResult::Delivered {
+            status, receipt, ..
+        } => (Some(i64::from(*status)), receipt.as_str(), 0),
+        DeliveryResult::Retry {
+            status,
+            error,
+            next_attempt_at_ms,
+        } => (status.map(i64::from), error.as_str(), *next_attempt_at_ms),
+        DeliveryResult::Dead { status, reason } => (status.map(i64::from), reason.as_str(), 0),
+    }
+}
+
+/// `attempted` and the outcome event (`delivered`, `retried`, `dead_lettered`).
+pub fn completion_events(c: &Completion, d: &Completed) -> [Event; 2] {
+    let (status, _, _) = completion_columns(c);
+    let base = |kind: EventKind, detail: Value| {
+        let mut e = Event::new(c.at_ms, kind);
+        e.node = Some(d.destination.clone());
+        e.case_no = Some(d.case_no.clone());
+        e.kind = Some(d.kind.clone());
+        e.message_id = Some(d.message_id.clone());
+        e.delivery_id = Some(c.id);
+        e.detail = detail;
+        e
+    };
+    let attempted = base(
+        EventKind::Attempted,
+        json!({
+            "index": d.index,
+            "attempt": d.attempts,
+            "status": status,
+            "duration_ms": c.duration_ms,
+            "request_sha256": c.request_sha256,
+        }),
+    );
+    let outcome = match &c.result {
+        DeliveryResult::Delivered {
+            receipt, duplicate, ..
+        } => base(
+            EventKind::Delivered,
+            json!({
+                "index": d.index,
+                "attempt": d.attempts,
+                "status": status,
+                "duplicate": duplicate,
+                "receipt_sha256": sha256_hex(receipt.as_bytes()),
+                "duration_ms": c.duration_ms,
+            }),
+        ),
+        DeliveryResult::Retry {
+            error,
+            next_attempt_at_ms,
+            ..
+        } => base(
+            EventKind::Retried,
+            json!({
+                "index": d.index,
+                "attempt": d.attempts,
+                "status": status,
+                "error": error,
+                "next_attempt_at": rfc3339(*next_attempt_at_ms),
+                "duration_ms": c.duration_ms,
+            }),
+        ),
+        DeliveryResult::Dead { reason, .. } => base(
+            EventKind::DeadLettered,
+            json!({
+                "index": d.index,
+                "attempt": d.attempts,
+                "status": status,
+                "reason": reason,
+                "duration_ms": c.duration_ms,
+            }),
+        ),
+    };
+    [attempted, outcome]
+}
+
+/// `manually_retried`, when an operator puts a dead letter back in the queue.
+pub fn manual_retry_event(at_ms: i64, id: i64, d: &Completed) -> Event {
+    let mut e = Event::new(at_ms, EventKind::ManuallyRetried);
+    e.node = Some(d.destination.clone());
+    e.case_no = Some(d.case_no.clone());
+    e.kind = Some(d.kind.clone());
+    e.message_id = Some(d.message_id.clone());
+    e.delivery_id = Some(id);
+    e.detail = json!({});
+    e
+}
