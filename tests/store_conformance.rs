@@ -1,8 +1,9 @@
 //! One conformance suite for every store engine: the same scenarios run against an
 //! SQLite file and a real PostgreSQL database, through the `Store` trait only.
 
-#[path = "common/pg.rs"]
-mod pg;
+mod common;
+
+use common::pg;
 
 use std::sync::Arc;
 

@@ -2,6 +2,9 @@
 //! with an SQLite file in a temporary folder, and a real HTTP client.
 #![allow(dead_code)]
 
+pub mod load;
+pub mod pg;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
