@@ -12,9 +12,10 @@
 
 use std::sync::Arc;
 
+use futures_util::future::try_join_all;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{Client, NoTls, Row, Transaction};
+use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
 use super::{
     AcceptOutcome, AcceptResponse, AuditFilter, AuditMeta, Completion, DeliveryFilter,
@@ -300,13 +301,108 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The chain head while a batch holds the `audit_head` lock.
+/// Statements prepared once on the writer's connection: every query is then one
+/// round trip, and independent ones are pipelined.
+struct Stmts {
+    audit: Statement,
+    idem_get: Statement,
+    version_get: Statement,
+    message: Statement,
+    idem_put: Statement,
+    record: Statement,
+    version_put: Statement,
+    delivery: Statement,
+    delivered: Statement,
+    retry: Statement,
+    dead: Statement,
+}
+
+const RETURNING_COMPLETED: &str =
+    "RETURNING destination, case_no, kind, message_id, attempts, record_idx";
+
+impl Stmts {
+    async fn prepare(c: &Client) -> Result<Stmts, StoreError> {
+        Ok(Stmts {
+            audit: c
+                .prepare(
+                    "INSERT INTO audit (seq, at, event, node, case_no, kind, message_id, delivery_id, detail, hash)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .await?,
+            idem_get: c
+                .prepare(
+                    "SELECT m.response FROM idempotency i JOIN messages m ON m.id = i.message_id
+                     WHERE i.source = $1 AND i.key = $2",
+                )
+                .await?,
+            version_get: c
+                .prepare("SELECT version FROM record_versions WHERE source = $1 AND kind = $2 AND identity = $3")
+                .await?,
+            message: c
+                .prepare(
+                    "INSERT INTO messages (id, source, received_at, content_type, idempotency_key, body, body_sha256, response)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .await?,
+            idem_put: c
+                .prepare("INSERT INTO idempotency (source, key, message_id, created_at) VALUES ($1, $2, $3, $4)")
+                .await?,
+            record: c
+                .prepare(
+                    "INSERT INTO records (message_id, idx, source, kind, case_no, identity, version, status, canonical, sha256, received_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                )
+                .await?,
+            version_put: c
+                .prepare(
+                    "INSERT INTO record_versions (source, kind, identity, version, record_id) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (source, kind, identity) DO UPDATE SET version = excluded.version, record_id = excluded.record_id",
+                )
+                .await?,
+            delivery: c
+                .prepare(
+                    "INSERT INTO deliveries (record_id, message_id, record_idx, destination, case_no, kind, ord_kind, ord_step,
+                                             state, attempts, next_attempt_at, idem_key, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $10, $9, $9)",
+                )
+                .await?,
+            delivered: c
+                .prepare(&format!(
+                    "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_status = $3,
+                         receipt = $4, last_error = NULL, lease_owner = NULL, lease_until = NULL,
+                         delivered_at = $5, updated_at = $5
+                     WHERE id = $1 AND lease_owner = $2 AND state = 'pending' AND $6::bigint IS NOT NULL
+                     {RETURNING_COMPLETED}"
+                ))
+                .await?,
+            retry: c
+                .prepare(&format!(
+                    "UPDATE deliveries SET attempts = attempts + 1, last_status = $3, last_error = $4,
+                         next_attempt_at = $6, lease_owner = NULL, lease_until = NULL, updated_at = $5
+                     WHERE id = $1 AND lease_owner = $2 AND state = 'pending' {RETURNING_COMPLETED}"
+                ))
+                .await?,
+            dead: c
+                .prepare(&format!(
+                    "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_status = $3,
+                         last_error = $4, lease_owner = NULL, lease_until = NULL, updated_at = $5
+                     WHERE id = $1 AND lease_owner = $2 AND state = 'pending' AND $6::bigint IS NOT NULL
+                     {RETURNING_COMPLETED}"
+                ))
+                .await?,
+        })
+    }
+}
+
+/// The chain head while a batch holds the `audit_head` lock. Events are chained in
+/// memory as they are pushed and written together when the job flushes.
 struct Chain {
     alg: HashAlg,
     seq: i64,
     hash: [u8; 32],
     /// Whether this batch holds the `audit_head` lock (only then may it append).
     locked: bool,
+    pending: Vec<(i64, [u8; 32], Event)>,
 }
 
 impl Chain {
@@ -325,10 +421,21 @@ impl Chain {
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("audit_head: bad hash".into()))?,
             locked: true,
+            pending: Vec::new(),
         })
     }
 
-    async fn append(&mut self, tx: &Transaction<'_>, e: &Event) -> Result<(), StoreError> {
+    fn unlocked() -> Chain {
+        Chain {
+            alg: HashAlg::Sha256,
+            seq: 0,
+            hash: audit::GENESIS,
+            locked: false,
+            pending: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, e: Event) -> Result<(), StoreError> {
         if !self.locked {
             return Err(StoreError::Corrupt(
                 "audit append without the chain head lock".into(),
@@ -336,25 +443,41 @@ impl Chain {
         }
         let seq = self.seq + 1;
         let hash = self.alg.chain(&self.hash, &e.canonical_bytes(seq));
-        tx.execute(
-            "INSERT INTO audit (seq, at, event, node, case_no, kind, message_id, delivery_id, detail, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            &[
-                &seq,
-                &e.at_ms,
-                &e.event.as_str(),
-                &e.node,
-                &e.case_no,
-                &e.kind,
-                &e.message_id,
-                &e.delivery_id,
-                &e.detail.to_string(),
-                &hash.as_slice(),
-            ],
-        )
-        .await?;
+        self.pending.push((seq, hash, e));
         self.seq = seq;
         self.hash = hash;
+        Ok(())
+    }
+
+    /// Write the pushed events, pipelined.
+    async fn flush(&mut self, tx: &Transaction<'_>, st: &Stmts) -> Result<(), StoreError> {
+        let pending = std::mem::take(&mut self.pending);
+        let details: Vec<String> = pending
+            .iter()
+            .map(|(_, _, e)| e.detail.to_string())
+            .collect();
+        let inserts = pending
+            .iter()
+            .zip(&details)
+            .map(|((seq, hash, e), detail)| async move {
+                tx.execute(
+                    &st.audit,
+                    &[
+                        seq,
+                        &e.at_ms,
+                        &e.event.as_str(),
+                        &e.node,
+                        &e.case_no,
+                        &e.kind,
+                        &e.message_id,
+                        &e.delivery_id,
+                        detail,
+                        &hash.as_slice(),
+                    ],
+                )
+                .await
+            });
+        try_join_all(inserts).await?;
         Ok(())
     }
 
@@ -373,6 +496,7 @@ impl Chain {
 
     fn reset(&mut self, mark: (i64, [u8; 32])) {
         (self.seq, self.hash) = mark;
+        self.pending.clear();
     }
 }
 
@@ -389,6 +513,15 @@ fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> 
 }
 
 async fn writer_loop(mut client: Client, mut rx: mpsc::Receiver<Job>, alg: HashAlg, retain: bool) {
+    let st = loop {
+        match Stmts::prepare(&client).await {
+            Ok(st) => break st,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot prepare statements; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    };
     let mut closing: Option<Reply<()>> = None;
     while closing.is_none() {
         let Some(first) = rx.recv().await else { break };
@@ -431,7 +564,7 @@ async fn writer_loop(mut client: Client, mut rx: mpsc::Receiver<Job>, alg: HashA
                 closing = Some(reply);
                 continue;
             }
-            finishes.push(run_job(&mut tx, chain.as_mut(), job, retain).await);
+            finishes.push(run_job(&mut tx, &st, chain.as_mut(), job, retain).await);
         }
         let saved = match &chain {
             Some(c) => c.save(&tx).await,
@@ -454,16 +587,12 @@ async fn writer_loop(mut client: Client, mut rx: mpsc::Receiver<Job>, alg: HashA
 /// Run one job in a savepoint; on failure its writes and chain advance are undone.
 async fn run_job(
     tx: &mut Transaction<'_>,
+    st: &Stmts,
     chain: Option<&mut Chain>,
     job: Job,
     retain: bool,
 ) -> Finish {
-    let mut no_chain = Chain {
-        alg: HashAlg::Sha256,
-        seq: 0,
-        hash: audit::GENESIS,
-        locked: false,
-    };
+    let mut no_chain = Chain::unlocked();
     let chain = chain.unwrap_or(&mut no_chain);
     let mark = chain.mark();
     macro_rules! in_savepoint {
@@ -474,6 +603,10 @@ async fn run_job(
                         let $sp = &mut savepoint;
                         let $ch = &mut *chain;
                         $body
+                    };
+                    let r = match r {
+                        Ok(v) => chain.flush(&savepoint, st).await.map(|()| v),
+                        Err(e) => Err(e),
                     };
                     match r {
                         Ok(v) => savepoint
@@ -493,13 +626,15 @@ async fn run_job(
         }};
     }
     match job {
-        Job::Accept(msg, reply) => in_savepoint!(reply, |sp, ch| accept(sp, ch, msg, retain).await),
-        Job::Audit(e, reply) => in_savepoint!(reply, |sp, ch| ch.append(sp, &e).await),
+        Job::Accept(msg, reply) => {
+            in_savepoint!(reply, |sp, ch| accept(sp, st, ch, msg, retain).await)
+        }
+        Job::Audit(e, reply) => in_savepoint!(reply, |_sp, ch| ch.push(e)),
         Job::ArchiveAudit(through, sha, e, reply) => {
-            in_savepoint!(reply, |sp, ch| archive(sp, ch, through, &sha, &e).await)
+            in_savepoint!(reply, |sp, ch| archive(sp, ch, through, &sha, e).await)
         }
         Job::Exchange(completions, lease_req, reply) => {
-            in_savepoint!(reply, |sp, ch| exchange(sp, ch, completions, lease_req)
+            in_savepoint!(reply, |sp, ch| exchange(sp, st, ch, completions, lease_req)
                 .await)
         }
         Job::Release(owner, ids, reply) => in_savepoint!(reply, |sp, _ch| {
@@ -529,7 +664,7 @@ async fn archive(
     chain: &mut Chain,
     through: i64,
     sha: &str,
-    e: &Event,
+    e: Event,
 ) -> Result<(), StoreError> {
     let row = tx
         .query_one("SELECT hash FROM audit WHERE seq = $1", &[&through])
@@ -549,48 +684,40 @@ async fn archive(
         )
         .await?;
     }
-    chain.append(tx, e).await
+    chain.push(e)
 }
 
 async fn accept(
     tx: &Transaction<'_>,
+    st: &Stmts,
     chain: &mut Chain,
     msg: NewMessage,
     retain: bool,
 ) -> Result<AcceptOutcome, StoreError> {
-    if let Some(key) = &msg.idempotency_key {
-        let prior = tx
-            .query_opt(
-                "SELECT m.response FROM idempotency i JOIN messages m ON m.id = i.message_id
-                 WHERE i.source = $1 AND i.key = $2",
-                &[&msg.source, key],
-            )
-            .await?;
-        if let Some(row) = prior {
-            let resp: String = row.get(0);
-            let parsed: AcceptResponse = serde_json::from_str(&resp)
-                .map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))?;
-            return Ok(AcceptOutcome::Replayed(parsed));
-        }
+    let msg = &msg;
+    if let Some(key) = &msg.idempotency_key
+        && let Some(row) = tx.query_opt(&st.idem_get, &[&msg.source, key]).await?
+    {
+        let resp: String = row.get(0);
+        let parsed: AcceptResponse = serde_json::from_str(&resp)
+            .map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))?;
+        return Ok(AcceptOutcome::Replayed(parsed));
     }
-    let get = tx
-        .prepare(
-            "SELECT version FROM record_versions WHERE source = $1 AND kind = $2 AND identity = $3",
-        )
-        .await?;
-    let mut stored = Vec::with_capacity(msg.records.len());
-    for r in &msg.records {
-        stored.push(match r.version {
-            None => None,
+    // Versions first (pipelined): a stale record refuses the whole body.
+    let kinds: Vec<&str> = msg.records.iter().map(|r| r.kind.as_str()).collect();
+    let lookups = msg.records.iter().zip(&kinds).map(|(r, kind)| async move {
+        match r.version {
+            None => Ok(None),
             Some(_) => tx
-                .query_opt(&get, &[&msg.source, &r.kind.as_str(), &r.identity])
-                .await?
-                .map(|row| row.get::<_, i64>(0)),
-        });
-    }
-    let (statuses, response, response_json, received) = match plan::accept(&msg, &stored) {
+                .query_opt(&st.version_get, &[&msg.source, kind, &r.identity])
+                .await
+                .map(|row| row.map(|row| row.get::<_, i64>(0))),
+        }
+    });
+    let stored = try_join_all(lookups).await?;
+    let (statuses, response, response_json, received) = match plan::accept(msg, &stored) {
         plan::AcceptPlan::Stale { stale, event } => {
-            chain.append(tx, &event).await?;
+            chain.push(event)?;
             return Ok(AcceptOutcome::Stale(stale));
         }
         plan::AcceptPlan::Store {
@@ -601,135 +728,164 @@ async fn accept(
         } => (statuses, response, response_json, received),
     };
     let body: &[u8] = if retain { msg.body.as_ref() } else { &[] };
-    tx.execute(
-        "INSERT INTO messages (id, source, received_at, content_type, idempotency_key, body, body_sha256, response)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        &[
-            &msg.id,
-            &msg.source,
-            &msg.received_at_ms,
-            &msg.content_type,
-            &msg.idempotency_key,
-            &body,
-            &msg.body_sha256,
-            &response_json,
-        ],
-    )
-    .await?;
-    if let Some(key) = &msg.idempotency_key {
+    let indexes: Vec<i64> = msg.records.iter().map(|r| r.index as i64).collect();
+    // The message, its key and its records go in one pipelined round trip.
+    let message = async {
         tx.execute(
-            "INSERT INTO idempotency (source, key, message_id, created_at) VALUES ($1, $2, $3, $4)",
-            &[&msg.source, key, &msg.id, &msg.received_at_ms],
+            &st.message,
+            &[
+                &msg.id,
+                &msg.source,
+                &msg.received_at_ms,
+                &msg.content_type,
+                &msg.idempotency_key,
+                &body,
+                &msg.body_sha256,
+                &response_json,
+            ],
         )
-        .await?;
+        .await
+    };
+    let key = async {
+        match &msg.idempotency_key {
+            Some(key) => tx
+                .execute(
+                    &st.idem_put,
+                    &[&msg.source, key, &msg.id, &msg.received_at_ms],
+                )
+                .await
+                .map(|_| ()),
+            None => Ok(()),
+        }
+    };
+    let records = try_join_all(
+        msg.records
+            .iter()
+            .zip(&statuses)
+            .zip(&indexes)
+            .zip(&kinds)
+            .map(|(((r, status), idx), kind)| async move {
+                tx.query_one(
+                    &st.record,
+                    &[
+                        &msg.id,
+                        idx,
+                        &msg.source,
+                        kind,
+                        &r.case_no,
+                        &r.identity,
+                        &r.version,
+                        status,
+                        &r.canonical,
+                        &r.sha256,
+                        &msg.received_at_ms,
+                    ],
+                )
+                .await
+            }),
+    );
+    let (_, (), rows) = futures_util::future::try_join3(message, key, records).await?;
+    let record_ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    chain.push(received)?;
+    // Versions and deliveries of the accepted records, pipelined.
+    let ranks: Vec<i64> = msg.records.iter().map(|r| r.kind.rank()).collect();
+    let mut delivery_rows = Vec::new();
+    for (i, (r, status)) in msg.records.iter().zip(&statuses).enumerate() {
+        if *status == "accepted" {
+            for dest in &r.destinations {
+                delivery_rows.push((i, dest, plan::delivery_key(msg, r, dest)));
+            }
+        }
     }
-    chain.append(tx, &received).await?;
-    let ins_record = tx
-        .prepare(
-            "INSERT INTO records (message_id, idx, source, kind, case_no, identity, version, status, canonical, sha256, received_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-        )
-        .await?;
-    let upsert_version = tx
-        .prepare(
-            "INSERT INTO record_versions (source, kind, identity, version, record_id) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (source, kind, identity) DO UPDATE SET version = excluded.version, record_id = excluded.record_id",
-        )
-        .await?;
-    let ins_delivery = tx
-        .prepare(
-            "INSERT INTO deliveries (record_id, message_id, record_idx, destination, case_no, kind, ord_kind, ord_step,
-                                     state, attempts, next_attempt_at, idem_key, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $10, $9, $9)",
-        )
-        .await?;
-    for (r, status) in msg.records.iter().zip(&statuses) {
-        let idx = r.index as i64;
-        let record_id: i64 = tx
-            .query_one(
-                &ins_record,
+    let (kinds, record_ids, indexes, ranks) = (&kinds, &record_ids, &indexes, &ranks);
+    let versions = msg
+        .records
+        .iter()
+        .zip(&statuses)
+        .enumerate()
+        .filter(|(_, (r, s))| **s == "accepted" && r.version.is_some())
+        .map(|(i, (r, _))| async move {
+            tx.execute(
+                &st.version_put,
                 &[
-                    &msg.id,
-                    &idx,
                     &msg.source,
-                    &r.kind.as_str(),
-                    &r.case_no,
+                    &kinds[i],
                     &r.identity,
                     &r.version,
-                    status,
-                    &r.canonical,
-                    &r.sha256,
-                    &msg.received_at_ms,
+                    &record_ids[i],
                 ],
             )
-            .await?
-            .get(0);
-        chain
-            .append(tx, &plan::accepted_event(&msg, r, status))
-            .await?;
-        if *status != "accepted" {
-            continue;
+            .await
+        });
+    let deliveries = delivery_rows.iter().map(|(i, dest, key)| async move {
+        let r = &msg.records[*i];
+        tx.execute(
+            &st.delivery,
+            &[
+                &record_ids[*i],
+                &msg.id,
+                &indexes[*i],
+                dest,
+                &r.case_no,
+                &kinds[*i],
+                &ranks[*i],
+                &r.step_no,
+                &msg.received_at_ms,
+                key,
+            ],
+        )
+        .await
+    });
+    futures_util::future::try_join(try_join_all(versions), try_join_all(deliveries)).await?;
+    for (r, status) in msg.records.iter().zip(&statuses) {
+        chain.push(plan::accepted_event(msg, r, status))?;
+        if *status == "accepted" {
+            chain.push(plan::routed_event(msg, r))?;
         }
-        if let Some(v) = r.version {
-            tx.execute(
-                &upsert_version,
-                &[&msg.source, &r.kind.as_str(), &r.identity, &v, &record_id],
-            )
-            .await?;
-        }
-        for dest in &r.destinations {
-            tx.execute(
-                &ins_delivery,
-                &[
-                    &record_id,
-                    &msg.id,
-                    &idx,
-                    dest,
-                    &r.case_no,
-                    &r.kind.as_str(),
-                    &r.kind.rank(),
-                    &r.step_no,
-                    &msg.received_at_ms,
-                    &plan::delivery_key(&msg, r, dest),
-                ],
-            )
-            .await?;
-        }
-        chain.append(tx, &plan::routed_event(&msg, r)).await?;
     }
     Ok(AcceptOutcome::Accepted(response))
 }
 
+/// Record finished attempts (pipelined), then lease. A failed write fails the whole
+/// exchange: none of its attempts is recorded and each is sent again after its lease.
 async fn exchange(
-    tx: &mut Transaction<'_>,
+    tx: &Transaction<'_>,
+    st: &Stmts,
     chain: &mut Chain,
     completions: Vec<Completion>,
     lease_req: Option<LeaseRequest>,
 ) -> Result<Exchange, StoreError> {
     let mut out = Exchange::default();
-    for c in completions {
-        let id = c.id;
-        let mark = chain.mark();
-        let sp = tx.savepoint("part").await?;
-        match complete(&sp, chain, c).await {
-            Ok(recorded) => {
-                sp.commit().await?;
-                if recorded {
-                    out.recorded += 1;
-                } else {
-                    out.lost += 1;
+    let columns: Vec<(Option<i64>, &str, i64)> =
+        completions.iter().map(plan::completion_columns).collect();
+    let updates = completions
+        .iter()
+        .zip(&columns)
+        .map(|(c, (status, text, next))| {
+            let stmt = match &c.result {
+                DeliveryResult::Delivered { .. } => &st.delivered,
+                DeliveryResult::Retry { .. } => &st.retry,
+                DeliveryResult::Dead { .. } => &st.dead,
+            };
+            async move {
+                tx.query_opt(stmt, &[&c.id, &c.owner, status, text, &c.at_ms, next])
+                    .await
+            }
+        });
+    let rows = try_join_all(updates).await?;
+    for (c, row) in completions.iter().zip(rows) {
+        match row {
+            Some(row) => {
+                for e in plan::completion_events(c, &completed(&row)) {
+                    chain.push(e)?;
                 }
+                out.recorded += 1;
             }
-            Err(e) => {
-                drop(sp);
-                chain.reset(mark);
-                tracing::error!(delivery = id, error = %e, "could not record a delivery attempt; it is sent again when its lease expires");
-                out.lost += 1;
-            }
+            None => out.lost += 1,
         }
     }
     if let Some(l) = lease_req {
-        out.leased = lease(&*tx, &l).await?;
+        out.leased = lease(tx, &l).await?;
     }
     Ok(out)
 }
@@ -797,57 +953,6 @@ fn completed(r: &Row) -> plan::Completed {
     }
 }
 
-async fn complete(
-    tx: &Transaction<'_>,
-    chain: &mut Chain,
-    c: Completion,
-) -> Result<bool, StoreError> {
-    let (status, text, next) = plan::completion_columns(&c);
-    let returning = "RETURNING destination, case_no, kind, message_id, attempts, record_idx";
-    let row = match &c.result {
-        DeliveryResult::Delivered { .. } => {
-            tx.query_opt(
-                &format!(
-                    "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_status = $3,
-                         receipt = $4, last_error = NULL, lease_owner = NULL, lease_until = NULL,
-                         delivered_at = $5, updated_at = $5
-                     WHERE id = $1 AND lease_owner = $2 AND state = 'pending' {returning}"
-                ),
-                &[&c.id, &c.owner, &status, &text, &c.at_ms],
-            )
-            .await?
-        }
-        DeliveryResult::Retry { .. } => {
-            tx.query_opt(
-                &format!(
-                    "UPDATE deliveries SET attempts = attempts + 1, last_status = $3, last_error = $4,
-                         next_attempt_at = $6, lease_owner = NULL, lease_until = NULL, updated_at = $5
-                     WHERE id = $1 AND lease_owner = $2 AND state = 'pending' {returning}"
-                ),
-                &[&c.id, &c.owner, &status, &text, &c.at_ms, &next],
-            )
-            .await?
-        }
-        DeliveryResult::Dead { .. } => {
-            tx.query_opt(
-                &format!(
-                    "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_status = $3,
-                         last_error = $4, lease_owner = NULL, lease_until = NULL, updated_at = $5
-                     WHERE id = $1 AND lease_owner = $2 AND state = 'pending' {returning}"
-                ),
-                &[&c.id, &c.owner, &status, &text, &c.at_ms],
-            )
-            .await?
-        }
-    };
-    let Some(row) = row else { return Ok(false) };
-    let done = completed(&row);
-    for e in plan::completion_events(&c, &done) {
-        chain.append(tx, &e).await?;
-    }
-    Ok(true)
-}
-
 async fn retry_dead(
     tx: &Transaction<'_>,
     chain: &mut Chain,
@@ -872,9 +977,7 @@ async fn retry_dead(
             None => StoreError::NotFound,
         });
     };
-    chain
-        .append(tx, &plan::manual_retry_event(at_ms, id, &completed(&row)))
-        .await?;
+    chain.push(plan::manual_retry_event(at_ms, id, &completed(&row)))?;
     Ok(id)
 }
 
