@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use futures_util::future::try_join_all;
+use futures_util::future::{try_join, try_join_all};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
@@ -350,20 +350,22 @@ impl Stmts {
             record: c
                 .prepare(
                     "INSERT INTO records (message_id, idx, source, kind, case_no, identity, version, status, canonical, sha256, received_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 )
                 .await?,
             version_put: c
                 .prepare(
-                    "INSERT INTO record_versions (source, kind, identity, version, record_id) VALUES ($1, $2, $3, $4, $5)
+                    "INSERT INTO record_versions (source, kind, identity, version, record_id)
+                     VALUES ($1, $2, $3, $4, (SELECT id FROM records WHERE message_id = $5 AND idx = $6))
                      ON CONFLICT (source, kind, identity) DO UPDATE SET version = excluded.version, record_id = excluded.record_id",
                 )
                 .await?,
             delivery: c
                 .prepare(
-                    "INSERT INTO deliveries (record_id, message_id, record_idx, destination, case_no, kind, ord_kind, ord_step,
-                                             state, attempts, next_attempt_at, idem_key, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $10, $9, $9)",
+                    "INSERT INTO deliveries (record_id, message_id, record_idx, destination, case_no, kind, ord_kind,
+                                             ord_step, state, attempts, next_attempt_at, idem_key, created_at, updated_at)
+                     VALUES ((SELECT id FROM records WHERE message_id = $1 AND idx = $2), $1, $2, $3, $4, $5, $6, $7,
+                             'pending', 0, $8, $9, $8, $8)",
                 )
                 .await?,
             delivered: c
@@ -595,32 +597,37 @@ async fn run_job(
     let mut no_chain = Chain::unlocked();
     let chain = chain.unwrap_or(&mut no_chain);
     let mark = chain.mark();
+    // SAVEPOINT goes out pipelined with the job's first statements, RELEASE with
+    // its audit rows: a job costs as few round trips as its own dependencies allow.
     macro_rules! in_savepoint {
         ($reply:expr, |$sp:ident, $ch:ident| $body:expr) => {{
-            let result = match tx.savepoint("job").await {
-                Ok(mut savepoint) => {
-                    let r = {
-                        let $sp = &mut savepoint;
-                        let $ch = &mut *chain;
-                        $body
-                    };
-                    let r = match r {
-                        Ok(v) => chain.flush(&savepoint, st).await.map(|()| v),
-                        Err(e) => Err(e),
-                    };
-                    match r {
-                        Ok(v) => savepoint
-                            .commit()
+            let $sp: &Transaction<'_> = &*tx;
+            let result = {
+                let savepoint = async {
+                    $sp.batch_execute("SAVEPOINT job")
+                        .await
+                        .map_err(StoreError::from)
+                };
+                let $ch = &mut *chain;
+                let body = async { $body };
+                try_join(savepoint, body).await.map(|((), v)| v)
+            };
+            let result = match result {
+                Ok(v) => {
+                    let release = async {
+                        $sp.batch_execute("RELEASE SAVEPOINT job")
                             .await
-                            .map(|()| v)
-                            .map_err(StoreError::from),
-                        Err(e) => Err(e),
-                    }
+                            .map_err(StoreError::from)
+                    };
+                    try_join(chain.flush($sp, st), release).await.map(|_| v)
                 }
-                Err(e) => Err(StoreError::from(e)),
+                Err(e) => Err(e),
             };
             if result.is_err() {
                 chain.reset(mark);
+                let _ = $sp
+                    .batch_execute("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
+                    .await;
             }
             finish($reply, result)
         }};
@@ -695,17 +702,15 @@ async fn accept(
     retain: bool,
 ) -> Result<AcceptOutcome, StoreError> {
     let msg = &msg;
-    if let Some(key) = &msg.idempotency_key
-        && let Some(row) = tx.query_opt(&st.idem_get, &[&msg.source, key]).await?
-    {
-        let resp: String = row.get(0);
-        let parsed: AcceptResponse = serde_json::from_str(&resp)
-            .map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))?;
-        return Ok(AcceptOutcome::Replayed(parsed));
-    }
-    // Versions first (pipelined): a stale record refuses the whole body.
+    // The idempotency key and the versions are looked up in one round trip.
+    let prior = async {
+        match &msg.idempotency_key {
+            Some(key) => tx.query_opt(&st.idem_get, &[&msg.source, key]).await,
+            None => Ok(None),
+        }
+    };
     let kinds: Vec<&str> = msg.records.iter().map(|r| r.kind.as_str()).collect();
-    let lookups = msg.records.iter().zip(&kinds).map(|(r, kind)| async move {
+    let lookups = try_join_all(msg.records.iter().zip(&kinds).map(|(r, kind)| async move {
         match r.version {
             None => Ok(None),
             Some(_) => tx
@@ -713,8 +718,15 @@ async fn accept(
                 .await
                 .map(|row| row.map(|row| row.get::<_, i64>(0))),
         }
-    });
-    let stored = try_join_all(lookups).await?;
+    }));
+    let (prior, stored) = try_join(prior, lookups).await?;
+    if let Some(row) = prior {
+        let resp: String = row.get(0);
+        let parsed: AcceptResponse = serde_json::from_str(&resp)
+            .map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))?;
+        return Ok(AcceptOutcome::Replayed(parsed));
+    }
+    // A stale record refuses the whole body.
     let (statuses, response, response_json, received) = match plan::accept(msg, &stored) {
         plan::AcceptPlan::Stale { stale, event } => {
             chain.push(event)?;
@@ -729,7 +741,18 @@ async fn accept(
     };
     let body: &[u8] = if retain { msg.body.as_ref() } else { &[] };
     let indexes: Vec<i64> = msg.records.iter().map(|r| r.index as i64).collect();
-    // The message, its key and its records go in one pipelined round trip.
+    let ranks: Vec<i64> = msg.records.iter().map(|r| r.kind.rank()).collect();
+    let (kinds, indexes, ranks) = (&kinds, &indexes, &ranks);
+    let mut delivery_rows = Vec::new();
+    for (i, (r, status)) in msg.records.iter().zip(&statuses).enumerate() {
+        if *status == "accepted" {
+            for dest in &r.destinations {
+                delivery_rows.push((i, dest, plan::delivery_key(msg, r, dest)));
+            }
+        }
+    }
+    // Every row of the message in one pipelined round trip (records before the rows
+    // that look them up: the connection keeps the order).
     let message = async {
         tx.execute(
             &st.message,
@@ -745,6 +768,7 @@ async fn accept(
             ],
         )
         .await
+        .map(|_| ())
     };
     let key = async {
         match &msg.idempotency_key {
@@ -758,71 +782,53 @@ async fn accept(
             None => Ok(()),
         }
     };
-    let records = try_join_all(
+    let records = try_join_all(msg.records.iter().zip(&statuses).enumerate().map(
+        |(i, (r, status))| async move {
+            tx.execute(
+                &st.record,
+                &[
+                    &msg.id,
+                    &indexes[i],
+                    &msg.source,
+                    &kinds[i],
+                    &r.case_no,
+                    &r.identity,
+                    &r.version,
+                    status,
+                    &r.canonical,
+                    &r.sha256,
+                    &msg.received_at_ms,
+                ],
+            )
+            .await
+        },
+    ));
+    let versions = try_join_all(
         msg.records
             .iter()
             .zip(&statuses)
-            .zip(&indexes)
-            .zip(&kinds)
-            .map(|(((r, status), idx), kind)| async move {
-                tx.query_one(
-                    &st.record,
+            .enumerate()
+            .filter(|(_, (r, s))| **s == "accepted" && r.version.is_some())
+            .map(|(i, (r, _))| async move {
+                tx.execute(
+                    &st.version_put,
                     &[
-                        &msg.id,
-                        idx,
                         &msg.source,
-                        kind,
-                        &r.case_no,
+                        &kinds[i],
                         &r.identity,
                         &r.version,
-                        status,
-                        &r.canonical,
-                        &r.sha256,
-                        &msg.received_at_ms,
+                        &msg.id,
+                        &indexes[i],
                     ],
                 )
                 .await
             }),
     );
-    let (_, (), rows) = futures_util::future::try_join3(message, key, records).await?;
-    let record_ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    chain.push(received)?;
-    // Versions and deliveries of the accepted records, pipelined.
-    let ranks: Vec<i64> = msg.records.iter().map(|r| r.kind.rank()).collect();
-    let mut delivery_rows = Vec::new();
-    for (i, (r, status)) in msg.records.iter().zip(&statuses).enumerate() {
-        if *status == "accepted" {
-            for dest in &r.destinations {
-                delivery_rows.push((i, dest, plan::delivery_key(msg, r, dest)));
-            }
-        }
-    }
-    let (kinds, record_ids, indexes, ranks) = (&kinds, &record_ids, &indexes, &ranks);
-    let versions = msg
-        .records
-        .iter()
-        .zip(&statuses)
-        .enumerate()
-        .filter(|(_, (r, s))| **s == "accepted" && r.version.is_some())
-        .map(|(i, (r, _))| async move {
-            tx.execute(
-                &st.version_put,
-                &[
-                    &msg.source,
-                    &kinds[i],
-                    &r.identity,
-                    &r.version,
-                    &record_ids[i],
-                ],
-            )
-            .await
-        });
-    let deliveries = delivery_rows.iter().map(|(i, dest, key)| async move {
+    let deliveries = try_join_all(delivery_rows.iter().map(|(i, dest, key)| async move {
         let r = &msg.records[*i];
         tx.execute(
             &st.delivery,
             &[
-                &record_ids[*i],
                 &msg.id,
                 &indexes[*i],
                 dest,
@@ -835,8 +841,13 @@ async fn accept(
             ],
         )
         .await
-    });
-    futures_util::future::try_join(try_join_all(versions), try_join_all(deliveries)).await?;
+    }));
+    try_join(
+        try_join(message, key),
+        try_join(records, try_join(versions, deliveries)),
+    )
+    .await?;
+    chain.push(received)?;
     for (r, status) in msg.records.iter().zip(&statuses) {
         chain.push(plan::accepted_event(msg, r, status))?;
         if *status == "accepted" {
@@ -907,11 +918,10 @@ async fn lease(tx: &Transaction<'_>, l: &LeaseRequest) -> Result<Vec<LeasedDeliv
                  LIMIT $3
                  FOR UPDATE OF d SKIP LOCKED)
              UPDATE deliveries SET lease_owner = $4, lease_until = $5
-             FROM due, records r
-             WHERE deliveries.id = due.id AND r.id = deliveries.record_id
-             RETURNING deliveries.id, deliveries.message_id, deliveries.destination, deliveries.case_no,
-                       deliveries.kind, r.canonical, deliveries.idem_key, deliveries.attempts, deliveries.created_at,
-                       deliveries.next_attempt_at",
+             WHERE id = ANY(ARRAY(SELECT id FROM due))
+             RETURNING id, message_id, destination, case_no, kind,
+                       (SELECT r.canonical FROM records r WHERE r.id = deliveries.record_id),
+                       idem_key, attempts, created_at, next_attempt_at",
             &[&l.destination, &l.now_ms, &limit, &l.owner, &until],
         )
         .await?;
