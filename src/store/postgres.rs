@@ -30,7 +30,8 @@ const MAX_BATCH: usize = 512;
 
 /// Versioned migrations, applied under an advisory lock so instances starting
 /// together do not race.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE messages (
     id TEXT PRIMARY KEY,
     source TEXT NOT NULL,
@@ -126,7 +127,17 @@ CREATE TABLE audit_meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+-- The queue changes fast: keep its statistics and dead rows in check, so the lease
+-- query keeps its index plan from the first thousand deliveries on.
+ALTER TABLE deliveries SET (autovacuum_analyze_threshold = 500, autovacuum_analyze_scale_factor = 0.02,
+                            autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_scale_factor = 0.02);
+ALTER TABLE records SET (autovacuum_analyze_threshold = 500, autovacuum_analyze_scale_factor = 0.05);
+ANALYZE deliveries;
+ANALYZE records;
+"#,
+];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -134,7 +145,8 @@ enum Job {
     Accept(NewMessage, Reply<AcceptOutcome>),
     Audit(Event, Reply<()>),
     ArchiveAudit(i64, String, Event, Reply<()>),
-    Exchange(Vec<Completion>, Option<LeaseRequest>, Reply<Exchange>),
+    /// Record finished attempts (leases run outside the writer).
+    Exchange(Vec<Completion>, Reply<Exchange>),
     Release(String, Vec<i64>, Reply<()>),
     RetryDead(i64, i64, Reply<i64>),
     Ping(Reply<()>),
@@ -146,7 +158,7 @@ impl Job {
     fn appends(&self) -> bool {
         match self {
             Job::Accept(..) | Job::Audit(..) | Job::ArchiveAudit(..) | Job::RetryDead(..) => true,
-            Job::Exchange(c, _, _) => !c.is_empty(),
+            Job::Exchange(c, _) => !c.is_empty(),
             Job::Release(..) | Job::Ping(_) | Job::Close(_) => false,
         }
     }
@@ -157,7 +169,7 @@ impl Job {
             Job::Accept(_, r) => drop(r.send(Err(e()))),
             Job::Audit(_, r) => drop(r.send(Err(e()))),
             Job::ArchiveAudit(_, _, _, r) => drop(r.send(Err(e()))),
-            Job::Exchange(_, _, r) => drop(r.send(Err(e()))),
+            Job::Exchange(_, r) => drop(r.send(Err(e()))),
             Job::Release(_, _, r) => drop(r.send(Err(e()))),
             Job::RetryDead(_, _, r) => drop(r.send(Err(e()))),
             Job::Ping(r) | Job::Close(r) => drop(r.send(Err(e()))),
@@ -640,9 +652,8 @@ async fn run_job(
         Job::ArchiveAudit(through, sha, e, reply) => {
             in_savepoint!(reply, |sp, ch| archive(sp, ch, through, &sha, e).await)
         }
-        Job::Exchange(completions, lease_req, reply) => {
-            in_savepoint!(reply, |sp, ch| exchange(sp, st, ch, completions, lease_req)
-                .await)
+        Job::Exchange(completions, reply) => {
+            in_savepoint!(reply, |sp, ch| exchange(sp, st, ch, completions).await)
         }
         Job::Release(owner, ids, reply) => in_savepoint!(reply, |sp, _ch| {
             sp.execute(
@@ -857,14 +868,13 @@ async fn accept(
     Ok(AcceptOutcome::Accepted(response))
 }
 
-/// Record finished attempts (pipelined), then lease. A failed write fails the whole
-/// exchange: none of its attempts is recorded and each is sent again after its lease.
+/// Record finished attempts (pipelined). A failed write fails the whole exchange: none
+/// of its attempts is recorded and each is sent again after its lease.
 async fn exchange(
     tx: &Transaction<'_>,
     st: &Stmts,
     chain: &mut Chain,
     completions: Vec<Completion>,
-    lease_req: Option<LeaseRequest>,
 ) -> Result<Exchange, StoreError> {
     let mut out = Exchange::default();
     let columns: Vec<(Option<i64>, &str, i64)> =
@@ -895,13 +905,12 @@ async fn exchange(
             None => out.lost += 1,
         }
     }
-    if let Some(l) = lease_req {
-        out.leased = lease(tx, &l).await?;
-    }
     Ok(out)
 }
 
-async fn lease(tx: &Transaction<'_>, l: &LeaseRequest) -> Result<Vec<LeasedDelivery>, StoreError> {
+/// Lease due deliveries in one statement (its own transaction): outside the writer's
+/// batches, so a slow lease never holds up intake.
+async fn lease(tx: &Client, l: &LeaseRequest) -> Result<Vec<LeasedDelivery>, StoreError> {
     let limit = l.limit as i64;
     let until = l.now_ms + l.lease_ms;
     let rows = tx
@@ -1178,7 +1187,19 @@ impl Store for PostgresStore {
         completions: Vec<Completion>,
         lease: Option<LeaseRequest>,
     ) -> StoreFuture<'_, Exchange> {
-        self.submit(|r| Job::Exchange(completions, lease, r))
+        Box::pin(async move {
+            // Record first (the next record of a case becomes due only once its
+            // predecessor's outcome is committed), then lease.
+            let mut out = if completions.is_empty() {
+                Exchange::default()
+            } else {
+                self.submit(|r| Job::Exchange(completions, r)).await?
+            };
+            if let Some(l) = lease {
+                out.leased = self::lease(&self.reader, &l).await?;
+            }
+            Ok(out)
+        })
     }
 
     fn release(&self, owner: &str, ids: Vec<i64>) -> StoreFuture<'_, ()> {
