@@ -84,6 +84,7 @@ async fn preload(config: &Config, n: usize) {
             .collect();
         store
             .accept(NewMessage {
+                token: None,
                 id: uuid::Uuid::now_v7().to_string(),
                 source: "nat-hall".into(),
                 received_at_ms: now_ms(),

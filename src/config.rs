@@ -193,6 +193,39 @@ pub struct Node {
     pub destination: Option<Destination>,
     #[serde(default)]
     pub roles: Vec<Role>,
+    /// How the node proves who it is: signed tokens with keys pinned to it.
+    #[serde(default)]
+    pub auth: Option<TokenAuth>,
+}
+
+/// `[nodes.ID.auth]`: the node's signed tokens (JWT).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenAuth {
+    /// The `iss` its tokens carry (default: the node id).
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Accepted algorithms, pinned: ES256, ES384, RS256, RS384, RS512, PS256, EdDSA,
+    /// HS256 (HS256 only with `hmac_secret_env`).
+    pub algorithms: Vec<String>,
+    /// Public keys: PEM files (key id = file name without `.pub.pem`) or JWK files
+    /// (`.json`, key id from `kid`), relative to the config's folder.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Environment variable holding the HS256 shared secret.
+    #[serde(default)]
+    pub hmac_secret_env: Option<String>,
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime_seconds: u64,
+    #[serde(default = "default_skew")]
+    pub clock_skew_seconds: u64,
+}
+
+fn default_max_lifetime() -> u64 {
+    3600
+}
+fn default_skew() -> u64 {
+    60
 }
 
 /// `[nodes.ID.accept]`: the records a sending node is allowed to send.
@@ -340,6 +373,11 @@ impl Config {
                     node.span(),
                     format!("nodes.{id}.region: `{region}` is not a 6 or 12 digit 行政区划代码"),
                 );
+            }
+            if let Some(auth) = &n.auth
+                && let Err(e) = crate::auth::token::check_node(self, id, auth)
+            {
+                err(node.span(), e.to_string());
             }
             if let Some(d) = &n.destination {
                 let url = d.url.get_ref();

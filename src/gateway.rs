@@ -24,6 +24,8 @@ pub enum GatewayError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
+    #[error("token keys: {0}")]
+    Auth(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -77,7 +79,10 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
     let shutdown = CancellationToken::new();
     let wake = Wake::new(&config);
     let workers = delivery::spawn_workers(&config, store.clone(), wake.clone(), shutdown.clone())?;
+    let tokens = crate::auth::token::Verifier::new(&config)
+        .map_err(|e| GatewayError::Auth(e.to_string()))?;
     let state = Arc::new(AppState {
+        tokens,
         router: Router::new(&config),
         in_flight: Semaphore::new(config.limits.max_in_flight),
         config: Arc::new(config),

@@ -32,6 +32,7 @@ use crate::store::{
 /// Shared state of the HTTP handlers.
 pub struct AppState {
     pub config: Arc<Config>,
+    pub tokens: auth::token::Verifier,
     pub store: Arc<dyn Store>,
     pub router: RecordRouter,
     pub wake: Wake,
@@ -176,8 +177,8 @@ async fn intake(
         e.retry_after = Some(1);
         return Err(e);
     };
-    let node = match auth::identify(&state.config, headers) {
-        Ok(n) => n,
+    let (node, token) = match auth::identify(&state.config, &state.tokens, headers) {
+        Ok(who) => (who.node, who.token),
         Err(e) => {
             let mut ev = Event::new(now_ms(), EventKind::TokenRefused);
             ev.detail = json!({
@@ -295,6 +296,7 @@ async fn intake(
             }
             let idempotency_key = idempotency_key(headers, &records)?;
             let msg = NewMessage {
+                token: token.clone(),
                 id: uuid::Uuid::now_v7().to_string(),
                 source: node.clone(),
                 received_at_ms: received_at,
@@ -322,6 +324,11 @@ async fn intake(
                     .insert("idempotent-replayed", HeaderValue::from_static("true"));
                 Ok(r)
             }
+            AcceptOutcome::TokenReplayed => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "token_replayed",
+                auth::token::TokenError::Replayed.to_string(),
+            )),
             AcceptOutcome::Stale(stale) => Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "stale_version",
@@ -349,9 +356,16 @@ async fn intake(
     if let Err(e) = &result {
         metrics::counter!("hallgate_records_rejected_total", "node" => node.clone(), "reason" => e.code)
             .increment(1);
-        if e.status != StatusCode::SERVICE_UNAVAILABLE && e.code != "stale_version" {
+        // Stale versions and replayed tokens were audited by the store, in the
+        // transaction that found them.
+        if e.status != StatusCode::SERVICE_UNAVAILABLE
+            && e.code != "stale_version"
+            && e.code != "token_replayed"
+        {
             let kind = if e.status == StatusCode::FORBIDDEN {
                 EventKind::AuthorizationRefused
+            } else if e.status == StatusCode::UNAUTHORIZED {
+                EventKind::TokenRefused
             } else {
                 EventKind::Rejected
             };
@@ -558,8 +572,9 @@ fn audit_scope(
     headers: &HeaderMap,
     asked: Option<String>,
 ) -> Result<Option<String>, ApiError> {
-    let caller = auth::caller(&state.config, headers)
-        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()))?;
+    let caller = auth::caller(&state.config, &state.tokens, headers)
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()))?
+        .node;
     if state.config.is_auditor(&caller) {
         return Ok(asked);
     }

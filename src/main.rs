@@ -52,6 +52,9 @@ enum Command {
     /// The gateway's signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Tokens for testing a node's set-up.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run the gateway on its embedded demo configuration with simulated halls.
     Demo {
         /// Folder for the demo's SQLite store (created; emptied first).
@@ -133,6 +136,34 @@ enum AuditCommand {
 }
 
 #[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a token for NODE signed with its private key, as the node would send it.
+    Issue {
+        #[arg(long)]
+        node: String,
+        /// The node's private key (PKCS#8 PEM; for HS256 a file holding the secret).
+        #[arg(long)]
+        key: PathBuf,
+        /// Lifetime, e.g. 10m, 1h, 300s.
+        #[arg(long, default_value = "10m")]
+        ttl: String,
+    },
+}
+
+fn ttl_seconds(s: &str) -> anyhow::Result<i64> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("--ttl `{s}`: a number and s, m or h"))?;
+    Ok(match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => anyhow::bail!("--ttl `{s}`: use s, m or h"),
+    })
+}
+
+#[derive(Subcommand)]
 enum KeysCommand {
     /// Make the gateway's ES256 signing key (PKCS#8 PEM) and its public key beside it.
     Generate {
@@ -208,6 +239,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => {
             let config = Config::load(&cli.config)?;
             runtime()?.block_on(audit(cmd, &config))
+        }
+        Command::Token(TokenCommand::Issue { node, key, ttl }) => {
+            let config = Config::load(&cli.config)?;
+            let token = hallgate::auth::token::issue(&config, &node, &key, ttl_seconds(&ttl)?)?;
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Keys(KeysCommand::Generate { out }) => {
             let path = match out {

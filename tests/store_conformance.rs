@@ -65,6 +65,7 @@ conformance!(
     retry_dead_letter_and_manual_retry,
     release_makes_deliveries_due_again,
     audit_chain_covers_everything,
+    a_jti_belongs_to_one_token,
 );
 
 struct Rec {
@@ -110,6 +111,7 @@ fn message(source: &str, key: Option<&str>, recs: Vec<Rec>) -> NewMessage {
         })
         .collect();
     NewMessage {
+        token: None,
         id: uuid::Uuid::now_v7().to_string(),
         source: source.to_string(),
         received_at_ms: now_ms(),
@@ -541,4 +543,45 @@ async fn audit_chain_covers_everything(store: Arc<dyn Store>) {
         (meta.live_first_seq, meta.live_last_seq),
         (Some(1), Some(6))
     );
+}
+
+async fn a_jti_belongs_to_one_token(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let with_token = |sha: &str, case: &'static str| {
+        let mut m = message("a", None, vec![rec(Kind::Application, case, 0, &["city"])]);
+        m.token = Some(hallgate::auth::token::TokenUse {
+            node: "a".into(),
+            jti: "jti-1".into(),
+            token_sha256: sha.into(),
+            exp_ms: now_ms() + 60_000,
+        });
+        m
+    };
+    assert!(matches!(
+        s.accept(with_token("t1", "C20")).await.unwrap(),
+        AcceptOutcome::Accepted(_)
+    ));
+    assert!(
+        matches!(
+            s.accept(with_token("t1", "C21")).await.unwrap(),
+            AcceptOutcome::Accepted(_)
+        ),
+        "same token again"
+    );
+    assert!(matches!(
+        s.accept(with_token("t2", "C22")).await.unwrap(),
+        AcceptOutcome::TokenReplayed
+    ));
+    assert!(
+        s.case("C22").await.unwrap().is_empty(),
+        "nothing stored for the replay"
+    );
+    let refused = s
+        .audit_count(AuditFilter {
+            event: Some("token_refused".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(refused, 1);
 }

@@ -101,6 +101,9 @@ pub struct NewRecord {
 /// A message as received, with its records.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
+    /// The verified token the sender used, when it used one: its `jti` may belong to
+    /// this token only.
+    pub token: Option<crate::auth::token::TokenUse>,
     pub id: String,
     pub source: String,
     pub received_at_ms: i64,
@@ -146,6 +149,8 @@ pub enum AcceptOutcome {
     Replayed(AcceptResponse),
     /// Refused whole; nothing stored but the audit event.
     Stale(Vec<StaleRecord>),
+    /// The token's `jti` was already used by another token; nothing stored.
+    TokenReplayed,
 }
 
 /// A delivery handed to a worker.

@@ -114,6 +114,20 @@ fn record_event(msg: &NewMessage, r: &NewRecord, kind: EventKind, detail: Value)
     e
 }
 
+/// `token_refused` for a token whose `jti` another token already used.
+pub fn replay_event(msg: &NewMessage) -> Event {
+    let mut e = Event::new(msg.received_at_ms, EventKind::TokenRefused);
+    e.node = Some(msg.source.clone());
+    e.message_id = Some(msg.id.clone());
+    e.detail = json!({
+        "status": 401,
+        "code": "token_replayed",
+        "message": "token jti was already used by another token",
+        "jti": msg.token.as_ref().map(|t| t.jti.clone()),
+    });
+    e
+}
+
 /// `accepted`, for every record of a stored message.
 pub fn accepted_event(msg: &NewMessage, r: &NewRecord, status: &str) -> Event {
     record_event(

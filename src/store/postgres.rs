@@ -137,6 +137,16 @@ ALTER TABLE records SET (autovacuum_analyze_threshold = 500, autovacuum_analyze_
 ANALYZE deliveries;
 ANALYZE records;
 "#,
+    r#"
+CREATE TABLE token_ids (
+    node TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL,
+    exp BIGINT NOT NULL,
+    PRIMARY KEY (node, jti)
+);
+CREATE INDEX token_ids_exp ON token_ids (exp);
+"#,
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -713,6 +723,29 @@ async fn accept(
     retain: bool,
 ) -> Result<AcceptOutcome, StoreError> {
     let msg = &msg;
+    if let Some(t) = &msg.token {
+        // Under the chain head lock: one instance at a time decides.
+        let seen = tx
+            .query_opt(
+                "SELECT token_sha256 FROM token_ids WHERE node = $1 AND jti = $2",
+                &[&t.node, &t.jti],
+            )
+            .await?;
+        match seen.map(|r| r.get::<_, String>(0)) {
+            Some(sha) if sha != t.token_sha256 => {
+                chain.push(plan::replay_event(msg))?;
+                return Ok(AcceptOutcome::TokenReplayed);
+            }
+            Some(_) => {}
+            None => {
+                tx.execute(
+                    "INSERT INTO token_ids (node, jti, token_sha256, exp) VALUES ($1, $2, $3, $4)",
+                    &[&t.node, &t.jti, &t.token_sha256, &t.exp_ms],
+                )
+                .await?;
+            }
+        }
+    }
     // The idempotency key and the versions are looked up in one round trip.
     let prior = async {
         match &msg.idempotency_key {

@@ -121,6 +121,16 @@ CREATE INDEX audit_at ON audit (at);
 CREATE INDEX audit_node ON audit (node, seq);
 CREATE INDEX audit_message ON audit (message_id);
 "#,
+    r#"
+CREATE TABLE token_ids (
+    node TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL,
+    exp INTEGER NOT NULL,
+    PRIMARY KEY (node, jti)
+) WITHOUT ROWID;
+CREATE INDEX token_ids_exp ON token_ids (exp);
+"#,
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -584,6 +594,25 @@ fn accept(
             let parsed: AcceptResponse = serde_json::from_str(&resp)
                 .map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))?;
             return Ok(AcceptOutcome::Replayed(parsed));
+        }
+    }
+    if let Some(t) = &msg.token {
+        let seen: Option<String> = conn
+            .prepare_cached("SELECT token_sha256 FROM token_ids WHERE node = ?1 AND jti = ?2")?
+            .query_row(params![t.node, t.jti], |r| r.get(0))
+            .optional()?;
+        match seen {
+            Some(sha) if sha != t.token_sha256 => {
+                chain.append(conn, &plan::replay_event(&msg))?;
+                return Ok(AcceptOutcome::TokenReplayed);
+            }
+            Some(_) => {}
+            None => {
+                conn.prepare_cached(
+                    "INSERT INTO token_ids (node, jti, token_sha256, exp) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![t.node, t.jti, t.token_sha256, t.exp_ms])?;
+            }
         }
     }
     // Versions first: a stale record refuses the whole body before anything is written.

@@ -116,6 +116,11 @@ impl Harness {
     /// With an edit applied to the generated config text.
     pub async fn with_config(routes: &str, edit: fn(String) -> String) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
+        // ES256 key pairs for the two senders, for tests that configure tokens.
+        for node in ["district-a", "district-b"] {
+            let key = dir.path().join(format!("keys/{node}.key.pem"));
+            hallgate::audit::checkpoint::generate_key(&key).expect("key pair");
+        }
         let city = Receiver::start("city", "127.0.0.1:0")
             .await
             .expect("receiver");

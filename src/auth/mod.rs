@@ -1,25 +1,26 @@
 //! Who sent a request, and whether it may send what it sent.
 //!
-//! Authentication names the sending node. Signed tokens are the production way (see
-//! the trust issue); until a node is configured for them, the development switch
-//! `gateway.trust_node_header` lets the `X-Hallgate-Node` header name the sender.
-//! It is off by default. Authorisation checks every canonical record against the
+//! Authentication names the sending node: a signed token verified with the keys
+//! pinned to the node ([`token`]), or — development only, behind the
+//! `gateway.trust_node_header` switch that is off by default — the `X-Hallgate-Node`
+//! header. A request with a token is judged by its token alone. Authorisation checks every canonical record against the
 //! node's `[nodes.ID.accept]` entry: kinds, region prefixes and item-code prefixes,
 //! so a district system cannot inject a case for another district.
+
+pub mod token;
 
 use axum::http::HeaderMap;
 
 use crate::config::Config;
 use crate::record::Record;
+use token::{TokenError, TokenUse, Verifier};
 
 /// Header naming the sender when `trust_node_header` is on (development only).
 pub const NODE_HEADER: &str = "x-hallgate-node";
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
-    #[error(
-        "no credentials: this gateway has no token verification configured and does not trust the X-Hallgate-Node header"
-    )]
+    #[error("no credentials: send `Authorization: Bearer <token>` signed with your node's key")]
     NoCredentials,
     #[error("missing X-Hallgate-Node header naming the sending node")]
     MissingNode,
@@ -27,6 +28,15 @@ pub enum AuthError {
     UnknownNode(String),
     #[error("node `{0}` may not send records (it has no [nodes.{0}.accept])")]
     NotASender(String),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+/// The node behind a request, and the token that proved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub node: String,
+    pub token: Option<TokenUse>,
 }
 
 /// A record the sender may not send.
@@ -40,17 +50,32 @@ pub struct Forbidden {
 }
 
 /// Name the sending node of a request: a configured node with an `accept` entry.
-pub fn identify(config: &Config, headers: &HeaderMap) -> Result<String, AuthError> {
-    let id = caller(config, headers)?;
-    match config.node(&id) {
-        Some(n) if n.accept.is_some() => Ok(id),
-        _ => Err(AuthError::NotASender(id)),
+pub fn identify(
+    config: &Config,
+    tokens: &Verifier,
+    headers: &HeaderMap,
+) -> Result<Authenticated, AuthError> {
+    let who = caller(config, tokens, headers)?;
+    match config.node(&who.node) {
+        Some(n) if n.accept.is_some() => Ok(who),
+        _ => Err(AuthError::NotASender(who.node)),
     }
 }
 
 /// Name the node making a request (any configured node: senders, receivers,
 /// auditors).
-pub fn caller(config: &Config, headers: &HeaderMap) -> Result<String, AuthError> {
+pub fn caller(
+    config: &Config,
+    tokens: &Verifier,
+    headers: &HeaderMap,
+) -> Result<Authenticated, AuthError> {
+    if let Some(token) = Verifier::bearer(headers)? {
+        let used = tokens.verify(token)?;
+        return Ok(Authenticated {
+            node: used.node.clone(),
+            token: Some(used),
+        });
+    }
     if !config.gateway.trust_node_header {
         return Err(AuthError::NoCredentials);
     }
@@ -63,7 +88,10 @@ pub fn caller(config: &Config, headers: &HeaderMap) -> Result<String, AuthError>
     config
         .node(id)
         .ok_or_else(|| AuthError::UnknownNode(id.chars().take(64).collect()))?;
-    Ok(id.to_string())
+    Ok(Authenticated {
+        node: id.to_string(),
+        token: None,
+    })
 }
 
 /// Check one record against what its sender may send.

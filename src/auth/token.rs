@@ -1,0 +1,423 @@
+//! Inbound signed tokens (JWT): which node sent a request, proven by a signature
+//! with the key pinned to that node.
+//!
+//! The token's `iss` names the node; its header's `alg` must be one the node is
+//! configured for and its `kid`, when present, one of the node's keys. Then `aud`
+//! must be this gateway, `exp`, `iat` and `jti` present, `nbf` passed, the lifetime
+//! (`exp - iat`) within the node's maximum, all with the configured clock skew.
+//! A verified token is cached until it expires, so the hot path verifies each token
+//! once. A `jti` may belong to one token only: the store records it with the
+//! message, so a second token reusing it is refused, across restarts and instances.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::audit::sha256_hex;
+use crate::config::{Config, TokenAuth};
+use crate::store::now_ms;
+
+/// Why a token was refused. Messages never contain the token.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("more than one different token in the request")]
+    Several,
+    #[error("Authorization must be `Bearer <token>`")]
+    NotBearer,
+    #[error("token is not a JWT: {0}")]
+    Malformed(String),
+    #[error("token issuer `{0}` is not a configured node")]
+    UnknownIssuer(String),
+    #[error("algorithm {alg} is not allowed for node `{node}`")]
+    AlgorithmNotAllowed { alg: String, node: String },
+    #[error("key id `{kid}` is not a key of node `{node}`")]
+    UnknownKid { kid: String, node: String },
+    #[error("token refused: {0}")]
+    Invalid(String),
+    #[error("token lifetime {lifetime} s is over the maximum of {max} s for node `{node}`")]
+    TooLong {
+        lifetime: i64,
+        max: i64,
+        node: String,
+    },
+    #[error("token jti was already used by another token")]
+    Replayed,
+}
+
+/// Why the token configuration of a node cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("nodes.{node}.auth: {reason}")]
+pub struct KeyError {
+    pub node: String,
+    pub reason: String,
+}
+
+/// A verified token, as the store records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenUse {
+    pub node: String,
+    pub jti: String,
+    pub token_sha256: String,
+    pub exp_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Ec,
+    Rsa,
+    Ed,
+    Hmac,
+}
+
+fn family(alg: Algorithm) -> Family {
+    match alg {
+        Algorithm::ES256 | Algorithm::ES384 => Family::Ec,
+        Algorithm::EdDSA => Family::Ed,
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => Family::Hmac,
+        _ => Family::Rsa,
+    }
+}
+
+struct Key {
+    kid: Option<String>,
+    family: Family,
+    key: DecodingKey,
+}
+
+struct NodeKeys {
+    node: String,
+    issuer: String,
+    algorithms: Vec<Algorithm>,
+    keys: Vec<Key>,
+    max_lifetime: i64,
+    skew: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    exp: i64,
+    iat: i64,
+    jti: String,
+}
+
+/// Verifies inbound tokens against the nodes' pinned keys.
+pub struct Verifier {
+    audience: String,
+    by_issuer: HashMap<String, NodeKeys>,
+    cache: Mutex<HashMap<String, TokenUse>>,
+}
+
+/// Parse an algorithm name as configured.
+pub fn parse_algorithm(s: &str) -> Option<Algorithm> {
+    match s {
+        "ES256" => Some(Algorithm::ES256),
+        "ES384" => Some(Algorithm::ES384),
+        "RS256" => Some(Algorithm::RS256),
+        "RS384" => Some(Algorithm::RS384),
+        "RS512" => Some(Algorithm::RS512),
+        "PS256" => Some(Algorithm::PS256),
+        "EdDSA" => Some(Algorithm::EdDSA),
+        "HS256" => Some(Algorithm::HS256),
+        _ => None,
+    }
+}
+
+fn load_key(path: &Path, families: &[Family]) -> Result<Key, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name.ends_with(".json") {
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{}: not a JWK: {e}", path.display()))?;
+        let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("{}: {e}", path.display()))?;
+        let fam = match &jwk.algorithm {
+            jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Family::Ec,
+            jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Family::Rsa,
+            jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Family::Ed,
+            _ => {
+                return Err(format!(
+                    "{}: only EC, RSA and OKP public keys (symmetric keys come from hmac_secret_env)",
+                    path.display()
+                ));
+            }
+        };
+        return Ok(Key {
+            kid: jwk.common.key_id.clone(),
+            family: fam,
+            key,
+        });
+    }
+    // A PEM key's id is its file name without `.pub.pem` / `.pem`.
+    let kid = name
+        .strip_suffix(".pub.pem")
+        .or_else(|| name.strip_suffix(".pem"))
+        .map(str::to_string);
+    for fam in families {
+        let key = match fam {
+            Family::Ec => DecodingKey::from_ec_pem(&bytes),
+            Family::Rsa => DecodingKey::from_rsa_pem(&bytes),
+            Family::Ed => DecodingKey::from_ed_pem(&bytes),
+            Family::Hmac => continue,
+        };
+        if let Ok(key) = key {
+            return Ok(Key {
+                kid,
+                family: *fam,
+                key,
+            });
+        }
+    }
+    Err(format!(
+        "{}: not a PEM public key for the node's algorithms",
+        path.display()
+    ))
+}
+
+impl Verifier {
+    /// Load every node's keys; a key that cannot be read is an error naming it.
+    pub fn new(config: &Config) -> Result<Verifier, KeyError> {
+        let mut by_issuer = HashMap::new();
+        for (id, node) in &config.nodes {
+            let Some(auth) = &node.get_ref().auth else {
+                continue;
+            };
+            let keys = node_keys(config, id, auth)?;
+            by_issuer.insert(keys.issuer.clone(), keys);
+        }
+        Ok(Verifier {
+            audience: config.gateway.id.clone(),
+            by_issuer,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether any node is configured for tokens.
+    pub fn enabled(&self) -> bool {
+        !self.by_issuer.is_empty()
+    }
+
+    /// The bearer token of a request, if any.
+    pub fn bearer(headers: &axum::http::HeaderMap) -> Result<Option<&str>, TokenError> {
+        let mut values = headers.get_all(axum::http::header::AUTHORIZATION).iter();
+        let Some(first) = values.next() else {
+            return Ok(None);
+        };
+        if values.any(|v| v != first) {
+            return Err(TokenError::Several);
+        }
+        let text = first.to_str().map_err(|_| TokenError::NotBearer)?.trim();
+        match text.split_once(' ') {
+            Some((scheme, token))
+                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+            {
+                Ok(Some(token.trim()))
+            }
+            _ => Err(TokenError::NotBearer),
+        }
+    }
+
+    /// Verify a token; the node it proves, and the use to record.
+    pub fn verify(&self, token: &str) -> Result<TokenUse, TokenError> {
+        let sha = sha256_hex(token.as_bytes());
+        let now = now_ms();
+        if let Ok(cache) = self.cache.lock()
+            && let Some(hit) = cache.get(&sha)
+            && hit.exp_ms > now
+        {
+            return Ok(hit.clone());
+        }
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        let issuer = peek_issuer(token)?;
+        let node = self
+            .by_issuer
+            .get(&issuer)
+            .ok_or_else(|| TokenError::UnknownIssuer(issuer.chars().take(64).collect()))?;
+        if !node.algorithms.contains(&header.alg) {
+            return Err(TokenError::AlgorithmNotAllowed {
+                alg: format!("{:?}", header.alg),
+                node: node.node.clone(),
+            });
+        }
+        let fam = family(header.alg);
+        let candidates: Vec<&Key> = node
+            .keys
+            .iter()
+            .filter(|k| k.family == fam)
+            .filter(|k| header.kid.is_none() || k.kid == header.kid)
+            .collect();
+        if candidates.is_empty() {
+            return Err(match header.kid {
+                Some(kid) => TokenError::UnknownKid {
+                    kid: kid.chars().take(64).collect(),
+                    node: node.node.clone(),
+                },
+                None => TokenError::AlgorithmNotAllowed {
+                    alg: format!("{:?}", header.alg),
+                    node: node.node.clone(),
+                },
+            });
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&node.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.leeway = node.skew;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "jti"]);
+        let mut last = None;
+        let mut claims = None;
+        for k in candidates {
+            match jsonwebtoken::decode::<Claims>(token, &k.key, &validation) {
+                Ok(data) => {
+                    claims = Some(data.claims);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let claims = claims.ok_or_else(|| {
+            TokenError::Invalid(last.map_or_else(|| "no key verified it".into(), |e| e.to_string()))
+        })?;
+        let lifetime = claims.exp - claims.iat;
+        if lifetime > node.max_lifetime {
+            return Err(TokenError::TooLong {
+                lifetime,
+                max: node.max_lifetime,
+                node: node.node.clone(),
+            });
+        }
+        if claims.iat * 1000 > now + (node.skew as i64) * 1000 {
+            return Err(TokenError::Invalid("issued in the future".into()));
+        }
+        let used = TokenUse {
+            node: node.node.clone(),
+            jti: claims.jti.chars().take(200).collect(),
+            token_sha256: sha.clone(),
+            exp_ms: claims.exp.saturating_mul(1000),
+        };
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() > 100_000 {
+                cache.retain(|_, t| t.exp_ms > now);
+            }
+            cache.insert(sha, used.clone());
+        }
+        Ok(used)
+    }
+}
+
+/// Check that a node's token configuration loads (for config validation).
+pub fn check_node(config: &Config, id: &str, auth: &TokenAuth) -> Result<(), KeyError> {
+    node_keys(config, id, auth).map(|_| ())
+}
+
+fn node_keys(config: &Config, id: &str, auth: &TokenAuth) -> Result<NodeKeys, KeyError> {
+    let err = |reason: String| KeyError {
+        node: id.to_string(),
+        reason,
+    };
+    let algorithms = auth
+        .algorithms
+        .iter()
+        .map(|a| parse_algorithm(a).ok_or_else(|| err(format!("unknown algorithm `{a}`"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let families: Vec<Family> = algorithms.iter().map(|a| family(*a)).collect();
+    let mut keys = Vec::new();
+    for path in &auth.keys {
+        keys.push(load_key(&config.base_dir().join(path), &families).map_err(err)?);
+    }
+    if families.contains(&Family::Hmac) {
+        let var = auth.hmac_secret_env.as_deref().ok_or_else(|| {
+            err("HS256 needs hmac_secret_env naming the shared secret's variable".into())
+        })?;
+        let secret = std::env::var(var)
+            .map_err(|_| err(format!("environment variable {var} is not set")))?;
+        keys.push(Key {
+            kid: None,
+            family: Family::Hmac,
+            key: DecodingKey::from_secret(secret.as_bytes()),
+        });
+    }
+    if keys.is_empty() {
+        return Err(err("no keys".into()));
+    }
+    Ok(NodeKeys {
+        node: id.to_string(),
+        issuer: auth.issuer.clone().unwrap_or_else(|| id.to_string()),
+        algorithms,
+        keys,
+        max_lifetime: auth.max_lifetime_seconds as i64,
+        skew: auth.clock_skew_seconds,
+    })
+}
+
+/// The `iss` of a token before it is verified, to find the node's keys.
+fn peek_issuer(token: &str) -> Result<String, TokenError> {
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| TokenError::Malformed("no payload".into()))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| TokenError::Malformed("payload is not base64url".into()))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|_| TokenError::Malformed("payload is not JSON".into()))?;
+    v.get("iss")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| TokenError::Malformed("no iss claim".into()))
+}
+
+/// `hallgate token issue`: a token for `node` signed with `key` (PEM private key).
+pub fn issue(
+    config: &Config,
+    node: &str,
+    key: &Path,
+    ttl_seconds: i64,
+) -> Result<String, KeyError> {
+    let err = |reason: String| KeyError {
+        node: node.to_string(),
+        reason,
+    };
+    let n = config
+        .node(node)
+        .ok_or_else(|| err("no such node".into()))?;
+    let auth = n
+        .auth
+        .as_ref()
+        .ok_or_else(|| err("node has no [auth]".into()))?;
+    let alg = auth
+        .algorithms
+        .first()
+        .and_then(|a| parse_algorithm(a))
+        .ok_or_else(|| err("no usable algorithm".into()))?;
+    let pem = std::fs::read(key).map_err(|e| err(format!("{}: {e}", key.display())))?;
+    let encoding = match family(alg) {
+        Family::Ec => jsonwebtoken::EncodingKey::from_ec_pem(&pem),
+        Family::Rsa => jsonwebtoken::EncodingKey::from_rsa_pem(&pem),
+        Family::Ed => jsonwebtoken::EncodingKey::from_ed_pem(&pem),
+        Family::Hmac => Ok(jsonwebtoken::EncodingKey::from_secret(&pem)),
+    }
+    .map_err(|e| err(format!("{}: {e}", key.display())))?;
+    let now = now_ms() / 1000;
+    let claims = serde_json::json!({
+        "iss": auth.issuer.clone().unwrap_or_else(|| node.to_string()),
+        "aud": config.gateway.id,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_seconds,
+        "jti": uuid::Uuid::now_v7().to_string(),
+    });
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = key
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| {
+            n.strip_suffix(".key.pem")
+                .or_else(|| n.strip_suffix(".pem"))
+        })
+        .map(str::to_string);
+    jsonwebtoken::encode(&header, &claims, &encoding).map_err(|e| err(e.to_string()))
+}
