@@ -239,6 +239,19 @@ pub struct Accept {
     /// 事项编码 prefixes; empty = any item.
     #[serde(default)]
     pub item_codes: Vec<String>,
+    /// How fast it may send (requests per second); over it: 429 with Retry-After.
+    #[serde(default)]
+    pub rate: Option<RateLimit>,
+}
+
+/// A rate: `per_second` on average, bursts of up to `burst` (default: one second's
+/// worth).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: u32,
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 /// `[nodes.ID.destination]`: how to deliver to a node.
@@ -256,6 +269,9 @@ pub struct Destination {
     pub max_attempts: Option<u32>,
     #[serde(default)]
     pub max_age_seconds: Option<u64>,
+    /// Deliver at most this fast (records per second).
+    #[serde(default)]
+    pub rate: Option<RateLimit>,
 }
 
 fn default_content_type() -> String {

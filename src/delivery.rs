@@ -63,6 +63,10 @@ impl Wake {
 /// Settings one worker runs with.
 #[derive(Debug, Clone)]
 struct Policy {
+    /// Paces requests to the destination's configured rate.
+    pace: Option<Arc<governor::DefaultDirectRateLimiter>>,
+    /// How many deliveries a worker holds leased at once (in flight and waiting).
+    prefetch: usize,
     destination: String,
     url: String,
     content_type: String,
@@ -79,6 +83,14 @@ struct Policy {
 impl Policy {
     fn new(id: &str, d: &Destination, defaults: &DeliveryDefaults, grace: Duration) -> Policy {
         Policy {
+            pace: d.rate.as_ref().and_then(crate::limits::limiter),
+            // Never lease more than can be sent within half a lease at the
+            // destination's rate: a lease must not expire while waiting its turn.
+            prefetch: match &d.rate {
+                Some(r) => (u64::from(r.per_second) * defaults.lease_seconds / 2)
+                    .clamp(1, d.concurrency.max(1) as u64 * 4) as usize,
+                None => d.concurrency.max(1) * 4,
+            },
             destination: id.to_string(),
             url: d.url.get_ref().clone(),
             content_type: d.content_type.clone(),
@@ -164,7 +176,7 @@ impl Worker {
     /// concurrency) so a freed slot is filled without waiting for a commit.
     async fn run(self, shutdown: CancellationToken) {
         let p = self.policy.clone();
-        let prefetch = p.concurrency * 4;
+        let prefetch = p.prefetch;
         let mut ready: VecDeque<LeasedDelivery> = VecDeque::new();
         let mut finished: Vec<Completion> = Vec::new();
         let mut in_flight: JoinSet<Completion> = JoinSet::new();
@@ -316,8 +328,11 @@ fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
 
 impl Send {
     async fn deliver(self, d: LeasedDelivery) -> Completion {
-        let started = Instant::now();
         let p = &self.policy;
+        if let Some(pace) = &p.pace {
+            pace.until_ready().await;
+        }
+        let started = Instant::now();
         let request = self
             .client
             .post(&p.url)
@@ -493,6 +508,7 @@ mod tests {
             concurrency: 1,
             max_attempts: None,
             max_age_seconds: None,
+            rate: None,
         };
         let p = Policy::new("x", &dest, &d, Duration::ZERO);
         for attempt in 0..40 {

@@ -83,6 +83,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
         .map_err(|e| GatewayError::Auth(e.to_string()))?;
     let state = Arc::new(AppState {
         tokens,
+        limits: crate::limits::SenderLimits::new(&config),
         router: Router::new(&config),
         in_flight: Semaphore::new(config.limits.max_in_flight),
         config: Arc::new(config),

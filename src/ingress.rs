@@ -32,6 +32,7 @@ use crate::store::{
 /// Shared state of the HTTP handlers.
 pub struct AppState {
     pub config: Arc<Config>,
+    pub limits: crate::limits::SenderLimits,
     pub tokens: auth::token::Verifier,
     pub store: Arc<dyn Store>,
     pub router: RecordRouter,
@@ -196,6 +197,17 @@ async fn intake(
             ));
         }
     };
+    if let Err(wait) = state.limits.check(&node) {
+        metrics::counter!("hallgate_records_rejected_total", "node" => node.clone(), "reason" => "rate_limited")
+            .increment(1);
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("node `{node}` is over its rate; send again in {wait} s"),
+        );
+        e.retry_after = Some(wait.max(1));
+        return Err(e);
+    }
     let received_at = now_ms();
     let limits = &state.config.limits;
     let content_type = headers

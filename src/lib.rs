@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod demo;
 pub mod gateway;
 pub mod ingress;
+pub mod limits;
 pub mod observe;
 pub mod receiver;
 pub mod record;

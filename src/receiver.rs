@@ -40,6 +40,8 @@ pub struct Arrival {
     pub body: Value,
     /// The answer it gave.
     pub status: u16,
+    /// When the request arrived.
+    pub at: std::time::Instant,
 }
 
 /// How the receiver answers.
@@ -187,6 +189,7 @@ async fn receive(
             .unwrap_or("")
             .to_string()
     };
+    let arrived = std::time::Instant::now();
     let key = header("idempotency-key");
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let kind = body
@@ -249,6 +252,7 @@ async fn receive(
         case_no,
         body,
         status,
+        at: arrived,
     });
     drop(g);
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
