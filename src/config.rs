@@ -74,6 +74,18 @@ pub struct Gateway {
     /// Seconds to wait for in-flight deliveries on shutdown.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_seconds: u64,
+    /// The gateway's ES256 signing key (PKCS#8 PEM, relative to the config's folder):
+    /// it signs the tokens of outbound deliveries and audit checkpoints. Made by
+    /// `hallgate keys generate`.
+    #[serde(default = "default_signing_key")]
+    pub signing_key: String,
+    /// The key that will replace it, published in the JWKS ahead of the switch.
+    #[serde(default)]
+    pub next_signing_key: Option<String>,
+}
+
+fn default_signing_key() -> String {
+    "certs/gateway-signing.key.pem".into()
 }
 
 fn default_store() -> Spanned<String> {
@@ -141,9 +153,6 @@ pub struct AuditConfig {
     pub hash: String,
     /// Keep raw request bodies as evidence (their hashes are always kept).
     pub retain_payloads: bool,
-    /// The gateway's ES256 signing key (PKCS#8 PEM) for checkpoints; relative to the
-    /// config's folder. Made by `hallgate keys generate`.
-    pub signing_key: String,
 }
 
 impl Default for AuditConfig {
@@ -151,7 +160,6 @@ impl Default for AuditConfig {
         AuditConfig {
             hash: "sha256".into(),
             retain_payloads: true,
-            signing_key: "certs/gateway-signing.key.pem".into(),
         }
     }
 }
@@ -272,6 +280,74 @@ pub struct Destination {
     /// Deliver at most this fast (records per second).
     #[serde(default)]
     pub rate: Option<RateLimit>,
+    /// How the gateway proves itself to the destination.
+    #[serde(default)]
+    pub auth: Option<OutboundAuth>,
+}
+
+/// `[nodes.ID.destination.auth]`: the scheme a destination expects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "scheme", rename_all = "snake_case")]
+pub enum OutboundAuth {
+    /// A short-lived ES256 token from the gateway's key (`aud` = the node id).
+    Jwt,
+    /// A fixed token in a header.
+    Static {
+        header: String,
+        #[serde(flatten)]
+        value: Secret,
+    },
+    /// `appId` and `sign` headers: sign = hex digest (md5 or sm3) of a template over
+    /// `{app_id}`, `{secret}`, `{date}` (yyyyMMdd), `{timestamp}` and `{api_code}`.
+    AppSign {
+        app_id: String,
+        #[serde(flatten)]
+        secret: Secret,
+        #[serde(default = "default_sign_template")]
+        template: String,
+        #[serde(default)]
+        api_code: String,
+        #[serde(default = "default_digest")]
+        digest: String,
+    },
+    /// Hex HMAC-SHA256 of the body in a header.
+    HmacBody {
+        header: String,
+        #[serde(flatten)]
+        secret: Secret,
+    },
+}
+
+/// A secret from an environment variable or a file, never from the config text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secret {
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    #[serde(default)]
+    pub secret_file: Option<String>,
+}
+
+impl Secret {
+    /// Read it; `base` resolves a relative file.
+    pub fn read(&self, base: &Path) -> Result<String, String> {
+        match (&self.secret_env, &self.secret_file) {
+            (Some(var), None) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+            }
+            (None, Some(file)) => std::fs::read_to_string(base.join(file))
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|e| format!("{file}: {e}")),
+            _ => Err("name exactly one of secret_env or secret_file".into()),
+        }
+    }
+}
+
+fn default_sign_template() -> String {
+    "{app_id}{secret}{date}{api_code}".into()
+}
+fn default_digest() -> String {
+    "md5".into()
 }
 
 fn default_content_type() -> String {
@@ -486,7 +562,7 @@ impl Config {
 
     /// Path of the gateway's signing key.
     pub fn signing_key_path(&self) -> PathBuf {
-        self.base_dir().join(&self.audit.signing_key)
+        self.base_dir().join(&self.gateway.signing_key)
     }
 
     pub fn is_auditor(&self, node: &str) -> bool {

@@ -61,8 +61,9 @@ impl Wake {
 }
 
 /// Settings one worker runs with.
-#[derive(Debug, Clone)]
 struct Policy {
+    /// The headers that prove the gateway to the destination.
+    signer: crate::auth::outbound::Signer,
     /// Paces requests to the destination's configured rate.
     pace: Option<Arc<governor::DefaultDirectRateLimiter>>,
     /// How many deliveries a worker holds leased at once (in flight and waiting).
@@ -81,8 +82,15 @@ struct Policy {
 }
 
 impl Policy {
-    fn new(id: &str, d: &Destination, defaults: &DeliveryDefaults, grace: Duration) -> Policy {
+    fn new(
+        id: &str,
+        d: &Destination,
+        defaults: &DeliveryDefaults,
+        grace: Duration,
+        signer: crate::auth::outbound::Signer,
+    ) -> Policy {
         Policy {
+            signer,
             pace: d.rate.as_ref().and_then(crate::limits::limiter),
             // Never lease more than can be sent within half a lease at the
             // destination's rate: a lease must not expire while waiting its turn.
@@ -132,6 +140,7 @@ pub fn http_client() -> reqwest::ClientBuilder {
 /// in-flight requests finish within the grace period, and give back the rest.
 pub fn spawn_workers(
     config: &Config,
+    keys: &Arc<crate::auth::outbound::GatewayKeys>,
     store: Arc<dyn Store>,
     wake: Wake,
     shutdown: CancellationToken,
@@ -151,7 +160,18 @@ pub fn spawn_workers(
                 reason: e.to_string(),
             })?;
         let worker = Worker {
-            policy: Arc::new(Policy::new(id, d, &config.delivery, grace)),
+            policy: Arc::new(Policy::new(
+                id,
+                d,
+                &config.delivery,
+                grace,
+                crate::auth::outbound::Signer::new(config, id, d, keys).map_err(|e| {
+                    DeliveryError::Client {
+                        destination: id.to_string(),
+                        reason: e.to_string(),
+                    }
+                })?,
+            )),
             client,
             store: store.clone(),
             owner: owner.clone(),
@@ -333,7 +353,20 @@ impl Send {
             pace.until_ready().await;
         }
         let started = Instant::now();
-        let request = self
+        let signed = match p.signer.headers(d.canonical.as_bytes()) {
+            Ok(h) => h,
+            Err(e) => {
+                return self.finish(
+                    &d,
+                    started,
+                    DeliveryResult::Dead {
+                        status: None,
+                        reason: format!("cannot sign the request: {e}"),
+                    },
+                );
+            }
+        };
+        let mut request = self
             .client
             .post(&p.url)
             .header(reqwest::header::CONTENT_TYPE, &p.content_type)
@@ -341,6 +374,9 @@ impl Send {
             .header("X-Hallgate-Message-Id", &d.message_id)
             .header("X-Hallgate-Kind", d.kind.as_str())
             .body(d.canonical.clone());
+        for (name, value) in signed {
+            request = request.header(name, value);
+        }
         let outcome = match request.send().await {
             Ok(resp) => {
                 let status = resp.status();
@@ -380,6 +416,12 @@ impl Send {
                 self.retry(&d, None, reason, None)
             }
         };
+        self.finish(&d, started, outcome)
+    }
+
+    /// Count, log and package an attempt's outcome.
+    fn finish(&self, d: &LeasedDelivery, started: Instant, outcome: DeliveryResult) -> Completion {
+        let p = &self.policy;
         let elapsed = started.elapsed();
         metrics::histogram!("hallgate_delivery_seconds", "destination" => p.destination.clone())
             .record(elapsed.as_secs_f64());
@@ -509,8 +551,15 @@ mod tests {
             max_attempts: None,
             max_age_seconds: None,
             rate: None,
+            auth: None,
         };
-        let p = Policy::new("x", &dest, &d, Duration::ZERO);
+        let p = Policy::new(
+            "x",
+            &dest,
+            &d,
+            Duration::ZERO,
+            crate::auth::outbound::Signer::None,
+        );
         for attempt in 0..40 {
             let b = p.backoff_ms(attempt);
             assert!(b <= (100u64 << attempt.min(32)).min(1000), "{attempt}: {b}");

@@ -78,10 +78,21 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
         })?;
     let shutdown = CancellationToken::new();
     let wake = Wake::new(&config);
-    let workers = delivery::spawn_workers(&config, store.clone(), wake.clone(), shutdown.clone())?;
+    let keys = Arc::new(
+        crate::auth::outbound::GatewayKeys::load(&config)
+            .map_err(|e| GatewayError::Auth(e.to_string()))?,
+    );
+    let workers = delivery::spawn_workers(
+        &config,
+        &keys,
+        store.clone(),
+        wake.clone(),
+        shutdown.clone(),
+    )?;
     let tokens = crate::auth::token::Verifier::new(&config)
         .map_err(|e| GatewayError::Auth(e.to_string()))?;
     let state = Arc::new(AppState {
+        gateway_keys: keys,
         tokens,
         limits: crate::limits::SenderLimits::new(&config),
         router: Router::new(&config),

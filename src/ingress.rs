@@ -32,6 +32,7 @@ use crate::store::{
 /// Shared state of the HTTP handlers.
 pub struct AppState {
     pub config: Arc<Config>,
+    pub gateway_keys: Arc<crate::auth::outbound::GatewayKeys>,
     pub limits: crate::limits::SenderLimits,
     pub tokens: auth::token::Verifier,
     pub store: Arc<dyn Store>,
@@ -127,6 +128,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/records", post(post_records_any))
         .route("/v1/records/{kind}", post(post_records_kind))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/.well-known/jwks.json",
+            get(
+                |State(state): State<Arc<AppState>>| async move { Json(state.gateway_keys.jwks()) },
+            ),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/messages/{id}", get(get_message))

@@ -82,7 +82,7 @@ enum AuditCommand {
     },
     /// Sign the chain head with the gateway key and write it to a file.
     Checkpoint {
-        /// Signing key (default: [audit].signing_key of the config).
+        /// Signing key (default: [gateway].signing_key of the config).
         #[arg(long)]
         key: Option<PathBuf>,
         /// Output file (default: audit-checkpoint-SEQ.json).
@@ -167,7 +167,7 @@ fn ttl_seconds(s: &str) -> anyhow::Result<i64> {
 enum KeysCommand {
     /// Make the gateway's ES256 signing key (PKCS#8 PEM) and its public key beside it.
     Generate {
-        /// Private key path (default: [audit].signing_key of the config).
+        /// Private key path (default: [gateway].signing_key of the config).
         #[arg(long)]
         out: Option<PathBuf>,
     },

@@ -38,10 +38,14 @@ pub struct Arrival {
     pub kind: String,
     pub case_no: String,
     pub body: Value,
+    /// The body as it arrived.
+    pub raw: Vec<u8>,
     /// The answer it gave.
     pub status: u16,
     /// When the request arrived.
     pub at: std::time::Instant,
+    /// Its headers (names lower-case).
+    pub headers: Vec<(String, String)>,
 }
 
 /// How the receiver answers.
@@ -167,6 +171,14 @@ impl Receiver {
         self.lock().accepted_total
     }
 
+    /// A header of an arrival.
+    pub fn header(a: &Arrival, name: &str) -> Option<String> {
+        a.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
     /// Requests that have begun (answered or not).
     pub fn started(&self) -> usize {
         self.lock().started
@@ -191,6 +203,7 @@ async fn receive(
     };
     let arrived = std::time::Instant::now();
     let key = header("idempotency-key");
+    let raw = body.to_vec();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let kind = body
         .get("kind")
@@ -251,8 +264,13 @@ async fn receive(
         kind,
         case_no,
         body,
+        raw,
         status,
         at: arrived,
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
     });
     drop(g);
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

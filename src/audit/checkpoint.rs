@@ -86,7 +86,7 @@ impl Checkpoint {
     }
 }
 
-fn key_id(key: &VerifyingKey) -> Result<String, AuditError> {
+pub fn key_id(key: &VerifyingKey) -> Result<String, AuditError> {
     let der = key
         .to_public_key_der()
         .map_err(|e| AuditError::Checkpoint(e.to_string()))?;

@@ -7,6 +7,7 @@
 //! node's `[nodes.ID.accept]` entry: kinds, region prefixes and item-code prefixes,
 //! so a district system cannot inject a case for another district.
 
+pub mod outbound;
 pub mod token;
 
 use axum::http::HeaderMap;

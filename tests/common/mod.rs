@@ -115,12 +115,23 @@ impl Harness {
 
     /// With an edit applied to the generated config text.
     pub async fn with_config(routes: &str, edit: fn(String) -> String) -> Harness {
+        Harness::with_setup(routes, edit, |_| {}).await
+    }
+
+    /// With an edit, and files made in the config's folder before the gateway starts.
+    pub async fn with_setup(routes: &str, edit: fn(String) -> String, setup: fn(&Path)) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         // ES256 key pairs for the two senders, for tests that configure tokens.
         for node in ["district-a", "district-b"] {
             let key = dir.path().join(format!("keys/{node}.key.pem"));
             hallgate::audit::checkpoint::generate_key(&key).expect("key pair");
         }
+        // The gateway's own signing key, where the config looks for it by default.
+        hallgate::audit::checkpoint::generate_key(
+            &dir.path().join("certs/gateway-signing.key.pem"),
+        )
+        .expect("gateway key");
+        setup(dir.path());
         let city = Receiver::start("city", "127.0.0.1:0")
             .await
             .expect("receiver");
