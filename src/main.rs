@@ -147,6 +147,9 @@ enum TokenCommand {
         /// Lifetime, e.g. 10m, 1h, 300s.
         #[arg(long, default_value = "10m")]
         ttl: String,
+        /// Print this many tokens, one per line, each with its own jti (load tests).
+        #[arg(long, default_value_t = 1)]
+        count: usize,
     },
 }
 
@@ -240,10 +243,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(&cli.config)?;
             runtime()?.block_on(audit(cmd, &config))
         }
-        Command::Token(TokenCommand::Issue { node, key, ttl }) => {
+        Command::Token(TokenCommand::Issue {
+            node,
+            key,
+            ttl,
+            count,
+        }) => {
+            use std::io::Write;
             let config = Config::load(&cli.config)?;
-            let token = hallgate::auth::token::issue(&config, &node, &key, ttl_seconds(&ttl)?)?;
-            println!("{token}");
+            let ttl = ttl_seconds(&ttl)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for _ in 0..count {
+                writeln!(out, "{}", hallgate::auth::token::issue(&config, &node, &key, ttl)?)?;
+            }
+            out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(KeysCommand::Generate { out }) => {
