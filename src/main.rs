@@ -254,7 +254,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let ttl = ttl_seconds(&ttl)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for _ in 0..count {
-                writeln!(out, "{}", hallgate::auth::token::issue(&config, &node, &key, ttl)?)?;
+                writeln!(
+                    out,
+                    "{}",
+                    hallgate::auth::token::issue(&config, &node, &key, ttl)?
+                )?;
             }
             out.flush()?;
             Ok(ExitCode::SUCCESS)

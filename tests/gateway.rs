@@ -99,6 +99,23 @@ async fn result_fans_out_to_three_destinations() {
     );
 }
 
+const IN_ORDER: [&str; 5] = [
+    "application",
+    "material:m-1",
+    "process:1",
+    "process:2",
+    "result",
+];
+
+/// The records of a case a receiver acknowledged, in arrival order.
+fn case_order(r: &hallgate::receiver::Receiver, case: &str) -> Vec<String> {
+    r.accepted()
+        .iter()
+        .filter(|a| a.case_no == case)
+        .map(|a| order_label(&a.body))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_order_holds_while_another_case_is_failing() {
     let h = Harness::start().await;
@@ -121,31 +138,10 @@ async fn case_order_holds_while_another_case_is_failing() {
         assert_eq!(status, 202, "{resp}");
     }
     wait_until(10, "the flowing case delivered to the city", || {
-        h.city
-            .accepted()
-            .iter()
-            .filter(|a| a.case_no == flowing)
-            .count()
-            == 5
+        case_order(&h.city, flowing).len() == 5
     })
     .await;
-    let order: Vec<String> = h
-        .city
-        .accepted()
-        .iter()
-        .filter(|a| a.case_no == flowing)
-        .map(|a| order_label(&a.body))
-        .collect();
-    assert_eq!(
-        order,
-        [
-            "application",
-            "material:m-1",
-            "process:1",
-            "process:2",
-            "result"
-        ]
-    );
+    assert_eq!(case_order(&h.city, flowing), IN_ORDER);
     // The stuck case: only its application has been tried, again and again.
     let tried: Vec<String> = h
         .city
@@ -162,31 +158,10 @@ async fn case_order_holds_while_another_case_is_failing() {
     // The receiver recovers: the stuck case arrives, in order.
     h.city.set_script(Script::default());
     wait_until(15, "the stuck case delivered", || {
-        h.city
-            .accepted()
-            .iter()
-            .filter(|a| a.case_no == stuck)
-            .count()
-            == 5
+        case_order(&h.city, stuck).len() == 5
     })
     .await;
-    let order: Vec<String> = h
-        .city
-        .accepted()
-        .iter()
-        .filter(|a| a.case_no == stuck)
-        .map(|a| order_label(&a.body))
-        .collect();
-    assert_eq!(
-        order,
-        [
-            "application",
-            "material:m-1",
-            "process:1",
-            "process:2",
-            "result"
-        ]
-    );
+    assert_eq!(case_order(&h.city, stuck), IN_ORDER);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -810,16 +810,10 @@ fn complete(conn: &Connection, chain: &mut Chain, c: Completion) -> Result<bool,
     let (status, text, next) = plan::completion_columns(&c);
     let done = conn
         .prepare_cached(sql)?
-        .query_row(params![c.id, c.owner, status, text, c.at_ms, next], |r| {
-            Ok(plan::Completed {
-                destination: r.get(0)?,
-                case_no: r.get(1)?,
-                kind: r.get(2)?,
-                message_id: r.get(3)?,
-                attempts: r.get(4)?,
-                index: r.get(5)?,
-            })
-        })
+        .query_row(
+            params![c.id, c.owner, status, text, c.at_ms, next],
+            completed_row,
+        )
         .optional()?;
     let Some(done) = done else {
         return Ok(false);
@@ -828,6 +822,18 @@ fn complete(conn: &Connection, chain: &mut Chain, c: Completion) -> Result<bool,
         chain.append(conn, &e)?;
     }
     Ok(true)
+}
+
+/// A delivery's `RETURNING destination, case_no, kind, message_id, attempts, record_idx`.
+fn completed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<plan::Completed> {
+    Ok(plan::Completed {
+        destination: r.get(0)?,
+        case_no: r.get(1)?,
+        kind: r.get(2)?,
+        message_id: r.get(3)?,
+        attempts: r.get(4)?,
+        index: r.get(5)?,
+    })
 }
 
 fn retry_dead(
@@ -843,16 +849,7 @@ fn retry_dead(
              WHERE id = ?1 AND state = 'dead'
              RETURNING destination, case_no, kind, message_id, attempts, record_idx",
             params![id, at_ms],
-            |r| {
-                Ok(plan::Completed {
-                    destination: r.get(0)?,
-                    case_no: r.get(1)?,
-                    kind: r.get(2)?,
-                    message_id: r.get(3)?,
-                    attempts: r.get(4)?,
-                    index: r.get(5)?,
-                })
-            },
+            completed_row,
         )
         .optional()?;
     let Some(done) = row else {
