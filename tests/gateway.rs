@@ -416,46 +416,25 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
     let h = Harness::start().await;
     let url = format!("{}/v1/records", h.url);
     // no sender
-    let r = h
-        .client
-        .post(&url)
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = h.raw(&url, None, Some("application/json"), "{}").await;
     assert_eq!(r.status().as_u16(), 401);
     // unknown sender
-    let r = h
-        .client
-        .post(&url)
-        .header("x-hallgate-node", "nobody")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let r = h.raw(&url, Some("nobody"), None, "{}").await;
     assert_eq!(r.status().as_u16(), 401);
     // unsupported type
     let r = h
-        .client
-        .post(&url)
-        .header("x-hallgate-node", "district-a")
-        .header("content-type", "text/csv")
-        .body("a,b")
-        .send()
-        .await
-        .unwrap();
+        .raw(&url, Some("district-a"), Some("text/csv"), "a,b")
+        .await;
     assert_eq!(r.status().as_u16(), 415);
     // not JSON
     let r = h
-        .client
-        .post(&url)
-        .header("x-hallgate-node", "district-a")
-        .header("content-type", "application/json")
-        .body("{\"kind\":")
-        .send()
-        .await
-        .unwrap();
+        .raw(
+            &url,
+            Some("district-a"),
+            Some("application/json"),
+            "{\"kind\":",
+        )
+        .await;
     assert_eq!(r.status().as_u16(), 400);
     let body: Value = r.json_value().await;
     assert_eq!(body["error"]["code"], "bad_body");
@@ -472,14 +451,8 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
         vec![application("1", "350205").to_string(); 400].join(",")
     );
     let r = h
-        .client
-        .post(&url)
-        .header("x-hallgate-node", "district-a")
-        .header("content-type", "application/json")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+        .raw(&url, Some("district-a"), Some("application/json"), big)
+        .await;
     assert_eq!(r.status().as_u16(), 413);
     assert_eq!(r.json_value().await["error"]["code"], "body_too_large");
     // too many records (under the byte limit)
@@ -488,14 +461,8 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
         vec![json!({"kind": "result"}).to_string(); 101].join(",")
     );
     let r = h
-        .client
-        .post(&url)
-        .header("x-hallgate-node", "district-a")
-        .header("content-type", "application/json")
-        .body(many)
-        .send()
-        .await
-        .unwrap();
+        .raw(&url, Some("district-a"), Some("application/json"), many)
+        .await;
     assert_eq!(r.status().as_u16(), 413);
     assert_eq!(r.json_value().await["error"]["code"], "too_many_records");
     // invalid records: every problem named, nothing stored even for the good one
@@ -542,24 +509,18 @@ async fn bad_requests_get_clear_errors_and_store_nothing() {
     assert_eq!(s, 403);
     // an unknown kind path
     let r = h
-        .client
-        .post(format!("{url}/licence"))
-        .header("x-hallgate-node", "district-a")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+        .raw(format!("{url}/licence"), Some("district-a"), None, "{}")
+        .await;
     assert_eq!(r.status().as_u16(), 404);
     // kind path and body disagree
     let r = h
-        .client
-        .post(format!("{url}/result"))
-        .header("x-hallgate-node", "district-a")
-        .header("content-type", "application/json")
-        .body(application("350205260401000011", "350205").to_string())
-        .send()
-        .await
-        .unwrap();
+        .raw(
+            format!("{url}/result"),
+            Some("district-a"),
+            Some("application/json"),
+            application("350205260401000011", "350205").to_string(),
+        )
+        .await;
     assert_eq!(r.status().as_u16(), 422);
     assert!(h.city.arrivals().is_empty() && h.province.arrivals().is_empty());
     // error messages never carry personal data
@@ -593,14 +554,13 @@ async fn json_lines_and_kind_endpoint_and_probes() {
         process("350205260401000013", "350205", 2)
     );
     let r = h
-        .client
-        .post(format!("{}/v1/records/process", h.url))
-        .header("x-hallgate-node", "district-a")
-        .header("content-type", "application/x-ndjson")
-        .body(lines)
-        .send()
-        .await
-        .unwrap();
+        .raw(
+            format!("{}/v1/records/process", h.url),
+            Some("district-a"),
+            Some("application/x-ndjson"),
+            lines,
+        )
+        .await;
     assert_eq!(r.status().as_u16(), 202);
     let r = h
         .client

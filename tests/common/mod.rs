@@ -218,6 +218,24 @@ impl Harness {
         )
     }
 
+    /// POST any body to a full URL, optionally naming the node and content type.
+    pub async fn raw(
+        &self,
+        url: impl reqwest::IntoUrl,
+        node: Option<&str>,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut req = self.client.post(url).body(body);
+        if let Some(n) = node {
+            req = req.header("x-hallgate-node", n);
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        req.send().await.expect("request")
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let resp = self
             .client
