@@ -223,12 +223,21 @@ pub struct TokenAuth {
     /// Environment variable holding the HS256 shared secret.
     #[serde(default)]
     pub hmac_secret_env: Option<String>,
+    /// A JWKS URL publishing the node's public keys (with or instead of `keys`).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// How long fetched JWKS keys are used before they are fetched again.
+    #[serde(default = "default_jwks_ttl")]
+    pub jwks_ttl_seconds: u64,
     #[serde(default = "default_max_lifetime")]
     pub max_lifetime_seconds: u64,
     #[serde(default = "default_skew")]
     pub clock_skew_seconds: u64,
 }
 
+fn default_jwks_ttl() -> u64 {
+    300
+}
 fn default_max_lifetime() -> u64 {
     3600
 }

@@ -185,7 +185,7 @@ async fn intake(
         e.retry_after = Some(1);
         return Err(e);
     };
-    let (node, token) = match auth::identify(&state.config, &state.tokens, headers) {
+    let (node, token) = match auth::identify(&state.config, &state.tokens, headers).await {
         Ok(who) => (who.node, who.token),
         Err(e) => {
             let mut ev = Event::new(now_ms(), EventKind::TokenRefused);
@@ -586,12 +586,13 @@ pub fn parse_time(s: &str) -> Option<i64> {
 
 /// The node asking for audit data: auditors see everything, others only events
 /// that name them.
-fn audit_scope(
+async fn audit_scope(
     state: &AppState,
     headers: &HeaderMap,
     asked: Option<String>,
 ) -> Result<Option<String>, ApiError> {
     let caller = auth::caller(&state.config, &state.tokens, headers)
+        .await
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()))?
         .node;
     if state.config.is_auditor(&caller) {
@@ -612,7 +613,7 @@ async fn audit_query(
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let node = audit_scope(&state, &headers, q.node)?;
+    let node = audit_scope(&state, &headers, q.node).await?;
     let time = |v: &Option<String>, name: &str| -> Result<Option<i64>, ApiError> {
         match v.as_deref() {
             None | Some("") => Ok(None),
@@ -671,7 +672,7 @@ async fn case_timeline(
     headers: HeaderMap,
     Path(case_no): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let node = audit_scope(&state, &headers, None)?;
+    let node = audit_scope(&state, &headers, None).await?;
     let rows = crate::audit::timeline::case_rows(state.store.as_ref(), &case_no, node).await?;
     if rows.is_empty() {
         return Err(ApiError::new(

@@ -51,12 +51,12 @@ pub struct Forbidden {
 }
 
 /// Name the sending node of a request: a configured node with an `accept` entry.
-pub fn identify(
+pub async fn identify(
     config: &Config,
     tokens: &Verifier,
     headers: &HeaderMap,
 ) -> Result<Authenticated, AuthError> {
-    let who = caller(config, tokens, headers)?;
+    let who = caller(config, tokens, headers).await?;
     match config.node(&who.node) {
         Some(n) if n.accept.is_some() => Ok(who),
         _ => Err(AuthError::NotASender(who.node)),
@@ -65,13 +65,13 @@ pub fn identify(
 
 /// Name the node making a request (any configured node: senders, receivers,
 /// auditors).
-pub fn caller(
+pub async fn caller(
     config: &Config,
     tokens: &Verifier,
     headers: &HeaderMap,
 ) -> Result<Authenticated, AuthError> {
     if let Some(token) = Verifier::bearer(headers)? {
-        let used = tokens.verify(token)?;
+        let used = tokens.verify(token).await?;
         return Ok(Authenticated {
             node: used.node.clone(),
             token: Some(used),

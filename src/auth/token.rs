@@ -6,12 +6,14 @@
 //! must be this gateway, `exp`, `iat` and `jti` present, `nbf` passed, the lifetime
 //! (`exp - iat`) within the node's maximum, all with the configured clock skew.
 //! A verified token is cached until it expires, so the hot path verifies each token
-//! once. A `jti` may belong to one token only: the store records it with the
+//! once. Keys come from files or from the node's JWKS URL (cached for a TTL, fetched
+//! again once — rate-limited — when a token names a key id not yet known). A `jti` may belong to one token only: the store records it with the
 //! message, so a second token reusing it is refused, across restarts and instances.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -82,19 +84,124 @@ fn family(alg: Algorithm) -> Family {
     }
 }
 
+#[derive(Clone)]
 struct Key {
     kid: Option<String>,
     family: Family,
     key: DecodingKey,
 }
 
+/// Keys fetched from a node's JWKS URL: refreshed when older than the TTL, and once
+/// (at most every [`FORCED_REFRESH`]) when a token names a `kid` not yet known.
+struct Jwks {
+    url: String,
+    ttl: Duration,
+    state: Mutex<JwksState>,
+}
+
+#[derive(Default)]
+struct JwksState {
+    keys: Vec<Key>,
+    fetched: Option<Instant>,
+    forced: Option<Instant>,
+}
+
+/// Least time between two refreshes forced by unknown key ids.
+pub const FORCED_REFRESH: Duration = Duration::from_secs(30);
+
 struct NodeKeys {
     node: String,
     issuer: String,
     algorithms: Vec<Algorithm>,
     keys: Vec<Key>,
+    jwks: Option<Jwks>,
     max_lifetime: i64,
     skew: u64,
+}
+
+impl NodeKeys {
+    fn candidates(&self, fam: Family, kid: Option<&String>) -> Vec<Key> {
+        let fetched = self
+            .jwks
+            .as_ref()
+            .and_then(|j| j.state.lock().ok().map(|s| s.keys.clone()))
+            .unwrap_or_default();
+        self.keys
+            .iter()
+            .chain(fetched.iter())
+            .filter(|k| k.family == fam)
+            .filter(|k| kid.is_none() || k.kid.as_ref() == kid)
+            .cloned()
+            .collect()
+    }
+
+    /// Refresh the JWKS when it is stale, or when `unknown_kid` and the last forced
+    /// refresh is old enough. Fetch errors leave the keys as they were.
+    async fn refresh(&self, client: &reqwest::Client, unknown_kid: bool) {
+        let Some(j) = &self.jwks else { return };
+        let due = match j.state.lock() {
+            Ok(mut st) => {
+                let stale = st.fetched.is_none_or(|t| t.elapsed() >= j.ttl);
+                let forced = !stale
+                    && unknown_kid
+                    && st.forced.is_none_or(|t| t.elapsed() >= FORCED_REFRESH);
+                if forced {
+                    st.forced = Some(Instant::now());
+                }
+                stale || forced
+            }
+            Err(_) => false,
+        };
+        if !due {
+            return;
+        }
+        match fetch_jwks(client, &j.url).await {
+            Ok(keys) => {
+                if let Ok(mut st) = j.state.lock() {
+                    st.keys = keys;
+                    st.fetched = Some(Instant::now());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(node = %self.node, url = %j.url, error = %e, "cannot refresh JWKS; keeping the keys held")
+            }
+        }
+    }
+}
+
+async fn fetch_jwks(client: &reqwest::Client, url: &str) -> Result<Vec<Key>, String> {
+    let resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP {}", resp.status()));
+    }
+    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+    let set: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_slice(&bytes).map_err(|e| format!("not a JWK set: {e}"))?;
+    Ok(set
+        .keys
+        .iter()
+        .filter_map(|jwk| key_from_jwk(jwk).ok())
+        .collect())
+}
+
+fn key_from_jwk(jwk: &jsonwebtoken::jwk::Jwk) -> Result<Key, String> {
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    let family = match &jwk.algorithm {
+        jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Family::Ec,
+        jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Family::Rsa,
+        jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Family::Ed,
+        _ => {
+            return Err(
+                "only EC, RSA and OKP public keys (symmetric keys come from hmac_secret_env)"
+                    .into(),
+            );
+        }
+    };
+    Ok(Key {
+        kid: jwk.common.key_id.clone(),
+        family,
+        key,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +213,7 @@ struct Claims {
 
 /// Verifies inbound tokens against the nodes' pinned keys.
 pub struct Verifier {
+    client: reqwest::Client,
     audience: String,
     by_issuer: HashMap<String, NodeKeys>,
     cache: Mutex<HashMap<String, TokenUse>>,
@@ -132,23 +240,7 @@ fn load_key(path: &Path, families: &[Family]) -> Result<Key, String> {
     if name.ends_with(".json") {
         let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_slice(&bytes)
             .map_err(|e| format!("{}: not a JWK: {e}", path.display()))?;
-        let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("{}: {e}", path.display()))?;
-        let fam = match &jwk.algorithm {
-            jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Family::Ec,
-            jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Family::Rsa,
-            jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Family::Ed,
-            _ => {
-                return Err(format!(
-                    "{}: only EC, RSA and OKP public keys (symmetric keys come from hmac_secret_env)",
-                    path.display()
-                ));
-            }
-        };
-        return Ok(Key {
-            kid: jwk.common.key_id.clone(),
-            family: fam,
-            key,
-        });
+        return key_from_jwk(&jwk).map_err(|e| format!("{}: {e}", path.display()));
     }
     // A PEM key's id is its file name without `.pub.pem` / `.pem`.
     let kid = name
@@ -188,6 +280,13 @@ impl Verifier {
             by_issuer.insert(keys.issuer.clone(), keys);
         }
         Ok(Verifier {
+            client: crate::delivery::http_client()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| KeyError {
+                    node: config.gateway.id.clone(),
+                    reason: e.to_string(),
+                })?,
             audience: config.gateway.id.clone(),
             by_issuer,
             cache: Mutex::new(HashMap::new()),
@@ -220,7 +319,7 @@ impl Verifier {
     }
 
     /// Verify a token; the node it proves, and the use to record.
-    pub fn verify(&self, token: &str) -> Result<TokenUse, TokenError> {
+    pub async fn verify(&self, token: &str) -> Result<TokenUse, TokenError> {
         let sha = sha256_hex(token.as_bytes());
         let now = now_ms();
         if let Ok(cache) = self.cache.lock()
@@ -243,12 +342,12 @@ impl Verifier {
             });
         }
         let fam = family(header.alg);
-        let candidates: Vec<&Key> = node
-            .keys
-            .iter()
-            .filter(|k| k.family == fam)
-            .filter(|k| header.kid.is_none() || k.kid == header.kid)
-            .collect();
+        let mut candidates = node.candidates(fam, header.kid.as_ref());
+        if node.jwks.is_some() {
+            let unknown = candidates.is_empty() && header.kid.is_some();
+            node.refresh(&self.client, unknown).await;
+            candidates = node.candidates(fam, header.kid.as_ref());
+        }
         if candidates.is_empty() {
             return Err(match header.kid {
                 Some(kid) => TokenError::UnknownKid {
@@ -269,7 +368,7 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "jti"]);
         let mut last = None;
         let mut claims = None;
-        for k in candidates {
+        for k in &candidates {
             match jsonwebtoken::decode::<Claims>(token, &k.key, &validation) {
                 Ok(data) => {
                     claims = Some(data.claims);
@@ -340,14 +439,30 @@ fn node_keys(config: &Config, id: &str, auth: &TokenAuth) -> Result<NodeKeys, Ke
             key: DecodingKey::from_secret(secret.as_bytes()),
         });
     }
-    if keys.is_empty() {
-        return Err(err("no keys".into()));
+    let jwks = match &auth.jwks_url {
+        Some(url) => {
+            if reqwest::Url::parse(url).is_err()
+                || !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(err(format!("jwks_url `{url}` is not an http(s) URL")));
+            }
+            Some(Jwks {
+                url: url.clone(),
+                ttl: Duration::from_secs(auth.jwks_ttl_seconds),
+                state: Mutex::new(JwksState::default()),
+            })
+        }
+        None => None,
+    };
+    if keys.is_empty() && jwks.is_none() {
+        return Err(err("no keys: name key files or a jwks_url".into()));
     }
     Ok(NodeKeys {
         node: id.to_string(),
         issuer: auth.issuer.clone().unwrap_or_else(|| id.to_string()),
         algorithms,
         keys,
+        jwks,
         max_lifetime: auth.max_lifetime_seconds as i64,
         skew: auth.clock_skew_seconds,
     })
