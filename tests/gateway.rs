@@ -222,15 +222,7 @@ async fn dead_letters_on_400_and_retries_by_hand() {
         )
         .await;
     assert_eq!(status, 202);
-    let mut dead = Value::Null;
-    for _ in 0..400 {
-        let (_, list) = h.get("/v1/deliveries?state=dead").await;
-        if let Some(d) = list["deliveries"].as_array().and_then(|a| a.first()) {
-            dead = d.clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let dead = h.first_delivery("/v1/deliveries?state=dead").await;
     assert_eq!(dead["state"], "dead", "dead-lettered: {dead}");
     assert_eq!(dead["attempts"], 1, "a 400 is not retried");
     assert_eq!(dead["last_status"], 400);
@@ -299,15 +291,9 @@ async fn dead_letters_after_the_configured_number_of_attempts() {
         )
         .await;
     assert_eq!(status, 202);
-    let mut dead = Value::Null;
-    for _ in 0..400 {
-        let (_, list) = h.get("/v1/deliveries?state=dead&destination=city").await;
-        if let Some(d) = list["deliveries"].as_array().and_then(|a| a.first()) {
-            dead = d.clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let dead = h
+        .first_delivery("/v1/deliveries?state=dead&destination=city")
+        .await;
     assert_eq!(dead["attempts"], 3, "{dead}");
     assert!(
         dead["last_error"]

@@ -236,6 +236,19 @@ impl Harness {
         req.send().await.expect("request")
     }
 
+    /// The first delivery `GET /v1/deliveries?{query}` lists, waiting up to 10 s for
+    /// one; `Value::Null` if none appears.
+    pub async fn first_delivery(&self, path_and_query: &str) -> Value {
+        for _ in 0..400 {
+            let (_, list) = self.get(path_and_query).await;
+            if let Some(d) = list["deliveries"].as_array().and_then(|a| a.first()) {
+                return d.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Value::Null
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let resp = self
             .client
