@@ -103,6 +103,10 @@ pub struct Limits {
     pub max_records_per_body: usize,
     /// Requests being decoded or committed at once; past it, 503 with Retry-After.
     pub max_in_flight: usize,
+    /// Nesting of XML elements or JSON arrays/objects.
+    pub max_depth: usize,
+    /// Longest text value, attribute or JSON string.
+    pub max_string_bytes: usize,
 }
 
 impl Default for Limits {
@@ -111,6 +115,8 @@ impl Default for Limits {
             max_body_bytes: 4 * 1024 * 1024,
             max_records_per_body: 1000,
             max_in_flight: 4096,
+            max_depth: 64,
+            max_string_bytes: 1 << 20,
         }
     }
 }
@@ -201,6 +207,10 @@ pub struct Node {
     pub destination: Option<Destination>,
     #[serde(default)]
     pub roles: Vec<Role>,
+    /// Mapping files (relative to this file): they decode what the node sends and
+    /// render what it receives. None = the node speaks canonical JSON.
+    #[serde(default)]
+    pub mappings: Vec<String>,
     /// How the node proves who it is: signed tokens with keys pinned to it.
     #[serde(default)]
     pub auth: Option<TokenAuth>,
@@ -549,6 +559,49 @@ impl Config {
     }
 
     /// The folder relative paths in the config resolve against.
+    /// The limits mapping decoders apply to one body.
+    pub fn mapping_limits(&self) -> crate::mapping::Limits {
+        crate::mapping::Limits {
+            max_body_bytes: self.limits.max_body_bytes,
+            max_depth: self.limits.max_depth,
+            max_records: self.limits.max_records_per_body,
+            max_string_bytes: self.limits.max_string_bytes,
+        }
+    }
+
+    /// Compile every node's mappings (each file once), keyed by node id. Nodes
+    /// without mappings are left out.
+    pub fn load_mappings(
+        &self,
+        files: &dyn crate::mapping::Files,
+    ) -> Result<BTreeMap<String, crate::mapping::MappingSet>, crate::mapping::MappingError> {
+        let base = self.base_dir();
+        let mut compiled: BTreeMap<PathBuf, std::sync::Arc<crate::mapping::Mapping>> =
+            BTreeMap::new();
+        let mut out = BTreeMap::new();
+        for (id, node) in &self.nodes {
+            let node = node.get_ref();
+            if node.mappings.is_empty() {
+                continue;
+            }
+            let mut set = Vec::new();
+            for m in &node.mappings {
+                let path = base.join(m);
+                let mapping = match compiled.get(&path) {
+                    Some(m) => m.clone(),
+                    None => {
+                        let m = std::sync::Arc::new(crate::mapping::Mapping::load(&path, files)?);
+                        compiled.insert(path, m.clone());
+                        m
+                    }
+                };
+                set.push(mapping);
+            }
+            out.insert(id.clone(), crate::mapping::MappingSet::new(set));
+        }
+        Ok(out)
+    }
+
     pub fn base_dir(&self) -> PathBuf {
         self.source_path
             .parent()

@@ -16,6 +16,7 @@ pub mod demo;
 pub mod gateway;
 pub mod ingress;
 pub mod limits;
+pub mod mapping;
 pub mod observe;
 pub mod receiver;
 pub mod record;

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hallgate::config::Config;
+use hallgate::mapping::{Disk, Mapping, MappingSet, tool};
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -31,8 +33,37 @@ struct Cli {
 enum Command {
     /// Run the gateway until SIGTERM or Ctrl-C.
     Serve,
-    /// Validate the configuration; exit non-zero on any error.
-    Check,
+    /// Validate the configuration, compile every mapping and run the mappings'
+    /// examples (each failure shown as a diff); exit non-zero on any error.
+    Check {
+        /// Check these mapping files (and their examples) instead of the configuration.
+        #[arg(long)]
+        mapping: Vec<PathBuf>,
+    },
+    /// Decode native messages through mappings and print canonical records as JSON
+    /// lines. Exit 0: all valid; 1: a record rejected (one line per problem on
+    /// stderr); 2: an input unusable (not well-formed, wrong encoding, over a limit).
+    Map {
+        /// One mapping file. Without it, `--node` uses that node's mappings from the
+        /// configuration (forms, SOAP, several kinds per body).
+        #[arg(long, conflicts_with = "node", required_unless_present = "node")]
+        mapping: Option<PathBuf>,
+        /// A node of the configuration.
+        #[arg(long)]
+        node: Option<String>,
+        /// Content type of the inputs (default: from the file extension, else sniffed).
+        #[arg(long)]
+        content_type: Option<String>,
+        /// Only mappings of this kind (as posting to /v1/records/KIND).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Render canonical JSON lines back to the native format instead.
+        #[arg(long)]
+        render: bool,
+        /// Files to read (`-` for stdin).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
     /// Run a simulated receiving platform (for trying a config or load tests):
     /// it acknowledges deliveries at POST /records and drops repeats with 409.
     Receive {
@@ -196,21 +227,59 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check => match Config::load(&cli.config) {
-            Ok(c) => {
-                println!(
-                    "{}: ok ({} nodes, {} routes)",
-                    cli.config.display(),
-                    c.nodes.len(),
-                    c.routes.len()
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                Ok(ExitCode::FAILURE)
-            }
-        },
+        Command::Check { mapping } => check(&cli.config, &mapping),
+        Command::Map {
+            mapping,
+            node,
+            content_type,
+            kind,
+            render,
+            inputs,
+        } => {
+            let kind = match kind.as_deref() {
+                None => None,
+                Some(k) => Some(
+                    hallgate::record::Kind::parse(k)
+                        .with_context(|| format!("--kind {k}: not a record kind"))?,
+                ),
+            };
+            let (set, limits, source) = match (mapping, node) {
+                (Some(file), _) => {
+                    let m = Mapping::load(&file, &Disk)?;
+                    let limits = hallgate::mapping::Limits {
+                        max_body_bytes: 1 << 30,
+                        max_records: usize::MAX,
+                        ..hallgate::mapping::Limits::default()
+                    };
+                    (MappingSet::new(vec![Arc::new(m)]), limits, None)
+                }
+                (None, Some(node)) => {
+                    let config = Config::load(&cli.config)?;
+                    let mut sets = config.load_mappings(&Disk)?;
+                    let set = sets.remove(&node).with_context(|| {
+                        format!("node `{node}` has no mappings in {}", cli.config.display())
+                    })?;
+                    (set, config.mapping_limits(), Some(node))
+                }
+                (None, None) => anyhow::bail!("give --mapping FILE or --node ID"),
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+            let mut err = std::io::stderr().lock();
+            let code = if render {
+                tool::render(&set, &inputs, &mut out, &mut err)
+            } else {
+                let req = tool::MapRequest {
+                    inputs: &inputs,
+                    content_type: content_type.as_deref(),
+                    kind,
+                    source: source.as_deref(),
+                    limits: &limits,
+                };
+                tool::map(&set, &req, &mut out, &mut err)
+            };
+            Ok(ExitCode::from(code))
+        }
         Command::Serve => {
             let config = Config::load(&cli.config)?;
             runtime()?.block_on(async {
@@ -438,5 +507,54 @@ async fn audit(cmd: AuditCommand, config: &Config) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn check(config_path: &std::path::Path, mapping_files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    if !mapping_files.is_empty() {
+        let mut sets = Vec::new();
+        for f in mapping_files {
+            match Mapping::load(f, &Disk) {
+                Ok(m) => sets.push((f.display().to_string(), MappingSet::new(vec![Arc::new(m)]))),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        let refs: Vec<(String, &MappingSet)> = sets.iter().map(|(n, s)| (n.clone(), s)).collect();
+        let ok = tool::run_examples(&refs, &hallgate::mapping::Limits::default(), &Disk, &mut out);
+        return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let sets = match config.load_mappings(&Disk) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let refs: Vec<(String, &MappingSet)> = sets.iter().map(|(n, s)| (n.clone(), s)).collect();
+    let ok = tool::run_examples(&refs, &config.mapping_limits(), &Disk, &mut out);
+    let mappings: usize = sets.values().map(|s| s.mappings.len()).sum();
+    if ok {
+        println!(
+            "{}: ok ({} nodes, {} routes, {} mappings)",
+            config_path.display(),
+            config.nodes.len(),
+            config.routes.len(),
+            mappings
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{}: mapping examples failed (see above)", config_path.display());
+        Ok(ExitCode::FAILURE)
     }
 }

@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+pub mod checks;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -165,13 +167,8 @@ impl Record {
             }
         };
         if let Some(v) = fields.get("region") {
-            match v.as_str() {
-                Some(r) if is_region_code(r) => {}
-                _ => errors.push(e(
-                    "region",
-                    "region_code",
-                    "region must be a 6 or 12 digit 行政区划代码 (GB/T 2260)".into(),
-                )),
+            if let Err(m) = v.as_str().ok_or("must be a string").and_then(checks::region) {
+                errors.push(e("region", "region_code", m.to_string()));
             }
         }
         if let Some(v) = fields.get("version")
@@ -198,14 +195,6 @@ impl Record {
                 "step_no must be a non-negative integer".into(),
             ));
         }
-        if kind == Some(Kind::Application) && !fields.get("item_code").is_some_and(Value::is_string)
-        {
-            errors.push(e(
-                "item_code",
-                "required",
-                "item_code (事项编码) is required for an application".into(),
-            ));
-        }
         for (key, value) in &fields {
             if matches!(value, Value::String(s) if s.is_empty()) {
                 errors.push(e(
@@ -215,9 +204,12 @@ impl Record {
                 ));
             }
         }
+        let mut fields = fields;
+        if let Some(kind) = kind {
+            checks::validate(kind, &mut fields, index, "", &mut errors);
+        }
         match (kind, case_no, errors.is_empty()) {
             (Some(kind), Some(case_no), true) => {
-                let mut fields = fields;
                 fields.insert("kind".into(), Value::String(kind.as_str().into()));
                 Ok(Record {
                     kind,

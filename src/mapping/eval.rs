@@ -1,0 +1,643 @@
+//! Evaluating compiled rules against one native record: read the source value, apply
+//! the declared transformations in a fixed order (trim, half-width, case, regex,
+//! split, table, time, type, check) and write the canonical field.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde_json::{Map, Number, Value};
+
+use super::NPath;
+use super::Step;
+use super::time::{self, Pattern};
+use crate::record::FieldError;
+use crate::record::checks::Check;
+
+/// A native record the rules can read: an XML element or a JSON value.
+pub(crate) trait Tree {
+    type Node: Copy;
+    /// The value at `steps` below `node`.
+    fn lookup(&self, node: Self::Node, steps: &[Step]) -> Lookup<'_>;
+    /// Every node `steps` reaches below `node`, for `each`.
+    fn each(&self, node: Self::Node, steps: &[Step], out: &mut Vec<Self::Node>);
+}
+
+/// What a path found.
+#[derive(Debug)]
+pub(crate) enum Lookup<'t> {
+    Absent,
+    Str(&'t str),
+    Num(&'t Number),
+    Bool(bool),
+    /// An object or list where one value was expected.
+    Composite,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Case {
+    Upper,
+    Lower,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Coerce {
+    String,
+    Integer,
+    Number,
+    Boolean,
+}
+
+/// How a value is written into native JSON when rendering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Native {
+    String,
+    Number,
+}
+
+#[derive(Debug)]
+pub(crate) struct TimeRule {
+    pub patterns: Vec<Pattern>,
+    pub texts: Vec<String>,
+    pub zone: jiff::tz::Offset,
+    pub date_only: bool,
+}
+
+#[derive(Debug)]
+pub(crate) enum CondSubject {
+    Field(Vec<String>),
+    Path(NPath),
+}
+
+#[derive(Debug)]
+pub(crate) enum CondTest {
+    Equals(Vec<String>),
+    Present(bool),
+}
+
+#[derive(Debug)]
+pub(crate) struct Cond {
+    pub subject: CondSubject,
+    pub test: CondTest,
+}
+
+#[derive(Debug)]
+pub(crate) enum TPart {
+    Lit(String),
+    Path(NPath),
+}
+
+#[derive(Debug)]
+pub(crate) enum Source {
+    Path(Vec<NPath>),
+    Template(Vec<TPart>),
+    Const(Value),
+    Each { path: NPath, rules: Vec<Rule> },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Unknown {
+    Reject,
+    Pass,
+    Default(Value),
+}
+
+/// A code table: source code to canonical value, with its inverse for rendering.
+#[derive(Debug)]
+pub(crate) struct Table {
+    pub name: String,
+    entries: HashMap<String, Value>,
+    keys: Vec<String>,
+    unknown: Unknown,
+    inverse: HashMap<String, String>,
+    ambiguous: bool,
+}
+
+impl Table {
+    pub fn new(
+        name: &str,
+        entries: Vec<(String, Value)>,
+        unknown: Unknown,
+        render: HashMap<String, String>,
+    ) -> Table {
+        let mut inverse: HashMap<String, String> = HashMap::new();
+        let mut ambiguous = false;
+        for (k, v) in &entries {
+            let key = value_key(v);
+            if let Some(code) = render.get(&key) {
+                inverse.insert(key, code.clone());
+            } else if inverse.contains_key(&key) {
+                ambiguous = true;
+            } else {
+                inverse.insert(key, k.clone());
+            }
+        }
+        Table {
+            name: name.to_string(),
+            keys: entries.iter().map(|(k, _)| k.clone()).collect(),
+            entries: entries.into_iter().collect(),
+            unknown,
+            inverse,
+            ambiguous,
+        }
+    }
+
+    /// Whether every canonical value renders to one known code.
+    pub fn invertible(&self) -> bool {
+        !self.ambiguous
+    }
+
+    /// The code to write for a canonical value; unknown values pass through when the
+    /// table passes unknown codes through.
+    pub fn code_for(&self, v: &Value) -> Option<String> {
+        let key = value_key(v);
+        self.inverse
+            .get(&key)
+            .cloned()
+            .or_else(|| matches!(self.unknown, Unknown::Pass).then_some(key))
+    }
+}
+
+fn value_key(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// One compiled field rule.
+#[derive(Debug)]
+pub(crate) struct Rule {
+    pub field: String,
+    pub target: Vec<String>,
+    pub line: usize,
+    pub source: Source,
+    pub required: bool,
+    pub default: Option<Value>,
+    pub trim: bool,
+    pub halfwidth: bool,
+    pub case: Option<Case>,
+    pub regex: Option<regex::Regex>,
+    pub split: Option<String>,
+    pub table: Option<std::sync::Arc<Table>>,
+    pub time: Option<TimeRule>,
+    pub coerce: Option<Coerce>,
+    pub check: Option<Check>,
+    pub when: Option<Cond>,
+    pub render: bool,
+    pub native: Option<Native>,
+}
+
+impl Rule {
+    pub fn new(field: &str, line: usize, trim: bool, halfwidth: bool) -> Rule {
+        Rule {
+            field: field.to_string(),
+            target: field.split('.').map(str::to_string).collect(),
+            line,
+            source: Source::Const(Value::Null),
+            required: false,
+            default: None,
+            trim,
+            halfwidth,
+            case: None,
+            regex: None,
+            split: None,
+            table: None,
+            time: None,
+            coerce: None,
+            check: None,
+            when: None,
+            render: true,
+            native: None,
+        }
+    }
+}
+
+/// Where the record being evaluated sits, for error messages.
+pub(crate) struct Place<'a> {
+    pub index: usize,
+    /// Canonical prefix (`materials[0].`).
+    pub field: &'a str,
+    /// Source prefix (`ATTRS/ATTR[1]/`).
+    pub source: &'a str,
+}
+
+/// Evaluate `rules` on `node`, writing into `out`; problems go to `errors`.
+pub(crate) fn run<T: Tree>(
+    rules: &[Rule],
+    tree: &T,
+    node: T::Node,
+    out: &mut Map<String, Value>,
+    place: &Place,
+    errors: &mut Vec<FieldError>,
+) {
+    for rule in rules {
+        if let Some(cond) = &rule.when
+            && !holds(cond, tree, node, out)
+        {
+            continue;
+        }
+        if get_path(out, &rule.target).is_some() {
+            continue; // an earlier rule filled it
+        }
+        let fail = |errors: &mut Vec<FieldError>, source: Option<&str>, code: &str, message: String| {
+            errors.push(FieldError {
+                record: place.index,
+                field: format!("{}{}", place.field, rule.field),
+                source_path: source.map(|s| format!("{}{s}", place.source)),
+                rule: code.to_string(),
+                message,
+            });
+        };
+        let value = match &rule.source {
+            Source::Const(v) => Some(v.clone()),
+            Source::Each { path, rules } => {
+                let mut nodes = Vec::new();
+                tree.each(node, &path.steps, &mut nodes);
+                let mut items = Vec::with_capacity(nodes.len());
+                for (i, n) in nodes.into_iter().enumerate() {
+                    let field = format!("{}{}[{}].", place.field, rule.field, items.len());
+                    let source = format!("{}{}[{}]/", place.source, path.text, i + 1);
+                    let inner = Place {
+                        index: place.index,
+                        field: &field,
+                        source: &source,
+                    };
+                    let mut item = Map::new();
+                    run(rules, tree, n, &mut item, &inner, errors);
+                    if !item.is_empty() {
+                        items.push(Value::Object(item));
+                    }
+                }
+                (!items.is_empty()).then_some(Value::Array(items))
+            }
+            Source::Path(paths) => {
+                let mut found = (Lookup::Absent, &paths[0]);
+                for p in paths {
+                    let l = tree.lookup(node, &p.steps);
+                    if !matches!(l, Lookup::Absent) {
+                        found = (l, p);
+                        break;
+                    }
+                }
+                let (lookup, path) = found;
+                match convert(rule, lookup) {
+                    Ok(v) => v,
+                    Err((code, message)) => {
+                        fail(errors, Some(&path.text), code, message);
+                        continue;
+                    }
+                }
+            }
+            Source::Template(parts) => {
+                let mut s = String::new();
+                let mut any = false;
+                for p in parts {
+                    match p {
+                        TPart::Lit(l) => s.push_str(l),
+                        TPart::Path(path) => match tree.lookup(node, &path.steps) {
+                            Lookup::Str(v) => {
+                                let v = v.trim();
+                                any |= !v.is_empty();
+                                s.push_str(v);
+                            }
+                            Lookup::Num(n) => {
+                                any = true;
+                                s.push_str(&n.to_string());
+                            }
+                            Lookup::Bool(b) => {
+                                any = true;
+                                s.push_str(if b { "true" } else { "false" });
+                            }
+                            Lookup::Absent | Lookup::Composite => {}
+                        },
+                    }
+                }
+                let src = if any { Lookup::Str(&s) } else { Lookup::Absent };
+                match convert(rule, src) {
+                    Ok(v) => v,
+                    Err((code, message)) => {
+                        fail(errors, None, code, message);
+                        continue;
+                    }
+                }
+            }
+        };
+        let value = match value {
+            Some(v) => Some(v),
+            None => rule.default.clone(),
+        };
+        match value {
+            Some(v) => set_path(out, &rule.target, v),
+            None if rule.required => {
+                let src = match &rule.source {
+                    Source::Path(p) => Some(p[0].text.as_str()),
+                    Source::Each { path, .. } => Some(path.text.as_str()),
+                    _ => None,
+                };
+                fail(
+                    errors,
+                    src,
+                    "required",
+                    format!("{} is required and the message has no value for it", rule.field),
+                );
+            }
+            None => {}
+        }
+    }
+}
+
+pub(crate) fn holds<T: Tree>(cond: &Cond, tree: &T, node: T::Node, out: &Map<String, Value>) -> bool {
+    let text: Option<Cow<str>> = match &cond.subject {
+        CondSubject::Field(path) => get_path(out, path).and_then(|v| match v {
+            Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+            Value::Number(n) => Some(Cow::Owned(n.to_string())),
+            Value::Bool(b) => Some(Cow::Owned(b.to_string())),
+            _ => None,
+        }),
+        CondSubject::Path(p) => match tree.lookup(node, &p.steps) {
+            Lookup::Str(s) if !s.trim().is_empty() => Some(Cow::Borrowed(s.trim())),
+            Lookup::Num(n) => Some(Cow::Owned(n.to_string())),
+            Lookup::Bool(b) => Some(Cow::Owned(b.to_string())),
+            _ => None,
+        },
+    };
+    match &cond.test {
+        CondTest::Present(p) => text.is_some() == *p,
+        CondTest::Equals(values) => text.is_some_and(|t| values.iter().any(|v| v == &*t)),
+    }
+}
+
+pub(crate) fn get_path<'m>(map: &'m Map<String, Value>, path: &[String]) -> Option<&'m Value> {
+    let (first, rest) = path.split_first()?;
+    let mut v = map.get(first)?;
+    for p in rest {
+        v = v.get(p)?;
+    }
+    Some(v)
+}
+
+fn set_path(map: &mut Map<String, Value>, path: &[String], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = map;
+    for p in parents {
+        let slot = cur
+            .entry(p.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !slot.is_object() {
+            *slot = Value::Object(Map::new());
+        }
+        let Value::Object(next) = slot else {
+            return;
+        };
+        cur = next;
+    }
+    cur.insert(last.clone(), value);
+}
+
+type Fail = (&'static str, String);
+
+/// Source value to canonical value, or why not. `Ok(None)` is an absent value.
+fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Value>, Fail> {
+    let text: Cow<str> = match lookup {
+        Lookup::Absent => return Ok(None),
+        Lookup::Composite => {
+            return Err((
+                "type",
+                "found an object or a list where one value was expected".into(),
+            ));
+        }
+        Lookup::Bool(b) if rule.table.is_none() => {
+            return finish(rule, Value::Bool(b)).map(Some);
+        }
+        Lookup::Num(n) if rule.table.is_none() && rule.time.is_none() && rule.split.is_none() => {
+            return finish(rule, Value::Number(n.clone())).map(Some);
+        }
+        Lookup::Bool(b) => Cow::Owned(b.to_string()),
+        Lookup::Num(n) => Cow::Owned(n.to_string()),
+        Lookup::Str(s) => Cow::Borrowed(s),
+    };
+    let mut text = text;
+    if rule.trim {
+        text = match text {
+            Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
+            Cow::Owned(s) => Cow::Owned(s.trim().to_string()),
+        };
+    }
+    if rule.halfwidth && !text.is_ascii() {
+        text = Cow::Owned(halfwidth(&text));
+    }
+    match rule.case {
+        Some(Case::Upper) => text = Cow::Owned(text.to_uppercase()),
+        Some(Case::Lower) => text = Cow::Owned(text.to_lowercase()),
+        None => {}
+    }
+    if let Some(re) = &rule.regex {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let Some(caps) = re.captures(&text) else {
+            return Err((
+                "pattern",
+                format!(
+                    "the value does not match the pattern `{}`",
+                    re.as_str()
+                ),
+            ));
+        };
+        let m = caps.get(1).or_else(|| caps.get(0)).map(|m| m.as_str());
+        text = Cow::Owned(m.unwrap_or("").to_string());
+    }
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Some(sep) = &rule.split {
+        let mut items = Vec::new();
+        for part in text.split(sep.as_str()) {
+            let part = part.trim();
+            if !part.is_empty() {
+                items.push(scalar(rule, part)?);
+            }
+        }
+        return Ok((!items.is_empty()).then_some(Value::Array(items)));
+    }
+    scalar(rule, &text).map(Some)
+}
+
+fn scalar(rule: &Rule, text: &str) -> Result<Value, Fail> {
+    let mut value = match &rule.table {
+        Some(t) => match t.entries.get(text) {
+            Some(v) => v.clone(),
+            None => match &t.unknown {
+                Unknown::Pass => Value::String(text.to_string()),
+                Unknown::Default(d) => d.clone(),
+                Unknown::Reject => {
+                    let mut known: Vec<&str> = t.keys.iter().map(String::as_str).take(12).collect();
+                    if t.keys.len() > 12 {
+                        known.push("…");
+                    }
+                    return Err((
+                        "unknown_code",
+                        format!(
+                            "`{}` is not in table `{}` (known: {})",
+                            crate::record::mask_text(text),
+                            t.name,
+                            known.join(", ")
+                        ),
+                    ));
+                }
+            },
+        },
+        None => Value::String(text.to_string()),
+    };
+    if let Some(tr) = &rule.time
+        && let Value::String(s) = &value
+    {
+        let parsed = tr
+            .patterns
+            .iter()
+            .find_map(|p| time::parse(s, p, tr.zone, tr.date_only));
+        value = match parsed {
+            Some(t) => Value::String(t),
+            None => {
+                return Err((
+                    if tr.date_only { "date" } else { "time" },
+                    format!(
+                        "`{}` does not match the {} pattern {}",
+                        crate::record::mask_text(s),
+                        if tr.date_only { "date" } else { "time" },
+                        tr.texts.join(" | ")
+                    ),
+                ));
+            }
+        };
+    }
+    finish(rule, value)
+}
+
+
+/// Type coercion and named checks, on the value after tables and times.
+fn finish(rule: &Rule, value: Value) -> Result<Value, Fail> {
+    let value = match (rule.coerce, value) {
+        (None | Some(Coerce::String), Value::Number(n)) if rule.coerce.is_some() => {
+            Value::String(n.to_string())
+        }
+        (Some(Coerce::String), Value::Bool(b)) => Value::String(b.to_string()),
+        (Some(Coerce::Integer), v) => Value::from(integer(&v)?),
+        (Some(Coerce::Number), v) => Value::Number(number(&v)?),
+        (Some(Coerce::Boolean), v) => Value::Bool(boolean(&v)?),
+        (_, v) => v,
+    };
+    if let Some(check) = rule.check {
+        let ok = match &value {
+            Value::String(s) => check.run(s),
+            _ => Err("must be text"),
+        };
+        if let Err(m) = ok {
+            return Err((check.code(), m.to_string()));
+        }
+    }
+    Ok(value)
+}
+
+fn integer(v: &Value) -> Result<i64, Fail> {
+    let bad = || {
+        (
+            "number",
+            "expected a whole number within ±9223372036854775807".to_string(),
+        )
+    };
+    match v {
+        Value::Number(n) => n.as_i64().ok_or_else(bad),
+        Value::String(s) => s.trim().parse::<i64>().map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
+fn number(v: &Value) -> Result<Number, Fail> {
+    let bad = || ("number", "expected a finite number".to_string());
+    match v {
+        Value::Number(n) => Ok(n.clone()),
+        Value::String(s) => {
+            let s = s.trim();
+            if let Ok(i) = s.parse::<i64>() {
+                return Ok(Number::from(i));
+            }
+            s.parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .and_then(Number::from_f64)
+                .ok_or_else(bad)
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn boolean(v: &Value) -> Result<bool, Fail> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::Number(n) if n.as_i64() == Some(1) => Ok(true),
+        Value::Number(n) if n.as_i64() == Some(0) => Ok(false),
+        Value::String(s) => match s.trim() {
+            "1" | "true" | "TRUE" | "True" | "Y" | "y" | "yes" | "是" => Ok(true),
+            "0" | "false" | "FALSE" | "False" | "N" | "n" | "no" | "否" => Ok(false),
+            _ => Err((
+                "boolean",
+                "expected 1/0, true/false, Y/N or 是/否".to_string(),
+            )),
+        },
+        _ => Err((
+            "boolean",
+            "expected 1/0, true/false, Y/N or 是/否".to_string(),
+        )),
+    }
+}
+
+/// Full-width digits and Latin letters (and the ideographic space) to half-width.
+/// Full-width punctuation such as （） stays: it is part of names.
+pub(crate) fn halfwidth(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '\u{FF10}'..='\u{FF19}' | '\u{FF21}'..='\u{FF3A}' | '\u{FF41}'..='\u{FF5A}' => {
+                char::from_u32(c as u32 - 0xFEE0).unwrap_or(c)
+            }
+            '\u{3000}' => ' ',
+            other => other,
+        })
+        .collect()
+}
+
+/// A JSON document as a record tree.
+pub(crate) struct JsonTree<'v>(pub std::marker::PhantomData<&'v Value>);
+
+fn json_at<'v>(mut v: &'v Value, steps: &[Step]) -> Option<&'v Value> {
+    for s in steps {
+        v = match (s, v) {
+            (Step::Name(n), Value::Object(m)) => m.get(n)?,
+            (Step::Index(i), Value::Array(a)) => a.get(*i)?,
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
+impl<'v> Tree for JsonTree<'v> {
+    type Node = &'v Value;
+    fn lookup(&self, node: &'v Value, steps: &[Step]) -> Lookup<'v> {
+        match json_at(node, steps) {
+            None | Some(Value::Null) => Lookup::Absent,
+            Some(Value::String(s)) => Lookup::Str(s),
+            Some(Value::Number(n)) => Lookup::Num(n),
+            Some(Value::Bool(b)) => Lookup::Bool(*b),
+            Some(_) => Lookup::Composite,
+        }
+    }
+    fn each(&self, node: &'v Value, steps: &[Step], out: &mut Vec<&'v Value>) {
+        match json_at(node, steps) {
+            Some(Value::Array(items)) => out.extend(items.iter()),
+            Some(v @ Value::Object(_)) => out.push(v),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! Rendering: canonical records back into a node's native format with the same
+//! mapping file that decodes them. Renames, code tables (through their inverse), time
+//! patterns, splits and type coercions run backwards; constants on the canonical
+//! side are not written; rules that cannot run backwards were refused at compile time
+//! unless they say `render = false`.
+
+use serde_json::{Map, Number, Value};
+
+use super::eval::{Native, Rule, Source, get_path};
+use super::time;
+use super::{Format, Mapping, NPath, Step};
+
+/// Native values written into every rendered record (`[render] constants`).
+#[derive(Debug, Default)]
+pub(crate) struct RenderSpec {
+    pub constants: Vec<(NPath, String)>,
+}
+
+/// Why records cannot be rendered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RenderError {
+    #[error("record {record}: {field}: {reason}")]
+    Field {
+        record: usize,
+        field: String,
+        reason: String,
+    },
+    #[error("record {record}: a {got} record cannot be rendered with {file}, which maps {want} records")]
+    Kind {
+        record: usize,
+        got: String,
+        want: String,
+        file: String,
+    },
+    #[error("record {0}: not a JSON object")]
+    NotObject(usize),
+    #[error("{file}: one XML record root ({root}) holds one record, and {count} were given")]
+    OneRoot {
+        file: String,
+        root: String,
+        count: usize,
+    },
+}
+
+/// A value ready to be written.
+enum Out {
+    Str(String),
+    Num(Number),
+    Bool(bool),
+}
+
+impl Out {
+    fn text(self) -> String {
+        match self {
+            Out::Str(s) => s,
+            Out::Num(n) => n.to_string(),
+            Out::Bool(b) => (if b { "1" } else { "0" }).to_string(),
+        }
+    }
+
+    fn json(self, native: Option<Native>) -> Value {
+        match (native, self) {
+            (Some(Native::String), o) => Value::String(o.text()),
+            (Some(Native::Number), Out::Str(s)) => s
+                .parse::<i64>()
+                .map(Value::from)
+                .ok()
+                .or_else(|| s.parse::<f64>().ok().and_then(Number::from_f64).map(Value::Number))
+                .unwrap_or(Value::String(s)),
+            (_, Out::Str(s)) => Value::String(s),
+            (_, Out::Num(n)) => Value::Number(n),
+            (_, Out::Bool(b)) => Value::Bool(b),
+        }
+    }
+}
+
+/// The native value of one canonical value under `rule`.
+fn native(rule: &Rule, v: &Value) -> Result<Out, String> {
+    if let Some(t) = &rule.table {
+        return t
+            .code_for(v)
+            .map(Out::Str)
+            .ok_or_else(|| format!("no code in table `{}` renders {v}", t.name));
+    }
+    if let Some(tr) = &rule.time {
+        let s = v.as_str().ok_or("a time must be a string")?;
+        return time::format(s, &tr.patterns[0], tr.zone, tr.date_only)
+            .map(Out::Str)
+            .ok_or_else(|| format!("`{s}` is not a canonical time"));
+    }
+    Ok(match v {
+        Value::String(s) => Out::Str(s.clone()),
+        Value::Number(n) => Out::Num(n.clone()),
+        Value::Bool(b) => Out::Bool(*b),
+        Value::Null => Out::Str(String::new()),
+        _ => return Err("an object or list where one value was expected".into()),
+    })
+}
+
+fn native_of(rule: &Rule, v: &Value) -> Result<Out, String> {
+    match (&rule.split, v) {
+        (Some(sep), Value::Array(items)) => {
+            let parts = items
+                .iter()
+                .map(|i| native(rule, i).map(Out::text))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Out::Str(parts.join(sep)))
+        }
+        _ => native(rule, v),
+    }
+}
+
+/// A native record being built: an XML element or a JSON object.
+trait Target {
+    fn put(&mut self, steps: &[Step], value: Out, native: Option<Native>);
+    /// A new item under `steps` (the container path, then the item name).
+    fn item(&mut self, steps: &[Step]) -> &mut Self;
+}
+
+#[derive(Default)]
+struct Elem {
+    name: String,
+    attrs: Vec<(String, String)>,
+    text: Option<String>,
+    children: Vec<Elem>,
+}
+
+impl Elem {
+    fn child(&mut self, name: &str) -> &mut Elem {
+        match self.children.iter().position(|c| c.name == name) {
+            Some(i) => &mut self.children[i],
+            None => {
+                self.children.push(Elem {
+                    name: name.to_string(),
+                    ..Elem::default()
+                });
+                let last = self.children.len() - 1;
+                &mut self.children[last]
+            }
+        }
+    }
+
+    fn write(&self, out: &mut String) {
+        out.push('<');
+        out.push_str(&self.name);
+        for (k, v) in &self.attrs {
+            out.push(' ');
+            out.push_str(k);
+            out.push_str("=\"");
+            out.push_str(&quick_xml::escape::escape(v.as_str()));
+            out.push('"');
+        }
+        if self.text.is_none() && self.children.is_empty() {
+            out.push_str("/>");
+            return;
+        }
+        out.push('>');
+        if let Some(t) = &self.text {
+            out.push_str(&quick_xml::escape::partial_escape(t.as_str()));
+        }
+        for c in &self.children {
+            c.write(out);
+        }
+        out.push_str("</");
+        out.push_str(&self.name);
+        out.push('>');
+    }
+}
+
+impl Target for Elem {
+    fn put(&mut self, steps: &[Step], value: Out, _native: Option<Native>) {
+        let mut cur = self;
+        for s in steps {
+            match s {
+                Step::Name(n) => cur = cur.child(n),
+                Step::Index(_) => {}
+                Step::Attr(a) => {
+                    cur.attrs.push((a.clone(), value.text()));
+                    return;
+                }
+            }
+        }
+        cur.text = Some(value.text());
+    }
+
+    fn item(&mut self, steps: &[Step]) -> &mut Elem {
+        let names: Vec<&str> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Name(n) => Some(n.as_str()),
+                _ => None,
+            })
+            .collect();
+        let Some((last, parents)) = names.split_last() else {
+            return self;
+        };
+        let mut cur = self;
+        for p in parents {
+            cur = cur.child(p);
+        }
+        cur.children.push(Elem {
+            name: (*last).to_string(),
+            ..Elem::default()
+        });
+        let i = cur.children.len() - 1;
+        &mut cur.children[i]
+    }
+}
+
+struct Obj(Map<String, Value>);
+
+impl Target for Obj {
+    fn put(&mut self, steps: &[Step], value: Out, native: Option<Native>) {
+        let names: Vec<&String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Name(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        let Some((last, parents)) = names.split_last() else {
+            return;
+        };
+        let mut cur = &mut self.0;
+        for p in parents {
+            let slot = cur
+                .entry((*p).clone())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !slot.is_object() {
+                *slot = Value::Object(Map::new());
+            }
+            let Value::Object(next) = slot else {
+                return;
+            };
+            cur = next;
+        }
+        cur.insert((*last).clone(), value.json(native));
+    }
+
+    fn item(&mut self, _steps: &[Step]) -> &mut Obj {
+        self
+    }
+}
+
+fn fill<T: Target>(
+    rules: &[Rule],
+    record: &Map<String, Value>,
+    target: &mut T,
+    index: usize,
+    prefix: &str,
+    each: &mut dyn FnMut(&NPath, &[Rule], &[Value], &mut T, &str) -> Result<(), RenderError>,
+) -> Result<(), RenderError> {
+    for rule in rules {
+        if !rule.render {
+            continue;
+        }
+        let Some(v) = get_path(record, &rule.target) else {
+            continue;
+        };
+        match &rule.source {
+            Source::Path(paths) => {
+                let out = native_of(rule, v).map_err(|reason| RenderError::Field {
+                    record: index,
+                    field: format!("{prefix}{}", rule.field),
+                    reason,
+                })?;
+                target.put(&paths[0].steps, out, rule.native);
+            }
+            Source::Each { path, rules } => {
+                let Value::Array(items) = v else {
+                    return Err(RenderError::Field {
+                        record: index,
+                        field: format!("{prefix}{}", rule.field),
+                        reason: "a list of objects was expected".into(),
+                    });
+                };
+                each(path, rules, items, target, &format!("{prefix}{}", rule.field))?;
+            }
+            Source::Const(_) | Source::Template(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn fill_xml(rules: &[Rule], record: &Map<String, Value>, elem: &mut Elem, index: usize, prefix: &str) -> Result<(), RenderError> {
+    let mut each = |path: &NPath, rules: &[Rule], items: &[Value], elem: &mut Elem, field: &str| {
+        for (i, item) in items.iter().enumerate() {
+            let Value::Object(m) = item else {
+                return Err(RenderError::Field {
+                    record: index,
+                    field: format!("{field}[{i}]"),
+                    reason: "not an object".into(),
+                });
+            };
+            let child = elem.item(&path.steps);
+            fill_xml(rules, m, child, index, &format!("{field}[{i}]."))?;
+        }
+        Ok(())
+    };
+    fill(rules, record, elem, index, prefix, &mut each)
+}
+
+fn fill_json(rules: &[Rule], record: &Map<String, Value>, obj: &mut Obj, index: usize, prefix: &str) -> Result<(), RenderError> {
+    let mut each = |path: &NPath, rules: &[Rule], items: &[Value], obj: &mut Obj, field: &str| {
+        let mut list = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let Value::Object(m) = item else {
+                return Err(RenderError::Field {
+                    record: index,
+                    field: format!("{field}[{i}]"),
+                    reason: "not an object".into(),
+                });
+            };
+            let mut child = Obj(Map::new());
+            fill_json(rules, m, &mut child, index, &format!("{field}[{i}]."))?;
+            list.push(Value::Object(child.0));
+        }
+        obj.put(&path.steps, Out::Str(String::new()), None);
+        set_json(&mut obj.0, &path.steps, Value::Array(list));
+        Ok(())
+    };
+    fill(rules, record, obj, index, prefix, &mut each)
+}
+
+fn set_json(map: &mut Map<String, Value>, steps: &[Step], value: Value) {
+    let names: Vec<&String> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Name(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let Some((last, parents)) = names.split_last() else {
+        return;
+    };
+    let mut cur = map;
+    for p in parents {
+        let Some(Value::Object(next)) = cur.get_mut(p.as_str()) else {
+            return;
+        };
+        cur = next;
+    }
+    cur.insert((*last).clone(), value);
+}
+
+pub(crate) fn render(mapping: &Mapping, records: &[Value]) -> Result<Vec<u8>, RenderError> {
+    let mut objects = Vec::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        let Value::Object(m) = r else {
+            return Err(RenderError::NotObject(i));
+        };
+        if let Some(k) = m.get("kind").and_then(Value::as_str)
+            && k != mapping.kind.as_str()
+        {
+            return Err(RenderError::Kind {
+                record: i,
+                got: k.to_string(),
+                want: mapping.kind.to_string(),
+                file: mapping.file.clone(),
+            });
+        }
+        objects.push(m);
+    }
+    match mapping.format {
+        Format::Xml => {
+            let root = if objects.len() > 1 {
+                mapping
+                    .roots
+                    .iter()
+                    .find(|r| r.steps.len() >= 2)
+                    .ok_or_else(|| RenderError::OneRoot {
+                        file: mapping.file.clone(),
+                        root: mapping.roots[0].text.clone(),
+                        count: objects.len(),
+                    })?
+            } else {
+                &mapping.roots[0]
+            };
+            let names: Vec<&str> = root
+                .steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Name(n) => Some(n.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let mut doc = Elem {
+                name: names.first().copied().unwrap_or("RECORDS").to_string(),
+                ..Elem::default()
+            };
+            for (i, m) in objects.iter().enumerate() {
+                let mut elem = Elem {
+                    name: names.last().copied().unwrap_or("RECORD").to_string(),
+                    ..Elem::default()
+                };
+                fill_xml(&mapping.rules, m, &mut elem, i, "")?;
+                for (p, v) in &mapping.render.constants {
+                    elem.put(&p.steps, Out::Str(v.clone()), None);
+                }
+                if names.len() == 1 {
+                    doc = elem;
+                } else {
+                    // the path between the document element and the record element
+                    let mut parent = &mut doc;
+                    for n in &names[1..names.len() - 1] {
+                        parent = parent.child(n);
+                    }
+                    parent.children.push(elem);
+                }
+            }
+            let mut text = format!(
+                "<?xml version=\"1.0\" encoding=\"{}\"?>",
+                mapping.encoding.name()
+            );
+            doc.write(&mut text);
+            text.push('\n');
+            let (bytes, _, _) = mapping.encoding.encode(&text);
+            Ok(bytes.into_owned())
+        }
+        Format::Json => {
+            let mut out = Vec::with_capacity(objects.len());
+            for (i, m) in objects.iter().enumerate() {
+                let mut obj = Obj(Map::new());
+                fill_json(&mapping.rules, m, &mut obj, i, "")?;
+                for (p, v) in &mapping.render.constants {
+                    obj.put(&p.steps, Out::Str(v.clone()), None);
+                }
+                out.push(Value::Object(obj.0));
+            }
+            let root = &mapping.roots[0];
+            let body = if root.steps.is_empty() {
+                if out.len() == 1 {
+                    out.pop().unwrap_or(Value::Null)
+                } else {
+                    Value::Array(out)
+                }
+            } else {
+                let mut doc = Map::new();
+                let mut wrapper = Obj(Map::new());
+                wrapper.put(&root.steps, Out::Str(String::new()), None);
+                doc.extend(wrapper.0);
+                set_json(&mut doc, &root.steps, Value::Array(out));
+                Value::Object(doc)
+            };
+            let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+            bytes.push(b'\n');
+            Ok(bytes)
+        }
+    }
+}

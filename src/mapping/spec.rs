@@ -1,0 +1,936 @@
+//! The mapping file format (TOML) and its compilation into rules. Every problem is
+//! reported with the file, the line and the field, because integrators fix mappings
+//! from these messages alone.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::eval::{Case, Coerce, Cond, CondTest, Native, Rule, Source, TPart, Table, TimeRule, Unknown};
+use super::examples::Example;
+use super::render::RenderSpec;
+use super::time::{Pattern, parse_offset};
+use super::{Files, Format, Mapping, NPath, Step};
+use crate::record::Kind;
+use crate::record::checks::Check;
+
+/// Why a mapping cannot be used. Start-up stops on any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum MappingError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+    #[error("{file}:{line}: {what}: {reason}")]
+    Rule {
+        file: String,
+        line: usize,
+        what: String,
+        reason: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    kind: toml::Spanned<String>,
+    format: toml::Spanned<String>,
+    root: toml::Spanned<OneOrMany>,
+    #[serde(default)]
+    encoding: Option<toml::Spanned<String>>,
+    #[serde(default = "yes")]
+    trim: bool,
+    #[serde(default)]
+    halfwidth: bool,
+    #[serde(default)]
+    zone: Option<toml::Spanned<String>>,
+    #[serde(default, rename = "match")]
+    select: Option<toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    form_fields: Vec<String>,
+    #[serde(default)]
+    soap_fields: Vec<String>,
+    #[serde(default)]
+    tables: IndexMap<String, toml::Spanned<toml::Value>>,
+    fields: IndexMap<String, toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    render: Option<toml::Spanned<RenderFile>>,
+    #[serde(default)]
+    examples: Vec<toml::Spanned<toml::Table>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenderFile {
+    #[serde(default)]
+    constants: IndexMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn list(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+const FIELD_KEYS: &[&str] = &[
+    "path", "template", "const", "each", "fields", "required", "default", "trim", "halfwidth",
+    "case", "regex", "split", "table", "time", "date", "zone", "type", "check", "when", "render",
+    "native",
+];
+
+/// Everything compilation needs to know about where it is.
+struct Ctx<'a> {
+    file: String,
+    dir: PathBuf,
+    files: &'a dyn Files,
+    format: Format,
+    trim: bool,
+    halfwidth: bool,
+    zone: jiff::tz::Offset,
+    inline_tables: HashMap<String, (usize, toml::Value)>,
+    tables: HashMap<String, Arc<Table>>,
+}
+
+impl Ctx<'_> {
+    fn err(&self, line: usize, what: impl Into<String>, reason: impl Into<String>) -> MappingError {
+        MappingError::Rule {
+            file: self.file.clone(),
+            line,
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+pub fn load(path: &Path, files: &dyn Files) -> Result<Mapping, MappingError> {
+    let bytes = files.read(path).map_err(|source| MappingError::Read {
+        file: path.display().to_string(),
+        source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| MappingError::Syntax {
+        file: path.display().to_string(),
+        message: format!("not UTF-8 at byte {}", e.utf8_error().valid_up_to()),
+    })?;
+    compile(&text, path, files)
+}
+
+pub fn compile(text: &str, path: &Path, files: &dyn Files) -> Result<Mapping, MappingError> {
+    let file = path.display().to_string();
+    let spec: FileSpec = toml::from_str(text).map_err(|e| MappingError::Syntax {
+        file: file.clone(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    let line = |s: std::ops::Range<usize>| line_of(text, s.start);
+    let rule_err = |span: std::ops::Range<usize>, what: &str, reason: String| MappingError::Rule {
+        file: file.clone(),
+        line: line(span),
+        what: what.to_string(),
+        reason,
+    };
+    let kind = Kind::parse(spec.kind.get_ref()).ok_or_else(|| {
+        rule_err(
+            spec.kind.span(),
+            "kind",
+            "must be application, material, process or result".into(),
+        )
+    })?;
+    let format = match spec.format.get_ref().as_str() {
+        "xml" => Format::Xml,
+        "json" => Format::Json,
+        _ => {
+            return Err(rule_err(
+                spec.format.span(),
+                "format",
+                "must be xml or json".into(),
+            ));
+        }
+    };
+    let encoding = match &spec.encoding {
+        None => encoding_rs::UTF_8,
+        Some(e) => encoding_rs::Encoding::for_label(e.get_ref().as_bytes()).ok_or_else(|| {
+            rule_err(
+                e.span(),
+                "encoding",
+                format!(
+                    "`{}` is not an encoding name (utf-8, gbk, gb2312, gb18030, …)",
+                    e.get_ref()
+                ),
+            )
+        })?,
+    };
+    let zone = match &spec.zone {
+        None => default_zone(),
+        Some(z) => parse_offset(z.get_ref()).ok_or_else(|| {
+            rule_err(
+                z.span(),
+                "zone",
+                "a zone is a fixed offset such as +08:00".into(),
+            )
+        })?,
+    };
+    let mut roots = Vec::new();
+    for r in spec.root.get_ref().list() {
+        let p = parse_path(&r, format)
+            .map_err(|reason| rule_err(spec.root.span(), "root", reason))?;
+        if p.steps.iter().any(|s| matches!(s, Step::Attr(_))) {
+            return Err(rule_err(
+                spec.root.span(),
+                "root",
+                "a record root is an element, not an attribute".into(),
+            ));
+        }
+        if format == Format::Xml && p.steps.is_empty() {
+            return Err(rule_err(
+                spec.root.span(),
+                "root",
+                "an XML root names at least the document element (RECORDS/RECORD)".into(),
+            ));
+        }
+        roots.push(p);
+    }
+    if roots.is_empty() {
+        return Err(rule_err(
+            spec.root.span(),
+            "root",
+            "give at least one record root".into(),
+        ));
+    }
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut ctx = Ctx {
+        file: file.clone(),
+        dir,
+        files,
+        format,
+        trim: spec.trim,
+        halfwidth: spec.halfwidth,
+        zone,
+        inline_tables: spec
+            .tables
+            .iter()
+            .map(|(k, v)| (k.clone(), (line(v.span()), v.get_ref().clone())))
+            .collect(),
+        tables: HashMap::new(),
+    };
+    if spec.fields.is_empty() {
+        return Err(MappingError::Syntax {
+            file,
+            message: "a mapping needs a [fields] table".into(),
+        });
+    }
+    let entries: Vec<(String, usize, toml::Value)> = spec
+        .fields
+        .iter()
+        .map(|(k, v)| (k.clone(), line(v.span()), v.get_ref().clone()))
+        .collect();
+    let rules = compile_rules(&mut ctx, &entries, "")?;
+    let select = match &spec.select {
+        None => None,
+        Some(v) => {
+            let cond = compile_when(&ctx, v.get_ref(), line(v.span()), "match", &[])?;
+            if matches!(cond.subject, super::eval::CondSubject::Field(_)) {
+                return Err(rule_err(
+                    v.span(),
+                    "match",
+                    "`match` tests the native record: use `path = …`".into(),
+                ));
+            }
+            Some(cond)
+        }
+    };
+    let mut render = RenderSpec::default();
+    if let Some(r) = &spec.render {
+        for (p, v) in &r.get_ref().constants {
+            let path = parse_path(p, format)
+                .map_err(|reason| rule_err(r.span(), "render.constants", reason))?;
+            render.constants.push((path, v.clone()));
+        }
+    }
+    check_render_targets(&ctx, &rules)?;
+    let mut examples = Vec::new();
+    for ex in &spec.examples {
+        examples.push(
+            Example::from_toml(ex.get_ref(), &ctx.dir)
+                .map_err(|reason| rule_err(ex.span(), "examples", reason))?,
+        );
+    }
+    let mut sources = HashMap::new();
+    collect_sources(&rules, "", "", &mut sources);
+    Ok(Mapping {
+        file,
+        kind,
+        format,
+        roots,
+        encoding,
+        form_fields: spec.form_fields,
+        soap_fields: spec.soap_fields,
+        select,
+        rules,
+        render,
+        examples,
+        sources,
+    })
+}
+
+pub(crate) fn default_zone() -> jiff::tz::Offset {
+    jiff::tz::Offset::constant(8)
+}
+
+fn collect_sources(rules: &[Rule], prefix: &str, src_prefix: &str, out: &mut HashMap<String, String>) {
+    for r in rules {
+        let field = format!("{prefix}{}", r.field);
+        match &r.source {
+            Source::Path(paths) => {
+                out.entry(field)
+                    .or_insert_with(|| format!("{src_prefix}{}", paths[0].text));
+            }
+            Source::Template(parts) => {
+                let names: Vec<&str> = parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        TPart::Path(p) => Some(p.text.as_str()),
+                        TPart::Lit(_) => None,
+                    })
+                    .collect();
+                out.entry(field)
+                    .or_insert_with(|| format!("{src_prefix}{}", names.join("+")));
+            }
+            Source::Each { path, rules } => {
+                out.entry(field.clone())
+                    .or_insert_with(|| format!("{src_prefix}{}", path.text));
+                collect_sources(
+                    rules,
+                    &format!("{field}."),
+                    &format!("{src_prefix}{}[*]/", path.text),
+                    out,
+                );
+            }
+            Source::Const(_) => {}
+        }
+    }
+}
+
+/// Two rules may not render to the same native place unless one says `render = false`;
+/// a rule that cannot be inverted must say how to render.
+fn check_render_targets(ctx: &Ctx, rules: &[Rule]) -> Result<(), MappingError> {
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    for r in rules {
+        if !r.render {
+            continue;
+        }
+        let why = match &r.source {
+            Source::Template(_) => Some("template"),
+            _ if r.regex.is_some() => Some("regex"),
+            Source::Path(_) if r.table.as_ref().is_some_and(|t| !t.invertible()) => {
+                Some("a table that maps several codes to one value")
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Err(ctx.err(
+                r.line,
+                format!("field `{}`", r.field),
+                format!(
+                    "uses {why}, which cannot be rendered back; add `render = false` (and render the native value from another field)"
+                ),
+            ));
+        }
+        let place = match &r.source {
+            Source::Path(p) => p[0].text.clone(),
+            Source::Each { path, rules } => {
+                check_render_targets(ctx, rules)?;
+                path.text.clone()
+            }
+            _ => continue,
+        };
+        if let Some(other) = seen.insert(place.clone(), &r.field) {
+            return Err(ctx.err(
+                r.line,
+                format!("field `{}`", r.field),
+                format!(
+                    "`{other}` also renders to `{place}`; mark one of them `render = false`"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn compile_rules(
+    ctx: &mut Ctx,
+    entries: &[(String, usize, toml::Value)],
+    prefix: &str,
+) -> Result<Vec<Rule>, MappingError> {
+    let mut rules: Vec<Rule> = Vec::new();
+    let mut targets: Vec<String> = Vec::new();
+    // A table without a source key is a group: `[fields.applicant]` with `name = …`
+    // is the same as `"applicant.name" = …`.
+    let mut flat: Vec<(String, usize, toml::Value)> = Vec::new();
+    fn flatten(out: &mut Vec<(String, usize, toml::Value)>, name: String, line: usize, v: &toml::Value) {
+        match v {
+            toml::Value::Table(t)
+                if !["path", "template", "const", "each"].iter().any(|k| t.contains_key(*k)) =>
+            {
+                for (k, sub) in t {
+                    flatten(out, format!("{name}.{k}"), line, sub);
+                }
+            }
+            _ => out.push((name, line, v.clone())),
+        }
+    }
+    for (field, line, value) in entries {
+        flatten(&mut flat, field.clone(), *line, value);
+    }
+    for (field, line, value) in &flat {
+        let line = *line;
+        let what = format!("field `{prefix}{field}`");
+        let valid = !field.is_empty()
+            && field.split('.').all(|s| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            });
+        if !valid {
+            return Err(ctx.err(
+                line,
+                &what,
+                "canonical field names are snake_case, dotted for nesting (applicant.id_no)",
+            ));
+        }
+        if prefix.is_empty() && matches!(field.as_str(), "kind" | "source") {
+            return Err(ctx.err(
+                line,
+                &what,
+                "`kind` comes from the mapping's kind and `source` from the gateway; do not map them",
+            ));
+        }
+        for t in &targets {
+            if t == field {
+                continue; // several rules may fill one field (first value wins)
+            }
+            if t.starts_with(&format!("{field}.")) || field.starts_with(&format!("{t}.")) {
+                return Err(ctx.err(
+                    line,
+                    &what,
+                    format!("`{t}` is also mapped; a field is either a value or an object"),
+                ));
+            }
+        }
+        let rule = compile_rule(ctx, field, line, value, &what, &targets)?;
+        targets.push(field.clone());
+        rules.push(rule);
+    }
+    Ok(rules)
+}
+
+fn compile_rule(
+    ctx: &mut Ctx,
+    field: &str,
+    line: usize,
+    value: &toml::Value,
+    what: &str,
+    earlier: &[String],
+) -> Result<Rule, MappingError> {
+    let mut rule = Rule::new(field, line, ctx.trim, ctx.halfwidth);
+    let file = ctx.file.clone();
+    let fail = |reason: String| MappingError::Rule {
+        file: file.clone(),
+        line,
+        what: what.to_string(),
+        reason,
+    };
+    let t = match value {
+        toml::Value::String(p) => {
+            let path = parse_path(p, ctx.format).map_err(|r| ctx.err(line, what, r))?;
+            rule.source = Source::Path(vec![path]);
+            return Ok(rule);
+        }
+        toml::Value::Table(t) => t,
+        _ => {
+            return Err(ctx.err(
+                line,
+                what,
+                "write a path (\"PROJID\") or a table ({ path = \"PROJID\", required = true })",
+            ));
+        }
+    };
+    for k in t.keys() {
+        if !FIELD_KEYS.contains(&k.as_str()) {
+            return Err(ctx.err(
+                line,
+                what,
+                format!("unknown key `{k}` (known: {})", FIELD_KEYS.join(", ")),
+            ));
+        }
+    }
+    let s = |k: &str| -> Result<Option<String>, MappingError> {
+        match t.get(k) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(fail(format!("`{k}` is a string"))),
+        }
+    };
+    let b = |k: &str| -> Result<Option<bool>, MappingError> {
+        match t.get(k) {
+            None => Ok(None),
+            Some(toml::Value::Boolean(b)) => Ok(Some(*b)),
+            Some(_) => Err(fail(format!("`{k}` is true or false"))),
+        }
+    };
+    let list = |k: &str| -> Result<Option<Vec<String>>, MappingError> {
+        match t.get(k) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(vec![s.clone()])),
+            Some(toml::Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| fail(format!("`{k}` is a string or a list of strings")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(fail(format!("`{k}` is a string or a list of strings"))),
+        }
+    };
+    let sources = ["path", "template", "const", "each"]
+        .iter()
+        .filter(|k| t.contains_key(**k))
+        .count();
+    if sources != 1 {
+        return Err(ctx.err(
+            line,
+            what,
+            "give exactly one of path, template, const or each",
+        ));
+    }
+    if let Some(paths) = list("path")? {
+        if paths.is_empty() {
+            return Err(ctx.err(line, what, "`path` lists at least one path"));
+        }
+        let compiled = paths
+            .iter()
+            .map(|p| parse_path(p, ctx.format))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|r| ctx.err(line, what, r))?;
+        rule.source = Source::Path(compiled);
+    } else if let Some(tpl) = s("template")? {
+        rule.source = Source::Template(
+            parse_template(&tpl, ctx.format).map_err(|r| ctx.err(line, what, r))?,
+        );
+    } else if let Some(c) = t.get("const") {
+        rule.source = Source::Const(to_json(c).map_err(|r| ctx.err(line, what, r))?);
+    } else if let Some(each) = s("each")? {
+        let path = parse_path(&each, ctx.format).map_err(|r| ctx.err(line, what, r))?;
+        let Some(toml::Value::Table(sub)) = t.get("fields") else {
+            return Err(ctx.err(
+                line,
+                what,
+                "`each` needs `fields`: the canonical fields of each item",
+            ));
+        };
+        let entries: Vec<(String, usize, toml::Value)> = sub
+            .iter()
+            .map(|(k, v)| (k.clone(), line, v.clone()))
+            .collect();
+        let rules = compile_rules(ctx, &entries, &format!("{field}[]."))?;
+        rule.source = Source::Each { path, rules };
+    }
+    if t.contains_key("fields") && !t.contains_key("each") {
+        return Err(ctx.err(line, what, "`fields` belongs with `each`"));
+    }
+    rule.required = b("required")?.unwrap_or(false);
+    if let Some(d) = t.get("default") {
+        rule.default = Some(to_json(d).map_err(|r| ctx.err(line, what, r))?);
+    }
+    if let Some(v) = b("trim")? {
+        rule.trim = v;
+    }
+    if let Some(v) = b("halfwidth")? {
+        rule.halfwidth = v;
+    }
+    rule.case = match s("case")?.as_deref() {
+        None => None,
+        Some("upper") => Some(Case::Upper),
+        Some("lower") => Some(Case::Lower),
+        Some(_) => return Err(ctx.err(line, what, "`case` is upper or lower")),
+    };
+    if let Some(re) = s("regex")? {
+        let compiled = regex::Regex::new(&re)
+            .map_err(|e| ctx.err(line, what, format!("regex does not compile: {e}")))?;
+        rule.regex = Some(compiled);
+    }
+    rule.split = s("split")?;
+    if rule.split.as_deref() == Some("") {
+        return Err(ctx.err(line, what, "`split` needs a separator"));
+    }
+    let zone = match s("zone")? {
+        None => ctx.zone,
+        Some(z) => parse_offset(&z)
+            .ok_or_else(|| ctx.err(line, what, "a zone is a fixed offset such as +08:00"))?,
+    };
+    let time = list("time")?;
+    let date = list("date")?;
+    if time.is_some() && date.is_some() {
+        return Err(ctx.err(line, what, "give `time` or `date`, not both"));
+    }
+    if let Some((patterns, date_only)) = time.map(|p| (p, false)).or(date.map(|p| (p, true))) {
+        let compiled = patterns
+            .iter()
+            .map(|p| Pattern::compile(p, date_only))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ctx.err(line, what, e.to_string()))?;
+        if compiled.is_empty() {
+            return Err(ctx.err(line, what, "give at least one time pattern"));
+        }
+        rule.time = Some(TimeRule {
+            patterns: compiled,
+            texts: patterns,
+            zone,
+            date_only,
+        });
+    }
+    rule.coerce = match s("type")?.as_deref() {
+        None => None,
+        Some("string") => Some(Coerce::String),
+        Some("integer") => Some(Coerce::Integer),
+        Some("number") => Some(Coerce::Number),
+        Some("boolean") => Some(Coerce::Boolean),
+        Some(_) => {
+            return Err(ctx.err(
+                line,
+                what,
+                "`type` is string, integer, number or boolean",
+            ));
+        }
+    };
+    rule.native = match s("native")?.as_deref() {
+        None => None,
+        Some("string") => Some(Native::String),
+        Some("number") => Some(Native::Number),
+        Some(_) => return Err(ctx.err(line, what, "`native` is string or number")),
+    };
+    if let Some(c) = s("check")? {
+        rule.check = Some(Check::parse(&c).ok_or_else(|| {
+            ctx.err(
+                line,
+                what,
+                format!("unknown check `{c}` (known: {})", Check::NAMES),
+            )
+        })?);
+    }
+    match t.get("table") {
+        None => {}
+        Some(toml::Value::String(name)) => rule.table = Some(table(ctx, name, line, what)?),
+        Some(v @ toml::Value::Table(_)) => {
+            rule.table = Some(Arc::new(
+                compile_table(&format!("{field} (inline)"), v)
+                    .map_err(|r| ctx.err(line, what, r))?,
+            ))
+        }
+        Some(_) => {
+            return Err(ctx.err(
+                line,
+                what,
+                "`table` names a table or is an inline table { map = {…} }",
+            ));
+        }
+    }
+    if let Some(w) = t.get("when") {
+        rule.when = Some(compile_when(ctx, w, line, what, earlier)?);
+    }
+    rule.render = b("render")?.unwrap_or(true);
+    if matches!(rule.source, Source::Const(_) | Source::Each { .. })
+        && (rule.table.is_some() || rule.time.is_some() || rule.regex.is_some())
+    {
+        return Err(ctx.err(
+            line,
+            what,
+            "const and each take no table, time or regex",
+        ));
+    }
+    Ok(rule)
+}
+
+fn compile_when(
+    ctx: &Ctx,
+    w: &toml::Value,
+    line: usize,
+    what: &str,
+    earlier: &[String],
+) -> Result<Cond, MappingError> {
+    let bad = || {
+        ctx.err(
+            line,
+            what,
+            "`when` is { field = \"applicant.id_type\", equals = \"111\" } (or `in = [..]`, `present = true`; `path = \"SRC\"` instead of `field`)",
+        )
+    };
+    let toml::Value::Table(t) = w else {
+        return Err(bad());
+    };
+    let subject = match (t.get("field"), t.get("path")) {
+        (Some(toml::Value::String(f)), None) => {
+            if !earlier.iter().any(|e| e == f) {
+                return Err(ctx.err(
+                    line,
+                    what,
+                    format!("`when` refers to `{f}`, which is not mapped above this field"),
+                ));
+            }
+            super::eval::CondSubject::Field(f.split('.').map(str::to_string).collect())
+        }
+        (None, Some(toml::Value::String(p))) => super::eval::CondSubject::Path(
+            parse_path(p, ctx.format).map_err(|r| ctx.err(line, what, r))?,
+        ),
+        _ => return Err(bad()),
+    };
+    let scalar = |v: &toml::Value| match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    };
+    let test = match (t.get("equals"), t.get("in"), t.get("present")) {
+        (Some(v), None, None) => CondTest::Equals(vec![scalar(v).ok_or_else(bad)?]),
+        (None, Some(toml::Value::Array(a)), None) => CondTest::Equals(
+            a.iter()
+                .map(|v| scalar(v).ok_or_else(bad))
+                .collect::<Result<_, _>>()?,
+        ),
+        (None, None, Some(toml::Value::Boolean(p))) => CondTest::Present(*p),
+        _ => return Err(bad()),
+    };
+    if t.keys()
+        .any(|k| !matches!(k.as_str(), "field" | "path" | "equals" | "in" | "present"))
+    {
+        return Err(bad());
+    }
+    Ok(Cond { subject, test })
+}
+
+fn table(ctx: &mut Ctx, name: &str, line: usize, what: &str) -> Result<Arc<Table>, MappingError> {
+    if let Some(t) = ctx.tables.get(name) {
+        return Ok(t.clone());
+    }
+    let compiled = if let Some((tline, v)) = ctx.inline_tables.get(name).cloned() {
+        compile_table(name, &v).map_err(|r| ctx.err(tline, format!("table `{name}`"), r))?
+    } else {
+        // tables/NAME.toml beside the mapping or in the nearest parent that has it
+        let mut dir = Some(ctx.dir.as_path());
+        let mut found = None;
+        while let Some(d) = dir {
+            let candidate = d.join("tables").join(format!("{name}.toml"));
+            if ctx.files.exists(&candidate) {
+                found = Some(candidate);
+                break;
+            }
+            dir = d.parent().filter(|p| !p.as_os_str().is_empty());
+        }
+        if found.is_none() && ctx.files.exists(&Path::new("tables").join(format!("{name}.toml"))) {
+            found = Some(Path::new("tables").join(format!("{name}.toml")));
+        }
+        let Some(path) = found else {
+            return Err(ctx.err(
+                line,
+                what,
+                format!(
+                    "table `{name}` is neither in this file's [tables] nor in a tables/{name}.toml beside it or above it"
+                ),
+            ));
+        };
+        let file = path.display().to_string();
+        let bytes = ctx
+            .files
+            .read(&path)
+            .map_err(|source| MappingError::Read {
+                file: file.clone(),
+                source,
+            })?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let v: toml::Value = toml::from_str::<toml::Table>(&text)
+            .map(toml::Value::Table)
+            .map_err(|e| MappingError::Syntax {
+                file: file.clone(),
+                message: e.to_string().trim_end().to_string(),
+            })?;
+        compile_table(name, &v).map_err(|reason| MappingError::Rule {
+            file,
+            line: 1,
+            what: format!("table `{name}`"),
+            reason,
+        })?
+    };
+    let t = Arc::new(compiled);
+    ctx.tables.insert(name.to_string(), t.clone());
+    Ok(t)
+}
+
+fn compile_table(name: &str, v: &toml::Value) -> Result<Table, String> {
+    let toml::Value::Table(t) = v else {
+        return Err("a table is { unknown = \"reject\", map = { CODE = \"value\" } }".into());
+    };
+    for k in t.keys() {
+        if !matches!(k.as_str(), "map" | "unknown" | "default" | "render") {
+            return Err(format!(
+                "unknown key `{k}` (known: map, unknown, default, render)"
+            ));
+        }
+    }
+    let Some(toml::Value::Table(map)) = t.get("map") else {
+        return Err("a table needs `map = { CODE = \"value\", … }`".into());
+    };
+    let mut entries = Vec::new();
+    for (k, v) in map {
+        entries.push((k.clone(), to_json(v)?));
+    }
+    let unknown = match t.get("unknown").and_then(toml::Value::as_str) {
+        None | Some("reject") => Unknown::Reject,
+        Some("pass") => Unknown::Pass,
+        Some("default") => Unknown::Default(
+            t.get("default")
+                .map(to_json)
+                .transpose()?
+                .ok_or("`unknown = \"default\"` needs `default = …`")?,
+        ),
+        Some(other) => {
+            return Err(format!(
+                "`unknown = \"{other}\"`: use reject, pass or default"
+            ));
+        }
+    };
+    let mut render = HashMap::new();
+    if let Some(toml::Value::Table(r)) = t.get("render") {
+        for (value, code) in r {
+            let code = code
+                .as_str()
+                .ok_or("`render` maps canonical values to the code to write")?;
+            render.insert(value.clone(), code.to_string());
+        }
+    }
+    Ok(Table::new(name, entries, unknown, render))
+}
+
+fn to_json(v: &toml::Value) -> Result<Value, String> {
+    Ok(match v {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(Value::Number)
+            .ok_or("a number must be finite")?,
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Array(a) => Value::Array(a.iter().map(to_json).collect::<Result<_, _>>()?),
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, v)| Ok((k.clone(), to_json(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+    })
+}
+
+/// `RECORDS/RECORD`, `ATTRS/ATTR[2]/UNID`, `@id`, `param/postdata`, `.` (the node).
+/// XML names may carry a namespace prefix, which is ignored.
+pub(crate) fn parse_path(text: &str, format: Format) -> Result<NPath, String> {
+    let mut steps = Vec::new();
+    let trimmed = text.trim().trim_matches('/');
+    if !(trimmed.is_empty() || trimmed == ".") {
+        for seg in trimmed.split('/') {
+            if seg.is_empty() {
+                return Err(format!("path `{text}` has an empty step"));
+            }
+            if let Some(a) = seg.strip_prefix('@') {
+                if format == Format::Json {
+                    return Err(format!("path `{text}`: attributes (@) are XML only"));
+                }
+                steps.push(Step::Attr(local(a).to_string()));
+                continue;
+            }
+            let (name, index) = match seg.find('[') {
+                Some(open) if seg.ends_with(']') => {
+                    let n: usize = seg[open + 1..seg.len() - 1]
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| {
+                            format!("path `{text}`: an index is a number from 1, like NAME[1]")
+                        })?;
+                    (&seg[..open], Some(n - 1))
+                }
+                Some(_) => return Err(format!("path `{text}`: `[` without `]`")),
+                None => (seg, None),
+            };
+            if name.is_empty() && index.is_none() {
+                return Err(format!("path `{text}` has an empty step"));
+            }
+            if !name.is_empty() {
+                let name = if format == Format::Xml { local(name) } else { name };
+                steps.push(Step::Name(name.to_string()));
+            }
+            if let Some(i) = index {
+                steps.push(Step::Index(i));
+            }
+        }
+    }
+    Ok(NPath {
+        steps,
+        text: trimmed.to_string(),
+    })
+}
+
+fn local(name: &str) -> &str {
+    name.rsplit(':').next().unwrap_or(name)
+}
+
+fn parse_template(tpl: &str, format: Format) -> Result<Vec<TPart>, String> {
+    let mut parts = Vec::new();
+    let mut rest = tpl;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(TPart::Lit(rest[..open].to_string()));
+        }
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| format!("template `{tpl}`: `{{` without `}}`"))?
+            + open;
+        parts.push(TPart::Path(parse_path(&rest[open + 1..close], format)?));
+        rest = &rest[close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(TPart::Lit(rest.to_string()));
+    }
+    if !parts.iter().any(|p| matches!(p, TPart::Path(_))) {
+        return Err(format!(
+            "template `{tpl}` names no source path; use `const` for a fixed value"
+        ));
+    }
+    Ok(parts)
+}

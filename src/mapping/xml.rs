@@ -1,0 +1,502 @@
+//! XML input: bytes in a declared legacy encoding to UTF-8 text, and a streaming
+//! reader (quick-xml) that builds a small tree for one record at a time.
+//!
+//! Only what the record roots select is built; everything else is read and dropped.
+//! No DTD is processed: a DOCTYPE is refused, and the only entities are the five
+//! predefined ones and character references.
+
+use std::borrow::Cow;
+
+use quick_xml::Reader;
+use quick_xml::events::Event;
+
+use super::Step;
+use super::decode::{DecodeError, Limits};
+use super::eval::{Lookup, Tree};
+
+const NONE: u32 = u32::MAX;
+
+/// One element of a captured record.
+#[derive(Debug)]
+pub(crate) struct XNode<'a> {
+    pub name: Cow<'a, str>,
+    pub text: Cow<'a, str>,
+    pub attrs: Vec<(String, String)>,
+    first_child: u32,
+    last_child: u32,
+    next_sibling: u32,
+    has_children: bool,
+}
+
+/// The elements of one captured subtree; node 0 is its root.
+#[derive(Debug, Default)]
+pub(crate) struct Arena<'a> {
+    pub nodes: Vec<XNode<'a>>,
+}
+
+impl<'a> Arena<'a> {
+    fn push(&mut self, parent: Option<u32>, name: Cow<'a, str>, attrs: Vec<(String, String)>) -> u32 {
+        let id = self.nodes.len() as u32;
+        self.nodes.push(XNode {
+            name,
+            text: Cow::Borrowed(""),
+            attrs,
+            first_child: NONE,
+            last_child: NONE,
+            next_sibling: NONE,
+            has_children: false,
+        });
+        if let Some(p) = parent {
+            let p = p as usize;
+            let last = self.nodes[p].last_child;
+            if last == NONE {
+                self.nodes[p].first_child = id;
+            } else {
+                self.nodes[last as usize].next_sibling = id;
+            }
+            self.nodes[p].last_child = id;
+            self.nodes[p].has_children = true;
+        }
+        id
+    }
+
+    pub fn children(&self, node: u32) -> impl Iterator<Item = u32> + '_ {
+        let mut cur = self.nodes[node as usize].first_child;
+        std::iter::from_fn(move || {
+            if cur == NONE {
+                return None;
+            }
+            let id = cur;
+            cur = self.nodes[id as usize].next_sibling;
+            Some(id)
+        })
+    }
+
+    fn named_child(&self, node: u32, name: &str, nth: usize) -> Option<u32> {
+        self.children(node)
+            .filter(|c| self.nodes[*c as usize].name == name)
+            .nth(nth)
+    }
+
+    /// The nodes `steps` select below `node` (every match of the last name).
+    pub fn select(&self, node: u32, steps: &[Step], out: &mut Vec<u32>) {
+        let Some((last, parents)) = steps.split_last() else {
+            out.push(node);
+            return;
+        };
+        let mut cur = node;
+        let mut i = 0;
+        while i < parents.len() {
+            let nth = match parents.get(i + 1) {
+                Some(Step::Index(n)) => *n,
+                _ => 0,
+            };
+            match &parents[i] {
+                Step::Name(n) => match self.named_child(cur, n, nth) {
+                    Some(c) => cur = c,
+                    None => return,
+                },
+                Step::Index(_) => {}
+                Step::Attr(_) => return,
+            }
+            i += 1;
+        }
+        match last {
+            Step::Name(n) => out.extend(
+                self.children(cur)
+                    .filter(|c| self.nodes[*c as usize].name == n.as_str()),
+            ),
+            Step::Index(_) => out.push(cur),
+            Step::Attr(_) => {}
+        }
+    }
+}
+
+impl Tree for Arena<'_> {
+    type Node = u32;
+    fn lookup(&self, node: u32, steps: &[Step]) -> Lookup<'_> {
+        let mut cur = node;
+        let mut i = 0;
+        while i < steps.len() {
+            match &steps[i] {
+                Step::Name(n) => {
+                    let nth = match steps.get(i + 1) {
+                        Some(Step::Index(k)) => *k,
+                        _ => 0,
+                    };
+                    match self.named_child(cur, n, nth) {
+                        Some(c) => cur = c,
+                        None => return Lookup::Absent,
+                    }
+                }
+                Step::Index(_) => {}
+                Step::Attr(a) => {
+                    return match self.nodes[cur as usize].attrs.iter().find(|(k, _)| k == a) {
+                        Some((_, v)) => Lookup::Str(v),
+                        None => Lookup::Absent,
+                    };
+                }
+            }
+            i += 1;
+        }
+        let n = &self.nodes[cur as usize];
+        if n.has_children && !n.text.trim().is_empty() {
+            Lookup::Composite
+        } else if n.has_children {
+            Lookup::Composite
+        } else {
+            Lookup::Str(&n.text)
+        }
+    }
+
+    fn each(&self, node: u32, steps: &[Step], out: &mut Vec<u32>) {
+        self.select(node, steps, out);
+    }
+}
+
+/// Bytes to UTF-8 text: a BOM wins, then the XML declaration's encoding, then UTF-8.
+/// Invalid bytes for the encoding are an error with their offset.
+pub(crate) fn to_text(bytes: &[u8]) -> Result<Cow<'_, str>, DecodeError> {
+    let (encoding, body) = if let Some((enc, bom)) = encoding_rs::Encoding::for_bom(bytes) {
+        (enc, &bytes[bom..])
+    } else {
+        (declared(bytes)?.unwrap_or(encoding_rs::UTF_8), bytes)
+    };
+    if encoding == encoding_rs::UTF_8 {
+        return std::str::from_utf8(body)
+            .map(Cow::Borrowed)
+            .map_err(|e| DecodeError::Encoding {
+                encoding: "UTF-8".into(),
+                offset: e.valid_up_to() + (bytes.len() - body.len()),
+            });
+    }
+    if let Some(text) = encoding.decode_without_bom_handling_and_without_replacement(body) {
+        return Ok(text);
+    }
+    // Find the first bad byte for the message.
+    let mut decoder = encoding.new_decoder_without_bom_handling();
+    let mut out = String::with_capacity(body.len() * 2);
+    let (result, read) = decoder.decode_to_string_without_replacement(body, &mut out, true);
+    let offset = match result {
+        encoding_rs::DecoderResult::Malformed(bad, after) => {
+            read.saturating_sub(bad as usize + after as usize)
+        }
+        _ => read,
+    };
+    Err(DecodeError::Encoding {
+        encoding: encoding.name().into(),
+        offset: offset + (bytes.len() - body.len()),
+    })
+}
+
+/// The encoding named in `<?xml … encoding="…"?>`, if any.
+fn declared(bytes: &[u8]) -> Result<Option<&'static encoding_rs::Encoding>, DecodeError> {
+    let head = &bytes[..bytes.len().min(256)];
+    let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    let start = head.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
+    let head = &head[start..];
+    if !head.starts_with(b"<?xml") {
+        return Ok(None);
+    }
+    let Some(end) = head.windows(2).position(|w| w == b"?>") else {
+        return Ok(None);
+    };
+    let decl = &head[..end];
+    let Some(at) = decl.windows(8).position(|w| w == b"encoding") else {
+        return Ok(None);
+    };
+    let rest = &decl[at + 8..];
+    let Some(q) = rest.iter().position(|b| *b == b'"' || *b == b'\'') else {
+        return Ok(None);
+    };
+    let quote = rest[q];
+    let value = &rest[q + 1..];
+    let Some(close) = value.iter().position(|b| *b == quote) else {
+        return Ok(None);
+    };
+    let label = &value[..close];
+    encoding_rs::Encoding::for_label(label)
+        .map(Some)
+        .ok_or_else(|| DecodeError::UnknownEncoding(String::from_utf8_lossy(label).into_owned()))
+}
+
+/// What the streaming reader does with each complete record it captured.
+pub(crate) trait Sink<'a> {
+    /// `root` is the index of the root path that matched. Returns an error to stop.
+    fn record(&mut self, arena: &Arena<'a>, root: usize) -> Result<(), DecodeError>;
+}
+
+/// Which element sequences start a record.
+pub(crate) struct Roots<'r> {
+    pub paths: Vec<&'r [Step]>,
+}
+
+impl Roots<'_> {
+    /// Index of the root path equal to `stack` followed by `name`, if any.
+    fn matches_with(&self, stack: &[Cow<str>], name: &[u8]) -> Option<usize> {
+        self.paths.iter().position(|p| {
+            let mut names = p.iter().filter_map(|s| match s {
+                Step::Name(n) => Some(n.as_bytes()),
+                _ => None,
+            });
+            stack
+                .iter()
+                .all(|s| names.next() == Some(s.as_bytes()))
+                && names.next() == Some(name)
+                && names.next().is_none()
+        })
+    }
+}
+
+/// The document element's local name, read without building anything.
+pub(crate) fn root_name(text: &str, limits: &Limits) -> Result<String, DecodeError> {
+    let mut reader = Reader::from_str(text);
+    loop {
+        let pos = reader.buffer_position() as usize;
+        match reader.read_event() {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => {
+                return Ok(String::from_utf8_lossy(e.local_name().as_ref()).into_owned());
+            }
+            Ok(Event::DocType(_)) => return Err(DecodeError::Doctype { offset: pos }),
+            Ok(Event::Eof) => return Err(DecodeError::Empty),
+            Ok(Event::Text(t)) if !t.iter().all(u8::is_ascii_whitespace) => {
+                return Err(DecodeError::Syntax {
+                    offset: pos,
+                    reason: "text before the document element".into(),
+                });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(DecodeError::Syntax {
+                    offset: reader.error_position() as usize,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        if pos > limits.max_body_bytes {
+            return Err(DecodeError::Empty);
+        }
+    }
+}
+
+/// Stream `text`, capturing each element whose path from the document element
+/// matches one of `roots`, and hand each to `sink`.
+pub(crate) fn stream<'a>(
+    text: &'a str,
+    roots: &Roots,
+    limits: &Limits,
+    sink: &mut dyn Sink<'a>,
+) -> Result<(), DecodeError> {
+    let mut reader = Reader::from_str(text);
+    reader.config_mut().check_end_names = true;
+    let mut stack: Vec<Cow<'a, str>> = Vec::new();
+    let mut arena = Arena::default();
+    // While capturing: the open captured elements and the root index that matched.
+    let mut open: Vec<u32> = Vec::new();
+    let mut capturing: Option<usize> = None;
+    let mut seen_root = false;
+    loop {
+        let pos = reader.buffer_position() as usize;
+        let event = reader.read_event().map_err(|e| DecodeError::Syntax {
+            offset: reader.error_position() as usize,
+            reason: e.to_string(),
+        })?;
+        let empty = matches!(event, Event::Empty(_));
+        match event {
+            Event::Start(e) | Event::Empty(e) => {
+                if stack.is_empty() && open.is_empty() && seen_root {
+                    return Err(DecodeError::Syntax {
+                        offset: pos,
+                        reason: "a second document element".into(),
+                    });
+                }
+                seen_root = true;
+                let depth = stack.len() + open.len() + 1;
+                if depth > limits.max_depth {
+                    return Err(DecodeError::TooDeep {
+                        limit: limits.max_depth,
+                        offset: pos,
+                    });
+                }
+                let qlen = e.name().as_ref().len();
+                let local_len = e.local_name().as_ref().len();
+                let starts = if capturing.is_none() {
+                    roots.matches_with(&stack, e.local_name().as_ref())
+                } else {
+                    None
+                };
+                let mut attrs = Vec::new();
+                if capturing.is_some() || starts.is_some() {
+                    for a in e.attributes() {
+                        let a = a.map_err(|err| DecodeError::Syntax {
+                            offset: pos,
+                            reason: err.to_string(),
+                        })?;
+                        let value = a.unescape_value().map_err(|err| DecodeError::Syntax {
+                            offset: pos,
+                            reason: err.to_string(),
+                        })?;
+                        check_len(value.len(), limits, pos)?;
+                        attrs.push((
+                            String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned(),
+                            value.into_owned(),
+                        ));
+                    }
+                }
+                // The name borrowed from the input when it sits where the event began.
+                let raw = e.name();
+                let qname = raw.as_ref();
+                let name: Cow<'a, str> = match text.get(pos + 1..pos + 1 + qlen) {
+                    Some(borrowed) if text.as_bytes().get(pos) == Some(&b'<') && borrowed.as_bytes() == qname => {
+                        Cow::Borrowed(&borrowed[qlen - local_len..])
+                    }
+                    _ => Cow::Owned(String::from_utf8_lossy(&qname[qlen - local_len..]).into_owned()),
+                };
+                if capturing.is_some() {
+                    let id = arena.push(open.last().copied(), name, attrs);
+                    open.push(id);
+                } else if let Some(r) = starts {
+                    arena.nodes.clear();
+                    let id = arena.push(None, name, attrs);
+                    open.push(id);
+                    capturing = Some(r);
+                } else {
+                    stack.push(name);
+                }
+                if empty {
+                    if open.is_empty() {
+                        stack.pop();
+                    } else {
+                        end_element(&mut open, &mut capturing, &mut arena, sink)?;
+                    }
+                }
+            }
+            Event::End(_) => {
+                if !open.is_empty() {
+                    end_element(&mut open, &mut capturing, &mut arena, sink)?;
+                } else {
+                    stack.pop();
+                }
+            }
+            Event::Text(t) => {
+                if let Some(&cur) = open.last() {
+                    let s = t.xml10_content().map_err(|err| DecodeError::Syntax {
+                        offset: pos,
+                        reason: err.to_string(),
+                    })?;
+                    append(&mut arena, cur, s, limits, pos)?;
+                } else if stack.is_empty() && !t.iter().all(u8::is_ascii_whitespace) {
+                    return Err(DecodeError::Syntax {
+                        offset: pos,
+                        reason: "text outside the document element".into(),
+                    });
+                }
+            }
+            Event::CData(c) => {
+                if let Some(&cur) = open.last() {
+                    let s = c.decode().map_err(|err| DecodeError::Syntax {
+                        offset: pos,
+                        reason: err.to_string(),
+                    })?;
+                    append(&mut arena, cur, s, limits, pos)?;
+                }
+            }
+            Event::GeneralRef(r) => {
+                let ch = match r.resolve_char_ref() {
+                    Ok(Some(c)) => c,
+                    Ok(None) => match &r[..] {
+                        b"lt" => '<',
+                        b"gt" => '>',
+                        b"amp" => '&',
+                        b"apos" => '\'',
+                        b"quot" => '"',
+                        other => {
+                            return Err(DecodeError::Entity {
+                                name: String::from_utf8_lossy(other).into_owned(),
+                                offset: pos,
+                            });
+                        }
+                    },
+                    Err(err) => {
+                        return Err(DecodeError::Syntax {
+                            offset: pos,
+                            reason: err.to_string(),
+                        });
+                    }
+                };
+                if let Some(&cur) = open.last() {
+                    let mut buf = [0u8; 4];
+                    let s: &str = ch.encode_utf8(&mut buf);
+                    append(&mut arena, cur, Cow::Owned(s.to_string()), limits, pos)?;
+                }
+            }
+            Event::DocType(_) => return Err(DecodeError::Doctype { offset: pos }),
+            Event::Eof => {
+                if !stack.is_empty() || !open.is_empty() {
+                    return Err(DecodeError::Syntax {
+                        offset: pos,
+                        reason: "the document ends before its elements are closed (truncated?)"
+                            .into(),
+                    });
+                }
+                if !seen_root {
+                    return Err(DecodeError::Empty);
+                }
+                return Ok(());
+            }
+            Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
+        }
+    }
+}
+
+fn end_element<'a>(
+    open: &mut Vec<u32>,
+    capturing: &mut Option<usize>,
+    arena: &mut Arena<'a>,
+    sink: &mut dyn Sink<'a>,
+) -> Result<(), DecodeError> {
+    let Some(id) = open.pop() else {
+        return Ok(());
+    };
+    let node = &mut arena.nodes[id as usize];
+    if node.has_children && node.text.trim().is_empty() {
+        node.text = Cow::Borrowed("");
+    }
+    if open.is_empty()
+        && let Some(root) = capturing.take()
+    {
+        sink.record(arena, root)?;
+    }
+    Ok(())
+}
+
+fn append<'a>(
+    arena: &mut Arena<'a>,
+    node: u32,
+    s: Cow<'a, str>,
+    limits: &Limits,
+    pos: usize,
+) -> Result<(), DecodeError> {
+    let n = &mut arena.nodes[node as usize];
+    if n.text.is_empty() {
+        if s.bytes().all(|b| b.is_ascii_whitespace()) {
+            return Ok(());
+        }
+        check_len(s.len(), limits, pos)?;
+        n.text = s;
+    } else {
+        check_len(n.text.len() + s.len(), limits, pos)?;
+        n.text.to_mut().push_str(&s);
+    }
+    Ok(())
+}
+
+fn check_len(len: usize, limits: &Limits, offset: usize) -> Result<(), DecodeError> {
+    if len > limits.max_string_bytes {
+        return Err(DecodeError::StringTooLong {
+            limit: limits.max_string_bytes,
+            offset,
+        });
+    }
+    Ok(())
+}
