@@ -62,6 +62,9 @@ impl Wake {
 
 /// Settings one worker runs with.
 struct Policy {
+    /// The destination's mappings: records of a kind it has a mapping for are sent in
+    /// its native format, others as canonical JSON.
+    render: Option<crate::mapping::MappingSet>,
     /// The headers that prove the gateway to the destination.
     signer: crate::auth::outbound::Signer,
     /// Paces requests to the destination's configured rate.
@@ -90,6 +93,7 @@ impl Policy {
         signer: crate::auth::outbound::Signer,
     ) -> Policy {
         Policy {
+            render: None,
             signer,
             pace: d.rate.as_ref().and_then(crate::limits::limiter),
             // Never lease more than can be sent within half a lease at the
@@ -140,6 +144,7 @@ pub fn http_client() -> reqwest::ClientBuilder {
 /// in-flight requests finish within the grace period, and give back the rest.
 pub fn spawn_workers(
     config: &Config,
+    mappings: &std::collections::BTreeMap<String, crate::mapping::MappingSet>,
     keys: &Arc<crate::auth::outbound::GatewayKeys>,
     store: Arc<dyn Store>,
     wake: Wake,
@@ -159,8 +164,7 @@ pub fn spawn_workers(
                 destination: id.to_string(),
                 reason: e.to_string(),
             })?;
-        let worker = Worker {
-            policy: Arc::new(Policy::new(
+        let mut policy = Policy::new(
                 id,
                 d,
                 &config.delivery,
@@ -171,7 +175,10 @@ pub fn spawn_workers(
                         reason: e.to_string(),
                     }
                 })?,
-            )),
+            );
+        policy.render = mappings.get(id).cloned();
+        let worker = Worker {
+            policy: Arc::new(policy),
             client,
             store: store.clone(),
             owner: owner.clone(),
@@ -353,7 +360,29 @@ impl Send {
             pace.until_ready().await;
         }
         let started = Instant::now();
-        let signed = match p.signer.headers(d.canonical.as_bytes()) {
+        let (body, content_type) = match p.render.as_ref().and_then(|set| set.for_render(d.kind)) {
+            None => (bytes::Bytes::from(d.canonical.clone()), p.content_type.clone()),
+            Some(m) => {
+                let rendered = serde_json::from_str::<serde_json::Value>(&d.canonical)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| crate::mapping::render(m, &[v]).map_err(|e| e.to_string()));
+                match rendered {
+                    Ok(b) => (bytes::Bytes::from(b), m.content_type()),
+                    Err(e) => {
+                        return self.finish(
+                            &d,
+                            started,
+                            DeliveryResult::Dead {
+                                status: None,
+                                reason: format!("cannot render with {}: {e}", m.file),
+                            },
+                            &[],
+                        );
+                    }
+                }
+            }
+        };
+        let signed = match p.signer.headers(&body) {
             Ok(h) => h,
             Err(e) => {
                 return self.finish(
@@ -363,17 +392,18 @@ impl Send {
                         status: None,
                         reason: format!("cannot sign the request: {e}"),
                     },
+                    &body,
                 );
             }
         };
         let mut request = self
             .client
             .post(&p.url)
-            .header(reqwest::header::CONTENT_TYPE, &p.content_type)
+            .header(reqwest::header::CONTENT_TYPE, &content_type)
             .header("Idempotency-Key", &d.idempotency_key)
             .header("X-Hallgate-Message-Id", &d.message_id)
             .header("X-Hallgate-Kind", d.kind.as_str())
-            .body(d.canonical.clone());
+            .body(body.clone());
         for (name, value) in signed {
             request = request.header(name, value);
         }
@@ -416,11 +446,17 @@ impl Send {
                 self.retry(&d, None, reason, None)
             }
         };
-        self.finish(&d, started, outcome)
+        self.finish(&d, started, outcome, &body)
     }
 
     /// Count, log and package an attempt's outcome.
-    fn finish(&self, d: &LeasedDelivery, started: Instant, outcome: DeliveryResult) -> Completion {
+    fn finish(
+        &self,
+        d: &LeasedDelivery,
+        started: Instant,
+        outcome: DeliveryResult,
+        sent: &[u8],
+    ) -> Completion {
         let p = &self.policy;
         let elapsed = started.elapsed();
         metrics::histogram!("hallgate_delivery_seconds", "destination" => p.destination.clone())
@@ -443,7 +479,7 @@ impl Send {
         Completion {
             id: d.id,
             owner: self.owner.clone(),
-            request_sha256: crate::audit::sha256_hex(d.canonical.as_bytes()),
+            request_sha256: crate::audit::sha256_hex(sent),
             at_ms: now_ms(),
             duration_ms: i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
             result: outcome,

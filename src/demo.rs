@@ -34,6 +34,8 @@ pub enum DemoError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Mapping(#[from] crate::mapping::MappingError),
     #[error("sending a sample failed: {0}")]
     Send(String),
 }
@@ -41,11 +43,14 @@ pub enum DemoError {
 /// The demo configuration, embedded so the demo runs from any folder.
 pub const DEMO_CONFIG: &str = include_str!("../hallgate.toml");
 
-/// A sample message: who sends it and the canonical records it carries.
+/// A sample message as its sender posts it: native body and content type.
 pub struct Sample {
     pub name: &'static str,
     pub sender: &'static str,
-    pub records: &'static str,
+    pub content_type: &'static str,
+    pub body: &'static [u8],
+    /// The canonical records the mapping must make of it.
+    pub expected: &'static str,
 }
 
 /// The shared samples (examples/samples), in the order a day at the hall might see them.
@@ -53,39 +58,69 @@ pub const SAMPLES: &[Sample] = &[
     Sample {
         name: "zj/application.xml",
         sender: "zj-tonglu",
-        records: include_str!("../examples/samples/zj/application.expected.jsonl"),
+        content_type: "application/xml",
+        body: include_bytes!("../examples/samples/zj/application.xml"),
+        expected: include_str!("../examples/samples/zj/application.expected.jsonl"),
     },
     Sample {
         name: "zj/application.form",
         sender: "zj-tonglu",
-        records: include_str!("../examples/samples/zj/application.form.expected.jsonl"),
+        content_type: "application/x-www-form-urlencoded",
+        body: include_bytes!("../examples/samples/zj/application.form"),
+        expected: include_str!("../examples/samples/zj/application.form.expected.jsonl"),
     },
     Sample {
         name: "soap/application.xml",
         sender: "zj-tonglu",
-        records: include_str!("../examples/samples/soap/application.expected.jsonl"),
+        content_type: "text/xml; charset=utf-8",
+        body: include_bytes!("../examples/samples/soap/application.xml"),
+        expected: include_str!("../examples/samples/soap/application.expected.jsonl"),
     },
     Sample {
         name: "nat/application.json",
         sender: "nat-hall",
-        records: include_str!("../examples/samples/nat/application.expected.jsonl"),
+        content_type: "application/json",
+        body: include_bytes!("../examples/samples/nat/application.json"),
+        expected: include_str!("../examples/samples/nat/application.expected.jsonl"),
     },
     Sample {
         name: "gz/process.json",
         sender: "gz-yunyan",
-        records: include_str!("../examples/samples/gz/process.expected.jsonl"),
+        content_type: "application/json",
+        body: include_bytes!("../examples/samples/gz/process.json"),
+        expected: include_str!("../examples/samples/gz/process.expected.jsonl"),
     },
     Sample {
         name: "gz/result.json",
         sender: "gz-yunyan",
-        records: include_str!("../examples/samples/gz/result.expected.jsonl"),
+        content_type: "application/json",
+        body: include_bytes!("../examples/samples/gz/result.json"),
+        expected: include_str!("../examples/samples/gz/result.expected.jsonl"),
     },
     Sample {
         name: "sd/result.xml",
         sender: "sd-xintai",
-        records: include_str!("../examples/samples/sd/result.expected.jsonl"),
+        content_type: "application/xml",
+        body: include_bytes!("../examples/samples/sd/result.xml"),
+        expected: include_str!("../examples/samples/sd/result.expected.jsonl"),
     },
 ];
+
+/// The mapping files the demo configuration names, embedded so the demo runs from
+/// any folder (a file of the same path on disk is not consulted).
+pub const FILES: crate::mapping::Embedded = crate::mapping::Embedded(&[
+    ("mappings/gz/process.toml", include_bytes!("../mappings/gz/process.toml")),
+    ("mappings/gz/result.toml", include_bytes!("../mappings/gz/result.toml")),
+    ("mappings/nat/application.toml", include_bytes!("../mappings/nat/application.toml")),
+    ("mappings/sd/result.toml", include_bytes!("../mappings/sd/result.toml")),
+    ("mappings/tables/applicant_type.toml", include_bytes!("../mappings/tables/applicant_type.toml")),
+    ("mappings/tables/apply_from.toml", include_bytes!("../mappings/tables/apply_from.toml")),
+    ("mappings/tables/item_type.toml", include_bytes!("../mappings/tables/item_type.toml")),
+    ("mappings/tables/sync_status.toml", include_bytes!("../mappings/tables/sync_status.toml")),
+    ("mappings/tables/time_unit.toml", include_bytes!("../mappings/tables/time_unit.toml")),
+    ("mappings/zj/application.toml", include_bytes!("../mappings/zj/application.toml")),
+    ("mappings/zj/material.toml", include_bytes!("../mappings/zj/material.toml")),
+]);
 
 /// The demo configuration with the given receivers, store folder and listener.
 pub fn demo_config(
@@ -155,7 +190,11 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
             .map(|(_, n)| n.clone())
             .unwrap_or_default()
     };
-    let running = gateway::start(config, Some(listener)).await?;
+    // The supervision platform reads what it receives in its own dialect.
+    if let Some(set) = config.load_mappings(&FILES)?.remove("supervision") {
+        supervision.set_mappings(set);
+    }
+    let running = gateway::start_with(config, Some(listener), &FILES).await?;
     println!(
         "gateway      {}  (store: {}/hallgate.db)",
         running.url(),
@@ -169,10 +208,7 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
             name_of(&h.name)
         );
     }
-    println!("\n— sending the sample messages' records as their senders would —");
-    println!(
-        "  (canonical JSON: the expected output of each sample, until mappings decode the native shapes)"
-    );
+    println!("\n— sending the sample messages in their senders' own dialects —");
     let client = crate::delivery::http_client()
         .build()
         .map_err(|e| DemoError::Send(e.to_string()))?;
@@ -180,9 +216,9 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
     for s in SAMPLES {
         let resp = client
             .post(format!("{}/v1/records", running.url()))
-            .header("content-type", "application/x-ndjson")
+            .header("content-type", s.content_type)
             .header("x-hallgate-node", s.sender)
-            .body(s.records)
+            .body(s.body)
             .send()
             .await
             .map_err(|e| DemoError::Send(e.to_string()))?;
@@ -325,6 +361,19 @@ async fn print_account(
             ok.len(),
             all.len()
         );
+        // A platform with its own dialect got it rendered by the mapping.
+        if let Some(a) = ok.iter().find(|a| !a.raw.starts_with(b"{")) {
+            let text = String::from_utf8_lossy(&a.raw);
+            let short: String = text.chars().take(150).collect();
+            println!(
+                "               rendered for it by its mapping ({}): {short}…",
+                a.headers
+                    .iter()
+                    .find(|(k, _)| k == "content-type")
+                    .map(|(_, v)| v.as_str())
+                    .unwrap_or("?")
+            );
+        }
     }
     // One case as an auditor reads it: the Guizhou case went through three platforms.
     if let Some(case) = cases.iter().find(|c| c.starts_with("520103")) {

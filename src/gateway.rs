@@ -26,6 +26,8 @@ pub enum GatewayError {
     Delivery(#[from] DeliveryError),
     #[error("token keys: {0}")]
     Auth(String),
+    #[error(transparent)]
+    Mapping(#[from] crate::mapping::MappingError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -45,7 +47,18 @@ pub struct Running {
 /// Start the gateway. `listener` overrides `gateway.listen` (tests bind
 /// `127.0.0.1:0` first and pass the socket).
 pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Running, GatewayError> {
+    start_with(config, listener, &crate::mapping::Disk).await
+}
+
+/// Start the gateway reading mapping files through `files` (the demo's are embedded).
+pub async fn start_with(
+    config: Config,
+    listener: Option<TcpListener>,
+    files: &dyn crate::mapping::Files,
+) -> Result<Running, GatewayError> {
     crate::observe::prometheus();
+    // Mappings first: one that cannot compile stops start-up with file and line.
+    let mappings = Arc::new(config.load_mappings(files)?);
     let store = store::open(
         &config.store_url()?,
         &config.store_options(),
@@ -84,6 +97,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
     );
     let workers = delivery::spawn_workers(
         &config,
+        &mappings,
         &keys,
         store.clone(),
         wake.clone(),
@@ -100,6 +114,7 @@ pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Runn
         config: Arc::new(config),
         store: store.clone(),
         wake,
+        mappings: mappings.clone(),
     });
     let app = ingress::router(state);
     let stop = shutdown.clone();

@@ -39,6 +39,8 @@ pub struct AppState {
     pub router: RecordRouter,
     pub wake: Wake,
     pub in_flight: Semaphore,
+    /// Each node's mappings (nodes without any send canonical JSON).
+    pub mappings: Arc<std::collections::BTreeMap<String, crate::mapping::MappingSet>>,
 }
 
 /// An error answer: `{"error": {"code", "message", "details": [...]}}`.
@@ -145,17 +147,27 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// `?partial=true`: store the valid records of a body and report the rest, instead
+/// of refusing the whole body.
+#[derive(Debug, Default, serde::Deserialize)]
+struct IntakeQuery {
+    #[serde(default)]
+    partial: bool,
+}
+
 async fn post_records_any(
     State(state): State<Arc<AppState>>,
+    Query(q): Query<IntakeQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    intake(&state, None, &headers, body).await
+    intake(&state, None, q.partial, &headers, body).await
 }
 
 async fn post_records_kind(
     State(state): State<Arc<AppState>>,
     Path(kind): Path<String>,
+    Query(q): Query<IntakeQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -166,12 +178,13 @@ async fn post_records_kind(
             "record kinds are application, material, process and result",
         )
     })?;
-    intake(&state, Some(kind), &headers, body).await
+    intake(&state, Some(kind), q.partial, &headers, body).await
 }
 
 async fn intake(
     state: &AppState,
     kind: Option<Kind>,
+    partial: bool,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -231,51 +244,89 @@ async fn intake(
             {
                 return Err(too_large(limits.max_body_bytes));
             }
-            let format = Format::from_content_type(content_type.as_deref()).map_err(|e| {
-                ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    e.to_string(),
-                )
-            })?;
+            let mapped = state.mappings.get(&node);
+            let format = match mapped {
+                Some(_) => None,
+                None => Some(Format::from_content_type(content_type.as_deref()).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "unsupported_media_type",
+                        e.to_string(),
+                    )
+                })?),
+            };
             let bytes = axum::body::to_bytes(body, limits.max_body_bytes)
                 .await
                 .map_err(|_| too_large(limits.max_body_bytes))?;
-            let values = codec::decode_canonical(&bytes, format, limits.max_records_per_body)
-                .map_err(|e| match e {
-                    codec::CodecError::TooManyRecords { .. } => ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "too_many_records",
-                        e.to_string(),
-                    ),
-                    _ => ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
-                })?;
-            metrics::counter!("hallgate_records_received_total", "node" => node.clone())
-                .increment(values.len() as u64);
-            let mut records = Vec::with_capacity(values.len());
+            let mut records = Vec::new();
+            // Place of each record in the body (a record's index in answers).
+            let mut indices = Vec::new();
             let mut errors = Vec::new();
-            for (i, v) in values.into_iter().enumerate() {
-                match Record::from_value(i, v, kind) {
-                    Ok(mut r) => {
-                        r.set_source(&node);
-                        records.push(r);
+            match (mapped, format) {
+                (Some(set), _) => {
+                    let checked = crate::mapping::decode_and_check(
+                        set,
+                        &bytes,
+                        content_type.as_deref(),
+                        kind,
+                        &state.config.mapping_limits(),
+                    )
+                    .map_err(decode_error)?;
+                    for c in checked {
+                        match c.result {
+                            Ok(mut r) => {
+                                r.set_source(&node);
+                                records.push(r);
+                                indices.push(c.index);
+                            }
+                            Err(mut e) => errors.append(&mut e),
+                        }
                     }
-                    Err(mut e) => errors.append(&mut e),
+                }
+                (None, format) => {
+                    let values = codec::decode_canonical(
+                        &bytes,
+                        format.unwrap_or(Format::Json),
+                        limits.max_records_per_body,
+                    )
+                    .map_err(|e| match e {
+                        codec::CodecError::TooManyRecords { .. } => ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "too_many_records",
+                            e.to_string(),
+                        ),
+                        _ => ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
+                    })?;
+                    for (i, v) in values.into_iter().enumerate() {
+                        match Record::from_value(i, v, kind) {
+                            Ok(mut r) => {
+                                r.set_source(&node);
+                                records.push(r);
+                                indices.push(i);
+                            }
+                            Err(mut e) => errors.append(&mut e),
+                        }
+                    }
                 }
             }
-            if !errors.is_empty() {
+            let rejected_records: std::collections::BTreeSet<usize> =
+                errors.iter().map(|e| e.record).collect();
+            metrics::counter!("hallgate_records_received_total", "node" => node.clone())
+                .increment((records.len() + rejected_records.len()) as u64);
+            if !errors.is_empty() && (!partial || records.is_empty()) {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_records",
                     format!(
-                        "{} problem(s) in the records; nothing was stored",
-                        errors.len()
+                        "{} problem(s) in {} record(s); nothing was stored",
+                        errors.len(),
+                        rejected_records.len()
                     ),
                 )
                 .with_details(errors));
             }
-            for (i, r) in records.iter().enumerate() {
-                auth::authorize(&state.config, &node, i, r).map_err(|f| {
+            for (r, i) in records.iter().zip(&indices) {
+                auth::authorize(&state.config, &node, *i, r).map_err(|f| {
                     ApiError::new(StatusCode::FORBIDDEN, "forbidden", f.to_string()).with_details(
                         vec![FieldError {
                             record: f.index,
@@ -288,7 +339,7 @@ async fn intake(
                 })?;
             }
             let mut new_records = Vec::with_capacity(records.len());
-            for (i, r) in records.iter().enumerate() {
+            for (r, &i) in records.iter().zip(&indices) {
                 let destinations = state.router.route(&node, r).map_err(|e| {
                     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_route", e.to_string())
                         .with_details(vec![FieldError {
@@ -335,7 +386,26 @@ async fn intake(
                 }
                 metrics::counter!("hallgate_records_accepted_total", "node" => node.clone())
                     .increment(count);
-                Ok((StatusCode::ACCEPTED, Json(resp)).into_response())
+                if errors.is_empty() {
+                    return Ok((StatusCode::ACCEPTED, Json(resp)).into_response());
+                }
+                // ?partial=true: the valid records are stored; say which were not.
+                let mut ev = Event::new(received_at, EventKind::Rejected);
+                ev.node = Some(node.clone());
+                ev.detail = json!({
+                    "status": 202,
+                    "code": "partial",
+                    "reasons": errors,
+                    "message": format!("{} record(s) of a partial body were refused", rejected_records.len()),
+                });
+                if let Err(err) = state.store.audit(ev).await {
+                    tracing::error!(error = %err, "could not audit the refused part of a body");
+                }
+                let mut body = serde_json::to_value(&resp).unwrap_or_else(|_| json!({}));
+                if let Some(obj) = body.as_object_mut() {
+                    obj.insert("rejected".into(), json!(errors));
+                }
+                Ok((StatusCode::ACCEPTED, Json(body)).into_response())
             }
             AcceptOutcome::Replayed(resp) => {
                 let mut r = (StatusCode::ACCEPTED, Json(resp)).into_response();
@@ -402,6 +472,21 @@ async fn intake(
         }
     }
     result
+}
+
+/// A body no mapping could read: 415 for a content type, 413 over a limit, else 400,
+/// with the stable code and the reason (and byte offset) in the message.
+fn decode_error(e: crate::mapping::DecodeError) -> ApiError {
+    let status = match &e {
+        crate::mapping::DecodeError::UnsupportedContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        e if e.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(
+        status,
+        crate::mapping::examples::error_code(&e),
+        crate::record::mask_text(&e.to_string()),
+    )
 }
 
 fn too_large(limit: usize) -> ApiError {

@@ -88,6 +88,8 @@ struct Inner {
     accepted_total: u64,
     arrivals: Vec<Arrival>,
     attempts: HashMap<String, u32>,
+    /// The platform's own dialect: bodies that are not canonical JSON are read with it.
+    mappings: Option<crate::mapping::MappingSet>,
 }
 
 /// A running simulated platform.
@@ -144,6 +146,12 @@ impl Receiver {
 
     pub fn set_script(&self, script: Script) {
         self.lock().script = script;
+    }
+
+    /// Speak a native dialect: read bodies with these mappings (as the real platform
+    /// would) to know each record's kind and case.
+    pub fn set_mappings(&self, set: crate::mapping::MappingSet) {
+        self.lock().mappings = Some(set);
     }
 
     /// Every request so far, in arrival order.
@@ -204,7 +212,23 @@ async fn receive(
     let arrived = std::time::Instant::now();
     let key = header("idempotency-key");
     let raw = body.to_vec();
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if body.get("case_no").is_none() {
+        let set = inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .mappings
+            .clone();
+        if let Some(set) = set {
+            let ct = headers.get("content-type").and_then(|v| v.to_str().ok());
+            if let Ok(decoded) =
+                set.decode(&raw, ct, None, &crate::mapping::Limits::default())
+                && let Some(Ok(v)) = decoded.into_iter().next().map(|d| d.result)
+            {
+                body = v;
+            }
+        }
+    }
     let kind = body
         .get("kind")
         .and_then(Value::as_str)

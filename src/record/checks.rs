@@ -305,13 +305,12 @@ fn shapes(kind: Kind) -> &'static [(&'static str, Shape)] {
     }
 }
 
-/// Fields each kind must carry besides `kind` and `case_no`.
+/// Fields each kind must carry besides `kind` and `case_no` (DESIGN.md section 3
+/// marks only the application's 事项编码 as required).
 fn required(kind: Kind) -> &'static [(&'static str, &'static str)] {
     match kind {
         Kind::Application => &[("item_code", "item_code (事项编码) is required for an application")],
-        Kind::Material => &[("name", "name (材料名称) is required for a material")],
-        Kind::Process => &[("node_name", "node_name (环节名称) is required for a process step")],
-        Kind::Result => &[("outcome", "outcome (办结结果) is required for a result")],
+        Kind::Material | Kind::Process | Kind::Result => &[],
     }
 }
 
