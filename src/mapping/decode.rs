@@ -385,6 +385,21 @@ fn push_record<T: Tree>(
     };
     eval::run(&mapping.rules, tree, node, &mut map, &place, &mut errors);
     map.insert("kind".into(), Value::String(mapping.kind.as_str().into()));
+    if !errors.is_empty() {
+        // Report the canonical problems of the rest of the record too, so one run
+        // shows everything to fix (a field the mapping already refused is not
+        // reported twice).
+        if let Err(more) =
+            crate::record::Record::from_value(index, Value::Object(map.clone()), Some(mapping.kind))
+        {
+            for mut e in more {
+                if !errors.iter().any(|x| x.field == e.field) {
+                    e.source_path = mapping.source_of(&e.field);
+                    errors.push(e);
+                }
+            }
+        }
+    }
     run.count += 1;
     (run.emit)(Decoded {
         index,

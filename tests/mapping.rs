@@ -1,0 +1,344 @@
+//! The mapping engine as an integrator meets it: `hallgate map` and `hallgate check`
+//! on the shipped mappings and the shared samples, hostile inputs, compile errors,
+//! and rendering back (decode(render(r)) == r).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use hallgate::mapping::{Disk, Limits, Mapping, MappingSet};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hallgate");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// (sample, node, content type)
+const SAMPLES: &[(&str, &str, &str)] = &[
+    ("zj/application.xml", "zj-tonglu", "application/xml"),
+    ("zj/application.form", "zj-tonglu", "application/x-www-form-urlencoded"),
+    ("soap/application.xml", "zj-tonglu", "text/xml"),
+    ("nat/application.json", "nat-hall", "application/json"),
+    ("gz/process.json", "gz-yunyan", "application/json"),
+    ("gz/result.json", "gz-yunyan", "application/json"),
+    ("sd/result.xml", "sd-xintai", "application/xml"),
+];
+
+fn expected_of(sample: &str) -> PathBuf {
+    let p = repo().join("examples/samples").join(sample);
+    if sample.ends_with(".form") {
+        PathBuf::from(format!("{}.expected.jsonl", p.display()))
+    } else {
+        p.with_extension("expected.jsonl")
+    }
+}
+
+fn jsonl(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).expect("JSON line");
+            if let Some(m) = v.as_object_mut() {
+                m.remove("source");
+            }
+            v
+        })
+        .collect()
+}
+
+fn run(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run hallgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn map_reproduces_every_sample_through_the_demo_nodes() {
+    for (sample, node, ct) in SAMPLES {
+        let input = repo().join("examples/samples").join(sample);
+        let (code, stdout, stderr) = run(
+            &[
+                "--config",
+                "hallgate.toml",
+                "map",
+                "--node",
+                node,
+                "--content-type",
+                ct,
+                input.to_str().unwrap(),
+            ],
+            &repo(),
+        );
+        assert_eq!(code, 0, "{sample}: exit {code}, stderr: {stderr}");
+        let got: Vec<Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+            .collect();
+        for g in &got {
+            assert_eq!(g["source"], *node, "{sample}: source is the sending node");
+        }
+        let expected = jsonl(&std::fs::read_to_string(expected_of(sample)).unwrap());
+        assert_eq!(jsonl(&stdout), expected, "{sample}");
+    }
+}
+
+#[test]
+fn map_with_one_mapping_file_and_sniffed_format() {
+    let (code, stdout, _) = run(
+        &[
+            "map",
+            "--mapping",
+            "mappings/sd/result.toml",
+            "examples/samples/sd/result.xml",
+        ],
+        &repo(),
+    );
+    assert_eq!(code, 0);
+    assert_eq!(
+        jsonl(&stdout),
+        jsonl(&std::fs::read_to_string(expected_of("sd/result.xml")).unwrap())
+    );
+}
+
+#[test]
+fn rejected_records_exit_1_with_one_line_per_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.json");
+    // record 0 valid; record 1: wrong ID check digit, unknown channel, a bad date
+    std::fs::write(
+        &input,
+        r#"[{"ProjectNo":"350205260401000200","TaskCode":"T1","RegionCode":"350205"},
+            {"ProjectNo":"350205260401000201","TaskCode":"T1","RegionCode":"350205",
+             "ApplyerPageType":"111","ApplyerPageCode":"350205195912280258",
+             "ApplyChannel":"7","ApplyDate":"2026-13-01 08:00:00"}]"#,
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(
+        &[
+            "map",
+            "--mapping",
+            "mappings/nat/application.toml",
+            input.to_str().unwrap(),
+        ],
+        &repo(),
+    );
+    assert_eq!(code, 1, "stderr: {stderr}");
+    assert_eq!(stdout.lines().count(), 1, "the valid record is still printed");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines.contains(&"record 1: channel (ApplyChannel): unknown_code: `7` is not in table `apply_from` (known: 1, 2, 9)"),
+        "{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("record 1: submitted_at (ApplyDate): time: ")),
+        "{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("record 1: applicant.id_no (ApplyerPageCode): id_no: ")),
+        "{stderr}"
+    );
+    // personal data never appears in the messages
+    assert!(!stderr.contains("350205195912280258"), "{stderr}");
+}
+
+#[test]
+fn hostile_inputs_are_unusable_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep_xml = format!(
+        "<RECORDS>{}{}</RECORDS>",
+        "<a>".repeat(200_000),
+        "</a>".repeat(200_000)
+    );
+    let deep_json = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+    let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+        (
+            "laughs.xml",
+            "zj/application",
+            br#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;"><!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">]><RECORDS><RECORD><PROJID>&lol2;</PROJID></RECORD></RECORDS>"#.to_vec(),
+            "DOCTYPE at byte offset 21",
+        ),
+        (
+            "xxe.xml",
+            "zj/application",
+            br#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><RECORDS><RECORD><PROJID>&x;</PROJID></RECORD></RECORDS>"#.to_vec(),
+            "DOCTYPE",
+        ),
+        (
+            "entity.xml",
+            "zj/application",
+            b"<RECORDS><RECORD><PROJID>&x;</PROJID></RECORD></RECORDS>".to_vec(),
+            "entity `&x;` at byte offset 25",
+        ),
+        ("deep.xml", "zj/application", deep_xml.into_bytes(), "nesting deeper than 64 levels"),
+        ("deep.json", "nat/application", deep_json.into_bytes(), "nesting deeper than 64 levels at byte offset 64"),
+        (
+            "truncated.xml",
+            "zj/application",
+            b"<RECORDS><RECORD><PROJID>330122260324000001</PROJID>".to_vec(),
+            "truncated",
+        ),
+        (
+            "gbk.xml",
+            "zj/application",
+            b"<?xml version=\"1.0\" encoding=\"GBK\"?><RECORDS><RECORD><PROJID>\x81\x20</PROJID></RECORD></RECORDS>".to_vec(),
+            "invalid bytes for the declared encoding GBK at byte offset 61",
+        ),
+        (
+            "huge-number.json",
+            "nat/application",
+            br#"{"ProjectNo":"1","TaskCode":"T","PromiseTimeLimit":1e999999}"#.to_vec(),
+            "number out of range",
+        ),
+    ];
+    for (name, mapping, body, reason) in cases {
+        let input = dir.path().join(name);
+        std::fs::write(&input, body).unwrap();
+        let (code, stdout, stderr) = run(
+            &[
+                "map",
+                "--mapping",
+                &format!("mappings/{mapping}.toml"),
+                input.to_str().unwrap(),
+            ],
+            &repo(),
+        );
+        assert_eq!(code, 2, "{name}: {stderr}");
+        assert!(stdout.is_empty(), "{name}: nothing printed");
+        assert!(stderr.contains("unusable input"), "{name}: {stderr}");
+        assert!(stderr.contains(reason), "{name}: want `{reason}` in: {stderr}");
+    }
+}
+
+#[test]
+fn check_passes_and_shows_a_diff_when_an_expected_output_is_edited() {
+    let (code, stdout, stderr) = run(&["--config", "hallgate.toml", "check"], &repo());
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("ok    zj-tonglu mappings/zj/application.toml: form with baseInfoXml"));
+    assert!(stdout.contains("hallgate.toml: ok (7 nodes, 3 routes, 7 mappings)"), "{stdout}");
+
+    // A copy of the config, mappings and samples, with one expected value edited.
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&repo().join("mappings"), &dir.path().join("mappings"));
+    copy_tree(&repo().join("examples"), &dir.path().join("examples"));
+    std::fs::copy(repo().join("hallgate.toml"), dir.path().join("hallgate.toml")).unwrap();
+    let expected = dir.path().join("examples/samples/nat/application.expected.jsonl");
+    let text = std::fs::read_to_string(&expected).unwrap();
+    std::fs::write(&expected, text.replace("\"林晓东\", \"type\"", "\"林晓冬\", \"type\"")).unwrap();
+    let (code, stdout, _) = run(&["--config", "hallgate.toml", "check"], dir.path());
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("FAIL  nat-hall mappings/nat/application.toml: one application"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#"record 0: applicant.name: expected "林晓冬", got "林晓东""#),
+        "{stdout}"
+    );
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_mapping_that_cannot_compile_names_file_line_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "kind = \"application\"\nformat = \"xml\"\nroot = \"R/R\"\n[fields]\ncase_no = \"A\"\nitem_code = { path = \"B\", tabel = \"x\" }\n",
+            ":6: field `item_code`: unknown key `tabel`",
+        ),
+        (
+            "kind = \"application\"\nformat = \"xml\"\nroot = \"R/R\"\n[fields]\ncase_no = { template = \"{A}-{B}\" }\n",
+            ":5: field `case_no`: uses template, which cannot be rendered back",
+        ),
+        (
+            "kind = \"application\"\nformat = \"json\"\nroot = \"\"\n[fields]\ncase_no = \"A\"\nchannel = { path = \"C\", table = \"nowhere\" }\n",
+            ":6: field `channel`: table `nowhere` is neither",
+        ),
+        (
+            "kind = \"application\"\nformat = \"xml\"\nroot = \"R/R\"\n[fields]\nsubmitted_at = { path = \"T\", time = \"yy-MM-dd\" }\n",
+            ":5: field `submitted_at`: time pattern `yy-MM-dd`: the year is written yyyy",
+        ),
+        (
+            "kind = \"application\"\nformat = \"xml\"\nroot = \"R/R\"\n[fields]\nregion = { path = \"A\", when = { field = \"op\", equals = \"x\" } }\nop = \"B\"\n",
+            ":5: field `region`: `when` refers to `op`, which is not mapped above this field",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("m{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let err = Mapping::load(&path, &Disk).expect_err("must not compile").to_string();
+        assert!(err.contains(&format!("m{i}.toml{want}")), "case {i}: {err}");
+    }
+}
+
+fn node_set(node: &str) -> MappingSet {
+    let config = hallgate::config::Config::load(&repo().join("hallgate.toml")).unwrap();
+    config.load_mappings(&Disk).unwrap().remove(node).unwrap()
+}
+
+/// Every sample decodes, renders back to its node's native format, and decodes to
+/// the same canonical records again.
+#[test]
+fn samples_round_trip_through_render() {
+    let limits = Limits::default();
+    for (sample, node, ct) in SAMPLES {
+        let set = node_set(node);
+        let body = std::fs::read(repo().join("examples/samples").join(sample)).unwrap();
+        let decoded = set.decode(&body, Some(ct), None, &limits).unwrap();
+        for d in decoded {
+            let record = d.result.expect("valid");
+            let native = hallgate::mapping::render(&d.mapping, std::slice::from_ref(&record))
+                .unwrap_or_else(|e| panic!("{sample}: {e}"));
+            let one = MappingSet::new(vec![d.mapping.clone()]);
+            let again = one.decode(&native, None, None, &limits).unwrap_or_else(|e| {
+                panic!("{sample}: {e}\n{}", String::from_utf8_lossy(&native))
+            });
+            assert_eq!(again.len(), 1);
+            assert_eq!(
+                again[0].result.as_ref().unwrap(),
+                &record,
+                "{sample}: decode(render(r)) != r\n{}",
+                String::from_utf8_lossy(&native)
+            );
+        }
+    }
+}
+
+#[test]
+fn rendered_xml_uses_the_declared_encoding() {
+    let m = Arc::new(Mapping::load(&repo().join("mappings/zj/application.toml"), &Disk).unwrap());
+    let expected = jsonl(&std::fs::read_to_string(expected_of("zj/application.xml")).unwrap());
+    let native = hallgate::mapping::render(&m, &expected).unwrap();
+    assert!(native.starts_with(b"<?xml version=\"1.0\" encoding=\"GBK\"?><RECORDS><RECORD>"));
+    assert!(std::str::from_utf8(&native).is_err(), "GBK bytes, not UTF-8");
+    let (text, _, bad) = encoding_rs::GBK.decode(&native);
+    assert!(!bad);
+    assert!(text.contains("<SERVICENAME>公共场所卫生许可</SERVICENAME>"));
+    assert!(text.contains("<INFOTYPE>承诺件</INFOTYPE>"), "table inverse");
+    assert!(text.contains("<RECEIVETIME>2026-03-24 09:15:02</RECEIVETIME>"), "time pattern");
+    assert!(text.contains("<ATTRS><ATTR><UNID>"), "materials as repeated children");
+}
