@@ -165,17 +165,17 @@ pub fn spawn_workers(
                 reason: e.to_string(),
             })?;
         let mut policy = Policy::new(
-                id,
-                d,
-                &config.delivery,
-                grace,
-                crate::auth::outbound::Signer::new(config, id, d, keys).map_err(|e| {
-                    DeliveryError::Client {
-                        destination: id.to_string(),
-                        reason: e.to_string(),
-                    }
-                })?,
-            );
+            id,
+            d,
+            &config.delivery,
+            grace,
+            crate::auth::outbound::Signer::new(config, id, d, keys).map_err(|e| {
+                DeliveryError::Client {
+                    destination: id.to_string(),
+                    reason: e.to_string(),
+                }
+            })?,
+        );
         policy.render = mappings.get(id).cloned();
         let worker = Worker {
             policy: Arc::new(policy),
@@ -361,7 +361,10 @@ impl Send {
         }
         let started = Instant::now();
         let (body, content_type) = match p.render.as_ref().and_then(|set| set.for_render(d.kind)) {
-            None => (bytes::Bytes::from(d.canonical.clone()), p.content_type.clone()),
+            None => (
+                bytes::Bytes::from(d.canonical.clone()),
+                p.content_type.clone(),
+            ),
             Some(m) => {
                 let rendered = serde_json::from_str::<serde_json::Value>(&d.canonical)
                     .map_err(|e| e.to_string())

@@ -109,17 +109,50 @@ pub const SAMPLES: &[Sample] = &[
 /// The mapping files the demo configuration names, embedded so the demo runs from
 /// any folder (a file of the same path on disk is not consulted).
 pub const FILES: crate::mapping::Embedded = crate::mapping::Embedded(&[
-    ("mappings/gz/process.toml", include_bytes!("../mappings/gz/process.toml")),
-    ("mappings/gz/result.toml", include_bytes!("../mappings/gz/result.toml")),
-    ("mappings/nat/application.toml", include_bytes!("../mappings/nat/application.toml")),
-    ("mappings/sd/result.toml", include_bytes!("../mappings/sd/result.toml")),
-    ("mappings/tables/applicant_type.toml", include_bytes!("../mappings/tables/applicant_type.toml")),
-    ("mappings/tables/apply_from.toml", include_bytes!("../mappings/tables/apply_from.toml")),
-    ("mappings/tables/item_type.toml", include_bytes!("../mappings/tables/item_type.toml")),
-    ("mappings/tables/sync_status.toml", include_bytes!("../mappings/tables/sync_status.toml")),
-    ("mappings/tables/time_unit.toml", include_bytes!("../mappings/tables/time_unit.toml")),
-    ("mappings/zj/application.toml", include_bytes!("../mappings/zj/application.toml")),
-    ("mappings/zj/material.toml", include_bytes!("../mappings/zj/material.toml")),
+    (
+        "mappings/gz/process.toml",
+        include_bytes!("../mappings/gz/process.toml"),
+    ),
+    (
+        "mappings/gz/result.toml",
+        include_bytes!("../mappings/gz/result.toml"),
+    ),
+    (
+        "mappings/nat/application.toml",
+        include_bytes!("../mappings/nat/application.toml"),
+    ),
+    (
+        "mappings/sd/result.toml",
+        include_bytes!("../mappings/sd/result.toml"),
+    ),
+    (
+        "mappings/tables/applicant_type.toml",
+        include_bytes!("../mappings/tables/applicant_type.toml"),
+    ),
+    (
+        "mappings/tables/apply_from.toml",
+        include_bytes!("../mappings/tables/apply_from.toml"),
+    ),
+    (
+        "mappings/tables/item_type.toml",
+        include_bytes!("../mappings/tables/item_type.toml"),
+    ),
+    (
+        "mappings/tables/sync_status.toml",
+        include_bytes!("../mappings/tables/sync_status.toml"),
+    ),
+    (
+        "mappings/tables/time_unit.toml",
+        include_bytes!("../mappings/tables/time_unit.toml"),
+    ),
+    (
+        "mappings/zj/application.toml",
+        include_bytes!("../mappings/zj/application.toml"),
+    ),
+    (
+        "mappings/zj/material.toml",
+        include_bytes!("../mappings/zj/material.toml"),
+    ),
 ]);
 
 /// The demo configuration with the given receivers, store folder and listener.

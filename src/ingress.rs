@@ -478,7 +478,9 @@ async fn intake(
 /// with the stable code and the reason (and byte offset) in the message.
 fn decode_error(e: crate::mapping::DecodeError) -> ApiError {
     let status = match &e {
-        crate::mapping::DecodeError::UnsupportedContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        crate::mapping::DecodeError::UnsupportedContentType(_) => {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        }
         e if e.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     };

@@ -524,8 +524,17 @@ fn check(config_path: &std::path::Path, mapping_files: &[PathBuf]) -> anyhow::Re
             }
         }
         let refs: Vec<(String, &MappingSet)> = sets.iter().map(|(n, s)| (n.clone(), s)).collect();
-        let ok = tool::run_examples(&refs, &hallgate::mapping::Limits::default(), &Disk, &mut out);
-        return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        let ok = tool::run_examples(
+            &refs,
+            &hallgate::mapping::Limits::default(),
+            &Disk,
+            &mut out,
+        );
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
     let config = match Config::load(config_path) {
         Ok(c) => c,
@@ -554,7 +563,10 @@ fn check(config_path: &std::path::Path, mapping_files: &[PathBuf]) -> anyhow::Re
         );
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("{}: mapping examples failed (see above)", config_path.display());
+        eprintln!(
+            "{}: mapping examples failed (see above)",
+            config_path.display()
+        );
         Ok(ExitCode::FAILURE)
     }
 }

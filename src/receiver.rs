@@ -221,8 +221,7 @@ async fn receive(
             .clone();
         if let Some(set) = set {
             let ct = headers.get("content-type").and_then(|v| v.to_str().ok());
-            if let Ok(decoded) =
-                set.decode(&raw, ct, None, &crate::mapping::Limits::default())
+            if let Ok(decoded) = set.decode(&raw, ct, None, &crate::mapping::Limits::default())
                 && let Some(Ok(v)) = decoded.into_iter().next().map(|d| d.result)
             {
                 body = v;

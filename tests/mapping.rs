@@ -18,7 +18,11 @@ fn repo() -> PathBuf {
 /// (sample, node, content type)
 const SAMPLES: &[(&str, &str, &str)] = &[
     ("zj/application.xml", "zj-tonglu", "application/xml"),
-    ("zj/application.form", "zj-tonglu", "application/x-www-form-urlencoded"),
+    (
+        "zj/application.form",
+        "zj-tonglu",
+        "application/x-www-form-urlencoded",
+    ),
     ("soap/application.xml", "zj-tonglu", "text/xml"),
     ("nat/application.json", "nat-hall", "application/json"),
     ("gz/process.json", "gz-yunyan", "application/json"),
@@ -132,7 +136,11 @@ fn rejected_records_exit_1_with_one_line_per_problem() {
         &repo(),
     );
     assert_eq!(code, 1, "stderr: {stderr}");
-    assert_eq!(stdout.lines().count(), 1, "the valid record is still printed");
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "the valid record is still printed"
+    );
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(
         lines.contains(&"record 1: channel (ApplyChannel): unknown_code: `7` is not in table `apply_from` (known: 1, 2, 9)"),
@@ -218,7 +226,10 @@ fn hostile_inputs_are_unusable_with_a_reason() {
         assert_eq!(code, 2, "{name}: {stderr}");
         assert!(stdout.is_empty(), "{name}: nothing printed");
         assert!(stderr.contains("unusable input"), "{name}: {stderr}");
-        assert!(stderr.contains(reason), "{name}: want `{reason}` in: {stderr}");
+        assert!(
+            stderr.contains(reason),
+            "{name}: want `{reason}` in: {stderr}"
+        );
     }
 }
 
@@ -227,16 +238,29 @@ fn check_passes_and_shows_a_diff_when_an_expected_output_is_edited() {
     let (code, stdout, stderr) = run(&["--config", "hallgate.toml", "check"], &repo());
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("ok    zj-tonglu mappings/zj/application.toml: form with baseInfoXml"));
-    assert!(stdout.contains("hallgate.toml: ok (7 nodes, 3 routes, 7 mappings)"), "{stdout}");
+    assert!(
+        stdout.contains("hallgate.toml: ok (7 nodes, 3 routes, 7 mappings)"),
+        "{stdout}"
+    );
 
     // A copy of the config, mappings and samples, with one expected value edited.
     let dir = tempfile::tempdir().unwrap();
     copy_tree(&repo().join("mappings"), &dir.path().join("mappings"));
     copy_tree(&repo().join("examples"), &dir.path().join("examples"));
-    std::fs::copy(repo().join("hallgate.toml"), dir.path().join("hallgate.toml")).unwrap();
-    let expected = dir.path().join("examples/samples/nat/application.expected.jsonl");
+    std::fs::copy(
+        repo().join("hallgate.toml"),
+        dir.path().join("hallgate.toml"),
+    )
+    .unwrap();
+    let expected = dir
+        .path()
+        .join("examples/samples/nat/application.expected.jsonl");
     let text = std::fs::read_to_string(&expected).unwrap();
-    std::fs::write(&expected, text.replace("\"林晓东\", \"type\"", "\"林晓冬\", \"type\"")).unwrap();
+    std::fs::write(
+        &expected,
+        text.replace("\"林晓东\", \"type\"", "\"林晓冬\", \"type\""),
+    )
+    .unwrap();
     let (code, stdout, _) = run(&["--config", "hallgate.toml", "check"], dir.path());
     assert_eq!(code, 1, "{stdout}");
     assert!(
@@ -286,11 +310,25 @@ fn a_mapping_that_cannot_compile_names_file_line_and_reason() {
             "kind = \"application\"\nformat = \"xml\"\nroot = \"R/R\"\n[fields]\nregion = { path = \"A\", when = { field = \"op\", equals = \"x\" } }\nop = \"B\"\n",
             ":5: field `region`: `when` refers to `op`, which is not mapped above this field",
         ),
+        (
+            "kind = \"process\"\nformat = \"xml\"\nroot = \"R/R\"\n[fields]\ncase_no = \"A\"\nnodename = \"B\"\n",
+            ":6: field `nodename`: not a canonical process field (DESIGN.md section 3); did you mean `node_name`?",
+        ),
+        (
+            "kind = \"process\"\nformat = \"json\"\nroot = \"\"\n[fields]\nstarted_at = { path = \"B\", time = \"yyyy-MM-dd HH:MM:ss\" }\n",
+            ":5: field `started_at`: time pattern `yyyy-MM-dd HH:MM:ss`: the month (MM; minutes are mm) appears twice",
+        ),
+        (
+            "kind = \"process\"\nformat = \"json\"\nroot = \"\"\n[fields]\ncase_no = \"A\"\n[[examples]]\ninput_text = \"{}\"\nreject = \"requird\"\n",
+            ":6: examples: `reject = \"requird\"` is not an error code",
+        ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("m{i}.toml"));
         std::fs::write(&path, text).unwrap();
-        let err = Mapping::load(&path, &Disk).expect_err("must not compile").to_string();
+        let err = Mapping::load(&path, &Disk)
+            .expect_err("must not compile")
+            .to_string();
         assert!(err.contains(&format!("m{i}.toml{want}")), "case {i}: {err}");
     }
 }
@@ -314,9 +352,9 @@ fn samples_round_trip_through_render() {
             let native = hallgate::mapping::render(&d.mapping, std::slice::from_ref(&record))
                 .unwrap_or_else(|e| panic!("{sample}: {e}"));
             let one = MappingSet::new(vec![d.mapping.clone()]);
-            let again = one.decode(&native, None, None, &limits).unwrap_or_else(|e| {
-                panic!("{sample}: {e}\n{}", String::from_utf8_lossy(&native))
-            });
+            let again = one
+                .decode(&native, None, None, &limits)
+                .unwrap_or_else(|e| panic!("{sample}: {e}\n{}", String::from_utf8_lossy(&native)));
             assert_eq!(again.len(), 1);
             assert_eq!(
                 again[0].result.as_ref().unwrap(),
@@ -334,11 +372,48 @@ fn rendered_xml_uses_the_declared_encoding() {
     let expected = jsonl(&std::fs::read_to_string(expected_of("zj/application.xml")).unwrap());
     let native = hallgate::mapping::render(&m, &expected).unwrap();
     assert!(native.starts_with(b"<?xml version=\"1.0\" encoding=\"GBK\"?><RECORDS><RECORD>"));
-    assert!(std::str::from_utf8(&native).is_err(), "GBK bytes, not UTF-8");
+    assert!(
+        std::str::from_utf8(&native).is_err(),
+        "GBK bytes, not UTF-8"
+    );
     let (text, _, bad) = encoding_rs::GBK.decode(&native);
     assert!(!bad);
     assert!(text.contains("<SERVICENAME>公共场所卫生许可</SERVICENAME>"));
-    assert!(text.contains("<INFOTYPE>承诺件</INFOTYPE>"), "table inverse");
-    assert!(text.contains("<RECEIVETIME>2026-03-24 09:15:02</RECEIVETIME>"), "time pattern");
-    assert!(text.contains("<ATTRS><ATTR><UNID>"), "materials as repeated children");
+    assert!(
+        text.contains("<INFOTYPE>承诺件</INFOTYPE>"),
+        "table inverse"
+    );
+    assert!(
+        text.contains("<RECEIVETIME>2026-03-24 09:15:02</RECEIVETIME>"),
+        "time pattern"
+    );
+    assert!(
+        text.contains("<ATTRS><ATTR><UNID>"),
+        "materials as repeated children"
+    );
+}
+
+/// A dialect connected by writing a mapping only: the mapping a first-time
+/// integrator wrote from docs/mappings.md (GBK XML, values in attributes) passes its
+/// examples, and its output round-trips through render.
+#[test]
+fn a_mapping_written_from_the_docs_alone_passes_its_examples() {
+    let (code, stdout, stderr) = run(
+        &["check", "--mapping", "tests/fixtures/nh/process.toml"],
+        &repo(),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), 3, "{stdout}");
+    let (code, native, _) = run(
+        &[
+            "map",
+            "--render",
+            "--mapping",
+            "tests/fixtures/nh/process.toml",
+            "tests/fixtures/nh/steps.expected.jsonl",
+        ],
+        &repo(),
+    );
+    assert_eq!(code, 0);
+    assert!(native.contains("<Step CaseNo=\"440605260510000021\""), "{native}");
 }

@@ -31,13 +31,20 @@ fn with_mappings(text: String) -> String {
 }
 
 fn sample(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/examples/samples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/examples/samples/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 async fn json(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let bytes = resp.bytes().await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 const SD_RESULT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -54,8 +61,13 @@ async fn native_bodies_are_decoded_and_rendered_for_the_destination() {
     let url = format!("{}/v1/records", h.url);
     // gb2312 XML with two applications
     let (status, body) = json(
-        h.raw(&url, Some("district-b"), Some("application/xml"), sample("zj/application.xml"))
-            .await,
+        h.raw(
+            &url,
+            Some("district-b"),
+            Some("application/xml"),
+            sample("zj/application.xml"),
+        )
+        .await,
     )
     .await;
     assert_eq!(status, 202, "{body}");
@@ -84,8 +96,13 @@ async fn native_bodies_are_decoded_and_rendered_for_the_destination() {
     assert_eq!(status, 200, "{case}");
     // a Shandong result XML from district-a: supervision gets it back as that XML
     let (status, body) = json(
-        h.raw(&url, Some("district-a"), Some("application/xml"), SD_RESULT.as_bytes().to_vec())
-            .await,
+        h.raw(
+            &url,
+            Some("district-a"),
+            Some("application/xml"),
+            SD_RESULT.as_bytes().to_vec(),
+        )
+        .await,
     )
     .await;
     assert_eq!(status, 202, "{body}");
@@ -104,7 +121,10 @@ async fn native_bodies_are_decoded_and_rendered_for_the_destination() {
     let text = String::from_utf8(arrival.raw.clone()).unwrap();
     assert!(text.contains("<DONERESULT>0</DONERESULT>"), "{text}");
     assert!(text.contains("<ISFEE>1</ISFEE><FEE>80.5</FEE>"), "{text}");
-    assert!(text.contains("<STDVER>2</STDVER>"), "render constant: {text}");
+    assert!(
+        text.contains("<STDVER>2</STDVER>"),
+        "render constant: {text}"
+    );
     // decoding what supervision received gives what district-a sent
     let sd = MappingSet::new(vec![std::sync::Arc::new(
         Mapping::load(
@@ -114,7 +134,9 @@ async fn native_bodies_are_decoded_and_rendered_for_the_destination() {
         .unwrap(),
     )]);
     let limits = Limits::default();
-    let sent = sd.decode(SD_RESULT.as_bytes(), None, None, &limits).unwrap();
+    let sent = sd
+        .decode(SD_RESULT.as_bytes(), None, None, &limits)
+        .unwrap();
     let got = sd.decode(&arrival.raw, Some(&ct), None, &limits).unwrap();
     assert_eq!(got[0].result, sent[0].result);
     // the city platform (no mappings) gets canonical JSON of the same record
@@ -122,9 +144,17 @@ async fn native_bodies_are_decoded_and_rendered_for_the_destination() {
         h.city.accepted().iter().any(|a| a.kind == "result")
     })
     .await;
-    let city = h.city.accepted().into_iter().find(|a| a.kind == "result").unwrap();
+    let city = h
+        .city
+        .accepted()
+        .into_iter()
+        .find(|a| a.kind == "result")
+        .unwrap();
     let canonical: Value = serde_json::from_slice(&city.raw).unwrap();
-    assert_eq!(canonical["fee"], serde_json::json!({"charged": true, "amount": 80.5}));
+    assert_eq!(
+        canonical["fee"],
+        serde_json::json!({"charged": true, "amount": 80.5})
+    );
     assert_eq!(canonical["certificate"]["valid_to"], "2076-04-06");
     assert_eq!(canonical["source"], "district-a");
 }
@@ -151,7 +181,10 @@ async fn an_invalid_record_refuses_the_body_unless_partial() {
     assert_eq!(d["field"], "applicant.id_no");
     assert_eq!(d["source_path"], "ApplyerPageCode");
     assert_eq!(d["rule"], "id_no");
-    assert!(!resp.to_string().contains("350205195912280258"), "masked: {resp}");
+    assert!(
+        !resp.to_string().contains("350205195912280258"),
+        "masked: {resp}"
+    );
     let (status, _) = h.get("/v1/cases/350205260401000300").await;
     assert_eq!(status, 404, "nothing of the body was stored");
 
@@ -184,7 +217,9 @@ async fn hostile_bodies_are_400_or_413_with_a_reason() {
         "<RECORDS>{}</RECORDS>",
         "<RECORD><PROJID>330122260324000001</PROJID></RECORD>".repeat(101)
     );
-    let cases: Vec<(&str, &str, &str, Vec<u8>, u16, &str)> = vec![
+    // (what, node, content type, body, status, error code)
+    type Case<'a> = (&'a str, &'a str, &'a str, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("doctype", "district-b", "application/xml",
          br#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aa">]><RECORDS/>"#.to_vec(), 400, "doctype"),
         ("entity", "district-b", "application/xml",
@@ -207,6 +242,10 @@ async fn hostile_bodies_are_400_or_413_with_a_reason() {
         let (status, resp) = json(h.raw(&url, Some(node), Some(ct), body).await).await;
         assert_eq!(status, want_status, "{name}: {resp}");
         assert_eq!(resp["error"]["code"], want_code, "{name}: {resp}");
-        assert!(resp["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            resp["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
 }

@@ -87,41 +87,48 @@ fn record() -> impl Strategy<Value = Value> {
         0i64..10_000,
         proptest::collection::vec(("[0-9a-f]{32}", text()), 0..4),
     )
-        .prop_map(|(case_no, code, name, case_type, t1, t2, version, days, mats)| {
-            let mut r = json!({
-                "kind": "application",
-                "case_no": case_no,
-                "item_code": code,
-                "item_name": name,
-                "case_type": case_type,
-                "submitted_at": t1,
-                "accepted_at": t2,
-                "region": "330122",
-                "version": version,
-                "channel": "online",
-                "promise": {"value": days},
-            });
-            if !mats.is_empty() {
-                r["materials"] = Value::Array(
-                    mats.into_iter()
-                        .map(|(id, name)| json!({"material_id": id, "name": name}))
-                        .collect(),
-                );
-            }
-            r
-        })
+        .prop_map(
+            |(case_no, code, name, case_type, t1, t2, version, days, mats)| {
+                let mut r = json!({
+                    "kind": "application",
+                    "case_no": case_no,
+                    "item_code": code,
+                    "item_name": name,
+                    "case_type": case_type,
+                    "submitted_at": t1,
+                    "accepted_at": t2,
+                    "region": "330122",
+                    "version": version,
+                    "channel": "online",
+                    "promise": {"value": days},
+                });
+                if !mats.is_empty() {
+                    r["materials"] = Value::Array(
+                        mats.into_iter()
+                            .map(|(id, name)| json!({"material_id": id, "name": name}))
+                            .collect(),
+                    );
+                }
+                r
+            },
+        )
 }
 
 fn round_trip(m: &Arc<Mapping>, records: &[Value]) -> Result<(), TestCaseError> {
-    let native = hallgate::mapping::render(m, records)
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let native =
+        hallgate::mapping::render(m, records).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let set = MappingSet::new(vec![m.clone()]);
     let decoded = set
         .decode(&native, None, None, &Limits::default())
         .map_err(|e| TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&native))))?;
     prop_assert_eq!(decoded.len(), records.len());
     for (d, r) in decoded.iter().zip(records) {
-        prop_assert_eq!(d.result.as_ref().ok(), Some(r), "{}", String::from_utf8_lossy(&native));
+        prop_assert_eq!(
+            d.result.as_ref().ok(),
+            Some(r),
+            "{}",
+            String::from_utf8_lossy(&native)
+        );
     }
     Ok(())
 }

@@ -211,9 +211,14 @@ pub(crate) fn decode(
         },
     }
     if run.count == 0 {
-        return Err(DecodeError::NoMapping(
-            "the message matched a mapping but holds no records at its record root".into(),
-        ));
+        let roots: Vec<&str> = candidates
+            .iter()
+            .flat_map(|m| m.roots.iter().map(|r| r.text.as_str()))
+            .collect();
+        return Err(DecodeError::NoMapping(format!(
+            "no record found: nothing in the message sits at a record root ({}); names are case-sensitive",
+            roots.join(", ")
+        )));
     }
     Ok(())
 }
@@ -262,7 +267,7 @@ fn xml_text(
 ) -> Result<(), DecodeError> {
     let root = xml::root_name(text, run.limits)?;
     if root == "Envelope" {
-        let steps = vec![Step::Name("Envelope".into())];
+        let steps = [Step::Name("Envelope".into())];
         let roots = Roots {
             paths: vec![&steps[..]],
         };
@@ -292,7 +297,9 @@ fn xml_text(
         .copied()
         .filter(|m| {
             m.format == Format::Xml
-                && m.roots.iter().any(|r| roots.paths.iter().any(|p| *p == &r.steps[..]))
+                && m.roots
+                    .iter()
+                    .any(|r| roots.paths.iter().any(|p| *p == &r.steps[..]))
         })
         .collect();
     let limits = run.limits;
@@ -350,7 +357,11 @@ fn choose<'m, T: Tree>(
     mappings
         .iter()
         .copied()
-        .find(|m| m.select.as_ref().is_none_or(|c| eval::holds(c, tree, node, &empty)))
+        .find(|m| {
+            m.select
+                .as_ref()
+                .is_none_or(|c| eval::holds(c, tree, node, &empty))
+        })
         .ok_or_else(|| {
             DecodeError::NoMapping(format!(
                 "record {index} fits none of the mappings for its root ({}): check their `match`",
@@ -623,7 +634,7 @@ fn form(
         let by_field: Vec<&Arc<Mapping>> = candidates
             .iter()
             .copied()
-            .filter(|m| m.form_fields.iter().any(|f| *f == name))
+            .filter(|m| m.form_fields.contains(&name))
             .collect();
         seen.push(name);
         if by_field.is_empty() {
@@ -635,7 +646,11 @@ fn form(
     no_form_field(run, candidates, &seen)
 }
 
-fn no_form_field(run: &Run, candidates: &[&Arc<Mapping>], seen: &[String]) -> Result<(), DecodeError> {
+fn no_form_field(
+    run: &Run,
+    candidates: &[&Arc<Mapping>],
+    seen: &[String],
+) -> Result<(), DecodeError> {
     if run.count > 0 {
         return Ok(());
     }
@@ -726,7 +741,7 @@ fn multipart(
         let by_field: Vec<&Arc<Mapping>> = candidates
             .iter()
             .copied()
-            .filter(|m| m.form_fields.iter().any(|f| *f == name))
+            .filter(|m| m.form_fields.contains(&name))
             .collect();
         seen.push(name);
         if by_field.is_empty() {

@@ -125,10 +125,13 @@ impl Table {
             let key = value_key(v);
             if let Some(code) = render.get(&key) {
                 inverse.insert(key, code.clone());
-            } else if inverse.contains_key(&key) {
-                ambiguous = true;
-            } else {
-                inverse.insert(key, k.clone());
+                continue;
+            }
+            match inverse.entry(key) {
+                std::collections::hash_map::Entry::Occupied(_) => ambiguous = true,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(k.clone());
+                }
             }
         }
         Table {
@@ -239,15 +242,16 @@ pub(crate) fn run<T: Tree>(
         if get_path(out, &rule.target).is_some() {
             continue; // an earlier rule filled it
         }
-        let fail = |errors: &mut Vec<FieldError>, source: Option<&str>, code: &str, message: String| {
-            errors.push(FieldError {
-                record: place.index,
-                field: format!("{}{}", place.field, rule.field),
-                source_path: source.map(|s| format!("{}{s}", place.source)),
-                rule: code.to_string(),
-                message,
-            });
-        };
+        let fail =
+            |errors: &mut Vec<FieldError>, source: Option<&str>, code: &str, message: String| {
+                errors.push(FieldError {
+                    record: place.index,
+                    field: format!("{}{}", place.field, rule.field),
+                    source_path: source.map(|s| format!("{}{s}", place.source)),
+                    rule: code.to_string(),
+                    message,
+                });
+            };
         let value = match &rule.source {
             Source::Const(v) => Some(v.clone()),
             Source::Each { path, rules } => {
@@ -338,7 +342,10 @@ pub(crate) fn run<T: Tree>(
                     errors,
                     src,
                     "required",
-                    format!("{} is required and the message has no value for it", rule.field),
+                    format!(
+                        "{} is required and the message has no value for it",
+                        rule.field
+                    ),
                 );
             }
             None => {}
@@ -346,7 +353,12 @@ pub(crate) fn run<T: Tree>(
     }
 }
 
-pub(crate) fn holds<T: Tree>(cond: &Cond, tree: &T, node: T::Node, out: &Map<String, Value>) -> bool {
+pub(crate) fn holds<T: Tree>(
+    cond: &Cond,
+    tree: &T,
+    node: T::Node,
+    out: &Map<String, Value>,
+) -> bool {
     let text: Option<Cow<str>> = match &cond.subject {
         CondSubject::Field(path) => get_path(out, path).and_then(|v| match v {
             Value::String(s) => Some(Cow::Borrowed(s.as_str())),
@@ -440,10 +452,7 @@ fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Value>, Fail> {
         let Some(caps) = re.captures(&text) else {
             return Err((
                 "pattern",
-                format!(
-                    "the value does not match the pattern `{}`",
-                    re.as_str()
-                ),
+                format!("the value does not match the pattern `{}`", re.as_str()),
             ));
         };
         let m = caps.get(1).or_else(|| caps.get(0)).map(|m| m.as_str());
@@ -515,7 +524,6 @@ fn scalar(rule: &Rule, text: &str) -> Result<Value, Fail> {
     }
     finish(rule, value)
 }
-
 
 /// Type coercion and named checks, on the value after tables and times.
 fn finish(rule: &Rule, value: Value) -> Result<Value, Fail> {

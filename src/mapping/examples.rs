@@ -35,6 +35,38 @@ pub enum Expect {
     Reject { code: String, field: Option<String> },
 }
 
+/// Every code a record or a body can be refused with.
+pub const REJECT_CODES: &[&str] = &[
+    // per field
+    "required",
+    "unknown_code",
+    "time",
+    "date",
+    "number",
+    "boolean",
+    "pattern",
+    "type",
+    "enum",
+    "empty",
+    "id_no",
+    "uscc",
+    "org_code",
+    "region_code",
+    "mobile",
+    "kind_mismatch",
+    // per body
+    "unsupported_media_type",
+    "too_large",
+    "encoding",
+    "syntax",
+    "doctype",
+    "entity",
+    "too_deep",
+    "string_too_long",
+    "too_many_records",
+    "no_mapping",
+];
+
 const KEYS: &[&str] = &[
     "name",
     "input",
@@ -59,15 +91,30 @@ impl Example {
         };
         let expect = match (s("expected"), s("reject")) {
             (Some(f), None) => Expect::Records(dir.join(f)),
-            (None, Some(code)) => Expect::Reject {
-                code,
-                field: s("field"),
-            },
-            _ => return Err("an example has `expected` (a JSON lines file) or `reject` (an error code)".into()),
+            (None, Some(code)) => {
+                if !REJECT_CODES.contains(&code.as_str()) {
+                    return Err(format!(
+                        "`reject = \"{code}\"` is not an error code (known: {})",
+                        REJECT_CODES.join(", ")
+                    ));
+                }
+                Expect::Reject {
+                    code,
+                    field: s("field"),
+                }
+            }
+            _ => {
+                return Err(
+                    "an example has `expected` (a JSON lines file) or `reject` (an error code)"
+                        .into(),
+                );
+            }
         };
         let kind = match s("kind") {
             None => None,
-            Some(k) => Some(Kind::parse(&k).ok_or("`kind` is application, material, process or result")?),
+            Some(k) => {
+                Some(Kind::parse(&k).ok_or("`kind` is application, material, process or result")?)
+            }
         };
         let name = s("name").unwrap_or_else(|| match &input {
             Input::File(p) => p.display().to_string(),
@@ -86,7 +133,12 @@ impl Example {
     }
 
     /// Run the example through `set`. `Err` holds readable diff lines.
-    pub fn run(&self, set: &MappingSet, limits: &Limits, files: &dyn Files) -> Result<(), Vec<String>> {
+    pub fn run(
+        &self,
+        set: &MappingSet,
+        limits: &Limits,
+        files: &dyn Files,
+    ) -> Result<(), Vec<String>> {
         let body = match &self.input {
             Input::File(p) => files
                 .read(p)
@@ -124,7 +176,13 @@ impl Example {
                     } else {
                         found
                             .iter()
-                            .map(|(c, f)| if f.is_empty() { c.clone() } else { format!("{c} on {f}") })
+                            .map(|(c, f)| {
+                                if f.is_empty() {
+                                    c.clone()
+                                } else {
+                                    format!("{c} on {f}")
+                                }
+                            })
                             .collect::<Vec<_>>()
                             .join(", ")
                     };
@@ -223,7 +281,11 @@ pub fn diff(prefix: &str, path: &str, expected: &Value, got: &Value, out: &mut V
     match (expected, got) {
         (Value::Object(e), Value::Object(g)) => {
             for (k, ev) in e {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match g.get(k) {
                     Some(gv) => diff(prefix, &p, ev, gv, out),
                     None => out.push(format!("{prefix}{p}: expected {ev}, missing")),
@@ -231,7 +293,11 @@ pub fn diff(prefix: &str, path: &str, expected: &Value, got: &Value, out: &mut V
             }
             for (k, gv) in g {
                 if !e.contains_key(k) {
-                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
                     out.push(format!("{prefix}{p}: not expected, got {gv}"));
                 }
             }

@@ -14,8 +14,8 @@ mod eval;
 pub mod examples;
 mod render;
 mod spec;
-pub mod tool;
 pub mod time;
+pub mod tool;
 mod xml;
 
 use std::collections::HashMap;
@@ -237,7 +237,9 @@ impl MappingSet {
         limits: &Limits,
         emit: &mut dyn FnMut(Checked) -> Result<(), DecodeError>,
     ) -> Result<(), DecodeError> {
-        decode::decode(self, body, content_type, kind, limits, &mut |d| emit(check_one(d)))
+        decode::decode(self, body, content_type, kind, limits, &mut |d| {
+            emit(check_one(d))
+        })
     }
 
     /// The mapping that renders records of `kind` for this node, if any.

@@ -25,7 +25,9 @@ pub enum RenderError {
         field: String,
         reason: String,
     },
-    #[error("record {record}: a {got} record cannot be rendered with {file}, which maps {want} records")]
+    #[error(
+        "record {record}: a {got} record cannot be rendered with {file}, which maps {want} records"
+    )]
     Kind {
         record: usize,
         got: String,
@@ -65,7 +67,12 @@ impl Out {
                 .parse::<i64>()
                 .map(Value::from)
                 .ok()
-                .or_else(|| s.parse::<f64>().ok().and_then(Number::from_f64).map(Value::Number))
+                .or_else(|| {
+                    s.parse::<f64>()
+                        .ok()
+                        .and_then(Number::from_f64)
+                        .map(Value::Number)
+                })
                 .unwrap_or(Value::String(s)),
             (_, Out::Str(s)) => Value::String(s),
             (_, Out::Num(n)) => Value::Number(n),
@@ -242,13 +249,17 @@ impl Target for Obj {
     }
 }
 
+/// Renders the items of an `each` rule into the target.
+type EachFn<'e, T> =
+    dyn FnMut(&NPath, &[Rule], &[Value], &mut T, &str) -> Result<(), RenderError> + 'e;
+
 fn fill<T: Target>(
     rules: &[Rule],
     record: &Map<String, Value>,
     target: &mut T,
     index: usize,
     prefix: &str,
-    each: &mut dyn FnMut(&NPath, &[Rule], &[Value], &mut T, &str) -> Result<(), RenderError>,
+    each: &mut EachFn<'_, T>,
 ) -> Result<(), RenderError> {
     for rule in rules {
         if !rule.render {
@@ -274,7 +285,13 @@ fn fill<T: Target>(
                         reason: "a list of objects was expected".into(),
                     });
                 };
-                each(path, rules, items, target, &format!("{prefix}{}", rule.field))?;
+                each(
+                    path,
+                    rules,
+                    items,
+                    target,
+                    &format!("{prefix}{}", rule.field),
+                )?;
             }
             Source::Const(_) | Source::Template(_) => {}
         }
@@ -282,7 +299,13 @@ fn fill<T: Target>(
     Ok(())
 }
 
-fn fill_xml(rules: &[Rule], record: &Map<String, Value>, elem: &mut Elem, index: usize, prefix: &str) -> Result<(), RenderError> {
+fn fill_xml(
+    rules: &[Rule],
+    record: &Map<String, Value>,
+    elem: &mut Elem,
+    index: usize,
+    prefix: &str,
+) -> Result<(), RenderError> {
     let mut each = |path: &NPath, rules: &[Rule], items: &[Value], elem: &mut Elem, field: &str| {
         for (i, item) in items.iter().enumerate() {
             let Value::Object(m) = item else {
@@ -300,7 +323,13 @@ fn fill_xml(rules: &[Rule], record: &Map<String, Value>, elem: &mut Elem, index:
     fill(rules, record, elem, index, prefix, &mut each)
 }
 
-fn fill_json(rules: &[Rule], record: &Map<String, Value>, obj: &mut Obj, index: usize, prefix: &str) -> Result<(), RenderError> {
+fn fill_json(
+    rules: &[Rule],
+    record: &Map<String, Value>,
+    obj: &mut Obj,
+    index: usize,
+    prefix: &str,
+) -> Result<(), RenderError> {
     let mut each = |path: &NPath, rules: &[Rule], items: &[Value], obj: &mut Obj, field: &str| {
         let mut list = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {

@@ -10,7 +10,9 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::eval::{Case, Coerce, Cond, CondTest, Native, Rule, Source, TPart, Table, TimeRule, Unknown};
+use super::eval::{
+    Case, Coerce, Cond, CondTest, Native, Rule, Source, TPart, Table, TimeRule, Unknown,
+};
 use super::examples::Example;
 use super::render::RenderSpec;
 use super::time::{Pattern, parse_offset};
@@ -94,13 +96,32 @@ fn yes() -> bool {
 }
 
 const FIELD_KEYS: &[&str] = &[
-    "path", "template", "const", "each", "fields", "required", "default", "trim", "halfwidth",
-    "case", "regex", "split", "table", "time", "date", "zone", "type", "check", "when", "render",
+    "path",
+    "template",
+    "const",
+    "each",
+    "fields",
+    "required",
+    "default",
+    "trim",
+    "halfwidth",
+    "case",
+    "regex",
+    "split",
+    "table",
+    "time",
+    "date",
+    "zone",
+    "type",
+    "check",
+    "when",
+    "render",
     "native",
 ];
 
 /// Everything compilation needs to know about where it is.
 struct Ctx<'a> {
+    kind: Kind,
     file: String,
     dir: PathBuf,
     files: &'a dyn Files,
@@ -199,8 +220,8 @@ pub fn compile(text: &str, path: &Path, files: &dyn Files) -> Result<Mapping, Ma
     };
     let mut roots = Vec::new();
     for r in spec.root.get_ref().list() {
-        let p = parse_path(&r, format)
-            .map_err(|reason| rule_err(spec.root.span(), "root", reason))?;
+        let p =
+            parse_path(&r, format).map_err(|reason| rule_err(spec.root.span(), "root", reason))?;
         if p.steps.iter().any(|s| matches!(s, Step::Attr(_))) {
             return Err(rule_err(
                 spec.root.span(),
@@ -226,6 +247,7 @@ pub fn compile(text: &str, path: &Path, files: &dyn Files) -> Result<Mapping, Ma
     }
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut ctx = Ctx {
+        kind,
         file: file.clone(),
         dir,
         files,
@@ -251,7 +273,7 @@ pub fn compile(text: &str, path: &Path, files: &dyn Files) -> Result<Mapping, Ma
         .iter()
         .map(|(k, v)| (k.clone(), line(v.span()), v.get_ref().clone()))
         .collect();
-    let rules = compile_rules(&mut ctx, &entries, "")?;
+    let rules = compile_rules(&mut ctx, &entries, "", Scope::Record)?;
     let select = match &spec.select {
         None => None,
         Some(v) => {
@@ -304,7 +326,12 @@ pub(crate) fn default_zone() -> jiff::tz::Offset {
     jiff::tz::Offset::constant(8)
 }
 
-fn collect_sources(rules: &[Rule], prefix: &str, src_prefix: &str, out: &mut HashMap<String, String>) {
+fn collect_sources(
+    rules: &[Rule],
+    prefix: &str,
+    src_prefix: &str,
+    out: &mut HashMap<String, String>,
+) {
     for r in rules {
         let field = format!("{prefix}{}", r.field);
         match &r.source {
@@ -375,29 +402,46 @@ fn check_render_targets(ctx: &Ctx, rules: &[Rule]) -> Result<(), MappingError> {
             return Err(ctx.err(
                 r.line,
                 format!("field `{}`", r.field),
-                format!(
-                    "`{other}` also renders to `{place}`; mark one of them `render = false`"
-                ),
+                format!("`{other}` also renders to `{place}`; mark one of them `render = false`"),
             ));
         }
     }
     Ok(())
 }
 
+/// Which canonical fields a rule may name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// The record's own fields.
+    Record,
+    /// The items of `materials`.
+    Materials,
+    /// Under `ext.`: anything.
+    Free,
+}
+
 fn compile_rules(
     ctx: &mut Ctx,
     entries: &[(String, usize, toml::Value)],
     prefix: &str,
+    scope: Scope,
 ) -> Result<Vec<Rule>, MappingError> {
     let mut rules: Vec<Rule> = Vec::new();
     let mut targets: Vec<String> = Vec::new();
     // A table without a source key is a group: `[fields.applicant]` with `name = …`
     // is the same as `"applicant.name" = …`.
     let mut flat: Vec<(String, usize, toml::Value)> = Vec::new();
-    fn flatten(out: &mut Vec<(String, usize, toml::Value)>, name: String, line: usize, v: &toml::Value) {
+    fn flatten(
+        out: &mut Vec<(String, usize, toml::Value)>,
+        name: String,
+        line: usize,
+        v: &toml::Value,
+    ) {
         match v {
             toml::Value::Table(t)
-                if !["path", "template", "const", "each"].iter().any(|k| t.contains_key(*k)) =>
+                if !["path", "template", "const", "each"]
+                    .iter()
+                    .any(|k| t.contains_key(*k)) =>
             {
                 for (k, sub) in t {
                     flatten(out, format!("{name}.{k}"), line, sub);
@@ -423,6 +467,28 @@ fn compile_rules(
                 line,
                 &what,
                 "canonical field names are snake_case, dotted for nesting (applicant.id_no)",
+            ));
+        }
+        let within = (scope == Scope::Materials).then_some(crate::record::checks::MATERIAL_FIELDS);
+        if scope != Scope::Free
+            && !matches!(field.as_str(), "kind" | "source")
+            && !crate::record::checks::is_known_field(ctx.kind, within, field)
+        {
+            let hint = match crate::record::checks::closest_field(ctx.kind, within, field) {
+                Some(c) => format!("; did you mean `{c}`?"),
+                None => ";".to_string(),
+            };
+            let whose = if scope == Scope::Materials {
+                "material".to_string()
+            } else {
+                ctx.kind.to_string()
+            };
+            return Err(ctx.err(
+                line,
+                &what,
+                format!(
+                    "not a canonical {whose} field (DESIGN.md section 3){hint} source fields without a canonical home go under `ext.`"
+                ),
             ));
         }
         if prefix.is_empty() && matches!(field.as_str(), "kind" | "source") {
@@ -543,9 +609,8 @@ fn compile_rule(
             .map_err(|r| ctx.err(line, what, r))?;
         rule.source = Source::Path(compiled);
     } else if let Some(tpl) = s("template")? {
-        rule.source = Source::Template(
-            parse_template(&tpl, ctx.format).map_err(|r| ctx.err(line, what, r))?,
-        );
+        rule.source =
+            Source::Template(parse_template(&tpl, ctx.format).map_err(|r| ctx.err(line, what, r))?);
     } else if let Some(c) = t.get("const") {
         rule.source = Source::Const(to_json(c).map_err(|r| ctx.err(line, what, r))?);
     } else if let Some(each) = s("each")? {
@@ -561,7 +626,16 @@ fn compile_rule(
             .iter()
             .map(|(k, v)| (k.clone(), line, v.clone()))
             .collect();
-        let rules = compile_rules(ctx, &entries, &format!("{field}[]."))?;
+        let scope = if field == "ext" || field.starts_with("ext.") {
+            Scope::Free
+        } else if field == "materials" && ctx.kind == Kind::Application {
+            Scope::Materials
+        } else {
+            return Err(fail(
+                "`each` makes a list: the application's `materials`, or a field under `ext.`".into(),
+            ));
+        };
+        let rules = compile_rules(ctx, &entries, &format!("{field}[]."), scope)?;
         rule.source = Source::Each { path, rules };
     }
     if t.contains_key("fields") && !t.contains_key("each") {
@@ -625,11 +699,7 @@ fn compile_rule(
         Some("number") => Some(Coerce::Number),
         Some("boolean") => Some(Coerce::Boolean),
         Some(_) => {
-            return Err(ctx.err(
-                line,
-                what,
-                "`type` is string, integer, number or boolean",
-            ));
+            return Err(ctx.err(line, what, "`type` is string, integer, number or boolean"));
         }
     };
     rule.native = match s("native")?.as_deref() {
@@ -671,11 +741,7 @@ fn compile_rule(
     if matches!(rule.source, Source::Const(_) | Source::Each { .. })
         && (rule.table.is_some() || rule.time.is_some() || rule.regex.is_some())
     {
-        return Err(ctx.err(
-            line,
-            what,
-            "const and each take no table, time or regex",
-        ));
+        return Err(ctx.err(line, what, "const and each take no table, time or regex"));
     }
     Ok(rule)
 }
@@ -755,7 +821,11 @@ fn table(ctx: &mut Ctx, name: &str, line: usize, what: &str) -> Result<Arc<Table
             }
             dir = d.parent().filter(|p| !p.as_os_str().is_empty());
         }
-        if found.is_none() && ctx.files.exists(&Path::new("tables").join(format!("{name}.toml"))) {
+        if found.is_none()
+            && ctx
+                .files
+                .exists(&Path::new("tables").join(format!("{name}.toml")))
+        {
             found = Some(Path::new("tables").join(format!("{name}.toml")));
         }
         let Some(path) = found else {
@@ -768,13 +838,10 @@ fn table(ctx: &mut Ctx, name: &str, line: usize, what: &str) -> Result<Arc<Table
             ));
         };
         let file = path.display().to_string();
-        let bytes = ctx
-            .files
-            .read(&path)
-            .map_err(|source| MappingError::Read {
-                file: file.clone(),
-                source,
-            })?;
+        let bytes = ctx.files.read(&path).map_err(|source| MappingError::Read {
+            file: file.clone(),
+            source,
+        })?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let v: toml::Value = toml::from_str::<toml::Table>(&text)
             .map(toml::Value::Table)
@@ -892,7 +959,11 @@ pub(crate) fn parse_path(text: &str, format: Format) -> Result<NPath, String> {
                 return Err(format!("path `{text}` has an empty step"));
             }
             if !name.is_empty() {
-                let name = if format == Format::Xml { local(name) } else { name };
+                let name = if format == Format::Xml {
+                    local(name)
+                } else {
+                    name
+                };
                 steps.push(Step::Name(name.to_string()));
             }
             if let Some(i) = index {

@@ -85,6 +85,14 @@ impl Pattern {
                 ('M' | 'd' | 'H' | 'm' | 's', _) => {
                     return Err(err("a field letter appears more than twice in a row"));
                 }
+                ('h', _) => {
+                    return Err(err("hh (a 12-hour clock) is not supported; hours are HH"));
+                }
+                (c, _) if c.is_ascii_alphabetic() && c != 'T' => {
+                    return Err(err(&format!(
+                        "`{c}` is not a pattern letter (yyyy MM dd HH mm ss SSS XXX); quote literal text: 'text'"
+                    )));
+                }
                 _ => {
                     tokens.extend(std::iter::repeat_n(Token::Lit(c), run));
                     i += run;
@@ -93,6 +101,21 @@ impl Pattern {
             };
             tokens.push(token);
             i += run;
+        }
+        let count = |t: fn(&Token) -> bool| tokens.iter().filter(|x| t(x)).count();
+        let fields: [(&str, fn(&Token) -> bool); 7] = [
+            ("the year", |t| *t == Token::Year),
+            ("the month (MM; minutes are mm)", |t| matches!(t, Token::Month { .. })),
+            ("the day", |t| matches!(t, Token::Day { .. })),
+            ("the hour", |t| matches!(t, Token::Hour { .. })),
+            ("the minute (mm; the month is MM)", |t| matches!(t, Token::Minute { .. })),
+            ("the second", |t| matches!(t, Token::Second { .. })),
+            ("the offset", |t| *t == Token::Offset),
+        ];
+        for (name, f) in fields {
+            if count(f) > 1 {
+                return Err(err(&format!("{name} appears twice")));
+            }
         }
         let has = |t: fn(&Token) -> bool| tokens.iter().any(t);
         if !has(|t| *t == Token::Year)
@@ -240,8 +263,7 @@ fn parse_fields(s: &str, tokens: &[Token], zone: Offset) -> Option<(DateTime, Of
         return None;
     }
     let date = Date::new(i16::try_from(y).ok()?, mo as i8, d as i8).ok()?;
-    let dt = date
-        .to_datetime(jiff::civil::Time::new(h as i8, mi as i8, se as i8, nanos).ok()?);
+    let dt = date.to_datetime(jiff::civil::Time::new(h as i8, mi as i8, se as i8, nanos).ok()?);
     Some((dt, offset))
 }
 
@@ -343,5 +365,10 @@ mod tests {
             Some("2026/4/8 9:05:00")
         );
         assert!(Pattern::compile("yy-MM-dd", false).is_err());
+        // mistakes that would silently give wrong times
+        assert!(Pattern::compile("yyyy-MM-dd HH:MM:ss", false).is_err(), "MM twice");
+        assert!(Pattern::compile("yyyy-MM-dd hh:mm:ss", false).is_err(), "12-hour clock");
+        assert!(Pattern::compile("YYYY-MM-dd", false).is_err(), "week year");
+        assert!(Pattern::compile("yyyy-MM-dd'T'HH:mm:ss", false).is_ok());
     }
 }

@@ -92,7 +92,12 @@ pub fn map(set: &MappingSet, req: &MapRequest, out: &mut dyn Write, err: &mut dy
 
 /// Render canonical JSON lines files with the node's mapping of each record's kind
 /// (or the one mapping given); native bodies go to `out`, one per kind per input.
-pub fn render(set: &MappingSet, inputs: &[PathBuf], out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+pub fn render(
+    set: &MappingSet,
+    inputs: &[PathBuf],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
     let mut code = EXIT_OK;
     for input in inputs {
         let body = match read_input(input) {
@@ -123,7 +128,12 @@ pub fn render(set: &MappingSet, inputs: &[PathBuf], out: &mut dyn Write, err: &m
                 .and_then(Kind::parse)
                 .or_else(|| (set.mappings.len() == 1).then(|| set.mappings[0].kind));
             let Some(kind) = kind else {
-                let _ = writeln!(err, "{}:{}: a record without a known kind", input.display(), i + 1);
+                let _ = writeln!(
+                    err,
+                    "{}:{}: a record without a known kind",
+                    input.display(),
+                    i + 1
+                );
                 code = code.max(EXIT_REJECTED);
                 continue;
             };
@@ -134,7 +144,11 @@ pub fn render(set: &MappingSet, inputs: &[PathBuf], out: &mut dyn Write, err: &m
         }
         for (kind, records) in by_kind {
             let Some(mapping) = set.for_render(kind) else {
-                let _ = writeln!(err, "{}: no mapping renders {kind} records", input.display());
+                let _ = writeln!(
+                    err,
+                    "{}: no mapping renders {kind} records",
+                    input.display()
+                );
                 code = code.max(EXIT_REJECTED);
                 continue;
             };

@@ -35,7 +35,12 @@ pub(crate) struct Arena<'a> {
 }
 
 impl<'a> Arena<'a> {
-    fn push(&mut self, parent: Option<u32>, name: Cow<'a, str>, attrs: Vec<(String, String)>) -> u32 {
+    fn push(
+        &mut self,
+        parent: Option<u32>,
+        name: Cow<'a, str>,
+        attrs: Vec<(String, String)>,
+    ) -> u32 {
         let id = self.nodes.len() as u32;
         self.nodes.push(XNode {
             name,
@@ -140,9 +145,7 @@ impl Tree for Arena<'_> {
             i += 1;
         }
         let n = &self.nodes[cur as usize];
-        if n.has_children && !n.text.trim().is_empty() {
-            Lookup::Composite
-        } else if n.has_children {
+        if n.has_children {
             Lookup::Composite
         } else {
             Lookup::Str(&n.text)
@@ -193,7 +196,10 @@ pub(crate) fn to_text(bytes: &[u8]) -> Result<Cow<'_, str>, DecodeError> {
 fn declared(bytes: &[u8]) -> Result<Option<&'static encoding_rs::Encoding>, DecodeError> {
     let head = &bytes[..bytes.len().min(256)];
     let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
-    let start = head.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
+    let start = head
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(0);
     let head = &head[start..];
     if !head.starts_with(b"<?xml") {
         return Ok(None);
@@ -239,9 +245,7 @@ impl Roots<'_> {
                 Step::Name(n) => Some(n.as_bytes()),
                 _ => None,
             });
-            stack
-                .iter()
-                .all(|s| names.next() == Some(s.as_bytes()))
+            stack.iter().all(|s| names.next() == Some(s.as_bytes()))
                 && names.next() == Some(name)
                 && names.next().is_none()
         })
@@ -347,10 +351,15 @@ pub(crate) fn stream<'a>(
                 let raw = e.name();
                 let qname = raw.as_ref();
                 let name: Cow<'a, str> = match text.get(pos + 1..pos + 1 + qlen) {
-                    Some(borrowed) if text.as_bytes().get(pos) == Some(&b'<') && borrowed.as_bytes() == qname => {
+                    Some(borrowed)
+                        if text.as_bytes().get(pos) == Some(&b'<')
+                            && borrowed.as_bytes() == qname =>
+                    {
                         Cow::Borrowed(&borrowed[qlen - local_len..])
                     }
-                    _ => Cow::Owned(String::from_utf8_lossy(&qname[qlen - local_len..]).into_owned()),
+                    _ => {
+                        Cow::Owned(String::from_utf8_lossy(&qname[qlen - local_len..]).into_owned())
+                    }
                 };
                 if capturing.is_some() {
                     let id = arena.push(open.last().copied(), name, attrs);

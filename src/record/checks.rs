@@ -145,8 +145,8 @@ pub fn org_code(s: &str) -> Result<(), &'static str> {
 
 /// Province-level prefixes of GB/T 2260.
 const PROVINCES: [u8; 34] = [
-    11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51,
-    52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82,
+    11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52,
+    53, 54, 61, 62, 63, 64, 65, 71, 81, 82,
 ];
 
 /// GB/T 2260 shape: 6 or 12 digits starting with a province code.
@@ -174,7 +174,9 @@ pub fn mobile(s: &str) -> Result<(), &'static str> {
 /// RFC 3339 date-time with an offset (`2026-03-24T07:56:00+08:00`).
 pub fn rfc3339(s: &str) -> Result<(), &'static str> {
     let ok = s.len() >= 20
-        && s.as_bytes().get(10).is_some_and(|c| matches!(c, b'T' | b't'))
+        && s.as_bytes()
+            .get(10)
+            .is_some_and(|c| matches!(c, b'T' | b't'))
         && s.parse::<jiff::Timestamp>().is_ok();
     if ok {
         Ok(())
@@ -309,7 +311,10 @@ fn shapes(kind: Kind) -> &'static [(&'static str, Shape)] {
 /// marks only the application's 事项编码 as required).
 fn required(kind: Kind) -> &'static [(&'static str, &'static str)] {
     match kind {
-        Kind::Application => &[("item_code", "item_code (事项编码) is required for an application")],
+        Kind::Application => &[(
+            "item_code",
+            "item_code (事项编码) is required for an application",
+        )],
         Kind::Material | Kind::Process | Kind::Result => &[],
     }
 }
@@ -412,12 +417,18 @@ pub fn validate(
             Shape::Integer if v.as_i64().is_none() => {
                 e(field, "type", format!("{field} must be an integer"))
             }
-            Shape::Number if !v.is_number() => e(field, "type", format!("{field} must be a number")),
+            Shape::Number if !v.is_number() => {
+                e(field, "type", format!("{field} must be a number"))
+            }
             Shape::Boolean if !v.is_boolean() => {
                 e(field, "type", format!("{field} must be true or false"))
             }
             Shape::Time => {
-                if let Err(m) = v.as_str().ok_or("a time must be a string").and_then(rfc3339) {
+                if let Err(m) = v
+                    .as_str()
+                    .ok_or("a time must be a string")
+                    .and_then(rfc3339)
+                {
                     e(field, "time", m.to_string());
                 }
             }
@@ -427,7 +438,11 @@ pub fn validate(
                 }
             }
             Shape::Named(check) => {
-                if let Err(m) = v.as_str().ok_or("must be a string").and_then(|s| check.run(s)) {
+                if let Err(m) = v
+                    .as_str()
+                    .ok_or("must be a string")
+                    .and_then(|s| check.run(s))
+                {
                     e(field, check.code(), m.to_string());
                 }
             }
@@ -486,7 +501,10 @@ mod tests {
         assert_eq!(uscc("913301228R1PEH3X3L"), Ok(()));
         assert_eq!(uscc("91330122C2H9TLKW9G"), Ok(()));
         assert!(uscc("913301228R1PEH3X3M").is_err());
-        assert!(uscc("91330122OR1PEH3X3L").is_err(), "O is not in the code set");
+        assert!(
+            uscc("91330122OR1PEH3X3L").is_err(),
+            "O is not in the code set"
+        );
         // the organisation code inside a credit code (positions 9 to 17)
         assert_eq!(org_code("8R1PEH3X3"), Ok(()));
         assert_eq!(org_code("8R1PEH3X-3"), Ok(()));
@@ -507,4 +525,146 @@ mod tests {
         assert_eq!(date("2031-04-06"), Ok(()));
         assert!(date("2031-02-30").is_err());
     }
+}
+
+/// Fields every record may carry (besides `kind` and `source`, which the mapping and
+/// the gateway set).
+const COMMON_FIELDS: &[&str] = &["case_no", "region", "version", "op", "record_id"];
+
+/// Material fields, also those of materials embedded in an application.
+pub const MATERIAL_FIELDS: &[&str] = &[
+    "material_id",
+    "name",
+    "catalog_id",
+    "sort",
+    "submit_type",
+    "necessity",
+    "form",
+    "copies",
+    "received_at",
+    "file.name",
+    "file.url",
+    "file.size",
+    "file.mime",
+    "file.sha256",
+    "file.sm3",
+    "license.code",
+    "license.type",
+    "license.no",
+    "license.holder",
+    "license.issuer_code",
+];
+
+/// The canonical fields of a kind (DESIGN.md section 3), dotted. `materials` is the
+/// application's list of embedded materials; anything under `ext.` is free.
+pub fn fields_of(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Application => &[
+            "case_pwd",
+            "item_code",
+            "item_name",
+            "catalog_code",
+            "item_type",
+            "case_type",
+            "project_name",
+            "applicant.type",
+            "applicant.name",
+            "applicant.id_type",
+            "applicant.id_no",
+            "applicant.legal_rep",
+            "contact.name",
+            "contact.id_no",
+            "contact.mobile",
+            "channel",
+            "submitted_at",
+            "accepted_at",
+            "accept_dept.code",
+            "accept_dept.name",
+            "promise.value",
+            "promise.unit",
+            "materials",
+        ],
+        Kind::Material => MATERIAL_FIELDS,
+        Kind::Process => &[
+            "step_no",
+            "node_code",
+            "node_name",
+            "node_type",
+            "state",
+            "result",
+            "handler.id",
+            "handler.name",
+            "dept.code",
+            "dept.name",
+            "started_at",
+            "ended_at",
+            "opinion",
+            "time_limit.value",
+            "time_limit.unit",
+        ],
+        Kind::Result => &[
+            "finished_at",
+            "outcome",
+            "decision",
+            "description",
+            "reason",
+            "handler.name",
+            "dept.code",
+            "dept.name",
+            "result_no",
+            "approval_doc_no",
+            "certificate.name",
+            "certificate.no",
+            "certificate.valid_from",
+            "certificate.valid_to",
+            "certificate.license_code",
+            "fee.charged",
+            "fee.amount",
+            "delivery_mode",
+        ],
+    }
+}
+
+/// Whether `field` (dotted) is a canonical field of `kind`, or one of `within` when
+/// given (the fields of a list's items).
+pub fn is_known_field(kind: Kind, within: Option<&[&str]>, field: &str) -> bool {
+    if field == "ext" || field.starts_with("ext.") {
+        return true;
+    }
+    match within {
+        Some(list) => list.contains(&field),
+        None => COMMON_FIELDS.contains(&field) || fields_of(kind).contains(&field),
+    }
+}
+
+/// The known field closest to a misspelt one, for "did you mean".
+pub fn closest_field(kind: Kind, within: Option<&[&str]>, field: &str) -> Option<&'static str> {
+    let candidates: Vec<&'static str> = match within {
+        Some(_) => MATERIAL_FIELDS.to_vec(),
+        None => COMMON_FIELDS
+            .iter()
+            .chain(fields_of(kind))
+            .copied()
+            .collect(),
+    };
+    candidates
+        .into_iter()
+        .map(|c| (distance(c, field), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min()
+        .map(|(_, c)| c)
+}
+
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }

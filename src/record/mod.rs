@@ -166,10 +166,10 @@ impl Record {
                 None
             }
         };
-        if let Some(v) = fields.get("region") {
-            if let Err(m) = v.as_str().ok_or("must be a string").and_then(checks::region) {
-                errors.push(e("region", "region_code", m.to_string()));
-            }
+        if let Some(v) = fields.get("region")
+            && let Err(m) = v.as_str().ok_or("must be a string").and_then(checks::region)
+        {
+            errors.push(e("region", "region_code", m.to_string()));
         }
         if let Some(v) = fields.get("version")
             && v.as_u64().is_none_or(|n| n > i64::MAX as u64)
