@@ -5,6 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+
+/// Decoding allocates many small strings and maps per record; mimalloc handles that
+/// pattern markedly faster than the system allocator (BENCHMARKS.md, mapping).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use hallgate::config::Config;
 use hallgate::mapping::{Disk, Mapping, MappingSet, tool};

@@ -106,6 +106,7 @@ pub(crate) enum Unknown {
 pub(crate) struct Table {
     pub name: String,
     entries: HashMap<String, Value>,
+    small: Vec<(String, Value)>,
     keys: Vec<String>,
     unknown: Unknown,
     inverse: HashMap<String, String>,
@@ -136,11 +137,26 @@ impl Table {
         }
         Table {
             name: name.to_string(),
+            small: if entries.len() <= 16 {
+                entries.clone()
+            } else {
+                Vec::new()
+            },
             keys: entries.iter().map(|(k, _)| k.clone()).collect(),
             entries: entries.into_iter().collect(),
             unknown,
             inverse,
             ambiguous,
+        }
+    }
+
+    /// The canonical value of a code. Small tables (most are) are scanned, which is
+    /// faster than hashing.
+    fn get(&self, code: &str) -> Option<&Value> {
+        if self.small.is_empty() {
+            self.entries.get(code)
+        } else {
+            self.small.iter().find(|(k, _)| k == code).map(|(_, v)| v)
         }
     }
 
@@ -188,6 +204,8 @@ pub(crate) struct Rule {
     pub when: Option<Cond>,
     pub render: bool,
     pub native: Option<Native>,
+    /// Another rule fills the same field (so this one checks whether it is set).
+    pub shared_target: bool,
 }
 
 impl Rule {
@@ -211,6 +229,7 @@ impl Rule {
             when: None,
             render: true,
             native: None,
+            shared_target: false,
         }
     }
 }
@@ -239,7 +258,7 @@ pub(crate) fn run<T: Tree>(
         {
             continue;
         }
-        if get_path(out, &rule.target).is_some() {
+        if rule.shared_target && get_path(out, &rule.target).is_some() {
             continue; // an earlier rule filled it
         }
         let fail =
@@ -394,13 +413,10 @@ fn set_path(map: &mut Map<String, Value>, path: &[String], value: Value) {
     };
     let mut cur = map;
     for p in parents {
-        let slot = cur
-            .entry(p.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !slot.is_object() {
-            *slot = Value::Object(Map::new());
+        if !matches!(cur.get(p.as_str()), Some(Value::Object(_))) {
+            cur.insert(p.clone(), Value::Object(Map::new()));
         }
-        let Value::Object(next) = slot else {
+        let Some(Value::Object(next)) = cur.get_mut(p.as_str()) else {
             return;
         };
         cur = next;
@@ -437,7 +453,7 @@ fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Value>, Fail> {
             Cow::Owned(s) => Cow::Owned(s.trim().to_string()),
         };
     }
-    if rule.halfwidth && !text.is_ascii() {
+    if rule.halfwidth && !text.is_ascii() && text.chars().any(is_fullwidth) {
         text = Cow::Owned(halfwidth(&text));
     }
     match rule.case {
@@ -471,12 +487,15 @@ fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Value>, Fail> {
         }
         return Ok((!items.is_empty()).then_some(Value::Array(items)));
     }
+    if rule.table.is_none() && rule.time.is_none() && rule.coerce.is_none() && rule.check.is_none() {
+        return Ok(Some(Value::String(text.into_owned())));
+    }
     scalar(rule, &text).map(Some)
 }
 
 fn scalar(rule: &Rule, text: &str) -> Result<Value, Fail> {
     let mut value = match &rule.table {
-        Some(t) => match t.entries.get(text) {
+        Some(t) => match t.get(text) {
             Some(v) => v.clone(),
             None => match &t.unknown {
                 Unknown::Pass => Value::String(text.to_string()),
@@ -600,6 +619,10 @@ fn boolean(v: &Value) -> Result<bool, Fail> {
             "expected 1/0, true/false, Y/N or 是/否".to_string(),
         )),
     }
+}
+
+fn is_fullwidth(c: char) -> bool {
+    matches!(c, '\u{FF10}'..='\u{FF19}' | '\u{FF21}'..='\u{FF3A}' | '\u{FF41}'..='\u{FF5A}' | '\u{3000}')
 }
 
 /// Full-width digits and Latin letters (and the ideographic space) to half-width.

@@ -514,6 +514,13 @@ fn compile_rules(
         targets.push(field.clone());
         rules.push(rule);
     }
+    for i in 0..rules.len() {
+        let shared = rules
+            .iter()
+            .enumerate()
+            .any(|(j, r)| j != i && r.field == rules[i].field);
+        rules[i].shared_target = shared;
+    }
     Ok(rules)
 }
 

@@ -26,6 +26,9 @@ pub(crate) struct XNode<'a> {
     last_child: u32,
     next_sibling: u32,
     has_children: bool,
+    /// The child a name lookup found last: rules read children mostly in document
+    /// order, so the next lookup starts after it.
+    cursor: std::cell::Cell<u32>,
 }
 
 /// The elements of one captured subtree; node 0 is its root.
@@ -50,6 +53,7 @@ impl<'a> Arena<'a> {
             last_child: NONE,
             next_sibling: NONE,
             has_children: false,
+            cursor: std::cell::Cell::new(NONE),
         });
         if let Some(p) = parent {
             let p = p as usize;
@@ -78,9 +82,40 @@ impl<'a> Arena<'a> {
     }
 
     fn named_child(&self, node: u32, name: &str, nth: usize) -> Option<u32> {
-        self.children(node)
-            .filter(|c| self.nodes[*c as usize].name == name)
-            .nth(nth)
+        if nth > 0 {
+            return self
+                .children(node)
+                .filter(|c| self.nodes[*c as usize].name == name)
+                .nth(nth);
+        }
+        let parent = &self.nodes[node as usize];
+        let is = |c: u32| self.nodes[c as usize].name == name;
+        // From just after the last hit to the end, then from the start to it.
+        let last = parent.cursor.get();
+        let mut cur = if last == NONE {
+            parent.first_child
+        } else {
+            self.nodes[last as usize].next_sibling
+        };
+        while cur != NONE {
+            if is(cur) {
+                parent.cursor.set(cur);
+                return Some(cur);
+            }
+            cur = self.nodes[cur as usize].next_sibling;
+        }
+        let mut cur = parent.first_child;
+        while cur != NONE {
+            if is(cur) {
+                parent.cursor.set(cur);
+                return Some(cur);
+            }
+            if cur == last {
+                break;
+            }
+            cur = self.nodes[cur as usize].next_sibling;
+        }
+        None
     }
 
     /// The nodes `steps` select below `node` (every match of the last name).
@@ -389,10 +424,19 @@ pub(crate) fn stream<'a>(
             }
             Event::Text(t) => {
                 if let Some(&cur) = open.last() {
-                    let s = t.xml10_content().map_err(|err| DecodeError::Syntax {
-                        offset: pos,
-                        reason: err.to_string(),
-                    })?;
+                    // The text is a slice of the input: take it as such (no second
+                    // UTF-8 check) unless line ends need normalising.
+                    let raw: &[u8] = &t;
+                    let start = (raw.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+                    let s = match text.get(start..start + raw.len()) {
+                        Some(slice) if slice.as_ptr() == raw.as_ptr() && !raw.contains(&b'\r') => {
+                            Cow::Borrowed(slice)
+                        }
+                        _ => t.xml10_content().map_err(|err| DecodeError::Syntax {
+                            offset: pos,
+                            reason: err.to_string(),
+                        })?,
+                    };
                     append(&mut arena, cur, s, limits, pos)?;
                 } else if stack.is_empty() && !t.iter().all(u8::is_ascii_whitespace) {
                     return Err(DecodeError::Syntax {

@@ -71,7 +71,10 @@ pub fn id_no(s: &str) -> Result<(), &'static str> {
     }
     let num = |r: std::ops::Range<usize>| s[r].parse::<i16>().unwrap_or(0);
     let (year, month, day) = (num(6..10), num(10..12), num(12..14));
-    let today = jiff::Zoned::now().date();
+    // Today where the day starts first (UTC+14): no birth date is refused early.
+    let today = jiff::tz::Offset::constant(14)
+        .to_datetime(jiff::Timestamp::now())
+        .date();
     match jiff::civil::Date::new(year, month as i8, day as i8) {
         Ok(d) if year >= 1900 && d <= today => {}
         _ => return Err("the birth date inside the ID number is not a real date"),
@@ -319,22 +322,25 @@ fn required(kind: Kind) -> &'static [(&'static str, &'static str)] {
     }
 }
 
+// Canonical fields nest one level at most (`applicant.id_no`).
 fn get<'a>(fields: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    let mut parts = path.split('.');
-    let mut v = fields.get(parts.next()?)?;
-    for p in parts {
-        v = v.get(p)?;
+    match path.split_once('.') {
+        None => fields.get(path),
+        Some((outer, inner)) => match fields.get(outer)? {
+            Value::Object(m) => m.get(inner),
+            _ => None,
+        },
     }
-    Some(v)
 }
 
 fn get_mut<'a>(fields: &'a mut Map<String, Value>, path: &str) -> Option<&'a mut Value> {
-    let mut parts = path.split('.');
-    let mut v = fields.get_mut(parts.next()?)?;
-    for p in parts {
-        v = v.get_mut(p)?;
+    match path.split_once('.') {
+        None => fields.get_mut(path),
+        Some((outer, inner)) => match fields.get_mut(outer)? {
+            Value::Object(m) => m.get_mut(inner),
+            _ => None,
+        },
     }
-    Some(v)
 }
 
 /// Normalise an ID number in place (lower-case `x` to `X`) and check it.
