@@ -82,6 +82,62 @@ pub struct Gateway {
     /// The key that will replace it, published in the JWKS ahead of the switch.
     #[serde(default)]
     pub next_signing_key: Option<String>,
+    /// HTTPS: without this table the gateway speaks plain HTTP (bind it to loopback).
+    #[serde(default)]
+    pub tls: Option<ServerTls>,
+}
+
+/// `[gateway.tls]`: the gateway's certificate and, optionally, client certificates.
+/// Files are PEM, relative to the config's folder, and reloaded when they change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    /// Certificate chain, leaf first.
+    pub cert: String,
+    /// Its private key (PKCS#8, SEC1 or PKCS#1).
+    pub key: String,
+    /// CA bundle client certificates are checked against; without it none are asked for.
+    #[serde(default)]
+    pub client_ca: Option<String>,
+    /// Refuse connections that present no client certificate (else only the nodes
+    /// whose `client_cert.required` is set need one).
+    #[serde(default)]
+    pub require_client_cert: bool,
+    /// How often the files are checked for changes.
+    #[serde(default = "default_reload_seconds")]
+    pub reload_seconds: u64,
+}
+
+fn default_reload_seconds() -> u64 {
+    5
+}
+
+/// `[nodes.ID.client_cert]`: the node's TLS client certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCert {
+    /// DNS names (subjectAltName) the certificate must be valid for; a request
+    /// presenting a certificate for none of them is refused. A certificate valid for
+    /// one of them also names the node when the request carries no token.
+    pub names: Vec<String>,
+    /// Refuse this node's requests that come without such a certificate.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// `tls` of a destination: whom to trust and what to present.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    /// The CA roots trusted for the destination's server certificate (PEM bundle);
+    /// they replace the system roots (government networks run private CAs).
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// The gateway's client certificate chain for this destination, and its key.
+    #[serde(default)]
+    pub cert: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 fn default_signing_key() -> String {
@@ -207,6 +263,9 @@ pub struct Node {
     pub destination: Option<Destination>,
     #[serde(default)]
     pub roles: Vec<Role>,
+    /// TLS client certificate the node presents.
+    #[serde(default)]
+    pub client_cert: Option<ClientCert>,
     /// Mapping files (relative to this file): they decode what the node sends and
     /// render what it receives. None = the node speaks canonical JSON.
     #[serde(default)]
@@ -302,6 +361,9 @@ pub struct Destination {
     /// How the gateway proves itself to the destination.
     #[serde(default)]
     pub auth: Option<OutboundAuth>,
+    /// Client certificate and CA roots for this destination.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
 }
 
 /// `[nodes.ID.destination.auth]`: the scheme a destination expects.

@@ -154,7 +154,21 @@ pub fn spawn_workers(
     let grace = Duration::from_secs(config.gateway.shutdown_grace_seconds);
     let mut set = JoinSet::new();
     for (id, d) in config.destinations() {
-        let client = http_client()
+        let mut builder = http_client();
+        if let Some(tls) = &d.tls {
+            let (roots, identity) = crate::auth::tls::client_parts(tls, &config.base_dir())
+                .map_err(|e| DeliveryError::Client {
+                    destination: id.to_string(),
+                    reason: e.to_string(),
+                })?;
+            if !roots.is_empty() {
+                builder = builder.tls_certs_only(roots);
+            }
+            if let Some(i) = identity {
+                builder = builder.identity(i);
+            }
+        }
+        let client = builder
             .timeout(Duration::from_millis(d.timeout_ms))
             .connect_timeout(Duration::from_millis(d.timeout_ms.min(5_000)))
             .pool_max_idle_per_host(d.concurrency)
@@ -591,6 +605,7 @@ mod tests {
             max_age_seconds: None,
             rate: None,
             auth: None,
+            tls: None,
         };
         let p = Policy::new(
             "x",

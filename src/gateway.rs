@@ -28,6 +28,8 @@ pub enum GatewayError {
     Auth(String),
     #[error(transparent)]
     Mapping(#[from] crate::mapping::MappingError),
+    #[error(transparent)]
+    Tls(#[from] crate::auth::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -38,6 +40,8 @@ pub enum GatewayError {
 /// A gateway that is serving.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Serving HTTPS.
+    pub https: bool,
     pub store: Arc<dyn Store>,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<()>,
@@ -59,6 +63,11 @@ pub async fn start_with(
     crate::observe::prometheus();
     // Mappings first: one that cannot compile stops start-up with file and line.
     let mappings = Arc::new(config.load_mappings(files)?);
+    // Certificates next: HTTPS that cannot start must not fall back to plain HTTP.
+    let tls = match &config.gateway.tls {
+        Some(t) => Some(crate::auth::tls::Reloading::new(t, &config.base_dir())?),
+        None => None,
+    };
     let store = store::open(
         &config.store_url()?,
         &config.store_options(),
@@ -118,15 +127,20 @@ pub async fn start_with(
     });
     let app = ingress::router(state);
     let stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        let serve = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "server stopped with an error");
-        }
-    });
+    let https = tls.is_some();
+    let server = match tls {
+        Some(tls) => crate::auth::tls::serve(listener, app, tls, stop),
+        None => tokio::spawn(async move {
+            let serve = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "server stopped with an error");
+            }
+        }),
+    };
     Ok(Running {
         addr,
+        https,
         store,
         shutdown,
         server,
@@ -152,7 +166,8 @@ impl Running {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 }
 

@@ -155,17 +155,27 @@ struct IntakeQuery {
     partial: bool,
 }
 
+/// The TLS client certificate of the connection, when the gateway serves HTTPS and
+/// the client presented one.
+type Peer = Option<axum::Extension<Option<crate::auth::tls::PeerCert>>>;
+
+fn peer_cert(p: &Peer) -> Option<&crate::auth::tls::PeerCert> {
+    p.as_ref().and_then(|e| e.0.as_ref())
+}
+
 async fn post_records_any(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
     Query(q): Query<IntakeQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    intake(&state, None, q.partial, &headers, body).await
+    intake(&state, None, q.partial, &headers, peer_cert(&peer), body).await
 }
 
 async fn post_records_kind(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
     Path(kind): Path<String>,
     Query(q): Query<IntakeQuery>,
     headers: HeaderMap,
@@ -178,7 +188,15 @@ async fn post_records_kind(
             "record kinds are application, material, process and result",
         )
     })?;
-    intake(&state, Some(kind), q.partial, &headers, body).await
+    intake(
+        &state,
+        Some(kind),
+        q.partial,
+        &headers,
+        peer_cert(&peer),
+        body,
+    )
+    .await
 }
 
 async fn intake(
@@ -186,6 +204,7 @@ async fn intake(
     kind: Option<Kind>,
     partial: bool,
     headers: &HeaderMap,
+    peer: Option<&crate::auth::tls::PeerCert>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
@@ -198,7 +217,7 @@ async fn intake(
         e.retry_after = Some(1);
         return Err(e);
     };
-    let (node, token) = match auth::identify(&state.config, &state.tokens, headers).await {
+    let (node, token) = match auth::identify(&state.config, &state.tokens, headers, peer).await {
         Ok(who) => (who.node, who.token),
         Err(e) => {
             let mut ev = Event::new(now_ms(), EventKind::TokenRefused);
@@ -676,9 +695,10 @@ pub fn parse_time(s: &str) -> Option<i64> {
 async fn audit_scope(
     state: &AppState,
     headers: &HeaderMap,
+    peer: Option<&crate::auth::tls::PeerCert>,
     asked: Option<String>,
 ) -> Result<Option<String>, ApiError> {
-    let caller = auth::caller(&state.config, &state.tokens, headers)
+    let caller = auth::caller(&state.config, &state.tokens, headers, peer)
         .await
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()))?
         .node;
@@ -697,10 +717,11 @@ async fn audit_scope(
 
 async fn audit_query(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let node = audit_scope(&state, &headers, q.node).await?;
+    let node = audit_scope(&state, &headers, peer_cert(&peer), q.node).await?;
     let time = |v: &Option<String>, name: &str| -> Result<Option<i64>, ApiError> {
         match v.as_deref() {
             None | Some("") => Ok(None),
@@ -756,10 +777,11 @@ async fn audit_query(
 
 async fn case_timeline(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
     headers: HeaderMap,
     Path(case_no): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let node = audit_scope(&state, &headers, None).await?;
+    let node = audit_scope(&state, &headers, peer_cert(&peer), None).await?;
     let rows = crate::audit::timeline::case_rows(state.store.as_ref(), &case_no, node).await?;
     if rows.is_empty() {
         return Err(ApiError::new(

@@ -91,6 +91,9 @@ enum Command {
     /// Tokens for testing a node's set-up.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Development certificates (never for production: see certs/README.md).
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Run the gateway on its embedded demo configuration with simulated halls.
     Demo {
         /// Folder for the demo's SQLite store (created; emptied first).
@@ -209,6 +212,16 @@ enum KeysCommand {
         /// Private key path (default: [gateway].signing_key of the config).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// A development CA, the gateway's server certificate (localhost, 127.0.0.1) and
+    /// one client certificate per sending node, under `--out`.
+    Dev {
+        #[arg(long, default_value = "certs/dev")]
+        out: PathBuf,
     },
 }
 
@@ -335,6 +348,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 )?;
             }
             out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs(CertsCommand::Dev { out }) => {
+            let config = Config::load(&cli.config)?;
+            let written = hallgate::auth::certs::dev(&config, &out)?;
+            for p in &written {
+                println!("wrote {}", p.display());
+            }
+            println!(
+                "\nTo serve HTTPS with client certificates, add to {0}:\n\n[gateway.tls]\ncert = \"{1}/server.pem\"\nkey = \"{1}/server.key.pem\"\nclient_ca = \"{1}/ca.pem\"\n\nand per node: client_cert = {{ names = [\"ID.nodes.hallgate.test\"], required = true }}",
+                cli.config.display(),
+                out.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(KeysCommand::Generate { out }) => {

@@ -403,7 +403,11 @@ fn a_mapping_written_from_the_docs_alone_passes_its_examples() {
         &repo(),
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), 3, "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        3,
+        "{stdout}"
+    );
     let (code, native, _) = run(
         &[
             "map",
@@ -415,5 +419,8 @@ fn a_mapping_written_from_the_docs_alone_passes_its_examples() {
         &repo(),
     );
     assert_eq!(code, 0);
-    assert!(native.contains("<Step CaseNo=\"440605260510000021\""), "{native}");
+    assert!(
+        native.contains("<Step CaseNo=\"440605260510000021\""),
+        "{native}"
+    );
 }

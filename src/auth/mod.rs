@@ -7,7 +7,9 @@
 //! node's `[nodes.ID.accept]` entry: kinds, region prefixes and item-code prefixes,
 //! so a district system cannot inject a case for another district.
 
+pub mod certs;
 pub mod outbound;
+pub mod tls;
 pub mod token;
 
 use axum::http::HeaderMap;
@@ -31,6 +33,10 @@ pub enum AuthError {
     NotASender(String),
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error("node `{0}` must connect with its TLS client certificate")]
+    CertRequired(String),
+    #[error("the TLS client certificate is not one issued to node `{0}`")]
+    CertMismatch(String),
 }
 
 /// The node behind a request, and the token that proved it.
@@ -55,8 +61,9 @@ pub async fn identify(
     config: &Config,
     tokens: &Verifier,
     headers: &HeaderMap,
+    peer: Option<&tls::PeerCert>,
 ) -> Result<Authenticated, AuthError> {
-    let who = caller(config, tokens, headers).await?;
+    let who = caller(config, tokens, headers, peer).await?;
     match config.node(&who.node) {
         Some(n) if n.accept.is_some() => Ok(who),
         _ => Err(AuthError::NotASender(who.node)),
@@ -69,12 +76,48 @@ pub async fn caller(
     config: &Config,
     tokens: &Verifier,
     headers: &HeaderMap,
+    peer: Option<&tls::PeerCert>,
+) -> Result<Authenticated, AuthError> {
+    let who = caller_unbound(config, tokens, headers, peer).await?;
+    // A node bound to a client certificate: the connection must carry one valid for
+    // the node's names (when required), and never one issued to someone else.
+    if let Some(cc) = config.node(&who.node).and_then(|n| n.client_cert.as_ref()) {
+        match peer {
+            Some(p) if !p.valid_for(&cc.names) => {
+                return Err(AuthError::CertMismatch(who.node));
+            }
+            None if cc.required => return Err(AuthError::CertRequired(who.node)),
+            _ => {}
+        }
+    }
+    Ok(who)
+}
+
+async fn caller_unbound(
+    config: &Config,
+    tokens: &Verifier,
+    headers: &HeaderMap,
+    peer: Option<&tls::PeerCert>,
 ) -> Result<Authenticated, AuthError> {
     if let Some(token) = Verifier::bearer(headers)? {
         let used = tokens.verify(token).await?;
         return Ok(Authenticated {
             node: used.node.clone(),
             token: Some(used),
+        });
+    }
+    // A verified client certificate names the node it was issued for.
+    if let Some(p) = peer
+        && let Some((id, _)) = config.nodes.iter().find(|(_, n)| {
+            n.get_ref()
+                .client_cert
+                .as_ref()
+                .is_some_and(|cc| p.valid_for(&cc.names))
+        })
+    {
+        return Ok(Authenticated {
+            node: id.clone(),
+            token: None,
         });
     }
     if !config.gateway.trust_node_header {

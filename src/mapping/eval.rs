@@ -487,7 +487,8 @@ fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Value>, Fail> {
         }
         return Ok((!items.is_empty()).then_some(Value::Array(items)));
     }
-    if rule.table.is_none() && rule.time.is_none() && rule.coerce.is_none() && rule.check.is_none() {
+    if rule.table.is_none() && rule.time.is_none() && rule.coerce.is_none() && rule.check.is_none()
+    {
         return Ok(Some(Value::String(text.into_owned())));
     }
     scalar(rule, &text).map(Some)

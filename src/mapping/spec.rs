@@ -639,7 +639,8 @@ fn compile_rule(
             Scope::Materials
         } else {
             return Err(fail(
-                "`each` makes a list: the application's `materials`, or a field under `ext.`".into(),
+                "`each` makes a list: the application's `materials`, or a field under `ext.`"
+                    .into(),
             ));
         };
         let rules = compile_rules(ctx, &entries, &format!("{field}[]."), scope)?;

@@ -103,12 +103,17 @@ impl Pattern {
             i += run;
         }
         let count = |t: fn(&Token) -> bool| tokens.iter().filter(|x| t(x)).count();
-        let fields: [(&str, fn(&Token) -> bool); 7] = [
+        type Is = fn(&Token) -> bool;
+        let fields: [(&str, Is); 7] = [
             ("the year", |t| *t == Token::Year),
-            ("the month (MM; minutes are mm)", |t| matches!(t, Token::Month { .. })),
+            ("the month (MM; minutes are mm)", |t| {
+                matches!(t, Token::Month { .. })
+            }),
             ("the day", |t| matches!(t, Token::Day { .. })),
             ("the hour", |t| matches!(t, Token::Hour { .. })),
-            ("the minute (mm; the month is MM)", |t| matches!(t, Token::Minute { .. })),
+            ("the minute (mm; the month is MM)", |t| {
+                matches!(t, Token::Minute { .. })
+            }),
             ("the second", |t| matches!(t, Token::Second { .. })),
             ("the offset", |t| *t == Token::Offset),
         ];
@@ -366,8 +371,14 @@ mod tests {
         );
         assert!(Pattern::compile("yy-MM-dd", false).is_err());
         // mistakes that would silently give wrong times
-        assert!(Pattern::compile("yyyy-MM-dd HH:MM:ss", false).is_err(), "MM twice");
-        assert!(Pattern::compile("yyyy-MM-dd hh:mm:ss", false).is_err(), "12-hour clock");
+        assert!(
+            Pattern::compile("yyyy-MM-dd HH:MM:ss", false).is_err(),
+            "MM twice"
+        );
+        assert!(
+            Pattern::compile("yyyy-MM-dd hh:mm:ss", false).is_err(),
+            "12-hour clock"
+        );
         assert!(Pattern::compile("YYYY-MM-dd", false).is_err(), "week year");
         assert!(Pattern::compile("yyyy-MM-dd'T'HH:mm:ss", false).is_ok());
     }

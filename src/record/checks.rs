@@ -489,50 +489,6 @@ pub fn validate(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn id_numbers() {
-        assert_eq!(id_no("350205195912280259"), Ok(()));
-        assert_eq!(id_no("33012219580905367X"), Ok(()));
-        assert!(id_no("350205195912280258").is_err(), "check digit");
-        assert!(id_no("350205195902300259").is_err(), "30 February");
-        assert!(id_no("35020519591228025").is_err(), "short");
-    }
-
-    #[test]
-    fn credit_and_org_codes() {
-        assert_eq!(uscc("913301228R1PEH3X3L"), Ok(()));
-        assert_eq!(uscc("91330122C2H9TLKW9G"), Ok(()));
-        assert!(uscc("913301228R1PEH3X3M").is_err());
-        assert!(
-            uscc("91330122OR1PEH3X3L").is_err(),
-            "O is not in the code set"
-        );
-        // the organisation code inside a credit code (positions 9 to 17)
-        assert_eq!(org_code("8R1PEH3X3"), Ok(()));
-        assert_eq!(org_code("8R1PEH3X-3"), Ok(()));
-        assert!(org_code("8R1PEH3X4").is_err());
-    }
-
-    #[test]
-    fn regions_mobiles_times() {
-        assert_eq!(region("330122"), Ok(()));
-        assert_eq!(region("370982000000"), Ok(()));
-        assert!(region("990122").is_err());
-        assert!(region("33012").is_err());
-        assert_eq!(mobile("13906711234"), Ok(()));
-        assert!(mobile("12906711234").is_err());
-        assert_eq!(rfc3339("2026-03-24T07:56:00+08:00"), Ok(()));
-        assert!(rfc3339("2026-03-24 07:56:00").is_err());
-        assert!(rfc3339("2026-03-24T07:56:00").is_err(), "offset required");
-        assert_eq!(date("2031-04-06"), Ok(()));
-        assert!(date("2031-02-30").is_err());
-    }
-}
-
 /// Fields every record may carry (besides `kind` and `source`, which the mapping and
 /// the gateway set).
 const COMMON_FIELDS: &[&str] = &["case_no", "region", "version", "op", "record_id"];
@@ -673,4 +629,48 @@ fn distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_numbers() {
+        assert_eq!(id_no("350205195912280259"), Ok(()));
+        assert_eq!(id_no("33012219580905367X"), Ok(()));
+        assert!(id_no("350205195912280258").is_err(), "check digit");
+        assert!(id_no("350205195902300259").is_err(), "30 February");
+        assert!(id_no("35020519591228025").is_err(), "short");
+    }
+
+    #[test]
+    fn credit_and_org_codes() {
+        assert_eq!(uscc("913301228R1PEH3X3L"), Ok(()));
+        assert_eq!(uscc("91330122C2H9TLKW9G"), Ok(()));
+        assert!(uscc("913301228R1PEH3X3M").is_err());
+        assert!(
+            uscc("91330122OR1PEH3X3L").is_err(),
+            "O is not in the code set"
+        );
+        // the organisation code inside a credit code (positions 9 to 17)
+        assert_eq!(org_code("8R1PEH3X3"), Ok(()));
+        assert_eq!(org_code("8R1PEH3X-3"), Ok(()));
+        assert!(org_code("8R1PEH3X4").is_err());
+    }
+
+    #[test]
+    fn regions_mobiles_times() {
+        assert_eq!(region("330122"), Ok(()));
+        assert_eq!(region("370982000000"), Ok(()));
+        assert!(region("990122").is_err());
+        assert!(region("33012").is_err());
+        assert_eq!(mobile("13906711234"), Ok(()));
+        assert!(mobile("12906711234").is_err());
+        assert_eq!(rfc3339("2026-03-24T07:56:00+08:00"), Ok(()));
+        assert!(rfc3339("2026-03-24 07:56:00").is_err());
+        assert!(rfc3339("2026-03-24T07:56:00").is_err(), "offset required");
+        assert_eq!(date("2031-04-06"), Ok(()));
+        assert!(date("2031-02-30").is_err());
+    }
 }

@@ -167,7 +167,10 @@ impl Record {
             }
         };
         if let Some(v) = fields.get("region")
-            && let Err(m) = v.as_str().ok_or("must be a string").and_then(checks::region)
+            && let Err(m) = v
+                .as_str()
+                .ok_or("must be a string")
+                .and_then(checks::region)
         {
             errors.push(e("region", "region_code", m.to_string()));
         }

@@ -1,0 +1,264 @@
+//! TLS with rustls: the gateway's HTTPS listener (optional client certificates checked
+//! against a CA bundle, files reloaded when they change), the client certificate a
+//! request came with, and the client side for destinations (extra CA roots, a client
+//! certificate).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ClientTls, ServerTls};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+fn file_err(path: &Path, reason: impl ToString) -> TlsError {
+    TlsError::File {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Every certificate in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_err(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_err(path, e))?;
+    if certs.is_empty() {
+        return Err(file_err(path, "no certificate in the file"));
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| file_err(path, e))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The rustls server configuration for `[gateway.tls]`.
+pub fn server_config(tls: &ServerTls, base: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = load_certs(&base.join(&tls.cert))?;
+    let key = load_key(&base.join(&tls.key))?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match &tls.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let path = base.join(ca);
+            let mut roots = rustls::RootCertStore::empty();
+            for c in load_certs(&path)? {
+                roots.add(c).map_err(|e| file_err(&path, e))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            let verifier = if tls.require_client_cert {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| TlsError::Config(e.to_string()))?,
+            )
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The server configuration in use, replaced when its files change.
+pub struct Reloading {
+    current: RwLock<Arc<ServerConfig>>,
+    tls: ServerTls,
+    base: PathBuf,
+    stamps: RwLock<Vec<Option<SystemTime>>>,
+}
+
+impl Reloading {
+    pub fn new(tls: &ServerTls, base: &Path) -> Result<Arc<Reloading>, TlsError> {
+        let r = Reloading {
+            current: RwLock::new(server_config(tls, base)?),
+            tls: tls.clone(),
+            base: base.to_path_buf(),
+            stamps: RwLock::new(Vec::new()),
+        };
+        let stamps = r.stamps();
+        *r.stamps.write().unwrap_or_else(|p| p.into_inner()) = stamps;
+        Ok(Arc::new(r))
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        let mut f = vec![
+            self.base.join(&self.tls.cert),
+            self.base.join(&self.tls.key),
+        ];
+        if let Some(ca) = &self.tls.client_ca {
+            f.push(self.base.join(ca));
+        }
+        f
+    }
+
+    fn stamps(&self) -> Vec<Option<SystemTime>> {
+        self.files()
+            .iter()
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect()
+    }
+
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Load the files again if they changed; a broken set keeps the old one.
+    pub fn reload_if_changed(&self) {
+        let now = self.stamps();
+        if *self.stamps.read().unwrap_or_else(|p| p.into_inner()) == now {
+            return;
+        }
+        match server_config(&self.tls, &self.base) {
+            Ok(c) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = c;
+                *self.stamps.write().unwrap_or_else(|p| p.into_inner()) = now;
+                tracing::info!("TLS certificates reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS files changed but cannot be loaded; keeping the previous ones");
+            }
+        }
+    }
+}
+
+/// The client certificate a connection presented (verified against the CA bundle).
+#[derive(Debug, Clone)]
+pub struct PeerCert(pub CertificateDer<'static>);
+
+impl PeerCert {
+    /// Whether the certificate is valid for one of `names` (DNS subjectAltName).
+    pub fn valid_for(&self, names: &[String]) -> bool {
+        let Ok(cert) = webpki::EndEntityCert::try_from(&self.0) else {
+            return false;
+        };
+        names.iter().any(|n| {
+            ServerName::try_from(n.as_str())
+                .map(|sn| cert.verify_is_valid_for_subject_name(&sn).is_ok())
+                .unwrap_or(false)
+        })
+    }
+}
+
+/// Serve `app` over TLS on `listener` until `stop`; each request carries the
+/// connection's client certificate (if any) as an `Option<PeerCert>` extension.
+pub fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Arc<Reloading>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = Duration::from_secs(tls.tls.reload_seconds.max(1));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => tls.reload_if_changed(),
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                accepted = listener.accept() => {
+                    let Ok((tcp, _)) = accepted else { continue };
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                    let app = app.clone();
+                    let stop = stop.clone();
+                    conns.spawn(async move {
+                        let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                        let peer = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| PeerCert(c.clone().into_owned()));
+                        let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                            let mut req = req.map(axum::body::Body::new);
+                            req.extensions_mut().insert(peer.clone());
+                            let app = app.clone();
+                            async move { tower::ServiceExt::oneshot(app, req).await }
+                        });
+                        let conn = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                        tokio::pin!(conn);
+                        tokio::select! {
+                            _ = conn.as_mut() => {}
+                            _ = stop.cancelled() => {
+                                conn.as_mut().graceful_shutdown();
+                                let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+                            }
+                        }
+                    });
+                }
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+    })
+}
+
+/// CA roots and a client identity for a destination's HTTPS.
+pub fn client_parts(
+    tls: &ClientTls,
+    base: &Path,
+) -> Result<(Vec<reqwest::Certificate>, Option<reqwest::Identity>), TlsError> {
+    let mut roots = Vec::new();
+    if let Some(ca) = &tls.ca {
+        let path = base.join(ca);
+        let pem = std::fs::read(&path).map_err(|e| file_err(&path, e))?;
+        roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| file_err(&path, e))?;
+    }
+    let identity = match (&tls.cert, &tls.key) {
+        (Some(c), Some(k)) => {
+            let (cp, kp) = (base.join(c), base.join(k));
+            let mut pem = std::fs::read(&cp).map_err(|e| file_err(&cp, e))?;
+            pem.push(b'\n');
+            pem.extend(std::fs::read(&kp).map_err(|e| file_err(&kp, e))?);
+            Some(reqwest::Identity::from_pem(&pem).map_err(|e| file_err(&cp, e))?)
+        }
+        (None, None) => None,
+        _ => {
+            return Err(TlsError::Config(
+                "a destination's tls needs both cert and key, or neither".into(),
+            ));
+        }
+    };
+    Ok((roots, identity))
+}
