@@ -42,13 +42,7 @@ impl Format {
         let Some(ct) = ct else {
             return Ok(Format::Json);
         };
-        let essence = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match essence.as_str() {
+        match essence(ct).as_str() {
             "application/json" | "text/json" => Ok(Format::Json),
             "application/x-ndjson"
             | "application/jsonl"
@@ -57,6 +51,15 @@ impl Format {
             _ => Err(CodecError::UnsupportedContentType(ct.to_string())),
         }
     }
+}
+
+/// The media type of a `Content-Type` value, lower-case, without parameters.
+pub fn essence(ct: &str) -> String {
+    ct.split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// Split a canonical body into record values. At most `limit` records.

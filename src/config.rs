@@ -232,6 +232,9 @@ impl Default for AuditConfig {
 pub enum Role {
     /// May query the audit log and timelines of every node (电子监察, 审管互动).
     Auditor,
+    /// May read every message, case and delivery and put dead letters back in the
+    /// queue (the gateway's operators; without this role a node sees only its own).
+    Operator,
 }
 
 /// Administrative level of a node.
@@ -692,6 +695,12 @@ impl Config {
     pub fn is_auditor(&self, node: &str) -> bool {
         self.node(node)
             .is_some_and(|n| n.roles.contains(&Role::Auditor))
+    }
+
+    /// Operators (and auditors) read every node's messages, cases and deliveries.
+    pub fn reads_everything(&self, node: &str) -> bool {
+        self.node(node)
+            .is_some_and(|n| n.roles.contains(&Role::Operator) || n.roles.contains(&Role::Auditor))
     }
 
     pub fn node(&self, id: &str) -> Option<&Node> {

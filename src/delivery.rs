@@ -356,6 +356,14 @@ fn classify(status: StatusCode) -> Verdict {
     }
 }
 
+/// A delivery that no retry can help, sent nowhere.
+fn dead(reason: String) -> DeliveryResult {
+    DeliveryResult::Dead {
+        status: None,
+        reason,
+    }
+}
+
 /// `Retry-After` as seconds or an HTTP date, in milliseconds from now.
 fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
     let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
@@ -386,15 +394,8 @@ impl Send {
                 match rendered {
                     Ok(b) => (bytes::Bytes::from(b), m.content_type()),
                     Err(e) => {
-                        return self.finish(
-                            &d,
-                            started,
-                            DeliveryResult::Dead {
-                                status: None,
-                                reason: format!("cannot render with {}: {e}", m.file),
-                            },
-                            &[],
-                        );
+                        let reason = format!("cannot render with {}: {e}", m.file);
+                        return self.finish(&d, started, dead(reason), &[]);
                     }
                 }
             }
@@ -402,15 +403,8 @@ impl Send {
         let signed = match p.signer.headers(&body) {
             Ok(h) => h,
             Err(e) => {
-                return self.finish(
-                    &d,
-                    started,
-                    DeliveryResult::Dead {
-                        status: None,
-                        reason: format!("cannot sign the request: {e}"),
-                    },
-                    &body,
-                );
+                let reason = format!("cannot sign the request: {e}");
+                return self.finish(&d, started, dead(reason), &body);
             }
         };
         let mut request = self

@@ -582,12 +582,58 @@ fn masked<T: Serialize>(v: &T) -> Value {
     v
 }
 
+/// Who reads the operator endpoints: every node's data (operators, auditors, and
+/// anyone when `trust_node_header` marks a development set-up) or one node's own.
+enum Reader {
+    All,
+    Node(String),
+}
+
+async fn reader(state: &AppState, headers: &HeaderMap, peer: &Peer) -> Result<Reader, ApiError> {
+    match auth::caller(&state.config, &state.tokens, headers, peer_cert(peer)).await {
+        Ok(who) if state.config.reads_everything(&who.node) => Ok(Reader::All),
+        Ok(who) => Ok(Reader::Node(who.node)),
+        Err(auth::AuthError::NoCredentials | auth::AuthError::MissingNode)
+            if state.config.gateway.trust_node_header =>
+        {
+            Ok(Reader::All)
+        }
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            e.to_string(),
+        )),
+    }
+}
+
+/// Refuse a read and keep the refusal as evidence.
+async fn refuse_read(state: &AppState, node: &str, what: String) -> ApiError {
+    let mut ev = Event::new(now_ms(), EventKind::AuthorizationRefused);
+    ev.node = Some(node.to_string());
+    ev.detail = json!({ "status": 403, "code": "forbidden", "message": what });
+    if let Err(err) = state.store.audit(ev).await {
+        tracing::error!(error = %err, "could not audit a refused read");
+    }
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", what)
+}
+
 async fn get_message(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let who = reader(&state, &headers, &peer).await?;
     match state.store.message(&id).await? {
-        Some(m) => Ok(Json(masked(&m))),
+        Some(m) => {
+            if let Reader::Node(n) = &who
+                && *n != m.source
+            {
+                let what = format!("node `{n}` may read only the messages it sent");
+                return Err(refuse_read(&state, n, what).await);
+            }
+            Ok(Json(masked(&m)))
+        }
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -598,8 +644,11 @@ async fn get_message(
 
 async fn get_case(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
+    headers: HeaderMap,
     Path(case_no): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let who = reader(&state, &headers, &peer).await?;
     let records = state.store.case(&case_no).await?;
     if records.is_empty() {
         return Err(ApiError::new(
@@ -607,6 +656,15 @@ async fn get_case(
             "not_found",
             "no records for that case",
         ));
+    }
+    // A node reads a case it sent records of or receives records of.
+    if let Reader::Node(n) = &who
+        && !records
+            .iter()
+            .any(|r| r.source == *n || r.deliveries.iter().any(|d| d.destination == *n))
+    {
+        let what = format!("node `{n}` neither sent nor receives records of this case");
+        return Err(refuse_read(&state, n, what).await);
     }
     Ok(Json(
         json!({ "case_no": case_no, "records": masked(&records) }),
@@ -624,8 +682,18 @@ struct DeliveryQuery {
 
 async fn list_deliveries(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<DeliveryQuery>,
+    peer: Peer,
+    headers: HeaderMap,
+    Query(mut q): Query<DeliveryQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    // A node lists only the deliveries made to it.
+    if let Reader::Node(n) = reader(&state, &headers, &peer).await? {
+        if q.destination.as_ref().is_some_and(|d| *d != n) {
+            let what = format!("node `{n}` may list only the deliveries made to it");
+            return Err(refuse_read(&state, &n, what).await);
+        }
+        q.destination = Some(n);
+    }
     let st = match q.state.as_deref() {
         None | Some("") => None,
         Some(s) => Some(DeliveryState::parse(s).ok_or_else(|| {
@@ -655,8 +723,14 @@ async fn list_deliveries(
 
 async fn retry_delivery(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
+    headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
+    if let Reader::Node(n) = reader(&state, &headers, &peer).await? {
+        let what = format!("node `{n}` is not an operator: only operators put dead letters back");
+        return Err(refuse_read(&state, &n, what).await);
+    }
     let view = state.store.retry_dead(id, now_ms()).await?;
     state.wake.wake(&view.destination);
     Ok(Json(json!({ "delivery": view })))

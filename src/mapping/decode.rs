@@ -120,13 +120,7 @@ fn container(ct: Option<&str>) -> Result<Container, DecodeError> {
     let Some(ct) = ct else {
         return Ok(Container::Sniff);
     };
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    Ok(match essence.as_str() {
+    Ok(match crate::codec::essence(ct).as_str() {
         "application/xml" | "text/xml" | "application/soap+xml" => Container::Xml,
         e if e.ends_with("+xml") => Container::Xml,
         "application/json"
@@ -478,16 +472,8 @@ impl<'a> Sink<'a> for SoapSink<'_, '_, '_> {
             return Err(DecodeError::NoMapping(format!(
                 "SOAP operation `{}` carries {} but no record this node's mappings read (SOAP fields: {})",
                 arena.nodes[op as usize].name,
-                if names.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    names.join(", ")
-                },
-                if fields.is_empty() {
-                    "none".to_string()
-                } else {
-                    fields.join(", ")
-                }
+                list_or(&names, "nothing"),
+                list_or(&fields, "none")
             )));
         }
         Ok(())
@@ -660,17 +646,22 @@ fn no_form_field(
         .collect();
     Err(DecodeError::NoMapping(format!(
         "the form has fields {} but this node's mappings read {}",
-        if seen.is_empty() {
-            "none".to_string()
-        } else {
-            seen.join(", ")
-        },
-        if wanted.is_empty() {
-            "no form fields".to_string()
-        } else {
-            wanted.join(", ")
-        }
+        list_or(seen, "none"),
+        list_or(&wanted, "no form fields")
     )))
+}
+
+/// `a, b, c`, or `empty` when there is nothing to list.
+fn list_or<S: AsRef<str>>(items: &[S], empty: &str) -> String {
+    if items.is_empty() {
+        empty.to_string()
+    } else {
+        items
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 fn form_decode(

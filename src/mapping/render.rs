@@ -191,13 +191,7 @@ impl Target for Elem {
     }
 
     fn item(&mut self, steps: &[Step]) -> &mut Elem {
-        let names: Vec<&str> = steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Name(n) => Some(n.as_str()),
-                _ => None,
-            })
-            .collect();
+        let names = names(steps);
         let Some((last, parents)) = names.split_last() else {
             return self;
         };
@@ -218,13 +212,7 @@ struct Obj(Map<String, Value>);
 
 impl Target for Obj {
     fn put(&mut self, steps: &[Step], value: Out, native: Option<Native>) {
-        let names: Vec<&String> = steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Name(n) => Some(n),
-                _ => None,
-            })
-            .collect();
+        let names = names(steps);
         let Some((last, parents)) = names.split_last() else {
             return;
         };
@@ -351,14 +339,19 @@ fn fill_json(
     fill(rules, record, obj, index, prefix, &mut each)
 }
 
-fn set_json(map: &mut Map<String, Value>, steps: &[Step], value: Value) {
-    let names: Vec<&String> = steps
+/// The element or key names of a path (indexes and attributes left out).
+fn names(steps: &[Step]) -> Vec<&String> {
+    steps
         .iter()
         .filter_map(|s| match s {
             Step::Name(n) => Some(n),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+fn set_json(map: &mut Map<String, Value>, steps: &[Step], value: Value) {
+    let names = names(steps);
     let Some((last, parents)) = names.split_last() else {
         return;
     };
