@@ -424,3 +424,93 @@ fn a_mapping_written_from_the_docs_alone_passes_its_examples() {
         "{native}"
     );
 }
+
+/// SOAP 1.2 with the record in CDATA, a multipart form whose attrXml part is GBK with
+/// its own declaration, and JSON lines: all through the demo nodes' mappings.
+#[test]
+fn soap_1_2_multipart_and_json_lines() {
+    let set = node_set("zj-tonglu");
+    let limits = Limits::default();
+    let record = "<RECORD><PROJID>330122260326000016</PROJID><SERVICECODE>913301228R1PEH3X3L01XK0031200Y0001</SERVICECODE><APPLYNAME>周伟</APPLYNAME><AREACODE>330122</AREACODE><INFOTYPE>即办件</INFOTYPE></RECORD>";
+    let soap12 = format!(
+        r#"<?xml version="1.0" encoding="utf-8"?>
+<env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope"><env:Body>
+<m:receiveBaseInfo xmlns:m="http://ws.exchange.zwfw.gov.cn/"><m:xmlStr><![CDATA[<?xml version="1.0" encoding="GBK"?>{record}]]></m:xmlStr></m:receiveBaseInfo>
+</env:Body></env:Envelope>"#
+    );
+    let got = hallgate::mapping::decode_and_check(
+        &set,
+        soap12.as_bytes(),
+        Some("application/soap+xml; charset=utf-8"),
+        None,
+        &limits,
+    )
+    .unwrap();
+    let r = got[0].result.as_ref().expect("valid");
+    assert_eq!(r.case_no, "330122260326000016");
+    assert_eq!(r.fields["case_type"], "immediate");
+
+    // multipart: baseInfoXml in UTF-8 text, attrXml as GBK bytes with its declaration
+    let attr = "<?xml version=\"1.0\" encoding=\"GBK\"?><RECORDS><RECORD><UNID>u1</UNID><PROJID>330122260326000016</PROJID><ATTRNAME>营业执照</ATTRNAME><TAKETYPE>纸质收取</TAKETYPE></RECORD></RECORDS>";
+    let (gbk, _, _) = encoding_rs::GBK.encode(attr);
+    let mut body = Vec::new();
+    body.extend_from_slice(b"--XyZ\r\nContent-Disposition: form-data; name=\"appId\"\r\n\r\nzj-tl\r\n");
+    body.extend_from_slice(b"--XyZ\r\nContent-Disposition: form-data; name=\"baseInfoXml\"\r\nContent-Type: text/xml; charset=utf-8\r\n\r\n");
+    body.extend_from_slice(record.as_bytes());
+    body.extend_from_slice(b"\r\n--XyZ\r\nContent-Disposition: form-data; name=\"attrXml\"; filename=\"attr.xml\"\r\nContent-Type: application/xml\r\n\r\n");
+    body.extend_from_slice(&gbk);
+    body.extend_from_slice(b"\r\n--XyZ--\r\n");
+    let got = hallgate::mapping::decode_and_check(
+        &set,
+        &body,
+        Some("multipart/form-data; boundary=XyZ"),
+        None,
+        &limits,
+    )
+    .unwrap();
+    let kinds: Vec<String> = got
+        .iter()
+        .map(|c| c.result.as_ref().expect("valid").kind.to_string())
+        .collect();
+    assert_eq!(kinds, ["application", "material"]);
+    let material = got[1].result.as_ref().unwrap();
+    assert_eq!(material.fields["name"], "营业执照");
+    assert_eq!(material.fields["submit_type"], "paper");
+
+    // JSON lines: one national application per line
+    let nat = node_set("nat-hall");
+    let line = std::fs::read_to_string(repo().join("examples/samples/nat/application.json"))
+        .unwrap()
+        .replace('\n', "");
+    let lines = format!("{line}\n{}\n", line.replace("350205260401000123", "350205260401000124"));
+    let got = hallgate::mapping::decode_and_check(
+        &nat,
+        lines.as_bytes(),
+        Some("application/x-ndjson"),
+        None,
+        &limits,
+    )
+    .unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].result.as_ref().unwrap().case_no, "350205260401000124");
+}
+
+#[test]
+fn a_string_over_the_limit_is_unusable() {
+    let set = node_set("zj-tonglu");
+    let limits = Limits {
+        max_string_bytes: 64,
+        ..Limits::default()
+    };
+    let long = format!(
+        "<RECORDS><RECORD><PROJID>330122260324000001</PROJID><PROJECTNAME>{}</PROJECTNAME></RECORD></RECORDS>",
+        "长".repeat(30)
+    );
+    let err = set
+        .decode(long.as_bytes(), Some("application/xml"), None, &limits)
+        .expect_err("over the limit");
+    assert!(
+        err.to_string().starts_with("a string longer than 64 bytes at byte offset"),
+        "{err}"
+    );
+}
