@@ -454,7 +454,9 @@ fn soap_1_2_multipart_and_json_lines() {
     let attr = "<?xml version=\"1.0\" encoding=\"GBK\"?><RECORDS><RECORD><UNID>u1</UNID><PROJID>330122260326000016</PROJID><ATTRNAME>营业执照</ATTRNAME><TAKETYPE>纸质收取</TAKETYPE></RECORD></RECORDS>";
     let (gbk, _, _) = encoding_rs::GBK.encode(attr);
     let mut body = Vec::new();
-    body.extend_from_slice(b"--XyZ\r\nContent-Disposition: form-data; name=\"appId\"\r\n\r\nzj-tl\r\n");
+    body.extend_from_slice(
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"appId\"\r\n\r\nzj-tl\r\n",
+    );
     body.extend_from_slice(b"--XyZ\r\nContent-Disposition: form-data; name=\"baseInfoXml\"\r\nContent-Type: text/xml; charset=utf-8\r\n\r\n");
     body.extend_from_slice(record.as_bytes());
     body.extend_from_slice(b"\r\n--XyZ\r\nContent-Disposition: form-data; name=\"attrXml\"; filename=\"attr.xml\"\r\nContent-Type: application/xml\r\n\r\n");
@@ -482,7 +484,10 @@ fn soap_1_2_multipart_and_json_lines() {
     let line = std::fs::read_to_string(repo().join("examples/samples/nat/application.json"))
         .unwrap()
         .replace('\n', "");
-    let lines = format!("{line}\n{}\n", line.replace("350205260401000123", "350205260401000124"));
+    let lines = format!(
+        "{line}\n{}\n",
+        line.replace("350205260401000123", "350205260401000124")
+    );
     let got = hallgate::mapping::decode_and_check(
         &nat,
         lines.as_bytes(),
@@ -492,7 +497,10 @@ fn soap_1_2_multipart_and_json_lines() {
     )
     .unwrap();
     assert_eq!(got.len(), 2);
-    assert_eq!(got[1].result.as_ref().unwrap().case_no, "350205260401000124");
+    assert_eq!(
+        got[1].result.as_ref().unwrap().case_no,
+        "350205260401000124"
+    );
 }
 
 #[test]
@@ -510,7 +518,8 @@ fn a_string_over_the_limit_is_unusable() {
         .decode(long.as_bytes(), Some("application/xml"), None, &limits)
         .expect_err("over the limit");
     assert!(
-        err.to_string().starts_with("a string longer than 64 bytes at byte offset"),
+        err.to_string()
+            .starts_with("a string longer than 64 bytes at byte offset"),
         "{err}"
     );
 }

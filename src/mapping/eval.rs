@@ -453,7 +453,11 @@ fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Value>, Fail> {
             Cow::Owned(s) => Cow::Owned(s.trim().to_string()),
         };
     }
-    if rule.halfwidth && !text.is_ascii() && text.chars().any(is_fullwidth) {
+    // Full-width letters and digits start with the byte EF, the ideographic space E3 80 80.
+    if rule.halfwidth
+        && text.bytes().any(|b| b == 0xEF || b == 0xE3)
+        && text.chars().any(is_fullwidth)
+    {
         text = Cow::Owned(halfwidth(&text));
     }
     match rule.case {

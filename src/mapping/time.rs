@@ -194,23 +194,36 @@ pub fn parse_offset(s: &str) -> Option<Offset> {
 }
 
 fn rfc3339(dt: DateTime, offset: Offset) -> String {
+    // Written digit by digit: this runs for every time of every record.
+    fn two(out: &mut String, v: i32) {
+        out.push(char::from(b'0' + (v / 10 % 10) as u8));
+        out.push(char::from(b'0' + (v % 10) as u8));
+    }
+    let mut out = String::with_capacity(32);
+    let y = i32::from(dt.year());
+    two(&mut out, y / 100);
+    two(&mut out, y % 100);
+    out.push('-');
+    two(&mut out, dt.month().into());
+    out.push('-');
+    two(&mut out, dt.day().into());
+    out.push('T');
+    two(&mut out, dt.hour().into());
+    out.push(':');
+    two(&mut out, dt.minute().into());
+    out.push(':');
+    two(&mut out, dt.second().into());
+    match dt.subsec_nanosecond() {
+        0 => {}
+        n if n % 1_000_000 == 0 => out.push_str(&format!(".{:03}", n / 1_000_000)),
+        n => out.push_str(&format!(".{n:09}")),
+    }
     let secs = offset.seconds();
-    let sign = if secs < 0 { '-' } else { '+' };
-    let (h, m) = (secs.abs() / 3600, secs.abs() % 3600 / 60);
-    let frac = match dt.subsec_nanosecond() {
-        0 => String::new(),
-        n if n % 1_000_000 == 0 => format!(".{:03}", n / 1_000_000),
-        n => format!(".{n:09}"),
-    };
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{frac}{sign}{h:02}:{m:02}",
-        dt.year(),
-        dt.month(),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second()
-    )
+    out.push(if secs < 0 { '-' } else { '+' });
+    two(&mut out, secs.abs() / 3600);
+    out.push(':');
+    two(&mut out, secs.abs() % 3600 / 60);
+    out
 }
 
 fn parse_fields(s: &str, tokens: &[Token], zone: Offset) -> Option<(DateTime, Offset)> {

@@ -382,19 +382,14 @@ pub(crate) fn stream<'a>(
                         ));
                     }
                 }
-                // The name borrowed from the input when it sits where the event began.
+                // The name is a slice of the input (found by its address, so no
+                // second comparison or UTF-8 check); a copy if it is not.
                 let raw = e.name();
-                let qname = raw.as_ref();
-                let name: Cow<'a, str> = match text.get(pos + 1..pos + 1 + qlen) {
-                    Some(borrowed)
-                        if text.as_bytes().get(pos) == Some(&b'<')
-                            && borrowed.as_bytes() == qname =>
-                    {
-                        Cow::Borrowed(&borrowed[qlen - local_len..])
-                    }
-                    _ => {
-                        Cow::Owned(String::from_utf8_lossy(&qname[qlen - local_len..]).into_owned())
-                    }
+                let local = &raw.as_ref()[qlen - local_len..];
+                let start = (local.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+                let name: Cow<'a, str> = match text.get(start..start + local.len()) {
+                    Some(slice) if slice.as_ptr() == local.as_ptr() => Cow::Borrowed(slice),
+                    _ => Cow::Owned(String::from_utf8_lossy(local).into_owned()),
                 };
                 if capturing.is_some() {
                     let id = arena.push(open.last().copied(), name, attrs);
