@@ -584,4 +584,39 @@ async fn a_jti_belongs_to_one_token(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(refused, 1);
+
+    // Ids of tokens long expired are pruned when new ones are recorded: the table
+    // does not grow without end.
+    let token = |jti: &str, sha: &str, exp_ms: i64, case: &'static str| {
+        let mut m = message("a", None, vec![rec(Kind::Application, case, 0, &["city"])]);
+        m.token = Some(hallgate::auth::token::TokenUse {
+            node: "a".into(),
+            jti: jti.into(),
+            token_sha256: sha.into(),
+            exp_ms,
+        });
+        m
+    };
+    let long_ago = now_ms() - 2 * 3_600_000;
+    assert!(matches!(
+        s.accept(token("jti-old", "o1", long_ago, "C23"))
+            .await
+            .unwrap(),
+        AcceptOutcome::Accepted(_)
+    ));
+    assert!(matches!(
+        s.accept(token("jti-new", "n1", now_ms() + 60_000, "C24"))
+            .await
+            .unwrap(),
+        AcceptOutcome::Accepted(_)
+    ));
+    assert!(
+        matches!(
+            s.accept(token("jti-old", "o2", now_ms() + 60_000, "C25"))
+                .await
+                .unwrap(),
+            AcceptOutcome::Accepted(_)
+        ),
+        "the expired id was pruned"
+    );
 }

@@ -263,3 +263,9 @@ pub fn manual_retry_event(at_ms: i64, id: i64, d: &Completed) -> Event {
     e.detail = json!({});
     e
 }
+
+/// Token ids whose tokens expired before this time (ms) are pruned: an hour past
+/// expiry, well beyond any configured clock skew, no such token verifies any more.
+pub fn token_ids_expired_before(now_ms: i64) -> i64 {
+    now_ms - 3_600_000
+}

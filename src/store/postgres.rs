@@ -743,6 +743,12 @@ async fn accept(
                     &[&t.node, &t.jti, &t.token_sha256, &t.exp_ms],
                 )
                 .await?;
+                // Token ids are kept until their tokens can no longer be used.
+                tx.execute(
+                    "DELETE FROM token_ids WHERE exp < $1",
+                    &[&plan::token_ids_expired_before(super::now_ms())],
+                )
+                .await?;
             }
         }
     }

@@ -612,6 +612,9 @@ fn accept(
                     "INSERT INTO token_ids (node, jti, token_sha256, exp) VALUES (?1, ?2, ?3, ?4)",
                 )?
                 .execute(params![t.node, t.jti, t.token_sha256, t.exp_ms])?;
+                // Token ids are kept until their tokens can no longer be used.
+                conn.prepare_cached("DELETE FROM token_ids WHERE exp < ?1")?
+                    .execute(params![plan::token_ids_expired_before(super::now_ms())])?;
             }
         }
     }
