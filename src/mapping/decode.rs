@@ -383,11 +383,7 @@ fn push_record<T: Tree>(
     let index = run.count;
     let mut map = Map::new();
     let mut errors = Vec::new();
-    let place = Place {
-        index,
-        field: "",
-        source: "",
-    };
+    let place = Place { index, item: None };
     eval::run(&mapping.rules, tree, node, &mut map, &place, &mut errors);
     map.insert("kind".into(), Value::String(mapping.kind.as_str().into()));
     if !errors.is_empty() {

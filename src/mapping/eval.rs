@@ -234,13 +234,31 @@ impl Rule {
     }
 }
 
-/// Where the record being evaluated sits, for error messages.
+/// Where the record being evaluated sits, for error messages. The prefixes are only
+/// spelt out when there is an error to report.
 pub(crate) struct Place<'a> {
     pub index: usize,
+    /// The list item this is: (the list's place, its field, the item's number among
+    /// the kept items, the source path of the list, the element's number from 1).
+    pub item: Option<(&'a Place<'a>, &'a str, usize, &'a str, usize)>,
+}
+
+impl Place<'_> {
     /// Canonical prefix (`materials[0].`).
-    pub field: &'a str,
+    fn field(&self) -> String {
+        match self.item {
+            None => String::new(),
+            Some((p, field, n, _, _)) => format!("{}{field}[{n}].", p.field()),
+        }
+    }
+
     /// Source prefix (`ATTRS/ATTR[1]/`).
-    pub source: &'a str,
+    fn source(&self) -> String {
+        match self.item {
+            None => String::new(),
+            Some((p, _, _, path, n)) => format!("{}{path}[{n}]/", p.source()),
+        }
+    }
 }
 
 /// Evaluate `rules` on `node`, writing into `out`; problems go to `errors`.
@@ -265,8 +283,8 @@ pub(crate) fn run<T: Tree>(
             |errors: &mut Vec<FieldError>, source: Option<&str>, code: &str, message: String| {
                 errors.push(FieldError {
                     record: place.index,
-                    field: format!("{}{}", place.field, rule.field),
-                    source_path: source.map(|s| format!("{}{s}", place.source)),
+                    field: format!("{}{}", place.field(), rule.field),
+                    source_path: source.map(|s| format!("{}{s}", place.source())),
                     rule: code.to_string(),
                     message,
                 });
@@ -278,12 +296,9 @@ pub(crate) fn run<T: Tree>(
                 tree.each(node, &path.steps, &mut nodes);
                 let mut items = Vec::with_capacity(nodes.len());
                 for (i, n) in nodes.into_iter().enumerate() {
-                    let field = format!("{}{}[{}].", place.field, rule.field, items.len());
-                    let source = format!("{}{}[{}]/", place.source, path.text, i + 1);
                     let inner = Place {
                         index: place.index,
-                        field: &field,
-                        source: &source,
+                        item: Some((place, &rule.field, items.len(), &path.text, i + 1)),
                     };
                     let mut item = Map::new();
                     run(rules, tree, n, &mut item, &inner, errors);

@@ -353,25 +353,29 @@ fn id_field(fields: &mut Map<String, Value>, path: &str) -> Option<Result<(), &'
     v.as_str().map(id_no)
 }
 
-/// Validate a canonical record of a known kind. `prefix` names the place of an
-/// embedded record (`materials[0].`) in error fields.
+/// Validate a canonical record of a known kind. `material` is the number of an
+/// embedded material (`materials[0].` in error fields).
 pub fn validate(
     kind: Kind,
     fields: &mut Map<String, Value>,
     index: usize,
-    prefix: &str,
+    material: Option<usize>,
     errors: &mut Vec<FieldError>,
 ) {
+    let prefix = |field: &str| match material {
+        Some(i) => format!("materials[{i}].{field}"),
+        None => field.to_string(),
+    };
     let mut e = |field: &str, rule: &str, message: String| {
         errors.push(FieldError {
             record: index,
-            field: format!("{prefix}{field}"),
+            field: prefix(field),
             source_path: None,
             rule: rule.to_string(),
             message,
         })
     };
-    if prefix.is_empty() {
+    if material.is_none() {
         for (field, message) in required(kind) {
             if get(fields, field).is_none_or(Value::is_null) {
                 e(field, "required", (*message).to_string());
@@ -460,16 +464,10 @@ pub fn validate(
             Some(Value::Array(items)) => {
                 for (i, item) in items.iter_mut().enumerate() {
                     match item {
-                        Value::Object(m) => validate(
-                            Kind::Material,
-                            m,
-                            index,
-                            &format!("{prefix}materials[{i}]."),
-                            errors,
-                        ),
+                        Value::Object(m) => validate(Kind::Material, m, index, Some(i), errors),
                         _ => errors.push(FieldError {
                             record: index,
-                            field: format!("{prefix}materials[{i}]"),
+                            field: format!("materials[{i}]"),
                             source_path: None,
                             rule: "type".into(),
                             message: "each material is an object".into(),
@@ -479,7 +477,7 @@ pub fn validate(
             }
             Some(_) => errors.push(FieldError {
                 record: index,
-                field: format!("{prefix}materials"),
+                field: "materials".to_string(),
                 source_path: None,
                 rule: "type".into(),
                 message: "materials is a list of material objects".into(),

@@ -209,7 +209,7 @@ impl Record {
         }
         let mut fields = fields;
         if let Some(kind) = kind {
-            checks::validate(kind, &mut fields, index, "", &mut errors);
+            checks::validate(kind, &mut fields, index, None, &mut errors);
         }
         match (kind, case_no, errors.is_empty()) {
             (Some(kind), Some(case_no), true) => {
