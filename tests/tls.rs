@@ -61,6 +61,38 @@ fn curl(dir: &Path, args: &[&str]) -> (String, String) {
     (code.to_string(), body.to_string())
 }
 
+/// POST a canonical record with curl, presenting `cert`'s development certificate
+/// and naming `node` in the header, each when given.
+fn post_as(
+    dir: &Path,
+    cert: Option<&str>,
+    node: Option<&str>,
+    record: &str,
+    url: &str,
+) -> (String, String) {
+    let mut args: Vec<String> = Vec::new();
+    if let Some(c) = cert {
+        args.extend([
+            "--cert".into(),
+            format!("certs/dev/nodes/{c}.pem"),
+            "--key".into(),
+            format!("certs/dev/nodes/{c}.key.pem"),
+        ]);
+    }
+    if let Some(n) = node {
+        args.extend(["-H".into(), format!("x-hallgate-node: {n}")]);
+    }
+    args.extend([
+        "-H".into(),
+        "content-type: application/json".into(),
+        "--data".into(),
+        record.into(),
+        url.into(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    curl(dir, &refs)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_with_a_client_certificate_is_served_and_without_refused() {
     let h = Harness::with_setup(DEFAULT_ROUTES, with_tls, dev_certs).await;
@@ -69,38 +101,14 @@ async fn curl_with_a_client_certificate_is_served_and_without_refused() {
     let record = common::application("350205260401000700", "350205").to_string();
     let url = format!("{}/v1/records", h.url);
     // district-a named by its certificate alone: no token, no header
-    let (code, body) = curl(
-        dir,
-        &[
-            "--cert",
-            "certs/dev/nodes/district-a.pem",
-            "--key",
-            "certs/dev/nodes/district-a.key.pem",
-            "-H",
-            "content-type: application/json",
-            "--data",
-            &record,
-            &url,
-        ],
-    );
+    let (code, body) = post_as(dir, Some("district-a"), None, &record, &url);
     assert_eq!(code, "202", "{body}");
     assert!(body.contains("\"status\":\"accepted\""), "{body}");
     wait_until(10, "the city receives it", || !h.city.accepted().is_empty()).await;
 
     // the same node without its certificate (naming itself by header): refused
     let record = common::application("350205260401000701", "350205").to_string();
-    let (code, body) = curl(
-        dir,
-        &[
-            "-H",
-            "x-hallgate-node: district-a",
-            "-H",
-            "content-type: application/json",
-            "--data",
-            &record,
-            &url,
-        ],
-    );
+    let (code, body) = post_as(dir, None, Some("district-a"), &record, &url);
     assert_eq!(code, "401", "{body}");
     assert!(
         body.contains("must connect with its TLS client certificate"),
@@ -108,22 +116,7 @@ async fn curl_with_a_client_certificate_is_served_and_without_refused() {
     );
 
     // another node's certificate claiming to be district-a: refused
-    let (code, body) = curl(
-        dir,
-        &[
-            "--cert",
-            "certs/dev/nodes/district-b.pem",
-            "--key",
-            "certs/dev/nodes/district-b.key.pem",
-            "-H",
-            "x-hallgate-node: district-a",
-            "-H",
-            "content-type: application/json",
-            "--data",
-            &record,
-            &url,
-        ],
-    );
+    let (code, body) = post_as(dir, Some("district-b"), Some("district-a"), &record, &url);
     assert_eq!(code, "401", "{body}");
     assert!(
         body.contains("not one issued to node `district-a`"),
