@@ -51,6 +51,10 @@ pub struct Config {
     pub routing: Routing,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// `[catalogue] source = "NODE"`: whose item catalogue is the reference (the
+    /// provincial hall's); it is pulled from that node's `sync.catalogue_url`.
+    #[serde(default)]
+    pub catalogue: Option<CatalogueSource>,
     /// Where the file was read from; relative paths in it resolve against its folder.
     #[serde(skip)]
     pub source_path: PathBuf,
@@ -276,6 +280,111 @@ pub struct Node {
     /// How the node proves who it is: signed tokens with keys pinned to it.
     #[serde(default)]
     pub auth: Option<TokenAuth>,
+    /// What happens to a record from this node whose `item_code` the item catalogue
+    /// does not hold as valid: `off` (default), `flag` (accepted with a flag) or
+    /// `refuse` (rejected like any invalid record).
+    #[serde(default)]
+    pub catalogue: CataloguePolicy,
+    /// Synchronisation with the node: pull its list API, its item catalogue, and the
+    /// APIs reconciliation reads.
+    #[serde(default)]
+    pub sync: Option<SyncSettings>,
+}
+
+/// `[catalogue]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogueSource {
+    pub source: String,
+}
+
+/// `[nodes.ID] catalogue = …`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CataloguePolicy {
+    #[default]
+    Off,
+    Flag,
+    Refuse,
+}
+
+/// How a pull source's list API moves forward.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CursorKind {
+    /// `?from=&to=&page=&size=`: a time window of the node's change times, paged;
+    /// each window starts `overlap_seconds` before the last one ended.
+    #[default]
+    Timestamp,
+    /// `?after=N&size=`: the node's change sequence; the next cursor is the
+    /// `X-Next-Cursor` header, or the largest `cursor_field` of the page.
+    Sequence,
+    /// `?cursor=T&size=`: an opaque token; the next one is the `X-Next-Cursor` header.
+    Token,
+}
+
+/// `[nodes.ID.sync]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSettings {
+    /// The list API polled for changes; absent = the node is not pulled.
+    #[serde(default)]
+    pub pull_url: Option<String>,
+    #[serde(default)]
+    pub cursor: CursorKind,
+    /// Where the first pull starts: an RFC 3339 time (timestamp), a number
+    /// (sequence) or a token. Required with `pull_url`.
+    #[serde(default)]
+    pub start: Option<String>,
+    /// For `sequence`: the canonical field holding the sequence (`ext.seq`).
+    #[serde(default)]
+    pub cursor_field: Option<String>,
+    /// Only this kind is read from pages (default: any the node's mappings know).
+    #[serde(default)]
+    pub kind: Option<Kind>,
+    #[serde(default = "default_pull_interval")]
+    pub interval_seconds: u64,
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+    /// Each timestamp window starts this long before the last one ended (the other
+    /// side's clock skew and late commits); what is read twice is deduplicated.
+    #[serde(default = "default_overlap")]
+    pub overlap_seconds: u64,
+    /// The longest time window asked for at once.
+    #[serde(default = "default_window")]
+    pub window_seconds: u64,
+    /// Requests per second to this node's sync APIs (pulls, catalogue, lists).
+    #[serde(default)]
+    pub rate: Option<RateLimit>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Reconciliation: `?from=&to=&page=&size=` lists what the node holds.
+    #[serde(default)]
+    pub holdings_url: Option<String>,
+    /// Reconciliation: `?from=&to=` answers `{"count": N}`.
+    #[serde(default)]
+    pub count_url: Option<String>,
+    /// The node's item catalogue (事项目录), pulled into the store on a schedule.
+    #[serde(default)]
+    pub catalogue_url: Option<String>,
+    #[serde(default = "default_catalogue_interval")]
+    pub catalogue_interval_seconds: u64,
+}
+
+fn default_pull_interval() -> u64 {
+    30
+}
+fn default_page_size() -> usize {
+    500
+}
+fn default_overlap() -> u64 {
+    300
+}
+fn default_window() -> u64 {
+    86_400
+}
+fn default_catalogue_interval() -> u64 {
+    300
 }
 
 /// `[nodes.ID.auth]`: the node's signed tokens (JWT).
@@ -555,6 +664,11 @@ impl Config {
             {
                 err(node.span(), e.to_string());
             }
+            if let Some(sync) = &n.sync {
+                for e in sync.problems(id) {
+                    err(node.span(), e);
+                }
+            }
             if let Some(d) = &n.destination {
                 let url = d.url.get_ref();
                 if !(url.starts_with("http://") || url.starts_with("https://"))
@@ -599,6 +713,22 @@ impl Config {
         }
         for to in &self.routing.default {
             self.check_destination(to, "routing.default", &mut err);
+        }
+        if let Some(c) = &self.catalogue {
+            let has_url = self
+                .nodes
+                .get(&c.source)
+                .and_then(|n| n.get_ref().sync.as_ref())
+                .is_some_and(|s| s.catalogue_url.is_some());
+            if !has_url {
+                err(
+                    0..0,
+                    format!(
+                        "catalogue.source: node `{}` must exist and have sync.catalogue_url",
+                        c.source
+                    ),
+                );
+            }
         }
         errors
     }
@@ -789,5 +919,54 @@ to = ["b"]
             .unwrap_err()
             .to_string();
         assert!(e.contains("node `a` has no [nodes.a.destination]"), "{e}");
+    }
+}
+
+impl SyncSettings {
+    /// What is wrong with this `[nodes.ID.sync]` table.
+    pub fn problems(&self, id: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let urls = [
+            ("pull_url", &self.pull_url),
+            ("holdings_url", &self.holdings_url),
+            ("count_url", &self.count_url),
+            ("catalogue_url", &self.catalogue_url),
+        ];
+        for (key, url) in urls {
+            if let Some(u) = url
+                && (!(u.starts_with("http://") || u.starts_with("https://"))
+                    || reqwest::Url::parse(u).is_err())
+            {
+                out.push(format!("nodes.{id}.sync.{key}: `{u}` is not an http(s) URL"));
+            }
+        }
+        if self.pull_url.is_some() {
+            match &self.start {
+                None => out.push(format!(
+                    "nodes.{id}.sync.start: where the first pull starts is required with pull_url \
+                     (an RFC 3339 time, a sequence number or a token)"
+                )),
+                Some(start) => {
+                    if let Err(e) = crate::sync::Cursor::start(self.cursor, start) {
+                        out.push(format!("nodes.{id}.sync.start: {e}"));
+                    }
+                }
+            }
+            if self.cursor == CursorKind::Sequence && self.cursor_field.is_none() {
+                out.push(format!(
+                    "nodes.{id}.sync.cursor_field: a sequence cursor needs the canonical field that holds it"
+                ));
+            }
+        }
+        if self.page_size == 0 || self.page_size > 10_000 {
+            out.push(format!("nodes.{id}.sync.page_size: between 1 and 10000"));
+        }
+        if self.interval_seconds == 0 || self.catalogue_interval_seconds == 0 {
+            out.push(format!("nodes.{id}.sync: intervals are at least 1 second"));
+        }
+        if self.window_seconds == 0 {
+            out.push(format!("nodes.{id}.sync.window_seconds: at least 1"));
+        }
+        out
     }
 }

@@ -156,17 +156,12 @@ pub fn spawn_workers(
     for (id, d) in config.destinations() {
         let mut builder = http_client();
         if let Some(tls) = &d.tls {
-            let (roots, identity) = crate::auth::tls::client_parts(tls, &config.base_dir())
-                .map_err(|e| DeliveryError::Client {
+            builder = crate::auth::tls::client_builder(builder, tls, &config.base_dir()).map_err(
+                |e| DeliveryError::Client {
                     destination: id.to_string(),
                     reason: e.to_string(),
-                })?;
-            if !roots.is_empty() {
-                builder = builder.tls_certs_only(roots);
-            }
-            if let Some(i) = identity {
-                builder = builder.identity(i);
-            }
+                },
+            )?;
         }
         let client = builder
             .timeout(Duration::from_millis(d.timeout_ms))

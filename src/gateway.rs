@@ -30,6 +30,8 @@ pub enum GatewayError {
     Mapping(#[from] crate::mapping::MappingError),
     #[error(transparent)]
     Tls(#[from] crate::auth::tls::TlsError),
+    #[error("sync: {0}")]
+    Sync(#[from] crate::sync::SyncError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -114,6 +116,8 @@ pub async fn start_with(
     )?;
     let tokens = crate::auth::token::Verifier::new(&config)
         .map_err(|e| GatewayError::Auth(e.to_string()))?;
+    let catalogue = crate::sync::Catalogue::default();
+    catalogue.load(&*store).await?;
     let state = Arc::new(AppState {
         gateway_keys: keys,
         tokens,
@@ -124,7 +128,10 @@ pub async fn start_with(
         store: store.clone(),
         wake,
         mappings: mappings.clone(),
+        catalogue,
     });
+    let mut workers = workers;
+    crate::sync::pull::spawn(&state, &mut workers, &shutdown)?;
     let app = ingress::router(state);
     let stop = shutdown.clone();
     let https = tls.is_some();

@@ -41,6 +41,8 @@ pub struct AppState {
     pub in_flight: Semaphore,
     /// Each node's mappings (nodes without any send canonical JSON).
     pub mappings: Arc<std::collections::BTreeMap<String, crate::mapping::MappingSet>>,
+    /// The item catalogue as last pulled (kept in the store, cached here).
+    pub catalogue: crate::sync::Catalogue,
 }
 
 /// An error answer: `{"error": {"code", "message", "details": [...]}}`.
@@ -144,6 +146,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/deliveries/{id}/retry", post(retry_delivery))
         .route("/v1/audit", get(audit_query))
         .route("/v1/cases/{case_no}/timeline", get(case_timeline))
+        .route("/v1/sync", get(sync_status))
         .with_state(state)
 }
 
@@ -263,75 +266,21 @@ async fn intake(
             {
                 return Err(too_large(limits.max_body_bytes));
             }
-            let mapped = state.mappings.get(&node);
-            let format = match mapped {
-                Some(_) => None,
-                None => Some(Format::from_content_type(content_type.as_deref()).map_err(|e| {
+            if !state.mappings.contains_key(&node) {
+                // Refuse an unknown content type before reading the body.
+                Format::from_content_type(content_type.as_deref()).map_err(|e| {
                     ApiError::new(
                         StatusCode::UNSUPPORTED_MEDIA_TYPE,
                         "unsupported_media_type",
                         e.to_string(),
                     )
-                })?),
-            };
+                })?;
+            }
             let bytes = axum::body::to_bytes(body, limits.max_body_bytes)
                 .await
                 .map_err(|_| too_large(limits.max_body_bytes))?;
-            let mut records = Vec::new();
-            // Place of each record in the body (a record's index in answers).
-            let mut indices = Vec::new();
-            let mut errors = Vec::new();
-            match (mapped, format) {
-                (Some(set), _) => {
-                    let checked = crate::mapping::decode_and_check(
-                        set,
-                        &bytes,
-                        content_type.as_deref(),
-                        kind,
-                        &state.config.mapping_limits(),
-                    )
-                    .map_err(decode_error)?;
-                    for c in checked {
-                        match c.result {
-                            Ok(mut r) => {
-                                r.set_source(&node);
-                                records.push(r);
-                                indices.push(c.index);
-                            }
-                            Err(mut e) => errors.append(&mut e),
-                        }
-                    }
-                }
-                (None, format) => {
-                    let values = codec::decode_canonical(
-                        &bytes,
-                        format.unwrap_or(Format::Json),
-                        limits.max_records_per_body,
-                    )
-                    .map_err(|e| match e {
-                        codec::CodecError::TooManyRecords { .. } => ApiError::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "too_many_records",
-                            e.to_string(),
-                        ),
-                        _ => ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
-                    })?;
-                    for (i, v) in values.into_iter().enumerate() {
-                        match Record::from_value(i, v, kind) {
-                            Ok(mut r) => {
-                                r.set_source(&node);
-                                records.push(r);
-                                indices.push(i);
-                            }
-                            Err(mut e) => errors.append(&mut e),
-                        }
-                    }
-                }
-            }
-            let rejected_records: std::collections::BTreeSet<usize> =
-                errors.iter().map(|e| e.record).collect();
-            metrics::counter!("hallgate_records_received_total", "node" => node.clone())
-                .increment((records.len() + rejected_records.len()) as u64);
+            let admitted = admit(state, &node, kind, &bytes, content_type.as_deref(), Admission::Body)?;
+            let Admitted { records, new_records, errors, rejected: rejected_records } = admitted;
             if !errors.is_empty() && (!partial || records.is_empty()) {
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -344,45 +293,6 @@ async fn intake(
                 )
                 .with_details(errors));
             }
-            for (r, i) in records.iter().zip(&indices) {
-                auth::authorize(&state.config, &node, *i, r).map_err(|f| {
-                    ApiError::new(StatusCode::FORBIDDEN, "forbidden", f.to_string()).with_details(
-                        vec![FieldError {
-                            record: f.index,
-                            field: f.field.to_string(),
-                            source_path: None,
-                            rule: "not_allowed".into(),
-                            message: f.to_string(),
-                        }],
-                    )
-                })?;
-            }
-            let mut new_records = Vec::with_capacity(records.len());
-            for (r, &i) in records.iter().zip(&indices) {
-                let destinations = state.router.route(&node, r).map_err(|e| {
-                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_route", e.to_string())
-                        .with_details(vec![FieldError {
-                            record: i,
-                            field: "kind".into(),
-                            source_path: None,
-                            rule: "no_route".into(),
-                            message: e.to_string(),
-                        }])
-                })?;
-                let canonical = r.to_json();
-                new_records.push(NewRecord {
-                    index: i,
-                    kind: r.kind,
-                    case_no: r.case_no.clone(),
-                    identity: r.identity(),
-                    version: r.version(),
-                    step_no: r.step_no(),
-                    label: r.label(),
-                    sha256: sha256_hex(canonical.as_bytes()),
-                    canonical,
-                    destinations,
-                });
-            }
             let idempotency_key = idempotency_key(headers, &records)?;
             let msg = NewMessage {
                 token: token.clone(),
@@ -394,6 +304,7 @@ async fn intake(
                 body_sha256: sha256_hex(&bytes),
                 body: bytes,
                 records: new_records,
+                pull: None,
             };
             let count = msg.records.len() as u64;
             match state.store.accept(msg).await? {
@@ -491,6 +402,180 @@ async fn intake(
         }
     }
     result
+}
+
+/// How [`admit`] treats a record it cannot authorise or route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// A pushed body: the whole request is refused (403, 422 `no_route`), so the
+    /// sender learns at once.
+    Body,
+    /// A pulled page: the record is left out with its error, and the rest goes on.
+    Page,
+}
+
+/// The records of one body, decoded with the sender's mappings, validated, checked
+/// against the item catalogue, authorised and routed.
+pub struct Admitted {
+    /// The valid records…
+    pub records: Vec<Record>,
+    /// …as the store takes them.
+    pub new_records: Vec<NewRecord>,
+    /// What is wrong with the records that were left out.
+    pub errors: Vec<FieldError>,
+    /// Indexes of the records left out.
+    pub rejected: std::collections::BTreeSet<usize>,
+}
+
+/// Run a body through decode, validate, catalogue, authorise and route (DESIGN.md
+/// section 1, steps 3 to 6) for `node`. Pushed bodies and pulled pages both come
+/// through here. Counts what it sees in the metrics.
+pub fn admit(
+    state: &AppState,
+    node: &str,
+    kind: Option<Kind>,
+    bytes: &[u8],
+    content_type: Option<&str>,
+    admission: Admission,
+) -> Result<Admitted, ApiError> {
+    let limits = &state.config.limits;
+    let mut records = Vec::new();
+    // Place of each record in the body (a record's index in answers).
+    let mut indices = Vec::new();
+    let mut errors = Vec::new();
+    match state.mappings.get(node) {
+        Some(set) => {
+            let checked = crate::mapping::decode_and_check(
+                set,
+                bytes,
+                content_type,
+                kind,
+                &state.config.mapping_limits(),
+            )
+            .map_err(decode_error)?;
+            for c in checked {
+                match c.result {
+                    Ok(mut r) => {
+                        r.set_source(node);
+                        records.push(r);
+                        indices.push(c.index);
+                    }
+                    Err(mut e) => errors.append(&mut e),
+                }
+            }
+        }
+        None => {
+            let format = Format::from_content_type(content_type).map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    e.to_string(),
+                )
+            })?;
+            let values = codec::decode_canonical(bytes, format, limits.max_records_per_body)
+                .map_err(|e| match e {
+                    codec::CodecError::TooManyRecords { .. } => ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_many_records",
+                        e.to_string(),
+                    ),
+                    _ => ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
+                })?;
+            for (i, v) in values.into_iter().enumerate() {
+                match Record::from_value(i, v, kind) {
+                    Ok(mut r) => {
+                        r.set_source(node);
+                        records.push(r);
+                        indices.push(i);
+                    }
+                    Err(mut e) => errors.append(&mut e),
+                }
+            }
+        }
+    }
+    let policy = state
+        .config
+        .nodes
+        .get(node)
+        .map(|n| n.get_ref().catalogue)
+        .unwrap_or_default();
+    let mut kept = Vec::with_capacity(records.len());
+    let mut new_records = Vec::with_capacity(records.len());
+    for (r, i) in records.into_iter().zip(indices) {
+        let mut flags = Vec::new();
+        if let Some(problem) = state.catalogue.check(policy, &r) {
+            match policy {
+                crate::config::CataloguePolicy::Refuse => {
+                    errors.push(problem.field_error(i));
+                    continue;
+                }
+                _ => flags.push(problem.code().to_string()),
+            }
+        }
+        if let Err(f) = auth::authorize(&state.config, node, i, &r) {
+            let e = FieldError {
+                record: f.index,
+                field: f.field.to_string(),
+                source_path: None,
+                rule: "not_allowed".into(),
+                message: f.to_string(),
+            };
+            if admission == Admission::Body {
+                return Err(
+                    ApiError::new(StatusCode::FORBIDDEN, "forbidden", f.to_string())
+                        .with_details(vec![e]),
+                );
+            }
+            errors.push(e);
+            continue;
+        }
+        let destinations = match state.router.route(node, &r) {
+            Ok(d) => d,
+            Err(e) => {
+                let fe = FieldError {
+                    record: i,
+                    field: "kind".into(),
+                    source_path: None,
+                    rule: "no_route".into(),
+                    message: e.to_string(),
+                };
+                if admission == Admission::Body {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "no_route",
+                        e.to_string(),
+                    )
+                    .with_details(vec![fe]));
+                }
+                errors.push(fe);
+                continue;
+            }
+        };
+        let canonical = r.to_json();
+        new_records.push(NewRecord {
+            index: i,
+            kind: r.kind,
+            case_no: r.case_no.clone(),
+            identity: r.identity(),
+            version: r.version(),
+            step_no: r.step_no(),
+            label: r.label(),
+            sha256: sha256_hex(canonical.as_bytes()),
+            canonical,
+            destinations,
+            flags,
+        });
+        kept.push(r);
+    }
+    let rejected: std::collections::BTreeSet<usize> = errors.iter().map(|e| e.record).collect();
+    metrics::counter!("hallgate_records_received_total", "node" => node.to_string())
+        .increment((kept.len() + rejected.len()) as u64);
+    Ok(Admitted {
+        records: kept,
+        new_records,
+        errors,
+        rejected,
+    })
 }
 
 /// A body no mapping could read: 415 for a content type, 413 over a limit, else 400,
@@ -678,6 +763,22 @@ struct DeliveryQuery {
     case_no: Option<String>,
     after: Option<i64>,
     limit: Option<usize>,
+}
+
+/// `GET /v1/sync`: every pull source's cursor, lag, last success and error, and the
+/// item catalogue's size (operators and auditors only).
+async fn sync_status(
+    State(state): State<Arc<AppState>>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    if let Reader::Node(n) = reader(&state, &headers, &peer).await? {
+        let what = format!("node `{n}` may not read the sync status (operators and auditors only)");
+        return Err(refuse_read(&state, &n, what).await);
+    }
+    Ok(Json(
+        crate::sync::status(&state.config, &*state.store).await?,
+    ))
 }
 
 async fn list_deliveries(

@@ -22,3 +22,4 @@ pub mod receiver;
 pub mod record;
 pub mod route;
 pub mod store;
+pub mod sync;

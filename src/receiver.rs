@@ -46,6 +46,8 @@ pub struct Arrival {
     pub at: std::time::Instant,
     /// Its headers (names lower-case).
     pub headers: Vec<(String, String)>,
+    /// Wall-clock time of arrival (ms since the Unix epoch).
+    pub at_ms: i64,
 }
 
 /// How the receiver answers.
@@ -104,6 +106,16 @@ pub struct Receiver {
 impl Receiver {
     /// Start on `addr` (use `127.0.0.1:0` for any free port).
     pub async fn start(name: &str, addr: &str) -> Result<Receiver, ReceiverError> {
+        Receiver::start_with(name, addr, Router::new()).await
+    }
+
+    /// Start with more routes beside `/records` (the simulated provincial hall adds
+    /// its sync APIs).
+    pub async fn start_with(
+        name: &str,
+        addr: &str,
+        extra: Router,
+    ) -> Result<Receiver, ReceiverError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ReceiverError::Listen {
@@ -120,7 +132,8 @@ impl Receiver {
         let stop = CancellationToken::new();
         let app = Router::new()
             .route("/records", post(receive))
-            .with_state((name.to_string(), inner.clone()));
+            .with_state((name.to_string(), inner.clone()))
+            .merge(extra);
         let token = stop.clone();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -194,6 +207,21 @@ impl Receiver {
 
     pub fn stop(&self) {
         self.stop.cancel();
+    }
+
+    /// Lose the records of a case, as a platform that lost data would: its arrivals
+    /// are dropped and their Idempotency-Keys forgotten, so a resend is taken again.
+    /// Returns how many arrivals were dropped.
+    pub fn forget_case(&self, case_no: &str) -> usize {
+        let mut g = self.lock();
+        let (gone, kept): (Vec<Arrival>, Vec<Arrival>) = std::mem::take(&mut g.arrivals)
+            .into_iter()
+            .partition(|a| a.case_no == case_no);
+        g.arrivals = kept;
+        for a in &gone {
+            g.acknowledged.remove(&a.idempotency_key);
+        }
+        gone.len()
     }
 }
 
@@ -294,6 +322,7 @@ async fn receive(
             .iter()
             .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
             .collect(),
+        at_ms: crate::store::now_ms(),
     });
     drop(g);
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

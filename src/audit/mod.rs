@@ -36,10 +36,22 @@ pub enum EventKind {
     Exported,
     Archived,
     Checkpoint,
+    /// A page pulled from a source (cursor before and after, counts, refusals).
+    Pulled,
+    /// An operator paused, resumed or rewound a pull source.
+    SyncControlled,
+    /// The item catalogue changed (items added, changed, withdrawn).
+    CatalogueUpdated,
+    /// A record accepted with a warning (an item code the catalogue does not hold).
+    Flagged,
+    /// A reconciliation ran (counts on each side, differences found).
+    Reconciled,
+    /// Deliveries put back in the queue by a reconciliation or a backfill.
+    Requeued,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::ConfigLoaded,
         EventKind::Received,
         EventKind::Rejected,
@@ -55,6 +67,12 @@ impl EventKind {
         EventKind::Exported,
         EventKind::Archived,
         EventKind::Checkpoint,
+        EventKind::Pulled,
+        EventKind::SyncControlled,
+        EventKind::CatalogueUpdated,
+        EventKind::Flagged,
+        EventKind::Reconciled,
+        EventKind::Requeued,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +92,12 @@ impl EventKind {
             EventKind::Exported => "exported",
             EventKind::Archived => "archived",
             EventKind::Checkpoint => "checkpoint",
+            EventKind::Pulled => "pulled",
+            EventKind::SyncControlled => "sync_controlled",
+            EventKind::CatalogueUpdated => "catalogue_updated",
+            EventKind::Flagged => "flagged",
+            EventKind::Reconciled => "reconciled",
+            EventKind::Requeued => "requeued",
         }
     }
 

@@ -234,6 +234,23 @@ pub fn serve(
     })
 }
 
+/// A client builder with the CA roots and client certificate of `tls`.
+pub fn client_builder(
+    builder: reqwest::ClientBuilder,
+    tls: &ClientTls,
+    base: &Path,
+) -> Result<reqwest::ClientBuilder, TlsError> {
+    let (roots, identity) = client_parts(tls, base)?;
+    let mut builder = builder;
+    if !roots.is_empty() {
+        builder = builder.tls_certs_only(roots);
+    }
+    if let Some(i) = identity {
+        builder = builder.identity(i);
+    }
+    Ok(builder)
+}
+
 /// CA roots and a client identity for a destination's HTTPS.
 pub fn client_parts(
     tls: &ClientTls,

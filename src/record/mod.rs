@@ -266,18 +266,13 @@ impl Record {
     /// Identity of "the same record" for versions and duplicates: the source record id
     /// when there is one, otherwise the natural key of its kind.
     pub fn identity(&self) -> String {
-        if let Some(id) = self.str_field("record_id") {
-            return format!("id:{id}");
-        }
-        match self.kind {
-            Kind::Application | Kind::Result => format!("case:{}", self.case_no),
-            Kind::Material => format!(
-                "case:{}:material:{}",
-                self.case_no,
-                self.str_field("material_id").unwrap_or("")
-            ),
-            Kind::Process => format!("case:{}:step:{}", self.case_no, self.step_no()),
-        }
+        identity_of(
+            self.kind,
+            &self.case_no,
+            self.str_field("record_id"),
+            self.str_field("material_id"),
+            self.step_no(),
+        )
     }
 
     /// A short name for the record in timelines: `application`, `material M-1`,
@@ -392,6 +387,25 @@ pub fn mask_keep(s: &str, head: usize, tail: usize) -> String {
     out.extend(std::iter::repeat_n('*', chars.len() - head - tail));
     out.extend(&chars[chars.len() - tail..]);
     out
+}
+
+/// A record's identity for versions and reconciliation: its record id when it has
+/// one, else what makes it unique within its case.
+pub fn identity_of(
+    kind: Kind,
+    case_no: &str,
+    record_id: Option<&str>,
+    material_id: Option<&str>,
+    step_no: i64,
+) -> String {
+    if let Some(id) = record_id {
+        return format!("id:{id}");
+    }
+    match kind {
+        Kind::Application | Kind::Result => format!("case:{case_no}"),
+        Kind::Material => format!("case:{case_no}:material:{}", material_id.unwrap_or("")),
+        Kind::Process => format!("case:{case_no}:step:{step_no}"),
+    }
 }
 
 #[cfg(test)]

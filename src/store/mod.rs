@@ -46,6 +46,10 @@ pub enum StoreError {
     NotFound,
     #[error("delivery {0} is not dead-lettered; only dead-lettered deliveries can be retried")]
     NotDead(i64),
+    #[error("pull source `{0}` is held by another puller or was paused or rewound meanwhile")]
+    LeaseLost(String),
+    #[error("no pull source `{0}` in the store (it has never been pulled)")]
+    NoSource(String),
 }
 
 /// A parsed `gateway.store` URL.
@@ -96,6 +100,8 @@ pub struct NewRecord {
     pub canonical: String,
     pub sha256: String,
     pub destinations: Vec<String>,
+    /// Warnings the record was accepted with (`item_unknown`, `item_withdrawn`).
+    pub flags: Vec<String>,
 }
 
 /// A message as received, with its records.
@@ -113,6 +119,9 @@ pub struct NewMessage {
     pub body: Bytes,
     pub body_sha256: String,
     pub records: Vec<NewRecord>,
+    /// For a page pulled from a source: the cursor it advances, in the same
+    /// transaction as the records it covers.
+    pub pull: Option<PullAdvance>,
 }
 
 /// What the sender is told: stored with the message, so a repeat gets it again.
@@ -131,6 +140,8 @@ pub struct RecordReceipt {
     /// accepted (nothing is delivered again).
     pub status: String,
     pub destinations: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
 }
 
 /// A record refused because a newer version of it was already accepted.
@@ -277,6 +288,9 @@ pub struct RecordView {
     pub status: String,
     pub version: Option<i64>,
     pub sha256: String,
+    /// Warnings it was accepted with.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
     /// The canonical record (callers mask personal data before showing it).
     pub record: Value,
     pub deliveries: Vec<DeliveryView>,
@@ -311,6 +325,103 @@ pub struct QueueDepth {
     pub destination: String,
     pub pending: i64,
     pub dead: i64,
+}
+
+/// A pull source's durable state (DESIGN.md section 1, step 10).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SyncSource {
+    pub node: String,
+    /// The cursor as `crate::sync::Cursor` writes it (JSON text).
+    pub cursor: String,
+    pub paused: bool,
+    /// Records stored from this source (new records, not duplicates).
+    pub pulled: i64,
+    /// Pages committed.
+    pub pages: i64,
+    pub last_success_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_ms: Option<i64>,
+    pub lease_owner: Option<String>,
+    pub lease_until_ms: Option<i64>,
+    pub updated_ms: i64,
+}
+
+/// A cursor advance, committed with the page it covers (or alone for an empty page).
+#[derive(Debug, Clone)]
+pub struct PullAdvance {
+    pub node: String,
+    /// The puller holding the source's lease: an advance by anyone else fails.
+    pub owner: String,
+    pub cursor: String,
+    pub at_ms: i64,
+    /// Keep the lease until then.
+    pub lease_until_ms: i64,
+    /// Audit events of the page (`pulled`, refusals), appended in the same transaction.
+    pub events: Vec<crate::audit::Event>,
+}
+
+/// What an operator does to a pull source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncControl {
+    Pause,
+    Resume,
+    /// Set the cursor (records pulled again are deduplicated by identity and version).
+    Rewind(String),
+}
+
+/// One item of the item catalogue (事项目录).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CatalogueItem {
+    /// 事项编码 / 实施编码.
+    pub item_code: String,
+    pub item_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// `YYYY-MM-DD`, inclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<String>,
+    /// `active` or `withdrawn`.
+    #[serde(default = "active")]
+    pub status: String,
+}
+
+fn active() -> String {
+    "active".into()
+}
+
+/// How a catalogue refresh changed the stored catalogue.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct CatalogueChange {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    /// Withdrawn by the source, or no longer listed.
+    pub withdrawn: Vec<String>,
+    pub total: usize,
+}
+
+/// A record exchanged with a node: delivered to it, or pulled from it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exchanged {
+    /// `delivered` (we sent it) or `pulled` (it came from them).
+    pub direction: &'static str,
+    pub kind: Kind,
+    pub case_no: String,
+    pub identity: String,
+    pub version: Option<i64>,
+    /// `op` of the canonical record (`upsert` when absent).
+    pub op: String,
+    /// When it was exchanged: delivered_at, or received_at for a pull (ms).
+    pub at_ms: i64,
+    /// When the record was received by the gateway (ms).
+    pub received_ms: i64,
+    pub delivery_id: Option<i64>,
+    pub state: Option<DeliveryState>,
 }
 
 /// The store, whichever engine is behind it.
@@ -354,6 +465,49 @@ pub trait Store: Send + Sync {
     fn queue_depths(&self) -> StoreFuture<'_, Vec<QueueDepth>>;
     /// Flush and stop accepting work.
     fn close(&self) -> StoreFuture<'_, ()>;
+
+    /// Every pull source's state.
+    fn sync_sources(&self) -> StoreFuture<'_, Vec<SyncSource>>;
+    /// Take (or keep) a source's lease, creating the source at `initial_cursor` the
+    /// first time. None: another puller holds it. A paused source is returned without
+    /// a lease.
+    fn sync_take(
+        &self,
+        node: &str,
+        owner: &str,
+        initial_cursor: String,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> StoreFuture<'_, Option<SyncSource>>;
+    /// Advance a cursor without a message (an empty page).
+    fn sync_advance(&self, advance: PullAdvance) -> StoreFuture<'_, ()>;
+    /// Note a failed pull (the cursor stays).
+    fn sync_failed(&self, node: &str, error: String, at_ms: i64) -> StoreFuture<'_, ()>;
+    /// Pause, resume or rewind a source; clears its lease so a running puller
+    /// notices at its next commit. The event is appended in the same transaction.
+    fn sync_control(
+        &self,
+        node: &str,
+        control: SyncControl,
+        event: crate::audit::Event,
+    ) -> StoreFuture<'_, SyncSource>;
+    /// Replace the catalogue from `source` with `items`; items no longer listed are
+    /// withdrawn. Appends a `catalogue_updated` event when anything changed.
+    fn catalogue_replace(
+        &self,
+        source: &str,
+        items: Vec<CatalogueItem>,
+        at_ms: i64,
+    ) -> StoreFuture<'_, CatalogueChange>;
+    fn catalogue(&self) -> StoreFuture<'_, Vec<CatalogueItem>>;
+    /// Records delivered to `node` (delivery created or delivered in the range) and
+    /// records pulled from it (received in the range); times in ms, inclusive.
+    fn exchanged(&self, node: &str, from_ms: i64, to_ms: i64)
+    -> StoreFuture<'_, Vec<Exchanged>>;
+    /// Put deliveries back in the queue (due now, attempts kept), whatever their
+    /// state, and append `event` in the same transaction. Returns how many changed.
+    fn requeue(&self, ids: Vec<i64>, at_ms: i64, event: crate::audit::Event)
+    -> StoreFuture<'_, usize>;
 }
 
 /// How a store is set up when it is created.

@@ -28,15 +28,31 @@ pub enum AcceptPlan {
 }
 
 /// Decide a message. `stored[i]` is the version already accepted for record `i`'s
-/// identity (None when there is none or the record has no version).
-pub fn accept(msg: &NewMessage, stored: &[Option<i64>]) -> AcceptPlan {
+/// identity (None when there is none or the record has no version); `unchanged[i]`
+/// says that the latest record stored under that identity has the same content
+/// (looked up for pulled records without a version only).
+///
+/// In a pulled page, duplicates are not stored again (the overlap window reads the
+/// same records at every poll); a page of nothing but duplicates stores nothing but
+/// its cursor.
+///
+/// A pushed body with a stale record is refused whole (the sender can fix it); in a
+/// pulled page a stale record is stored as `stale` and not delivered, so that one
+/// old record on the other side cannot stop the source.
+pub fn accept(msg: &NewMessage, stored: &[Option<i64>], unchanged: &[bool]) -> AcceptPlan {
     let mut statuses = Vec::with_capacity(msg.records.len());
     let mut stale = Vec::new();
+    let pulled = msg.pull.is_some();
     // Records earlier in the same body count as stored.
     let mut seen: Vec<(&NewRecord, i64)> = Vec::new();
-    for (r, stored) in msg.records.iter().zip(stored) {
+    for (i, (r, stored)) in msg.records.iter().zip(stored).enumerate() {
         let Some(v) = r.version else {
-            statuses.push("accepted");
+            let same = unchanged.get(i).copied().unwrap_or(false)
+                || (pulled
+                    && msg.records[..i]
+                        .iter()
+                        .any(|e| e.kind == r.kind && e.identity == r.identity && e.sha256 == r.sha256));
+            statuses.push(if pulled && same { "duplicate" } else { "accepted" });
             continue;
         };
         let earlier = seen
@@ -45,6 +61,7 @@ pub fn accept(msg: &NewMessage, stored: &[Option<i64>]) -> AcceptPlan {
             .map(|(_, v)| *v)
             .max();
         match earlier.or(*stored) {
+            Some(s) if s > v && pulled => statuses.push("stale"),
             Some(s) if s > v => stale.push(StaleRecord {
                 index: r.index,
                 version: v,
@@ -82,6 +99,7 @@ pub fn accept(msg: &NewMessage, stored: &[Option<i64>]) -> AcceptPlan {
                 } else {
                     Vec::new()
                 },
+                flags: r.flags.clone(),
             })
             .collect(),
     };
@@ -141,6 +159,17 @@ pub fn accepted_event(msg: &NewMessage, r: &NewRecord, status: &str) -> Event {
             "version": r.version,
             "status": status,
         }),
+    )
+}
+
+/// `flagged`, for an accepted record with warnings (the catalogue does not hold its
+/// item code, or no longer holds it as valid).
+pub fn flagged_event(msg: &NewMessage, r: &NewRecord) -> Event {
+    record_event(
+        msg,
+        r,
+        EventKind::Flagged,
+        json!({ "index": r.index, "flags": r.flags }),
     )
 }
 
@@ -268,4 +297,69 @@ pub fn manual_retry_event(at_ms: i64, id: i64, d: &Completed) -> Event {
 /// expiry, well beyond any configured clock skew, no such token verifies any more.
 pub fn token_ids_expired_before(now_ms: i64) -> i64 {
     now_ms - 3_600_000
+}
+
+/// The outcome of comparing a fresh catalogue with the stored one: what to write and
+/// what changed.
+pub fn catalogue_change(
+    stored: &[super::CatalogueItem],
+    fresh: Vec<super::CatalogueItem>,
+) -> (Vec<super::CatalogueItem>, super::CatalogueChange) {
+    use std::collections::BTreeMap;
+    let old: BTreeMap<&str, &super::CatalogueItem> =
+        stored.iter().map(|i| (i.item_code.as_str(), i)).collect();
+    let mut change = super::CatalogueChange::default();
+    let mut write = Vec::new();
+    let mut listed = std::collections::BTreeSet::new();
+    for item in fresh {
+        listed.insert(item.item_code.clone());
+        match old.get(item.item_code.as_str()) {
+            Some(o) if **o == item => continue,
+            Some(o) => {
+                if item.status == "withdrawn" && o.status != "withdrawn" {
+                    change.withdrawn.push(item.item_code.clone());
+                } else {
+                    change.changed.push(item.item_code.clone());
+                }
+            }
+            None => change.added.push(item.item_code.clone()),
+        }
+        write.push(item);
+    }
+    for o in stored {
+        if !listed.contains(&o.item_code) && o.status != "withdrawn" {
+            change.withdrawn.push(o.item_code.clone());
+            write.push(super::CatalogueItem {
+                status: "withdrawn".into(),
+                ..o.clone()
+            });
+        }
+    }
+    change.total = listed.len();
+    (write, change)
+}
+
+/// `catalogue_updated`, when a refresh changed anything.
+pub fn catalogue_event(source: &str, at_ms: i64, change: &super::CatalogueChange) -> Event {
+    let mut e = Event::new(at_ms, EventKind::CatalogueUpdated);
+    e.node = Some(source.to_string());
+    e.detail = json!(change);
+    e
+}
+
+
+/// How a record's flags are stored: comma-separated, NULL when there are none.
+pub fn flags_column(flags: &[String]) -> Option<String> {
+    (!flags.is_empty()).then(|| flags.join(","))
+}
+
+pub fn parse_flags(column: Option<&str>) -> Vec<String> {
+    column
+        .map(|s| s.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Whether a record of `msg` with this status is written (pulled duplicates are not).
+pub fn stored(msg: &NewMessage, status: &str) -> bool {
+    msg.pull.is_none() || status != "duplicate"
 }

@@ -18,10 +18,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
 use super::{
-    AcceptOutcome, AcceptResponse, AuditFilter, AuditMeta, Completion, DeliveryFilter,
-    DeliveryResult, DeliveryState, DeliveryView, Exchange, LeaseRequest, LeasedDelivery,
-    MessageView, NewMessage, OpenMode, QueueDepth, RecordView, Store, StoreError, StoreFuture,
-    StoreOptions, plan, rfc3339,
+    AcceptOutcome, AcceptResponse, AuditFilter, AuditMeta, CatalogueChange, CatalogueItem,
+    Completion, DeliveryFilter, DeliveryResult, DeliveryState, DeliveryView, Exchange, Exchanged,
+    LeaseRequest, LeasedDelivery, MessageView, NewMessage, OpenMode, PullAdvance, QueueDepth,
+    RecordView, Store, StoreError, StoreFuture, StoreOptions, SyncControl, SyncSource, plan,
+    rfc3339,
 };
 use crate::audit::{self, AuditRow, Event, HashAlg};
 use crate::record::Kind;
@@ -147,6 +148,33 @@ CREATE TABLE token_ids (
 );
 CREATE INDEX token_ids_exp ON token_ids (exp);
 "#,
+    r#"
+CREATE TABLE sync_sources (
+    node TEXT PRIMARY KEY,
+    cursor TEXT NOT NULL,
+    paused BOOLEAN NOT NULL DEFAULT FALSE,
+    pulled BIGINT NOT NULL DEFAULT 0,
+    pages BIGINT NOT NULL DEFAULT 0,
+    last_success BIGINT,
+    last_error TEXT,
+    last_error_at BIGINT,
+    lease_owner TEXT,
+    lease_until BIGINT,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE catalogue (
+    item_code TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    item TEXT NOT NULL,
+    status TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+ALTER TABLE records ADD COLUMN flags TEXT;
+CREATE INDEX records_identity ON records (source, kind, identity, id);
+CREATE INDEX records_source_time ON records (source, received_at);
+CREATE INDEX deliveries_dest_created ON deliveries (destination, created_at);
+CREATE INDEX deliveries_dest_delivered ON deliveries (destination, delivered_at);
+"#,
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -161,15 +189,41 @@ enum Job {
     RetryDead(i64, i64, Reply<i64>),
     Ping(Reply<()>),
     Close(Reply<()>),
+    SyncTake(SyncTake, Reply<Option<SyncSource>>),
+    SyncAdvance(PullAdvance, Reply<()>),
+    SyncFailed(String, String, i64, Reply<()>),
+    SyncControl(String, SyncControl, Event, Reply<SyncSource>),
+    CatalogueReplace(String, Vec<CatalogueItem>, i64, Reply<CatalogueChange>),
+    Requeue(Vec<i64>, i64, Event, Reply<usize>),
+}
+
+/// The arguments of [`Store::sync_take`].
+struct SyncTake {
+    node: String,
+    owner: String,
+    initial: String,
+    now_ms: i64,
+    until_ms: i64,
 }
 
 impl Job {
     /// Whether the job may append audit events (and so needs the chain head).
     fn appends(&self) -> bool {
         match self {
-            Job::Accept(..) | Job::Audit(..) | Job::ArchiveAudit(..) | Job::RetryDead(..) => true,
+            Job::Accept(..)
+            | Job::Audit(..)
+            | Job::ArchiveAudit(..)
+            | Job::RetryDead(..)
+            | Job::SyncControl(..)
+            | Job::CatalogueReplace(..)
+            | Job::Requeue(..) => true,
+            Job::SyncAdvance(a, _) => !a.events.is_empty(),
             Job::Exchange(c, _) => !c.is_empty(),
-            Job::Release(..) | Job::Ping(_) | Job::Close(_) => false,
+            Job::Release(..)
+            | Job::Ping(_)
+            | Job::Close(_)
+            | Job::SyncTake(..)
+            | Job::SyncFailed(..) => false,
         }
     }
 
@@ -183,6 +237,11 @@ impl Job {
             Job::Release(_, _, r) => drop(r.send(Err(e()))),
             Job::RetryDead(_, _, r) => drop(r.send(Err(e()))),
             Job::Ping(r) | Job::Close(r) => drop(r.send(Err(e()))),
+            Job::SyncTake(_, r) => drop(r.send(Err(e()))),
+            Job::SyncAdvance(_, r) | Job::SyncFailed(_, _, _, r) => drop(r.send(Err(e()))),
+            Job::SyncControl(_, _, _, r) => drop(r.send(Err(e()))),
+            Job::CatalogueReplace(_, _, _, r) => drop(r.send(Err(e()))),
+            Job::Requeue(_, _, _, r) => drop(r.send(Err(e()))),
         }
     }
 }
@@ -329,6 +388,7 @@ struct Stmts {
     audit: Statement,
     idem_get: Statement,
     version_get: Statement,
+    latest_sha: Statement,
     message: Statement,
     idem_put: Statement,
     record: Statement,
@@ -360,6 +420,12 @@ impl Stmts {
             version_get: c
                 .prepare("SELECT version FROM record_versions WHERE source = $1 AND kind = $2 AND identity = $3")
                 .await?,
+            latest_sha: c
+                .prepare(
+                    "SELECT sha256 FROM records WHERE source = $1 AND kind = $2 AND identity = $3
+                     ORDER BY id DESC LIMIT 1",
+                )
+                .await?,
             message: c
                 .prepare(
                     "INSERT INTO messages (id, source, received_at, content_type, idempotency_key, body, body_sha256, response)
@@ -371,8 +437,8 @@ impl Stmts {
                 .await?,
             record: c
                 .prepare(
-                    "INSERT INTO records (message_id, idx, source, kind, case_no, identity, version, status, canonical, sha256, received_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    "INSERT INTO records (message_id, idx, source, kind, case_no, identity, version, status, canonical, sha256, received_at, flags)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .await?,
             version_put: c
@@ -684,7 +750,204 @@ async fn run_job(
             .map(|_| ())
             .map_err(StoreError::from)),
         Job::Close(reply) => finish(reply, Ok(())),
+        Job::SyncTake(t, reply) => in_savepoint!(reply, |sp, _ch| sync_take(sp, &t).await),
+        Job::SyncAdvance(adv, reply) => {
+            in_savepoint!(reply, |sp, ch| advance(sp, ch, &adv, 0).await)
+        }
+        Job::SyncFailed(node, error, at, reply) => in_savepoint!(reply, |sp, _ch| sp
+            .execute(
+                "UPDATE sync_sources SET last_error = $2, last_error_at = $3, updated_at = $3 WHERE node = $1",
+                &[&node, &error, &at],
+            )
+            .await
+            .map(|_| ())
+            .map_err(StoreError::from)),
+        Job::SyncControl(node, control, event, reply) => {
+            in_savepoint!(reply, |sp, ch| sync_control(sp, ch, &node, &control, event).await)
+        }
+        Job::CatalogueReplace(source, items, at, reply) => {
+            in_savepoint!(reply, |sp, ch| catalogue_replace(sp, ch, &source, items, at).await)
+        }
+        Job::Requeue(ids, at, event, reply) => in_savepoint!(reply, |sp, ch| {
+            let n = sp
+                .execute(
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = $2,
+                         lease_owner = NULL, lease_until = NULL, delivered_at = NULL, updated_at = $2
+                     WHERE id = ANY($1) AND (state <> 'pending' OR lease_owner IS NULL)",
+                    &[&ids, &at],
+                )
+                .await?;
+            ch.push(event)?;
+            Ok(usize::try_from(n).unwrap_or(0))
+        }),
     }
+}
+
+const SYNC_COLUMNS: &str = "node, cursor, paused, pulled, pages, last_success, last_error, last_error_at,
+    lease_owner, lease_until, updated_at";
+
+fn sync_row(r: &Row) -> SyncSource {
+    SyncSource {
+        node: r.get(0),
+        cursor: r.get(1),
+        paused: r.get(2),
+        pulled: r.get(3),
+        pages: r.get(4),
+        last_success_ms: r.get(5),
+        last_error: r.get(6),
+        last_error_ms: r.get(7),
+        lease_owner: r.get(8),
+        lease_until_ms: r.get(9),
+        updated_ms: r.get(10),
+    }
+}
+
+async fn sync_take(tx: &Transaction<'_>, t: &SyncTake) -> Result<Option<SyncSource>, StoreError> {
+    tx.execute(
+        "INSERT INTO sync_sources (node, cursor, updated_at) VALUES ($1, $2, $3) ON CONFLICT (node) DO NOTHING",
+        &[&t.node, &t.initial, &t.now_ms],
+    )
+    .await?;
+    let taken = tx
+        .query_opt(
+            &format!(
+                "UPDATE sync_sources SET lease_owner = $2, lease_until = $3
+                 WHERE node = $1 AND NOT paused
+                   AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < $4)
+                 RETURNING {SYNC_COLUMNS}"
+            ),
+            &[&t.node, &t.owner, &t.until_ms, &t.now_ms],
+        )
+        .await?;
+    if let Some(row) = taken {
+        return Ok(Some(sync_row(&row)));
+    }
+    let row = tx
+        .query_one(
+            &format!("SELECT {SYNC_COLUMNS} FROM sync_sources WHERE node = $1"),
+            &[&t.node],
+        )
+        .await?;
+    let row = sync_row(&row);
+    Ok(row.paused.then_some(row))
+}
+
+/// Move a source's cursor, under its lease, and queue the page's events.
+async fn advance(
+    tx: &Transaction<'_>,
+    chain: &mut Chain,
+    adv: &PullAdvance,
+    new_records: i64,
+) -> Result<(), StoreError> {
+    let n = tx
+        .execute(
+            "UPDATE sync_sources SET cursor = $3, pulled = pulled + $4, pages = pages + 1,
+                 last_success = $5, last_error = NULL, last_error_at = NULL, lease_until = $6, updated_at = $5
+             WHERE node = $1 AND lease_owner = $2 AND NOT paused",
+            &[
+                &adv.node,
+                &adv.owner,
+                &adv.cursor,
+                &new_records,
+                &adv.at_ms,
+                &adv.lease_until_ms,
+            ],
+        )
+        .await?;
+    if n == 0 {
+        return Err(StoreError::LeaseLost(adv.node.clone()));
+    }
+    for e in &adv.events {
+        chain.push(e.clone())?;
+    }
+    Ok(())
+}
+
+async fn sync_control(
+    tx: &Transaction<'_>,
+    chain: &mut Chain,
+    node: &str,
+    control: &SyncControl,
+    event: Event,
+) -> Result<SyncSource, StoreError> {
+    let at = event.at_ms;
+    let row = match control {
+        SyncControl::Pause => {
+            tx.query_opt(
+                &format!(
+                    "UPDATE sync_sources SET paused = TRUE, lease_owner = NULL, lease_until = NULL, updated_at = $2
+                     WHERE node = $1 RETURNING {SYNC_COLUMNS}"
+                ),
+                &[&node, &at],
+            )
+            .await?
+        }
+        SyncControl::Resume => {
+            tx.query_opt(
+                &format!(
+                    "UPDATE sync_sources SET paused = FALSE, updated_at = $2 WHERE node = $1 RETURNING {SYNC_COLUMNS}"
+                ),
+                &[&node, &at],
+            )
+            .await?
+        }
+        SyncControl::Rewind(cursor) => {
+            tx.query_opt(
+                &format!(
+                    "UPDATE sync_sources SET cursor = $3, lease_owner = NULL, lease_until = NULL, updated_at = $2
+                     WHERE node = $1 RETURNING {SYNC_COLUMNS}"
+                ),
+                &[&node, &at, cursor],
+            )
+            .await?
+        }
+    };
+    let row = row.ok_or_else(|| StoreError::NoSource(node.to_string()))?;
+    chain.push(event)?;
+    Ok(sync_row(&row))
+}
+
+async fn read_catalogue(c: &Client) -> Result<Vec<CatalogueItem>, StoreError> {
+    let rows = c
+        .query("SELECT item FROM catalogue ORDER BY item_code", &[])
+        .await?;
+    rows.iter()
+        .map(|r| {
+            serde_json::from_str(r.get::<_, &str>(0))
+                .map_err(|e| StoreError::Corrupt(format!("catalogue item: {e}")))
+        })
+        .collect()
+}
+
+async fn catalogue_replace(
+    tx: &Transaction<'_>,
+    chain: &mut Chain,
+    source: &str,
+    items: Vec<CatalogueItem>,
+    at: i64,
+) -> Result<CatalogueChange, StoreError> {
+    // One refresh at a time across instances.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('hallgate-catalogue'))",
+        &[],
+    )
+    .await?;
+    let stored = read_catalogue(tx.client()).await?;
+    let (write, change) = plan::catalogue_change(&stored, items);
+    for item in &write {
+        let text = serde_json::to_string(item).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        tx.execute(
+            "INSERT INTO catalogue (item_code, source, item, status, updated_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (item_code) DO UPDATE SET source = excluded.source, item = excluded.item,
+                 status = excluded.status, updated_at = excluded.updated_at",
+            &[&item.item_code, &source, &text, &item.status, &at],
+        )
+        .await?;
+    }
+    if !write.is_empty() {
+        chain.push(plan::catalogue_event(source, at, &change))?;
+    }
+    Ok(change)
 }
 
 async fn archive(
@@ -769,7 +1032,18 @@ async fn accept(
                 .map(|row| row.map(|row| row.get::<_, i64>(0))),
         }
     }));
-    let (prior, stored) = try_join(prior, lookups).await?;
+    // Pulled records without a version: unchanged when the latest stored record of
+    // the same identity has the same content.
+    let same = try_join_all(msg.records.iter().zip(&kinds).map(|(r, kind)| async move {
+        match (&msg.pull, r.version) {
+            (Some(_), None) => tx
+                .query_opt(&st.latest_sha, &[&msg.source, kind, &r.identity])
+                .await
+                .map(|row| row.is_some_and(|row| row.get::<_, &str>(0) == r.sha256)),
+            _ => Ok(false),
+        }
+    }));
+    let ((prior, stored), unchanged) = try_join(try_join(prior, lookups), same).await?;
     if let Some(row) = prior {
         let resp: String = row.get(0);
         let parsed: AcceptResponse = serde_json::from_str(&resp)
@@ -777,7 +1051,7 @@ async fn accept(
         return Ok(AcceptOutcome::Replayed(parsed));
     }
     // A stale record refuses the whole body.
-    let (statuses, response, response_json, received) = match plan::accept(msg, &stored) {
+    let (statuses, response, response_json, received) = match plan::accept(msg, &stored, &unchanged) {
         plan::AcceptPlan::Stale { stale, event } => {
             chain.push(event)?;
             return Ok(AcceptOutcome::Stale(stale));
@@ -789,6 +1063,19 @@ async fn accept(
             received,
         } => (statuses, response, response_json, received),
     };
+    if let Some(adv) = &msg.pull {
+        let new_records = statuses.iter().filter(|s| **s == "accepted").count() as i64;
+        advance(tx, chain, adv, new_records).await?;
+        if !statuses.iter().any(|s| plan::stored(msg, s)) {
+            return Ok(AcceptOutcome::Accepted(response));
+        }
+    }
+    let flags: Vec<Option<String>> = msg
+        .records
+        .iter()
+        .map(|r| plan::flags_column(&r.flags))
+        .collect();
+    let flags = &flags;
     let body: &[u8] = if retain { msg.body.as_ref() } else { &[] };
     let indexes: Vec<i64> = msg.records.iter().map(|r| r.index as i64).collect();
     let ranks: Vec<i64> = msg.records.iter().map(|r| r.kind.rank()).collect();
@@ -832,8 +1119,13 @@ async fn accept(
             None => Ok(()),
         }
     };
-    let records = try_join_all(msg.records.iter().zip(&statuses).enumerate().map(
-        |(i, (r, status))| async move {
+    let records = try_join_all(
+        msg.records
+            .iter()
+            .zip(&statuses)
+            .enumerate()
+            .filter(|(_, (_, status))| plan::stored(msg, status))
+            .map(|(i, (r, status))| async move {
             tx.execute(
                 &st.record,
                 &[
@@ -848,11 +1140,12 @@ async fn accept(
                     &r.canonical,
                     &r.sha256,
                     &msg.received_at_ms,
+                    &flags[i],
                 ],
             )
             .await
-        },
-    ));
+            }),
+    );
     let versions = try_join_all(
         msg.records
             .iter()
@@ -899,8 +1192,14 @@ async fn accept(
     .await?;
     chain.push(received)?;
     for (r, status) in msg.records.iter().zip(&statuses) {
+        if !plan::stored(msg, status) {
+            continue;
+        }
         chain.push(plan::accepted_event(msg, r, status))?;
         if *status == "accepted" {
+            if !r.flags.is_empty() {
+                chain.push(plan::flagged_event(msg, r))?;
+            }
             chain.push(plan::routed_event(msg, r))?;
         }
     }
@@ -1070,7 +1369,7 @@ async fn records_where(c: &Client, clause: &str, arg: &str) -> Result<Vec<Record
     let rows = c
         .query(
             &format!(
-                "SELECT id, message_id, idx, source, received_at, kind, case_no, status, version, sha256, canonical
+                "SELECT id, message_id, idx, source, received_at, kind, case_no, status, version, sha256, canonical, flags
                  FROM records WHERE {clause} ORDER BY received_at, id"
             ),
             &[&arg],
@@ -1095,6 +1394,7 @@ async fn records_where(c: &Client, clause: &str, arg: &str) -> Result<Vec<Record
             status: r.get(7),
             version: r.get(8),
             sha256: r.get(9),
+            flags: plan::parse_flags(r.get::<_, Option<&str>>(11)),
             record: serde_json::from_str(&canonical).unwrap_or(Value::Null),
             deliveries: c
                 .query(&deliveries, &[&id])
@@ -1339,6 +1639,122 @@ impl Store for PostgresStore {
                 })
                 .collect())
         })
+    }
+
+    fn sync_sources(&self) -> StoreFuture<'_, Vec<SyncSource>> {
+        Box::pin(async move {
+            let rows = self
+                .reader
+                .query(
+                    &format!("SELECT {SYNC_COLUMNS} FROM sync_sources ORDER BY node"),
+                    &[],
+                )
+                .await?;
+            Ok(rows.iter().map(sync_row).collect())
+        })
+    }
+
+    fn sync_take(
+        &self,
+        node: &str,
+        owner: &str,
+        initial_cursor: String,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> StoreFuture<'_, Option<SyncSource>> {
+        let take = SyncTake {
+            node: node.to_string(),
+            owner: owner.to_string(),
+            initial: initial_cursor,
+            now_ms,
+            until_ms: lease_until_ms,
+        };
+        self.submit(|r| Job::SyncTake(take, r))
+    }
+
+    fn sync_advance(&self, advance: PullAdvance) -> StoreFuture<'_, ()> {
+        self.submit(|r| Job::SyncAdvance(advance, r))
+    }
+
+    fn sync_failed(&self, node: &str, error: String, at_ms: i64) -> StoreFuture<'_, ()> {
+        let node = node.to_string();
+        self.submit(|r| Job::SyncFailed(node, error, at_ms, r))
+    }
+
+    fn sync_control(
+        &self,
+        node: &str,
+        control: SyncControl,
+        event: Event,
+    ) -> StoreFuture<'_, SyncSource> {
+        let node = node.to_string();
+        self.submit(|r| Job::SyncControl(node, control, event, r))
+    }
+
+    fn catalogue_replace(
+        &self,
+        source: &str,
+        items: Vec<CatalogueItem>,
+        at_ms: i64,
+    ) -> StoreFuture<'_, CatalogueChange> {
+        let source = source.to_string();
+        self.submit(|r| Job::CatalogueReplace(source, items, at_ms, r))
+    }
+
+    fn catalogue(&self) -> StoreFuture<'_, Vec<CatalogueItem>> {
+        Box::pin(async move { read_catalogue(&self.reader).await })
+    }
+
+    fn exchanged(
+        &self,
+        node: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreFuture<'_, Vec<Exchanged>> {
+        let node = node.to_string();
+        Box::pin(async move {
+            let rows = self
+                .reader
+                .query(
+                    "SELECT d.id, d.kind, d.case_no, r.identity, r.version, r.canonical::jsonb ->> 'op',
+                            COALESCE(d.delivered_at, d.created_at), d.created_at, d.state
+                     FROM deliveries d JOIN records r ON r.id = d.record_id
+                     WHERE d.destination = $1
+                       AND ((d.created_at BETWEEN $2 AND $3) OR (d.delivered_at BETWEEN $2 AND $3))
+                     UNION ALL
+                     SELECT NULL, kind, case_no, identity, version, canonical::jsonb ->> 'op',
+                            received_at, received_at, NULL
+                     FROM records WHERE source = $1 AND status = 'accepted' AND received_at BETWEEN $2 AND $3",
+                    &[&node, &from_ms, &to_ms],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let delivery_id: Option<i64> = r.get(0);
+                    Exchanged {
+                        direction: if delivery_id.is_some() { "delivered" } else { "pulled" },
+                        kind: Kind::parse(r.get(1)).unwrap_or(Kind::Application),
+                        case_no: r.get(2),
+                        identity: r.get(3),
+                        version: r.get(4),
+                        op: r
+                            .get::<_, Option<String>>(5)
+                            .unwrap_or_else(|| "upsert".into()),
+                        at_ms: r.get(6),
+                        received_ms: r.get(7),
+                        delivery_id,
+                        state: r
+                            .get::<_, Option<&str>>(8)
+                            .and_then(DeliveryState::parse),
+                    }
+                })
+                .collect())
+        })
+    }
+
+    fn requeue(&self, ids: Vec<i64>, at_ms: i64, event: Event) -> StoreFuture<'_, usize> {
+        self.submit(|r| Job::Requeue(ids, at_ms, event, r))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -15,10 +15,11 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AcceptOutcome, AcceptResponse, AuditFilter, AuditMeta, Completion, DeliveryFilter,
-    DeliveryResult, DeliveryState, DeliveryView, Exchange, LeaseRequest, LeasedDelivery,
-    MessageView, NewMessage, OpenMode, QueueDepth, RecordView, Store, StoreError, StoreFuture,
-    StoreOptions, plan, rfc3339,
+    AcceptOutcome, AcceptResponse, AuditFilter, AuditMeta, CatalogueChange, CatalogueItem,
+    Completion, DeliveryFilter, DeliveryResult, DeliveryState, DeliveryView, Exchange, Exchanged,
+    LeaseRequest, LeasedDelivery, MessageView, NewMessage, OpenMode, PullAdvance, QueueDepth,
+    RecordView, Store, StoreError, StoreFuture, StoreOptions, SyncControl, SyncSource, plan,
+    rfc3339,
 };
 use crate::audit::{self, AuditRow, Event, HashAlg};
 use crate::record::Kind;
@@ -131,6 +132,33 @@ CREATE TABLE token_ids (
 ) WITHOUT ROWID;
 CREATE INDEX token_ids_exp ON token_ids (exp);
 "#,
+    r#"
+CREATE TABLE sync_sources (
+    node TEXT PRIMARY KEY,
+    cursor TEXT NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    pulled INTEGER NOT NULL DEFAULT 0,
+    pages INTEGER NOT NULL DEFAULT 0,
+    last_success INTEGER,
+    last_error TEXT,
+    last_error_at INTEGER,
+    lease_owner TEXT,
+    lease_until INTEGER,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE catalogue (
+    item_code TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    item TEXT NOT NULL,
+    status TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+ALTER TABLE records ADD COLUMN flags TEXT;
+CREATE INDEX records_identity ON records (source, kind, identity, id);
+CREATE INDEX records_source_time ON records (source, received_at);
+CREATE INDEX deliveries_dest_created ON deliveries (destination, created_at);
+CREATE INDEX deliveries_dest_delivered ON deliveries (destination, delivered_at);
+"#,
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -144,6 +172,21 @@ enum Job {
     RetryDead(i64, i64, Reply<i64>),
     Ping(Reply<()>),
     Close(Reply<()>),
+    SyncTake(SyncTake, Reply<Option<SyncSource>>),
+    SyncAdvance(PullAdvance, Reply<()>),
+    SyncFailed(String, String, i64, Reply<()>),
+    SyncControl(String, SyncControl, Event, Reply<SyncSource>),
+    CatalogueReplace(String, Vec<CatalogueItem>, i64, Reply<CatalogueChange>),
+    Requeue(Vec<i64>, i64, Event, Reply<usize>),
+}
+
+/// The arguments of [`Store::sync_take`].
+struct SyncTake {
+    node: String,
+    owner: String,
+    initial: String,
+    now_ms: i64,
+    until_ms: i64,
 }
 
 /// SQLite engine handle. Cheap to share; the writer thread owns the write connection.
@@ -233,6 +276,10 @@ impl SqliteStore {
             conn.execute(
                 "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
                  WHERE state = 'pending' AND lease_owner IS NOT NULL",
+                [],
+            )?;
+            conn.execute(
+                "UPDATE sync_sources SET lease_owner = NULL, lease_until = NULL",
                 [],
             )?;
         }
@@ -462,6 +509,11 @@ impl Job {
             Job::Release(_, _, r) => drop(r.send(Err(e()))),
             Job::RetryDead(_, _, r) => drop(r.send(Err(e()))),
             Job::Ping(r) | Job::Close(r) => drop(r.send(Err(e()))),
+            Job::SyncTake(_, r) => drop(r.send(Err(e()))),
+            Job::SyncAdvance(_, r) | Job::SyncFailed(_, _, _, r) => drop(r.send(Err(e()))),
+            Job::SyncControl(_, _, _, r) => drop(r.send(Err(e()))),
+            Job::CatalogueReplace(_, _, _, r) => drop(r.send(Err(e()))),
+            Job::Requeue(_, _, _, r) => drop(r.send(Err(e()))),
         }
     }
 }
@@ -518,7 +570,170 @@ fn run_job(conn: &Connection, chain: &mut Chain, job: Job, retain_payloads: bool
         }
         Job::Ping(reply) => in_savepoint(conn, chain, reply, |_, _| Ok(())),
         Job::Close(reply) => Box::new(move |_| drop(reply.send(Ok(())))),
+        Job::SyncTake(t, reply) => in_savepoint(conn, chain, reply, |c, _| sync_take(c, &t)),
+        Job::SyncAdvance(adv, reply) => {
+            in_savepoint(conn, chain, reply, |c, ch| advance(c, ch, &adv, 0))
+        }
+        Job::SyncFailed(node, error, at, reply) => in_savepoint(conn, chain, reply, |c, _| {
+            c.execute(
+                "UPDATE sync_sources SET last_error = ?2, last_error_at = ?3, updated_at = ?3 WHERE node = ?1",
+                params![node, error, at],
+            )?;
+            Ok(())
+        }),
+        Job::SyncControl(node, control, event, reply) => {
+            in_savepoint(conn, chain, reply, |c, ch| {
+                let at = event.at_ms;
+                let row = match &control {
+                    SyncControl::Pause => c.query_row(
+                        &format!("UPDATE sync_sources SET paused = 1, lease_owner = NULL, lease_until = NULL, updated_at = ?2
+                                  WHERE node = ?1 RETURNING {SYNC_COLUMNS}"),
+                        params![node, at],
+                        sync_row,
+                    ),
+                    SyncControl::Resume => c.query_row(
+                        &format!("UPDATE sync_sources SET paused = 0, updated_at = ?2
+                                  WHERE node = ?1 RETURNING {SYNC_COLUMNS}"),
+                        params![node, at],
+                        sync_row,
+                    ),
+                    SyncControl::Rewind(cursor) => c.query_row(
+                        &format!("UPDATE sync_sources SET cursor = ?3, lease_owner = NULL, lease_until = NULL, updated_at = ?2
+                                  WHERE node = ?1 RETURNING {SYNC_COLUMNS}"),
+                        params![node, at, cursor],
+                        sync_row,
+                    ),
+                }
+                .optional()?
+                .ok_or_else(|| StoreError::NoSource(node.clone()))?;
+                ch.append(c, &event)?;
+                Ok(row)
+            })
+        }
+        Job::CatalogueReplace(source, items, at, reply) => {
+            in_savepoint(conn, chain, reply, |c, ch| {
+                let stored = read_catalogue(c)?;
+                let (write, change) = plan::catalogue_change(&stored, items);
+                let mut put = c.prepare_cached(
+                    "INSERT INTO catalogue (item_code, source, item, status, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (item_code) DO UPDATE SET source = excluded.source, item = excluded.item,
+                         status = excluded.status, updated_at = excluded.updated_at",
+                )?;
+                for item in &write {
+                    let text = serde_json::to_string(item)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    put.execute(params![item.item_code, source, text, item.status, at])?;
+                }
+                if !write.is_empty() {
+                    ch.append(c, &plan::catalogue_event(&source, at, &change))?;
+                }
+                Ok(change)
+            })
+        }
+        Job::Requeue(ids, at, event, reply) => in_savepoint(conn, chain, reply, |c, ch| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?2,
+                     lease_owner = NULL, lease_until = NULL, delivered_at = NULL, updated_at = ?2
+                 WHERE id = ?1 AND (state <> 'pending' OR lease_owner IS NULL)",
+            )?;
+            let mut n = 0;
+            for id in ids {
+                n += stmt.execute(params![id, at])?;
+            }
+            ch.append(c, &event)?;
+            Ok(n)
+        }),
     }
+}
+
+const SYNC_COLUMNS: &str = "node, cursor, paused, pulled, pages, last_success, last_error, last_error_at,
+    lease_owner, lease_until, updated_at";
+
+fn sync_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SyncSource> {
+    Ok(SyncSource {
+        node: r.get(0)?,
+        cursor: r.get(1)?,
+        paused: r.get::<_, i64>(2)? != 0,
+        pulled: r.get(3)?,
+        pages: r.get(4)?,
+        last_success_ms: r.get(5)?,
+        last_error: r.get(6)?,
+        last_error_ms: r.get(7)?,
+        lease_owner: r.get(8)?,
+        lease_until_ms: r.get(9)?,
+        updated_ms: r.get(10)?,
+    })
+}
+
+fn sync_take(c: &Connection, t: &SyncTake) -> Result<Option<SyncSource>, StoreError> {
+    c.execute(
+        "INSERT INTO sync_sources (node, cursor, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT (node) DO NOTHING",
+        params![t.node, t.initial, t.now_ms],
+    )?;
+    let taken = c
+        .query_row(
+            &format!(
+                "UPDATE sync_sources SET lease_owner = ?2, lease_until = ?3
+                 WHERE node = ?1 AND paused = 0
+                   AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_until < ?4)
+                 RETURNING {SYNC_COLUMNS}"
+            ),
+            params![t.node, t.owner, t.until_ms, t.now_ms],
+            sync_row,
+        )
+        .optional()?;
+    if taken.is_some() {
+        return Ok(taken);
+    }
+    let row = c.query_row(
+        &format!("SELECT {SYNC_COLUMNS} FROM sync_sources WHERE node = ?1"),
+        [&t.node],
+        sync_row,
+    )?;
+    Ok(row.paused.then_some(row))
+}
+
+/// Move a source's cursor, under its lease, and append the page's events.
+fn advance(
+    c: &Connection,
+    chain: &mut Chain,
+    adv: &PullAdvance,
+    new_records: i64,
+) -> Result<(), StoreError> {
+    let n = c
+        .prepare_cached(
+            "UPDATE sync_sources SET cursor = ?3, pulled = pulled + ?4, pages = pages + 1,
+                 last_success = ?5, last_error = NULL, last_error_at = NULL, lease_until = ?6, updated_at = ?5
+             WHERE node = ?1 AND lease_owner = ?2 AND paused = 0",
+        )?
+        .execute(params![
+            adv.node,
+            adv.owner,
+            adv.cursor,
+            new_records,
+            adv.at_ms,
+            adv.lease_until_ms
+        ])?;
+    if n == 0 {
+        return Err(StoreError::LeaseLost(adv.node.clone()));
+    }
+    for e in &adv.events {
+        chain.append(c, e)?;
+    }
+    Ok(())
+}
+
+fn read_catalogue(c: &Connection) -> Result<Vec<CatalogueItem>, StoreError> {
+    let mut stmt = c.prepare_cached("SELECT item FROM catalogue ORDER BY item_code")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(
+            serde_json::from_str(&row?)
+                .map_err(|e| StoreError::Corrupt(format!("catalogue item: {e}")))?,
+        );
+    }
+    Ok(out)
 }
 
 /// Run `f` in a nested savepoint: on failure its writes and chain advance are undone
@@ -620,9 +835,14 @@ fn accept(
     }
     // Versions first: a stale record refuses the whole body before anything is written.
     let mut stored = Vec::with_capacity(msg.records.len());
+    let mut unchanged = Vec::with_capacity(msg.records.len());
     {
         let mut get = conn.prepare_cached(
             "SELECT version FROM record_versions WHERE source = ?1 AND kind = ?2 AND identity = ?3",
+        )?;
+        let mut latest = conn.prepare_cached(
+            "SELECT sha256 FROM records WHERE source = ?1 AND kind = ?2 AND identity = ?3
+             ORDER BY id DESC LIMIT 1",
         )?;
         for r in &msg.records {
             stored.push(match r.version {
@@ -633,9 +853,18 @@ fn accept(
                     })
                     .optional()?,
             });
+            unchanged.push(match (&msg.pull, r.version) {
+                (Some(_), None) => latest
+                    .query_row(params![msg.source, r.kind.as_str(), r.identity], |row| {
+                        row.get::<_, String>(0)
+                    })
+                    .optional()?
+                    .is_some_and(|sha| sha == r.sha256),
+                _ => false,
+            });
         }
     }
-    let (statuses, response, response_json, received) = match plan::accept(&msg, &stored) {
+    let (statuses, response, response_json, received) = match plan::accept(&msg, &stored, &unchanged) {
         plan::AcceptPlan::Stale { stale, event } => {
             chain.append(conn, &event)?;
             return Ok(AcceptOutcome::Stale(stale));
@@ -668,9 +897,16 @@ fn accept(
         .execute(params![msg.source, key, msg.id, msg.received_at_ms])?;
     }
     chain.append(conn, &received)?;
+    if let Some(adv) = &msg.pull {
+        let new_records = statuses.iter().filter(|s| **s == "accepted").count() as i64;
+        advance(conn, chain, adv, new_records)?;
+        if !statuses.iter().any(|s| plan::stored(&msg, s)) {
+            return Ok(AcceptOutcome::Accepted(response));
+        }
+    }
     let mut ins_record = conn.prepare_cached(
-        "INSERT INTO records (message_id, idx, source, kind, case_no, identity, version, status, canonical, sha256, received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO records (message_id, idx, source, kind, case_no, identity, version, status, canonical, sha256, received_at, flags)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     let mut upsert_version = conn.prepare_cached(
         "INSERT INTO record_versions (source, kind, identity, version, record_id) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -682,6 +918,9 @@ fn accept(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?10, ?9, ?9)",
     )?;
     for (r, status) in msg.records.iter().zip(&statuses) {
+        if !plan::stored(&msg, status) {
+            continue;
+        }
         ins_record.execute(params![
             msg.id,
             r.index as i64,
@@ -693,12 +932,16 @@ fn accept(
             status,
             r.canonical,
             r.sha256,
-            msg.received_at_ms
+            msg.received_at_ms,
+            plan::flags_column(&r.flags)
         ])?;
         let record_id = conn.last_insert_rowid();
         chain.append(conn, &plan::accepted_event(&msg, r, status))?;
         if *status != "accepted" {
             continue;
+        }
+        if !r.flags.is_empty() {
+            chain.append(conn, &plan::flagged_event(&msg, r))?;
         }
         if let Some(v) = r.version {
             upsert_version.execute(params![
@@ -905,7 +1148,7 @@ fn records_where(
     arg: &str,
 ) -> Result<Vec<RecordView>, StoreError> {
     let sql = format!(
-        "SELECT id, message_id, idx, source, received_at, kind, case_no, status, version, sha256, canonical
+        "SELECT id, message_id, idx, source, received_at, kind, case_no, status, version, sha256, canonical, flags
          FROM records WHERE {clause} ORDER BY received_at, id"
     );
     let mut stmt = conn.prepare(&sql)?;
@@ -922,6 +1165,7 @@ fn records_where(
                 status: r.get(7)?,
                 version: r.get(8)?,
                 sha256: r.get(9)?,
+                flags: plan::parse_flags(r.get::<_, Option<String>>(11)?.as_deref()),
                 record: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or(Value::Null),
                 deliveries: Vec::new(),
             },
@@ -1153,6 +1397,110 @@ impl Store for SqliteStore {
             )?;
             rows.collect::<Result<_, _>>().map_err(StoreError::from)
         })
+    }
+
+    fn sync_sources(&self) -> StoreFuture<'_, Vec<SyncSource>> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare(&format!("SELECT {SYNC_COLUMNS} FROM sync_sources ORDER BY node"))?;
+            let rows = stmt.query_map([], sync_row)?;
+            rows.collect::<Result<_, _>>().map_err(StoreError::from)
+        })
+    }
+
+    fn sync_take(
+        &self,
+        node: &str,
+        owner: &str,
+        initial_cursor: String,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> StoreFuture<'_, Option<SyncSource>> {
+        let take = SyncTake {
+            node: node.to_string(),
+            owner: owner.to_string(),
+            initial: initial_cursor,
+            now_ms,
+            until_ms: lease_until_ms,
+        };
+        self.submit(|r| Job::SyncTake(take, r))
+    }
+
+    fn sync_advance(&self, advance: PullAdvance) -> StoreFuture<'_, ()> {
+        self.submit(|r| Job::SyncAdvance(advance, r))
+    }
+
+    fn sync_failed(&self, node: &str, error: String, at_ms: i64) -> StoreFuture<'_, ()> {
+        let node = node.to_string();
+        self.submit(|r| Job::SyncFailed(node, error, at_ms, r))
+    }
+
+    fn sync_control(
+        &self,
+        node: &str,
+        control: SyncControl,
+        event: Event,
+    ) -> StoreFuture<'_, SyncSource> {
+        let node = node.to_string();
+        self.submit(|r| Job::SyncControl(node, control, event, r))
+    }
+
+    fn catalogue_replace(
+        &self,
+        source: &str,
+        items: Vec<CatalogueItem>,
+        at_ms: i64,
+    ) -> StoreFuture<'_, CatalogueChange> {
+        let source = source.to_string();
+        self.submit(|r| Job::CatalogueReplace(source, items, at_ms, r))
+    }
+
+    fn catalogue(&self) -> StoreFuture<'_, Vec<CatalogueItem>> {
+        self.read(read_catalogue)
+    }
+
+    fn exchanged(
+        &self,
+        node: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> StoreFuture<'_, Vec<Exchanged>> {
+        let node = node.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT d.id, d.kind, d.case_no, r.identity, r.version, json_extract(r.canonical, '$.op'),
+                        COALESCE(d.delivered_at, d.created_at), d.created_at, d.state
+                 FROM deliveries d JOIN records r ON r.id = d.record_id
+                 WHERE d.destination = ?1
+                   AND ((d.created_at BETWEEN ?2 AND ?3) OR (d.delivered_at BETWEEN ?2 AND ?3))
+                 UNION ALL
+                 SELECT NULL, kind, case_no, identity, version, json_extract(canonical, '$.op'),
+                        received_at, received_at, NULL
+                 FROM records WHERE source = ?1 AND status = 'accepted' AND received_at BETWEEN ?2 AND ?3",
+            )?;
+            let rows = stmt.query_map(params![node, from_ms, to_ms], |r| {
+                let delivery_id: Option<i64> = r.get(0)?;
+                Ok(Exchanged {
+                    direction: if delivery_id.is_some() { "delivered" } else { "pulled" },
+                    kind: Kind::parse(&r.get::<_, String>(1)?).unwrap_or(Kind::Application),
+                    case_no: r.get(2)?,
+                    identity: r.get(3)?,
+                    version: r.get(4)?,
+                    op: r.get::<_, Option<String>>(5)?.unwrap_or_else(|| "upsert".into()),
+                    at_ms: r.get(6)?,
+                    received_ms: r.get(7)?,
+                    delivery_id,
+                    state: r
+                        .get::<_, Option<String>>(8)?
+                        .and_then(|s| DeliveryState::parse(&s)),
+                })
+            })?;
+            rows.collect::<Result<_, _>>().map_err(StoreError::from)
+        })
+    }
+
+    fn requeue(&self, ids: Vec<i64>, at_ms: i64, event: Event) -> StoreFuture<'_, usize> {
+        self.submit(|r| Job::Requeue(ids, at_ms, event, r))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {
