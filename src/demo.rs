@@ -170,12 +170,33 @@ pub fn demo_config(
     config.delivery.max_backoff_ms = 2000;
     config.delivery.poll_ms = 200;
     for hall in halls {
-        if let Some(d) = config
-            .nodes
-            .get_mut(&hall.name)
-            .and_then(|n| n.get_mut().destination.as_mut())
-        {
-            d.url = toml::Spanned::new(0..0, hall.url());
+        let Some(node) = config.nodes.get_mut(&hall.name) else {
+            continue;
+        };
+        let node = node.get_mut();
+        let Some(d) = node.destination.as_mut() else {
+            continue;
+        };
+        // The configured host and port, wherever the node's URLs name them.
+        let configured = reqwest::Url::parse(d.url.get_ref())
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default();
+        let actual = format!("http://{}", hall.addr);
+        d.url = toml::Spanned::new(0..0, hall.url());
+        if let Some(sync) = node.sync.as_mut() {
+            for url in [
+                &mut sync.pull_url,
+                &mut sync.holdings_url,
+                &mut sync.count_url,
+                &mut sync.catalogue_url,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if !configured.is_empty() && url.starts_with(&configured) {
+                    *url = format!("{actual}{}", &url[configured.len()..]);
+                }
+            }
         }
     }
     Ok(config)
@@ -195,7 +216,8 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
 
     println!("hallgate demo — 政务服务数据交换网关\n");
     let city = Receiver::start("city-platform", "127.0.0.1:0").await?;
-    let province = Receiver::start("province-hall", "127.0.0.1:0").await?;
+    let hall = crate::sync::hall::Hall::start("province-hall", "127.0.0.1:0").await?;
+    let province = hall.receiver.clone();
     let supervision = Receiver::start("supervision", "127.0.0.1:0").await?;
     // The supervision platform is busy at first: each delivery fails once with 503.
     supervision.set_script(Script {
@@ -223,10 +245,18 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
             .map(|(_, n)| n.clone())
             .unwrap_or_default()
     };
-    // The supervision platform reads what it receives in its own dialect.
-    if let Some(set) = config.load_mappings(&FILES)?.remove("supervision") {
+    // The supervision platform reads what it receives in its own dialect, and the
+    // provincial hall speaks the national platform's JSON.
+    let mut sets = config.load_mappings(&FILES)?;
+    if let Some(set) = sets.remove("supervision") {
         supervision.set_mappings(set);
     }
+    if let Some(set) = sets.remove("province-hall") {
+        hall.set_mappings(set);
+    }
+    // Cases applied for online at the provincial hall, waiting to be pulled.
+    hall.add_cases((1..=PULLED).map(|i| crate::sync::hall::sample_case(i, i as usize)).collect());
+    let kept = config.clone();
     let running = gateway::start_with(config, Some(listener), &FILES).await?;
     println!(
         "gateway      {}  (store: {}/hallgate.db)",
@@ -310,7 +340,70 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The pull runs on its own schedule: wait until the hall's cases are in.
+    let started = Instant::now();
+    let mut pulled = 0;
+    while started.elapsed() < Duration::from_secs(20) {
+        pulled = running
+            .store
+            .sync_sources()
+            .await?
+            .iter()
+            .find(|s| s.node == "province-hall")
+            .map(|s| s.pulled)
+            .unwrap_or(0);
+        let pending = running
+            .store
+            .deliveries(DeliveryFilter {
+                state: Some(DeliveryState::Pending),
+                limit: 1,
+                ..DeliveryFilter::default()
+            })
+            .await?;
+        if pulled >= PULLED as i64 && pending.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "\n— pulled from the provincial hall's list API (省网上办事大厅, applied for online) —"
+    );
+    let status = crate::sync::status(&kept, running.store.as_ref()).await?;
+    for s in status["sources"].as_array().into_iter().flatten() {
+        println!(
+            "{}: {} record(s) pulled, cursor {}",
+            s["node"].as_str().unwrap_or(""),
+            s["records_pulled"],
+            s["cursor"].as_str().unwrap_or("-")
+        );
+    }
+    let own: Vec<String> = (1..=PULLED)
+        .map(|i| {
+            crate::sync::hall::sample_case(i, i as usize)["ProjectNo"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    for case in &own {
+        for r in running.store.case(case).await? {
+            let to: Vec<String> = r
+                .deliveries
+                .iter()
+                .map(|d| format!("{} ({})", d.destination, d.state.as_str()))
+                .collect();
+            println!(
+                "  办件 {case}  {}  → {}",
+                r.record.get("item_name").and_then(Value::as_str).unwrap_or(""),
+                to.join(", ")
+            );
+        }
+    }
+    if pulled < PULLED as i64 {
+        println!("  (only {pulled} of {PULLED} pulled so far: see `hallgate sync status`)");
+    }
     print_account(&running, &cases, &halls, &name_of).await?;
+    reconcile(&kept, &running).await?;
     println!(
         "\nTry:  curl {0}/v1/cases/{1}   ·   curl {0}/metrics   ·   curl {0}/healthz",
         running.url(),
@@ -330,6 +423,32 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
     for h in halls {
         h.stop();
     }
+    Ok(())
+}
+
+/// Cases the simulated provincial hall holds for the demo to pull.
+const PULLED: u64 = 3;
+
+/// Reconcile today's exchange with the provincial hall, as an operator would with
+/// `hallgate sync reconcile --node province-hall --from TODAY`.
+async fn reconcile(config: &Config, running: &Running) -> Result<(), DemoError> {
+    let keys = std::sync::Arc::new(
+        crate::auth::outbound::GatewayKeys::load(config)
+            .map_err(|e| DemoError::Send(e.to_string()))?,
+    );
+    let api = crate::sync::Api::new(config, "province-hall", &keys)
+        .map_err(|e| DemoError::Send(e.to_string()))?;
+    let now = crate::store::now_ms();
+    let from = crate::ingress::parse_time(&crate::sync::today()).unwrap_or(now - 86_400_000);
+    let mut report =
+        crate::sync::reconcile::reconcile(config, running.store.as_ref(), &api, from, now, 600_000)
+            .await
+            .map_err(|e| DemoError::Send(e.to_string()))?;
+    crate::sync::reconcile::record(running.store.as_ref(), &mut report, false, "demo")
+        .await
+        .map_err(|e| DemoError::Send(e.to_string()))?;
+    println!("\n— reconciliation with the provincial hall (hallgate sync reconcile --node province-hall --from today) —");
+    print!("{}", report.table());
     Ok(())
 }
 

@@ -67,8 +67,8 @@ struct ListQuery {
 }
 
 impl Hall {
-    /// Start on `addr` (`127.0.0.1:0` for any free port).
-    pub async fn start(addr: &str) -> Result<Hall, ReceiverError> {
+    /// Start on `addr` (`127.0.0.1:0` for any free port); `name` is its node id.
+    pub async fn start(name: &str, addr: &str) -> Result<Hall, ReceiverError> {
         let state = Arc::new(Mutex::new(HallState {
             next_seq: 1,
             items: default_items(),
@@ -81,7 +81,7 @@ impl Hall {
             .route("/api/holdings/count", get(holdings_count))
             .route("/api/items", get(items))
             .with_state((state.clone(), holder.clone()));
-        let receiver = Receiver::start_with("province", addr, routes).await?;
+        let receiver = Receiver::start_with(name, addr, routes).await?;
         *holder.lock().unwrap_or_else(|p| p.into_inner()) = Some(receiver.clone());
         Ok(Hall { receiver, state })
     }
