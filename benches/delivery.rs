@@ -79,6 +79,7 @@ async fn preload(config: &Config, n: usize) {
                     sha256: hallgate::audit::sha256_hex(canonical.as_bytes()),
                     canonical,
                     destinations: vec!["city-platform".into()],
+                    flags: Vec::new(),
                 }
             })
             .collect();
@@ -93,6 +94,7 @@ async fn preload(config: &Config, n: usize) {
                 body: Bytes::from_static(b"[]"),
                 body_sha256: String::new(),
                 records,
+                pull: None,
             })
             .await
             .expect("preload");

@@ -12,8 +12,8 @@ use hallgate::audit::{Event, EventKind};
 use hallgate::record::Kind;
 use hallgate::store::{
     AcceptOutcome, AuditFilter, Completion, DeliveryFilter, DeliveryResult, DeliveryState,
-    LeaseRequest, LeasedDelivery, NewMessage, NewRecord, OpenMode, Store, StoreError, StoreOptions,
-    StoreUrl, now_ms,
+    CatalogueItem, LeaseRequest, LeasedDelivery, NewMessage, NewRecord, OpenMode, PullAdvance,
+    Store, StoreError, StoreOptions, StoreUrl, SyncControl, now_ms,
 };
 
 async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
@@ -66,6 +66,10 @@ conformance!(
     release_makes_deliveries_due_again,
     audit_chain_covers_everything,
     a_jti_belongs_to_one_token,
+    pulled_pages_move_the_cursor_in_their_transaction,
+    pause_and_rewind_take_the_lease_away,
+    catalogue_refresh_withdraws_what_is_gone,
+    requeue_sends_delivered_records_again,
 );
 
 struct Rec {
@@ -107,6 +111,7 @@ fn message(source: &str, key: Option<&str>, recs: Vec<Rec>) -> NewMessage {
                 sha256: hallgate::audit::sha256_hex(canonical.as_bytes()),
                 canonical,
                 destinations: r.to.iter().map(|s| s.to_string()).collect(),
+                flags: Vec::new(),
             }
         })
         .collect();
@@ -120,6 +125,7 @@ fn message(source: &str, key: Option<&str>, recs: Vec<Rec>) -> NewMessage {
         body: Bytes::from_static(b"{}"),
         body_sha256: "00".into(),
         records,
+        pull: None,
     }
 }
 
@@ -618,5 +624,289 @@ async fn a_jti_belongs_to_one_token(store: Arc<dyn Store>) {
             AcceptOutcome::Accepted(_)
         ),
         "the expired id was pruned"
+    );
+}
+
+fn advance(node: &str, owner: &str, cursor: &str) -> PullAdvance {
+    let at = now_ms();
+    let mut e = Event::new(at, EventKind::Pulled);
+    e.node = Some(node.to_string());
+    PullAdvance {
+        node: node.to_string(),
+        owner: owner.to_string(),
+        cursor: cursor.to_string(),
+        at_ms: at,
+        lease_until_ms: at + 30_000,
+        events: vec![e],
+    }
+}
+
+fn versioned(case: &'static str, version: i64) -> Rec {
+    Rec {
+        version: Some(version),
+        identity: format!("case:{case}"),
+        ..rec(Kind::Application, case, 0, &["city"])
+    }
+}
+
+async fn pulled_pages_move_the_cursor_in_their_transaction(store: Arc<dyn Store>) {
+    let now = now_ms();
+    let s = store
+        .sync_take("hall", "p1", "c0".into(), now, now + 30_000)
+        .await
+        .expect("take")
+        .expect("free source is taken");
+    assert_eq!(s.cursor, "c0");
+    // Another puller cannot take it while the lease runs.
+    assert!(
+        store
+            .sync_take("hall", "p2", "c0".into(), now, now + 30_000)
+            .await
+            .expect("take")
+            .is_none()
+    );
+    // A page: two new records, the cursor moves with them.
+    let mut page = message("hall", None, vec![versioned("P1", 1), versioned("P2", 1)]);
+    page.pull = Some(advance("hall", "p1", "c1"));
+    let AcceptOutcome::Accepted(r) = store.accept(page).await.expect("page") else {
+        panic!("page accepted")
+    };
+    assert!(r.records.iter().all(|r| r.status == "accepted"));
+    let s = &store.sync_sources().await.expect("sources")[0];
+    assert_eq!((s.cursor.as_str(), s.pulled, s.pages), ("c1", 2, 1));
+    // The same page again (overlap): duplicates are not stored, stale ones not
+    // delivered, and the page is not refused.
+    let mut again = message(
+        "hall",
+        None,
+        vec![versioned("P1", 1), versioned("P2", 1), versioned("P3", 1)],
+    );
+    again.pull = Some(advance("hall", "p1", "c2"));
+    let AcceptOutcome::Accepted(r) = store.accept(again).await.expect("page") else {
+        panic!("page accepted")
+    };
+    let statuses: Vec<&str> = r.records.iter().map(|r| r.status.as_str()).collect();
+    assert_eq!(statuses, ["duplicate", "duplicate", "accepted"]);
+    assert_eq!(store.case("P1").await.expect("case").len(), 1, "no second copy");
+    let mut newer = message("hall", None, vec![versioned("P1", 3)]);
+    newer.pull = Some(advance("hall", "p1", "c3"));
+    store.accept(newer).await.expect("newer");
+    let mut stale = message("hall", None, vec![versioned("P1", 2)]);
+    stale.pull = Some(advance("hall", "p1", "c4"));
+    let AcceptOutcome::Accepted(r) = store.accept(stale).await.expect("stale page") else {
+        panic!("a pulled stale record does not refuse the page")
+    };
+    assert_eq!(r.records[0].status, "stale");
+    assert!(r.records[0].destinations.is_empty());
+    let s = &store.sync_sources().await.expect("sources")[0];
+    assert_eq!((s.cursor.as_str(), s.pulled), ("c4", 4));
+    // A puller without the lease cannot move the cursor, and its records are not
+    // stored either.
+    let mut foreign = message("hall", None, vec![versioned("P9", 1)]);
+    foreign.pull = Some(advance("hall", "p2", "c9"));
+    match store.accept(foreign).await {
+        Err(StoreError::LeaseLost(_)) => {}
+        other => panic!("expected LeaseLost, got {other:?}"),
+    }
+    assert!(store.case("P9").await.expect("case").is_empty());
+    assert!(matches!(
+        store.sync_advance(advance("hall", "p2", "c9")).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    store
+        .sync_advance(advance("hall", "p1", "c5"))
+        .await
+        .expect("empty page");
+    store
+        .sync_failed("hall", "HTTP 503".into(), now_ms())
+        .await
+        .expect("failed");
+    let s = &store.sync_sources().await.expect("sources")[0];
+    assert_eq!(s.cursor, "c5");
+    assert_eq!(s.last_error.as_deref(), Some("HTTP 503"));
+    let pulled = store
+        .audit_count(AuditFilter {
+            event: Some("pulled".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("count");
+    assert_eq!(pulled, 5, "one pulled event per committed page");
+    // Versionless records pulled twice with the same content are duplicates.
+    let mut plain = message("hall", None, vec![rec(Kind::Result, "Q1", 0, &["city"])]);
+    plain.pull = Some(advance("hall", "p1", "c6"));
+    store.accept(plain).await.expect("plain");
+    let mut plain = message("hall", None, vec![rec(Kind::Result, "Q1", 0, &["city"])]);
+    plain.pull = Some(advance("hall", "p1", "c7"));
+    let AcceptOutcome::Accepted(r) = store.accept(plain).await.expect("plain") else {
+        panic!("accepted")
+    };
+    assert_eq!(r.records[0].status, "duplicate");
+}
+
+async fn pause_and_rewind_take_the_lease_away(store: Arc<dyn Store>) {
+    let now = now_ms();
+    let control = |action: &str| {
+        let mut e = Event::new(now_ms(), EventKind::SyncControlled);
+        e.node = Some("hall".into());
+        e.detail = serde_json::json!({ "action": action });
+        e
+    };
+    assert!(matches!(
+        store
+            .sync_control("hall", SyncControl::Pause, control("pause"))
+            .await,
+        Err(StoreError::NoSource(_))
+    ));
+    store
+        .sync_take("hall", "p1", "c0".into(), now, now + 30_000)
+        .await
+        .expect("take")
+        .expect("taken");
+    let s = store
+        .sync_control("hall", SyncControl::Pause, control("pause"))
+        .await
+        .expect("pause");
+    assert!(s.paused && s.lease_owner.is_none());
+    // The puller that held it can no longer commit; nobody can take it.
+    assert!(matches!(
+        store.sync_advance(advance("hall", "p1", "c1")).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    let paused = store
+        .sync_take("hall", "p1", "c0".into(), now, now + 30_000)
+        .await
+        .expect("take")
+        .expect("a paused source is reported");
+    assert!(paused.paused && paused.lease_owner.is_none());
+    store
+        .sync_control("hall", SyncControl::Resume, control("resume"))
+        .await
+        .expect("resume");
+    store
+        .sync_take("hall", "p1", "c0".into(), now, now + 30_000)
+        .await
+        .expect("take")
+        .expect("taken again");
+    let s = store
+        .sync_control("hall", SyncControl::Rewind("c-old".into()), control("rewind"))
+        .await
+        .expect("rewind");
+    assert_eq!(s.cursor, "c-old");
+    assert!(matches!(
+        store.sync_advance(advance("hall", "p1", "c2")).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    let s = store
+        .sync_take("hall", "p1", "ignored".into(), now, now + 30_000)
+        .await
+        .expect("take")
+        .expect("taken");
+    assert_eq!(s.cursor, "c-old", "a source is created once; the rewind holds");
+    let events = store
+        .audit_count(AuditFilter {
+            event: Some("sync_controlled".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("count");
+    assert_eq!(events, 3);
+}
+
+fn item(code: &str, name: &str) -> CatalogueItem {
+    CatalogueItem {
+        item_code: code.into(),
+        item_name: name.into(),
+        item_type: Some("licensing".into()),
+        version: Some("1".into()),
+        region: Some("350000".into()),
+        valid_from: None,
+        valid_to: None,
+        status: "active".into(),
+    }
+}
+
+async fn catalogue_refresh_withdraws_what_is_gone(store: Arc<dyn Store>) {
+    let change = store
+        .catalogue_replace("hall", vec![item("A", "甲"), item("B", "乙")], now_ms())
+        .await
+        .expect("first");
+    assert_eq!(change.added, ["A", "B"]);
+    let same = store
+        .catalogue_replace("hall", vec![item("A", "甲"), item("B", "乙")], now_ms())
+        .await
+        .expect("same");
+    assert!(same.added.is_empty() && same.changed.is_empty() && same.withdrawn.is_empty());
+    let mut renamed = item("A", "甲（新）");
+    renamed.version = Some("2".into());
+    let change = store
+        .catalogue_replace("hall", vec![renamed, item("C", "丙")], now_ms())
+        .await
+        .expect("third");
+    assert_eq!(change.added, ["C"]);
+    assert_eq!(change.changed, ["A"]);
+    assert_eq!(change.withdrawn, ["B"], "an item no longer listed is withdrawn");
+    let items = store.catalogue().await.expect("items");
+    let status: Vec<(&str, &str)> = items
+        .iter()
+        .map(|i| (i.item_code.as_str(), i.status.as_str()))
+        .collect();
+    assert_eq!(status, [("A", "active"), ("B", "withdrawn"), ("C", "active")]);
+    let updates = store
+        .audit_count(AuditFilter {
+            event: Some("catalogue_updated".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("count");
+    assert_eq!(updates, 2, "an unchanged catalogue appends nothing");
+}
+
+async fn requeue_sends_delivered_records_again(store: Arc<dyn Store>) {
+    let AcceptOutcome::Accepted(_) = store
+        .accept(message("a", None, vec![versioned("R1", 1)]))
+        .await
+        .expect("accept")
+    else {
+        panic!("accepted")
+    };
+    let leased = lease(store.as_ref(), "city", "w", 10, 30_000).await;
+    assert_eq!(leased.len(), 1);
+    let id = leased[0].id;
+    complete(
+        store.as_ref(),
+        vec![Completion {
+            id,
+            owner: "w".into(),
+            request_sha256: "00".into(),
+            at_ms: now_ms(),
+            duration_ms: 1,
+            result: DeliveryResult::Delivered {
+                status: 200,
+                receipt: "ok".into(),
+                duplicate: false,
+            },
+        }],
+    )
+    .await;
+    let exchanged = store
+        .exchanged("city", now_ms() - 60_000, now_ms() + 60_000)
+        .await
+        .expect("exchanged");
+    assert_eq!(exchanged.len(), 1);
+    assert_eq!(exchanged[0].direction, "delivered");
+    assert_eq!(exchanged[0].state, Some(DeliveryState::Delivered));
+    assert_eq!(exchanged[0].version, Some(1));
+    assert_eq!(exchanged[0].op, "upsert");
+    let mut e = Event::new(now_ms(), EventKind::Requeued);
+    e.node = Some("city".into());
+    let n = store.requeue(vec![id, 99_999], now_ms(), e).await.expect("requeue");
+    assert_eq!(n, 1, "only existing deliveries are requeued");
+    let again = lease(store.as_ref(), "city", "w", 10, 30_000).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, id);
+    assert_eq!(
+        again[0].idempotency_key, leased[0].idempotency_key,
+        "a requeued delivery keeps its Idempotency-Key"
     );
 }
