@@ -862,6 +862,57 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+impl SyncSettings {
+    /// What is wrong with this `[nodes.ID.sync]` table.
+    pub fn problems(&self, id: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let urls = [
+            ("pull_url", &self.pull_url),
+            ("holdings_url", &self.holdings_url),
+            ("count_url", &self.count_url),
+            ("catalogue_url", &self.catalogue_url),
+        ];
+        for (key, url) in urls {
+            if let Some(u) = url
+                && (!(u.starts_with("http://") || u.starts_with("https://"))
+                    || reqwest::Url::parse(u).is_err())
+            {
+                out.push(format!(
+                    "nodes.{id}.sync.{key}: `{u}` is not an http(s) URL"
+                ));
+            }
+        }
+        if self.pull_url.is_some() {
+            match &self.start {
+                None => out.push(format!(
+                    "nodes.{id}.sync.start: where the first pull starts is required with pull_url \
+                     (an RFC 3339 time, a sequence number or a token)"
+                )),
+                Some(start) => {
+                    if let Err(e) = crate::sync::Cursor::start(self.cursor, start) {
+                        out.push(format!("nodes.{id}.sync.start: {e}"));
+                    }
+                }
+            }
+            if self.cursor == CursorKind::Sequence && self.cursor_field.is_none() {
+                out.push(format!(
+                    "nodes.{id}.sync.cursor_field: a sequence cursor needs the canonical field that holds it"
+                ));
+            }
+        }
+        if self.page_size == 0 || self.page_size > 10_000 {
+            out.push(format!("nodes.{id}.sync.page_size: between 1 and 10000"));
+        }
+        if self.interval_seconds == 0 || self.catalogue_interval_seconds == 0 {
+            out.push(format!("nodes.{id}.sync: intervals are at least 1 second"));
+        }
+        if self.window_seconds == 0 {
+            out.push(format!("nodes.{id}.sync.window_seconds: at least 1"));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -919,54 +970,5 @@ to = ["b"]
             .unwrap_err()
             .to_string();
         assert!(e.contains("node `a` has no [nodes.a.destination]"), "{e}");
-    }
-}
-
-impl SyncSettings {
-    /// What is wrong with this `[nodes.ID.sync]` table.
-    pub fn problems(&self, id: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        let urls = [
-            ("pull_url", &self.pull_url),
-            ("holdings_url", &self.holdings_url),
-            ("count_url", &self.count_url),
-            ("catalogue_url", &self.catalogue_url),
-        ];
-        for (key, url) in urls {
-            if let Some(u) = url
-                && (!(u.starts_with("http://") || u.starts_with("https://"))
-                    || reqwest::Url::parse(u).is_err())
-            {
-                out.push(format!("nodes.{id}.sync.{key}: `{u}` is not an http(s) URL"));
-            }
-        }
-        if self.pull_url.is_some() {
-            match &self.start {
-                None => out.push(format!(
-                    "nodes.{id}.sync.start: where the first pull starts is required with pull_url \
-                     (an RFC 3339 time, a sequence number or a token)"
-                )),
-                Some(start) => {
-                    if let Err(e) = crate::sync::Cursor::start(self.cursor, start) {
-                        out.push(format!("nodes.{id}.sync.start: {e}"));
-                    }
-                }
-            }
-            if self.cursor == CursorKind::Sequence && self.cursor_field.is_none() {
-                out.push(format!(
-                    "nodes.{id}.sync.cursor_field: a sequence cursor needs the canonical field that holds it"
-                ));
-            }
-        }
-        if self.page_size == 0 || self.page_size > 10_000 {
-            out.push(format!("nodes.{id}.sync.page_size: between 1 and 10000"));
-        }
-        if self.interval_seconds == 0 || self.catalogue_interval_seconds == 0 {
-            out.push(format!("nodes.{id}.sync: intervals are at least 1 second"));
-        }
-        if self.window_seconds == 0 {
-            out.push(format!("nodes.{id}.sync.window_seconds: at least 1"));
-        }
-        out
     }
 }

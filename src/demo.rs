@@ -255,7 +255,11 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
         hall.set_mappings(set);
     }
     // Cases applied for online at the provincial hall, waiting to be pulled.
-    hall.add_cases((1..=PULLED).map(|i| crate::sync::hall::sample_case(i, i as usize)).collect());
+    hall.add_cases(
+        (1..=PULLED)
+            .map(|i| crate::sync::hall::sample_case(i, i as usize))
+            .collect(),
+    );
     let kept = config.clone();
     let running = gateway::start_with(config, Some(listener), &FILES).await?;
     println!(
@@ -394,7 +398,10 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
                 .collect();
             println!(
                 "  办件 {case}  {}  → {}",
-                r.record.get("item_name").and_then(Value::as_str).unwrap_or(""),
+                r.record
+                    .get("item_name")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
                 to.join(", ")
             );
         }
@@ -447,7 +454,9 @@ async fn reconcile(config: &Config, running: &Running) -> Result<(), DemoError> 
     crate::sync::reconcile::record(running.store.as_ref(), &mut report, false, "demo")
         .await
         .map_err(|e| DemoError::Send(e.to_string()))?;
-    println!("\n— reconciliation with the provincial hall (hallgate sync reconcile --node province-hall --from today) —");
+    println!(
+        "\n— reconciliation with the provincial hall (hallgate sync reconcile --node province-hall --from today) —"
+    );
     print!("{}", report.table());
     Ok(())
 }

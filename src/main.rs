@@ -592,7 +592,9 @@ async fn sync(cmd: SyncCommand, config: &Config) -> anyhow::Result<ExitCode> {
                 b.selected, b.requeued, b.delivered, b.waited_seconds
             );
             if wait_seconds > 0 && b.delivered < b.requeued {
-                println!("  not all delivered yet: is the gateway running? `hallgate sync status`, GET /v1/deliveries");
+                println!(
+                    "  not all delivered yet: is the gateway running? `hallgate sync status`, GET /v1/deliveries"
+                );
                 return Ok(ExitCode::from(1));
             }
         }
@@ -651,7 +653,9 @@ async fn catalogue(cmd: CatalogueCommand, config: &Config) -> anyhow::Result<Exi
                     let url = sync::settings(config, &node)?
                         .catalogue_url
                         .clone()
-                        .with_context(|| format!("node `{node}` has no sync.catalogue_url; give --file"))?;
+                        .with_context(|| {
+                            format!("node `{node}` has no sync.catalogue_url; give --file")
+                        })?;
                     sync::fetch_catalogue(&api, &url, 64 << 20).await?
                 }
             };
@@ -660,7 +664,10 @@ async fn catalogue(cmd: CatalogueCommand, config: &Config) -> anyhow::Result<Exi
                 !province.is_empty(),
                 "the store holds no catalogue yet: run `hallgate catalogue pull`"
             );
-            let region = config.nodes.get(&node).and_then(|n| n.get_ref().region.clone());
+            let region = config
+                .nodes
+                .get(&node)
+                .and_then(|n| n.get_ref().region.clone());
             let diffs = sync::catalogue_diff(&local, &province, region.as_deref());
             for d in &diffs {
                 println!(

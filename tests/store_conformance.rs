@@ -11,8 +11,8 @@ use bytes::Bytes;
 use hallgate::audit::{Event, EventKind};
 use hallgate::record::Kind;
 use hallgate::store::{
-    AcceptOutcome, AuditFilter, Completion, DeliveryFilter, DeliveryResult, DeliveryState,
-    CatalogueItem, LeaseRequest, LeasedDelivery, NewMessage, NewRecord, OpenMode, PullAdvance,
+    AcceptOutcome, AuditFilter, CatalogueItem, Completion, DeliveryFilter, DeliveryResult,
+    DeliveryState, LeaseRequest, LeasedDelivery, NewMessage, NewRecord, OpenMode, PullAdvance,
     Store, StoreError, StoreOptions, StoreUrl, SyncControl, now_ms,
 };
 
@@ -687,7 +687,11 @@ async fn pulled_pages_move_the_cursor_in_their_transaction(store: Arc<dyn Store>
     };
     let statuses: Vec<&str> = r.records.iter().map(|r| r.status.as_str()).collect();
     assert_eq!(statuses, ["duplicate", "duplicate", "accepted"]);
-    assert_eq!(store.case("P1").await.expect("case").len(), 1, "no second copy");
+    assert_eq!(
+        store.case("P1").await.expect("case").len(),
+        1,
+        "no second copy"
+    );
     let mut newer = message("hall", None, vec![versioned("P1", 3)]);
     newer.pull = Some(advance("hall", "p1", "c3"));
     store.accept(newer).await.expect("newer");
@@ -789,7 +793,11 @@ async fn pause_and_rewind_take_the_lease_away(store: Arc<dyn Store>) {
         .expect("take")
         .expect("taken again");
     let s = store
-        .sync_control("hall", SyncControl::Rewind("c-old".into()), control("rewind"))
+        .sync_control(
+            "hall",
+            SyncControl::Rewind("c-old".into()),
+            control("rewind"),
+        )
         .await
         .expect("rewind");
     assert_eq!(s.cursor, "c-old");
@@ -802,7 +810,10 @@ async fn pause_and_rewind_take_the_lease_away(store: Arc<dyn Store>) {
         .await
         .expect("take")
         .expect("taken");
-    assert_eq!(s.cursor, "c-old", "a source is created once; the rewind holds");
+    assert_eq!(
+        s.cursor, "c-old",
+        "a source is created once; the rewind holds"
+    );
     let events = store
         .audit_count(AuditFilter {
             event: Some("sync_controlled".into()),
@@ -845,13 +856,20 @@ async fn catalogue_refresh_withdraws_what_is_gone(store: Arc<dyn Store>) {
         .expect("third");
     assert_eq!(change.added, ["C"]);
     assert_eq!(change.changed, ["A"]);
-    assert_eq!(change.withdrawn, ["B"], "an item no longer listed is withdrawn");
+    assert_eq!(
+        change.withdrawn,
+        ["B"],
+        "an item no longer listed is withdrawn"
+    );
     let items = store.catalogue().await.expect("items");
     let status: Vec<(&str, &str)> = items
         .iter()
         .map(|i| (i.item_code.as_str(), i.status.as_str()))
         .collect();
-    assert_eq!(status, [("A", "active"), ("B", "withdrawn"), ("C", "active")]);
+    assert_eq!(
+        status,
+        [("A", "active"), ("B", "withdrawn"), ("C", "active")]
+    );
     let updates = store
         .audit_count(AuditFilter {
             event: Some("catalogue_updated".into()),
@@ -900,7 +918,10 @@ async fn requeue_sends_delivered_records_again(store: Arc<dyn Store>) {
     assert_eq!(exchanged[0].op, "upsert");
     let mut e = Event::new(now_ms(), EventKind::Requeued);
     e.node = Some("city".into());
-    let n = store.requeue(vec![id, 99_999], now_ms(), e).await.expect("requeue");
+    let n = store
+        .requeue(vec![id, 99_999], now_ms(), e)
+        .await
+        .expect("requeue");
     assert_eq!(n, 1, "only existing deliveries are requeued");
     let again = lease(store.as_ref(), "city", "w", 10, 30_000).await;
     assert_eq!(again.len(), 1);

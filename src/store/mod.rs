@@ -502,12 +502,15 @@ pub trait Store: Send + Sync {
     fn catalogue(&self) -> StoreFuture<'_, Vec<CatalogueItem>>;
     /// Records delivered to `node` (delivery created or delivered in the range) and
     /// records pulled from it (received in the range); times in ms, inclusive.
-    fn exchanged(&self, node: &str, from_ms: i64, to_ms: i64)
-    -> StoreFuture<'_, Vec<Exchanged>>;
+    fn exchanged(&self, node: &str, from_ms: i64, to_ms: i64) -> StoreFuture<'_, Vec<Exchanged>>;
     /// Put deliveries back in the queue (due now, attempts kept), whatever their
     /// state, and append `event` in the same transaction. Returns how many changed.
-    fn requeue(&self, ids: Vec<i64>, at_ms: i64, event: crate::audit::Event)
-    -> StoreFuture<'_, usize>;
+    fn requeue(
+        &self,
+        ids: Vec<i64>,
+        at_ms: i64,
+        event: crate::audit::Event,
+    ) -> StoreFuture<'_, usize>;
 }
 
 /// How a store is set up when it is created.

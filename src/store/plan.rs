@@ -49,10 +49,14 @@ pub fn accept(msg: &NewMessage, stored: &[Option<i64>], unchanged: &[bool]) -> A
         let Some(v) = r.version else {
             let same = unchanged.get(i).copied().unwrap_or(false)
                 || (pulled
-                    && msg.records[..i]
-                        .iter()
-                        .any(|e| e.kind == r.kind && e.identity == r.identity && e.sha256 == r.sha256));
-            statuses.push(if pulled && same { "duplicate" } else { "accepted" });
+                    && msg.records[..i].iter().any(|e| {
+                        e.kind == r.kind && e.identity == r.identity && e.sha256 == r.sha256
+                    }));
+            statuses.push(if pulled && same {
+                "duplicate"
+            } else {
+                "accepted"
+            });
             continue;
         };
         let earlier = seen
@@ -347,7 +351,6 @@ pub fn catalogue_event(source: &str, at_ms: i64, change: &super::CatalogueChange
     e
 }
 
-
 /// How a record's flags are stored: comma-separated, NULL when there are none.
 pub fn flags_column(flags: &[String]) -> Option<String> {
     (!flags.is_empty()).then(|| flags.join(","))
@@ -355,7 +358,12 @@ pub fn flags_column(flags: &[String]) -> Option<String> {
 
 pub fn parse_flags(column: Option<&str>) -> Vec<String> {
     column
-        .map(|s| s.split(',').filter(|f| !f.is_empty()).map(str::to_string).collect())
+        .map(|s| {
+            s.split(',')
+                .filter(|f| !f.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 

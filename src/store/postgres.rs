@@ -754,19 +754,25 @@ async fn run_job(
         Job::SyncAdvance(adv, reply) => {
             in_savepoint!(reply, |sp, ch| advance(sp, ch, &adv, 0).await)
         }
-        Job::SyncFailed(node, error, at, reply) => in_savepoint!(reply, |sp, _ch| sp
+        Job::SyncFailed(node, error, at, reply) => in_savepoint!(reply, |sp, _ch| {
+            sp
             .execute(
                 "UPDATE sync_sources SET last_error = $2, last_error_at = $3, updated_at = $3 WHERE node = $1",
                 &[&node, &error, &at],
             )
             .await
             .map(|_| ())
-            .map_err(StoreError::from)),
+            .map_err(StoreError::from)
+        }),
         Job::SyncControl(node, control, event, reply) => {
-            in_savepoint!(reply, |sp, ch| sync_control(sp, ch, &node, &control, event).await)
+            in_savepoint!(reply, |sp, ch| sync_control(sp, ch, &node, &control, event)
+                .await)
         }
         Job::CatalogueReplace(source, items, at, reply) => {
-            in_savepoint!(reply, |sp, ch| catalogue_replace(sp, ch, &source, items, at).await)
+            in_savepoint!(reply, |sp, ch| catalogue_replace(
+                sp, ch, &source, items, at
+            )
+            .await)
         }
         Job::Requeue(ids, at, event, reply) => in_savepoint!(reply, |sp, ch| {
             let n = sp
@@ -783,7 +789,8 @@ async fn run_job(
     }
 }
 
-const SYNC_COLUMNS: &str = "node, cursor, paused, pulled, pages, last_success, last_error, last_error_at,
+const SYNC_COLUMNS: &str =
+    "node, cursor, paused, pulled, pages, last_success, last_error, last_error_at,
     lease_owner, lease_until, updated_at";
 
 fn sync_row(r: &Row) -> SyncSource {
@@ -1051,7 +1058,8 @@ async fn accept(
         return Ok(AcceptOutcome::Replayed(parsed));
     }
     // A stale record refuses the whole body.
-    let (statuses, response, response_json, received) = match plan::accept(msg, &stored, &unchanged) {
+    let (statuses, response, response_json, received) = match plan::accept(msg, &stored, &unchanged)
+    {
         plan::AcceptPlan::Stale { stale, event } => {
             chain.push(event)?;
             return Ok(AcceptOutcome::Stale(stale));
@@ -1126,24 +1134,24 @@ async fn accept(
             .enumerate()
             .filter(|(_, (_, status))| plan::stored(msg, status))
             .map(|(i, (r, status))| async move {
-            tx.execute(
-                &st.record,
-                &[
-                    &msg.id,
-                    &indexes[i],
-                    &msg.source,
-                    &kinds[i],
-                    &r.case_no,
-                    &r.identity,
-                    &r.version,
-                    status,
-                    &r.canonical,
-                    &r.sha256,
-                    &msg.received_at_ms,
-                    &flags[i],
-                ],
-            )
-            .await
+                tx.execute(
+                    &st.record,
+                    &[
+                        &msg.id,
+                        &indexes[i],
+                        &msg.source,
+                        &kinds[i],
+                        &r.case_no,
+                        &r.identity,
+                        &r.version,
+                        status,
+                        &r.canonical,
+                        &r.sha256,
+                        &msg.received_at_ms,
+                        &flags[i],
+                    ],
+                )
+                .await
             }),
     );
     let versions = try_join_all(
@@ -1705,12 +1713,7 @@ impl Store for PostgresStore {
         Box::pin(async move { read_catalogue(&self.reader).await })
     }
 
-    fn exchanged(
-        &self,
-        node: &str,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> StoreFuture<'_, Vec<Exchanged>> {
+    fn exchanged(&self, node: &str, from_ms: i64, to_ms: i64) -> StoreFuture<'_, Vec<Exchanged>> {
         let node = node.to_string();
         Box::pin(async move {
             let rows = self
@@ -1733,7 +1736,11 @@ impl Store for PostgresStore {
                 .map(|r| {
                     let delivery_id: Option<i64> = r.get(0);
                     Exchanged {
-                        direction: if delivery_id.is_some() { "delivered" } else { "pulled" },
+                        direction: if delivery_id.is_some() {
+                            "delivered"
+                        } else {
+                            "pulled"
+                        },
                         kind: Kind::parse(r.get(1)).unwrap_or(Kind::Application),
                         case_no: r.get(2),
                         identity: r.get(3),
@@ -1744,9 +1751,7 @@ impl Store for PostgresStore {
                         at_ms: r.get(6),
                         received_ms: r.get(7),
                         delivery_id,
-                        state: r
-                            .get::<_, Option<&str>>(8)
-                            .and_then(DeliveryState::parse),
+                        state: r.get::<_, Option<&str>>(8).and_then(DeliveryState::parse),
                     }
                 })
                 .collect())

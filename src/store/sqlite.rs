@@ -646,7 +646,8 @@ fn run_job(conn: &Connection, chain: &mut Chain, job: Job, retain_payloads: bool
     }
 }
 
-const SYNC_COLUMNS: &str = "node, cursor, paused, pulled, pages, last_success, last_error, last_error_at,
+const SYNC_COLUMNS: &str =
+    "node, cursor, paused, pulled, pages, last_success, last_error, last_error_at,
     lease_owner, lease_until, updated_at";
 
 fn sync_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SyncSource> {
@@ -864,18 +865,19 @@ fn accept(
             });
         }
     }
-    let (statuses, response, response_json, received) = match plan::accept(&msg, &stored, &unchanged) {
-        plan::AcceptPlan::Stale { stale, event } => {
-            chain.append(conn, &event)?;
-            return Ok(AcceptOutcome::Stale(stale));
-        }
-        plan::AcceptPlan::Store {
-            statuses,
-            response,
-            response_json,
-            received,
-        } => (statuses, response, response_json, received),
-    };
+    let (statuses, response, response_json, received) =
+        match plan::accept(&msg, &stored, &unchanged) {
+            plan::AcceptPlan::Stale { stale, event } => {
+                chain.append(conn, &event)?;
+                return Ok(AcceptOutcome::Stale(stale));
+            }
+            plan::AcceptPlan::Store {
+                statuses,
+                response,
+                response_json,
+                received,
+            } => (statuses, response, response_json, received),
+        };
     conn.prepare_cached(
         "INSERT INTO messages (id, source, received_at, content_type, idempotency_key, body, body_sha256, response)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -1401,8 +1403,9 @@ impl Store for SqliteStore {
 
     fn sync_sources(&self) -> StoreFuture<'_, Vec<SyncSource>> {
         self.read(|c| {
-            let mut stmt =
-                c.prepare(&format!("SELECT {SYNC_COLUMNS} FROM sync_sources ORDER BY node"))?;
+            let mut stmt = c.prepare(&format!(
+                "SELECT {SYNC_COLUMNS} FROM sync_sources ORDER BY node"
+            ))?;
             let rows = stmt.query_map([], sync_row)?;
             rows.collect::<Result<_, _>>().map_err(StoreError::from)
         })
@@ -1459,12 +1462,7 @@ impl Store for SqliteStore {
         self.read(read_catalogue)
     }
 
-    fn exchanged(
-        &self,
-        node: &str,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> StoreFuture<'_, Vec<Exchanged>> {
+    fn exchanged(&self, node: &str, from_ms: i64, to_ms: i64) -> StoreFuture<'_, Vec<Exchanged>> {
         let node = node.to_string();
         self.read(move |c| {
             let mut stmt = c.prepare(

@@ -289,7 +289,11 @@ fn summaries(
     }
     let recv = receiver.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if let Some(r) = recv {
-        out.extend(r.accepted().iter().filter_map(|a| summary(&a.body, a.at_ms)));
+        out.extend(
+            r.accepted()
+                .iter()
+                .filter_map(|a| summary(&a.body, a.at_ms)),
+        );
     }
     // One entry per record: the latest version it holds.
     let mut latest: std::collections::HashMap<(String, String), (i64, Value)> =
@@ -312,8 +316,11 @@ fn summaries(
     }
     let mut out: Vec<(i64, Value)> = latest.into_values().collect();
     out.sort_by(|a, b| {
-        (a.0, a.1["case_no"].as_str(), a.1["kind"].as_str())
-            .cmp(&(b.0, b.1["case_no"].as_str(), b.1["kind"].as_str()))
+        (a.0, a.1["case_no"].as_str(), a.1["kind"].as_str()).cmp(&(
+            b.0,
+            b.1["case_no"].as_str(),
+            b.1["kind"].as_str(),
+        ))
     });
     out
 }

@@ -84,9 +84,14 @@ impl Cursor {
         let text = text.trim();
         match kind {
             CursorKind::Timestamp => crate::ingress::parse_time(text)
-                .map(|at_ms| Cursor::Timestamp { at_ms, window: None })
+                .map(|at_ms| Cursor::Timestamp {
+                    at_ms,
+                    window: None,
+                })
                 .ok_or_else(|| {
-                    format!("`{text}` is not an RFC 3339 time (2026-11-01T00:00:00+08:00) or a date")
+                    format!(
+                        "`{text}` is not an RFC 3339 time (2026-11-01T00:00:00+08:00) or a date"
+                    )
                 }),
             CursorKind::Sequence => text
                 .parse::<i64>()
@@ -235,7 +240,10 @@ impl Catalogue {
             return Some(ItemProblem::Withdrawn(code.to_string()));
         }
         let today = today();
-        let before = item.valid_from.as_deref().is_some_and(|f| today.as_str() < f);
+        let before = item
+            .valid_from
+            .as_deref()
+            .is_some_and(|f| today.as_str() < f);
         let after = item.valid_to.as_deref().is_some_and(|t| today.as_str() > t);
         (before || after).then(|| ItemProblem::NotValid {
             code: code.to_string(),
@@ -485,10 +493,13 @@ pub async fn status(config: &Config, store: &dyn Store) -> Result<Value, StoreEr
         }
         let row = stored.get(id);
         let cursor = row.and_then(|r| Cursor::parse(&r.cursor).ok());
-        let lag = cursor.as_ref().and_then(|c| c.lag_seconds(now)).or_else(|| {
-            row.and_then(|r| r.last_success_ms)
-                .map(|t| ((now - t).max(0) as f64) / 1000.0)
-        });
+        let lag = cursor
+            .as_ref()
+            .and_then(|c| c.lag_seconds(now))
+            .or_else(|| {
+                row.and_then(|r| r.last_success_ms)
+                    .map(|t| ((now - t).max(0) as f64) / 1000.0)
+            });
         sources.push(json!({
             "node": id,
             "cursor_kind": s.cursor,
@@ -527,7 +538,7 @@ pub async fn publish_metrics(config: &Config, store: &dyn Store) {
     };
     let now = now_ms();
     for r in rows {
-        if config.nodes.get(&r.node).is_none() {
+        if !config.nodes.contains_key(&r.node) {
             continue;
         }
         let labels = [("source", r.node.clone())];
@@ -689,7 +700,12 @@ pub fn catalogue_diff(
             continue;
         };
         if p.status == "withdrawn" {
-            out.push(diff(code, "withdrawn_at_province", Some("active"), Some("withdrawn")));
+            out.push(diff(
+                code,
+                "withdrawn_at_province",
+                Some("active"),
+                Some("withdrawn"),
+            ));
             continue;
         }
         let before = p.valid_from.as_deref().is_some_and(|f| today.as_str() < f);
@@ -703,7 +719,12 @@ pub fn catalogue_diff(
             out.push(diff(code, "not_valid_at_province", None, Some(&span)));
         }
         if l.item_name.trim() != p.item_name.trim() {
-            out.push(diff(code, "name_differs", Some(&l.item_name), Some(&p.item_name)));
+            out.push(diff(
+                code,
+                "name_differs",
+                Some(&l.item_name),
+                Some(&p.item_name),
+            ));
         }
         if l.item_type.is_some() && p.item_type.is_some() && l.item_type != p.item_type {
             out.push(diff(
@@ -732,7 +753,12 @@ pub fn catalogue_diff(
                 .as_deref()
                 .is_some_and(|r| prefix.starts_with(r.trim_end_matches('0')));
             if applies && !local_codes.contains(p.item_code.as_str()) {
-                out.push(diff(&p.item_code, "missing_locally", None, Some(&p.item_name)));
+                out.push(diff(
+                    &p.item_code,
+                    "missing_locally",
+                    None,
+                    Some(&p.item_name),
+                ));
             }
         }
     }
@@ -815,15 +841,18 @@ mod tests {
         assert_eq!(cat.check(CataloguePolicy::Refuse, &rec("A")), None);
         assert_eq!(cat.check(CataloguePolicy::Off, &rec("X")), None);
         assert_eq!(
-            cat.check(CataloguePolicy::Flag, &rec("X")).map(|p| p.code()),
+            cat.check(CataloguePolicy::Flag, &rec("X"))
+                .map(|p| p.code()),
             Some("item_unknown")
         );
         assert_eq!(
-            cat.check(CataloguePolicy::Refuse, &rec("W")).map(|p| p.code()),
+            cat.check(CataloguePolicy::Refuse, &rec("W"))
+                .map(|p| p.code()),
             Some("item_withdrawn")
         );
         assert_eq!(
-            cat.check(CataloguePolicy::Refuse, &rec("OLD")).map(|p| p.code()),
+            cat.check(CataloguePolicy::Refuse, &rec("OLD"))
+                .map(|p| p.code()),
             Some("item_not_valid")
         );
     }

@@ -80,7 +80,11 @@ impl Puller {
                     tracing::warn!(source = %self.node, error = %text, failures, "pull failed; backing off");
                     metrics::counter!("hallgate_sync_errors_total", "source" => self.node.clone())
                         .increment(1);
-                    if let Err(err) = self.state.store.sync_failed(&self.node, text, now_ms()).await
+                    if let Err(err) = self
+                        .state
+                        .store
+                        .sync_failed(&self.node, text, now_ms())
+                        .await
                     {
                         tracing::error!(source = %self.node, error = %err, "could not record a pull failure");
                     }
@@ -207,13 +211,15 @@ impl Puller {
                 } else {
                     // The window is read: the cursor moves to its end (never back).
                     let at = w.to_ms.max(*at_ms);
+                    // A window cut short by window_seconds: the next one is due now.
+                    // One that reached the time it was opened waits for the interval.
+                    let cut_short = w.to_ms >= at_ms + (s.window_seconds as i64) * 1000;
                     (
                         Cursor::Timestamp {
                             at_ms: at,
                             window: None,
                         },
-                        // A window cut short by window_seconds: the next one is due now.
-                        w.to_ms < now,
+                        cut_short && w.to_ms < now,
                     )
                 }
             }
@@ -286,7 +292,9 @@ impl Puller {
         if admitted.new_records.is_empty() {
             self.state.store.sync_advance(advance).await?;
         } else {
-            out.new = self.store_page(answer, admitted.new_records, advance).await?;
+            out.new = self
+                .store_page(answer, admitted.new_records, advance)
+                .await?;
         }
         metrics::counter!("hallgate_sync_records_total", "source" => self.node.clone())
             .increment(out.new as u64);
@@ -371,9 +379,8 @@ pub fn spawn(
     }
     if let Some(c) = &state.config.catalogue {
         let api = Api::new(&state.config, &c.source, &state.gateway_keys)?;
-        let every = Duration::from_secs(
-            settings(&state.config, &c.source)?.catalogue_interval_seconds,
-        );
+        let every =
+            Duration::from_secs(settings(&state.config, &c.source)?.catalogue_interval_seconds);
         let state = state.clone();
         let shutdown = shutdown.clone();
         set.spawn(async move {

@@ -307,8 +307,8 @@ pub async fn reconcile(
         differences: Vec::new(),
         requeued: 0,
     };
-    let diff = |problem, o: Option<&Exchanged>, h: Option<&Holding>, key: &(Kind, String)| {
-        Difference {
+    let diff =
+        |problem, o: Option<&Exchanged>, h: Option<&Holding>, key: &(Kind, String)| Difference {
             problem,
             kind: key.0,
             case_no: o
@@ -327,8 +327,7 @@ pub async fn reconcile(
                 .or_else(|| h.map(|h| h.at.clone()))
                 .unwrap_or_default(),
             delivery_id: o.and_then(|o| o.delivery_id),
-        }
-    };
+        };
     let mut keys: Vec<&(Kind, String)> = ours.keys().chain(theirs.keys()).collect();
     keys.sort();
     keys.dedup();
@@ -367,7 +366,12 @@ pub async fn reconcile(
         }
     }
     report.differences.sort_by(|a, b| {
-        (a.problem, &a.at, &a.case_no, &a.identity).cmp(&(b.problem, &b.at, &b.case_no, &b.identity))
+        (a.problem, &a.at, &a.case_no, &a.identity).cmp(&(
+            b.problem,
+            &b.at,
+            &b.case_no,
+            &b.identity,
+        ))
     });
     Ok(report)
 }
@@ -467,7 +471,9 @@ pub async fn backfill(
         .exchanged(node, from_ms, to_ms)
         .await?
         .into_iter()
-        .filter(|e| e.direction == "delivered" && e.received_ms >= from_ms && e.received_ms <= to_ms)
+        .filter(|e| {
+            e.direction == "delivered" && e.received_ms >= from_ms && e.received_ms <= to_ms
+        })
         .filter(|e| e.state != Some(DeliveryState::Pending))
         .filter_map(|e| e.delivery_id)
         .collect();
