@@ -200,6 +200,12 @@ impl Receiver {
             .map(|(_, v)| v.clone())
     }
 
+    /// Arrivals kept in memory now (with [`Receiver::accepted_total`], a cheap way to
+    /// notice that anything changed).
+    pub fn arrival_count(&self) -> usize {
+        self.lock().arrivals.len()
+    }
+
     /// Requests that have begun (answered or not).
     pub fn started(&self) -> usize {
         self.lock().started

@@ -239,7 +239,7 @@ fn check_passes_and_shows_a_diff_when_an_expected_output_is_edited() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("ok    zj-tonglu mappings/zj/application.toml: form with baseInfoXml"));
     assert!(
-        stdout.contains("hallgate.toml: ok (7 nodes, 3 routes, 7 mappings)"),
+        stdout.contains("hallgate.toml: ok (7 nodes, 3 routes, 8 mappings)"),
         "{stdout}"
     );
 

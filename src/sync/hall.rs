@@ -47,7 +47,14 @@ struct HallState {
     /// Answer the next N pulls with 503.
     fail_pulls: u32,
     pulls: u64,
+    /// Bumped whenever its own cases change.
+    generation: u64,
+    /// Holdings as last computed, with the (generation, arrivals, accepted) they
+    /// were computed at: a reconciliation reads them page by page.
+    holdings: Option<HoldingsCache>,
 }
+
+type HoldingsCache = ((u64, usize, u64), Arc<Vec<(i64, Value)>>);
 
 /// A running simulated provincial hall.
 #[derive(Clone)]
@@ -123,6 +130,7 @@ impl Hall {
             };
             let seq = g.next_seq;
             g.next_seq += 1;
+            g.generation += 1;
             g.own.push(Own {
                 seq,
                 at_ms: at,
@@ -259,11 +267,32 @@ async fn list_cases(
     resp
 }
 
-/// What the hall holds, as reconciliation summaries with the time it stored each.
+/// What the hall holds, as reconciliation summaries with the time it stored each,
+/// in time order (computed again only when something changed).
 fn summaries(
     state: &Arc<Mutex<HallState>>,
     receiver: &Arc<Mutex<Option<Receiver>>>,
-) -> Vec<(i64, Value)> {
+) -> Arc<Vec<(i64, Value)>> {
+    let recv = receiver.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let key = {
+        let g = state.lock().unwrap_or_else(|p| p.into_inner());
+        (
+            g.generation,
+            recv.as_ref().map(Receiver::arrival_count).unwrap_or(0),
+            recv.as_ref().map(Receiver::accepted_total).unwrap_or(0),
+        )
+    };
+    if let Some((k, cached)) = &state.lock().unwrap_or_else(|p| p.into_inner()).holdings
+        && *k == key
+    {
+        return cached.clone();
+    }
+    let fresh = Arc::new(compute_summaries(state, recv.as_ref()));
+    state.lock().unwrap_or_else(|p| p.into_inner()).holdings = Some((key, fresh.clone()));
+    fresh
+}
+
+fn compute_summaries(state: &Arc<Mutex<HallState>>, recv: Option<&Receiver>) -> Vec<(i64, Value)> {
     let mut out = Vec::new();
     let summary = |v: &Value, at: i64| -> Option<(i64, Value)> {
         let kind = Kind::parse(v.get("kind")?.as_str()?)?;
@@ -287,7 +316,6 @@ fn summaries(
         let g = state.lock().unwrap_or_else(|p| p.into_inner());
         out.extend(g.own.iter().filter_map(|o| summary(&o.canonical, o.at_ms)));
     }
-    let recv = receiver.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if let Some(r) = recv {
         out.extend(
             r.accepted()
@@ -334,8 +362,9 @@ async fn holdings(
     };
     let size = q.size.unwrap_or(100).clamp(1, 10_000);
     let skip = q.page.unwrap_or(1).saturating_sub(1).saturating_mul(size);
-    let page: Vec<Value> = summaries(&state, &receiver)
-        .into_iter()
+    let all = summaries(&state, &receiver);
+    let page: Vec<&Value> = all
+        .iter()
         .filter(|(at, _)| *at >= from && *at <= to)
         .skip(skip)
         .take(size)
