@@ -81,6 +81,11 @@ enum Command {
         /// Answer every delivery with this status (e.g. 503 to test retries).
         #[arg(long, default_value_t = 200)]
         status: u16,
+        /// Be a simulated provincial hall: also serve the sync APIs (docs/sync.md)
+        /// with this many cases applied for online, speaking the dialect of the
+        /// config's node `--name`.
+        #[arg(long)]
+        hall_cases: Option<u64>,
     },
     /// The tamper-evident audit log: verify, checkpoint, query, timeline, export, archive.
     #[command(subcommand)]
@@ -408,8 +413,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             name,
             status,
+            hall_cases,
         } => runtime()?.block_on(async {
-            let r = hallgate::receiver::Receiver::start(&name, &listen).await?;
+            let r = match hall_cases {
+                None => hallgate::receiver::Receiver::start(&name, &listen).await?,
+                Some(n) => {
+                    let hall = hallgate::sync::hall::Hall::start(&name, &listen).await?;
+                    if let Ok(config) = Config::load(&cli.config)
+                        && let Some(set) = config.load_mappings(&Disk)?.remove(&name)
+                    {
+                        hall.set_mappings(set);
+                    }
+                    hall.add_cases(
+                        (1..=n)
+                            .map(|i| hallgate::sync::hall::sample_case(i, i as usize))
+                            .collect(),
+                    );
+                    println!(
+                        "{name}: provincial hall sync APIs at {0}/api/cases, {0}/api/holdings, {0}/api/items ({n} cases)",
+                        hall.base()
+                    );
+                    hall.receiver.clone()
+                }
+            };
             r.limit_log(10_000);
             r.set_script(hallgate::receiver::Script {
                 status,
