@@ -555,3 +555,86 @@ async fn a_withdrawn_item_is_refused_or_flagged_as_configured() {
     assert!(out.contains("3 differences"), "{out}");
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_one_postgres_pull_each_case_once() {
+    const CASES: u64 = 600;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let city = Receiver::start("city", "127.0.0.1:0").await.expect("city");
+    let hall = hall().await;
+    hall.add_cases((1..=CASES).map(|i| sample_case(i, i as usize)).collect());
+    let db = common::pg::fresh_database().await;
+    let path = dir.path().join("hallgate.toml");
+    let text = config(dir.path(), "127.0.0.1:0", &city.url(), &hall, 25).replace(
+        &format!("sqlite://{}", dir.path().join("hallgate.db").display()),
+        &db,
+    );
+    std::fs::write(&path, text).expect("config");
+    let a = hallgate::gateway::start(hallgate::config::Config::load(&path).expect("config"), None)
+        .await
+        .expect("gateway a");
+    let b = hallgate::gateway::start(hallgate::config::Config::load(&path).expect("config"), None)
+        .await
+        .expect("gateway b");
+    wait_for(120, "every case at the city platform", async || {
+        arrivals_per_case(&city).len() >= CASES as usize
+    })
+    .await;
+    // A few more rounds from both instances: nothing arrives twice.
+    let pulls = hall.pulls();
+    wait_for(30, "more pull rounds", async || hall.pulls() >= pulls + 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let per_case = arrivals_per_case(&city);
+    assert_eq!(per_case.len(), CASES as usize);
+    assert!(per_case.values().all(|n| *n == 1), "a case arrived twice");
+    let client = hallgate::delivery::http_client().build().expect("client");
+    let status = get(&client, &format!("{}/v1/sync", b.url())).await;
+    assert_eq!(
+        status["sources"][0]["records_pulled"].as_i64(),
+        Some(CASES as i64),
+        "{status}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_list_api_is_retried_and_shown_until_it_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let city = Receiver::start("city", "127.0.0.1:0").await.expect("city");
+    let hall = hall().await;
+    hall.add_cases((1..=3).map(|i| sample_case(i, i as usize)).collect());
+    hall.fail_pulls(2);
+    let path = dir.path().join("hallgate.toml");
+    std::fs::write(
+        &path,
+        config(dir.path(), "127.0.0.1:0", &city.url(), &hall, 100),
+    )
+    .expect("config");
+    let running =
+        hallgate::gateway::start(hallgate::config::Config::load(&path).expect("config"), None)
+            .await
+            .expect("gateway");
+    let client = hallgate::delivery::http_client().build().expect("client");
+    let url = format!("{}/v1/sync", running.url());
+    wait_for(30, "the failure to show", async || {
+        get(&client, &url).await["sources"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("503"))
+    })
+    .await;
+    wait_for(30, "recovery", async || {
+        arrivals_per_case(&city).len() == 3
+            && get(&client, &url).await["sources"][0]["last_error"].is_null()
+    })
+    .await;
+    // A node may not read the sync status; the refusal is audited.
+    let resp = client
+        .get(&url)
+        .header("x-hallgate-node", "district-a")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status().as_u16(), 403);
+    running.shutdown().await;
+}
