@@ -65,6 +65,10 @@ enum Command {
         /// Render canonical JSON lines back to the native format instead.
         #[arg(long)]
         render: bool,
+        /// Threads for a large input (XML records or JSON lines, cut at record
+        /// boundaries; output order is kept). Default: the machine's cores.
+        #[arg(long)]
+        jobs: Option<usize>,
         /// Files to read (`-` for stdin).
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
@@ -352,6 +356,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             content_type,
             kind,
             render,
+            jobs,
             inputs,
         } => {
             let kind = match kind.as_deref() {
@@ -393,6 +398,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     kind,
                     source: source.as_deref(),
                     limits: &limits,
+                    jobs: jobs
+                        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+                        .unwrap_or(1)
+                        .max(1),
                 };
                 tool::map(&set, &req, &mut out, &mut err)
             };

@@ -523,3 +523,97 @@ fn a_string_over_the_limit_is_unusable() {
         "{err}"
     );
 }
+
+/// A large gb2312 file made of the Zhejiang sample's records, `copies` times, with
+/// `between` after every record (comments that mention the end tag, to tempt the
+/// cutter) and `tail` after the last.
+fn big_zj(copies: usize, between: &str, tail: &[u8]) -> Vec<u8> {
+    let sample = std::fs::read(repo().join("examples/samples/zj/application.xml")).unwrap();
+    let start = find(&sample, b"<RECORD>").unwrap();
+    let end = find(&sample, b"</RECORDS>").unwrap();
+    let records = &sample[start..end];
+    let mut out = sample[..start].to_vec();
+    for _ in 0..copies {
+        out.extend_from_slice(records);
+        out.extend_from_slice(between.as_bytes());
+    }
+    out.extend_from_slice(tail);
+    out
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+fn map_big(path: &Path, jobs: &str) -> (i32, String, String) {
+    run(
+        &[
+            "map",
+            "--jobs",
+            jobs,
+            "--mapping",
+            "mappings/zj/application.toml",
+            path.to_str().unwrap(),
+        ],
+        &repo(),
+    )
+}
+
+#[test]
+fn large_inputs_decoded_on_several_threads_give_the_serial_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, Vec<u8>, i32); 4] = [
+        // Plain: cut in parts, decoded in parallel.
+        ("plain", big_zj(2500, "\n", b"</RECORDS>\n"), 0),
+        // Every record followed by a comment holding the end tag: some cuts land in a
+        // comment, those parts fail on their own, and the input is decoded whole.
+        (
+            "comments",
+            big_zj(2500, "<!-- </RECORD> -->\n", b"</RECORDS>\n"),
+            0,
+        ),
+        // Truncated: the last part is unusable; the output up to there is the same.
+        (
+            "truncated",
+            big_zj(2500, "\n", b"<RECORD><PROJID>1</PROJ"),
+            2,
+        ),
+        // A record in the middle with a bad ID check digit: record numbers match.
+        (
+            "one bad record",
+            {
+                let mut b = big_zj(1200, "\n", b"");
+                let bad = big_zj(1, "\n", b"");
+                let s = find(&bad, b"<RECORD>").unwrap();
+                let mut record = bad[s..].to_vec();
+                let at = find(&record, b"330122198011096180").unwrap();
+                record[at + 17] = b'1'; // a wrong check digit (ASCII in gb2312 too)
+                b.extend_from_slice(&record);
+                b.extend_from_slice(&big_zj(1300, "\n", b"</RECORDS>\n")[s..]);
+                b
+            },
+            1,
+        ),
+    ];
+    for (name, body, want) in cases {
+        let path = dir.path().join("big.xml");
+        std::fs::write(&path, &body).unwrap();
+        assert!(body.len() > 5 << 20, "{name}: big enough to be cut");
+        let (c1, out1, err1) = map_big(&path, "1");
+        let (c2, out2, err2) = map_big(&path, "2");
+        assert_eq!(c1, want, "{name}: {err1}");
+        assert_eq!(c2, c1, "{name}: {err2}");
+        assert_eq!(out2.lines().count(), out1.lines().count(), "{name}");
+        assert!(out2 == out1, "{name}: the same records in the same order");
+        assert_eq!(
+            err2, err1,
+            "{name}: the same problems, the same record numbers"
+        );
+        if want == 1 {
+            assert!(
+                err1.contains("record 2400: contact.id_no"),
+                "{name}: {err1}"
+            );
+        }
+    }
+}

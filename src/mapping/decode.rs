@@ -108,7 +108,7 @@ struct Run<'s> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Container {
+pub(crate) enum Container {
     Xml,
     Json,
     Form,
@@ -116,7 +116,7 @@ enum Container {
     Sniff,
 }
 
-fn container(ct: Option<&str>) -> Result<Container, DecodeError> {
+pub(crate) fn container(ct: Option<&str>) -> Result<Container, DecodeError> {
     let Some(ct) = ct else {
         return Ok(Container::Sniff);
     };

@@ -14,6 +14,7 @@ mod eval;
 pub mod examples;
 mod render;
 mod spec;
+pub mod split;
 pub mod time;
 pub mod tool;
 mod xml;

@@ -23,6 +23,109 @@ pub struct MapRequest<'a> {
     /// Set as `source` on every record (the node the input came from).
     pub source: Option<&'a str>,
     pub limits: &'a Limits,
+    /// Threads for a large input (cut into parts at record boundaries); 1 = serial.
+    pub jobs: usize,
+}
+
+/// Parts of a large input are about this big.
+const PART_BYTES: usize = 2 << 20;
+
+/// What a thread made of one part of an input.
+#[derive(Default)]
+struct Done {
+    lines: Vec<u8>,
+    /// Records refused: their number within the part, and why.
+    rejects: Vec<(usize, Vec<crate::record::FieldError>)>,
+    records: usize,
+}
+
+/// Decode the parts on `req.jobs` threads and write them in order. `Err(n)`: a part
+/// could not be decoded on its own; the first `n` records were written, and the
+/// input must be decoded whole for the rest (which reports the problem as usual).
+fn map_parts(
+    set: &MappingSet,
+    parts: &super::split::Parts<'_>,
+    req: &MapRequest,
+    label: &str,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, usize> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex};
+    let n = parts.len();
+    let next = AtomicUsize::new(0);
+    let abort = AtomicBool::new(false);
+    let slots: Mutex<Vec<Option<Result<Done, ()>>>> =
+        Mutex::new(std::iter::repeat_with(|| None).take(n).collect());
+    let ready = Condvar::new();
+    std::thread::scope(|scope| {
+        for _ in 0..req.jobs.min(n) {
+            scope.spawn(|| {
+                loop {
+                    if abort.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return;
+                    }
+                    let text = parts.part(i);
+                    let mut done = Done::default();
+                    let result = set.decode_each(
+                        text.as_bytes(),
+                        Some(parts.content_type()),
+                        req.kind,
+                        req.limits,
+                        &mut |c| {
+                            done.records += 1;
+                            match c.result {
+                                Ok(mut r) => {
+                                    if let Some(s) = req.source {
+                                        r.set_source(s);
+                                    }
+                                    // A map of JSON values always serialises.
+                                    let _ = serde_json::to_writer(&mut done.lines, &r.fields);
+                                    done.lines.push(b'\n');
+                                }
+                                Err(errors) => done.rejects.push((c.index, errors)),
+                            }
+                            Ok(())
+                        },
+                    );
+                    let mut g = slots.lock().unwrap_or_else(|p| p.into_inner());
+                    g[i] = Some(result.map(|()| done).map_err(|_| ()));
+                    ready.notify_all();
+                }
+            });
+        }
+        let mut code = EXIT_OK;
+        let mut written = 0usize;
+        for i in 0..n {
+            let part = {
+                let mut g = slots.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    if let Some(p) = g[i].take() {
+                        break p;
+                    }
+                    g = ready.wait(g).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            let Ok(done) = part else {
+                abort.store(true, Ordering::Relaxed);
+                return Err(written);
+            };
+            let _ = out.write_all(&done.lines);
+            for (_, errors) in done.rejects {
+                code = code.max(EXIT_REJECTED);
+                for mut e in errors {
+                    e.record += written;
+                    let _ = writeln!(err, "{label}{e}");
+                }
+            }
+            written += done.records;
+        }
+        Ok(code)
+    })
 }
 
 fn read_input(p: &Path) -> std::io::Result<Vec<u8>> {
@@ -59,8 +162,24 @@ pub fn map(set: &MappingSet, req: &MapRequest, out: &mut dyn Write, err: &mut dy
             .content_type
             .map(str::to_string)
             .or_else(|| guess_content_type(input));
+        let mut skip = 0;
+        if req.jobs > 1
+            && let Some(parts) =
+                super::split::cut(set, &body, ct.as_deref(), req.kind, req.limits, PART_BYTES)
+        {
+            match map_parts(set, &parts, req, &label, out, err) {
+                Ok(c) => {
+                    code = code.max(c);
+                    continue;
+                }
+                Err(written) => skip = written,
+            }
+        }
         let mut line = Vec::with_capacity(2048);
         let result = set.decode_each(&body, ct.as_deref(), req.kind, req.limits, &mut |c| {
+            if c.index < skip {
+                return Ok(());
+            }
             match c.result {
                 Ok(mut r) => {
                     if let Some(s) = req.source {
