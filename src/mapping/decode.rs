@@ -490,6 +490,15 @@ fn json_scan(text: &str, limits: &Limits) -> Result<(), DecodeError> {
             b'"' => {
                 let start = i;
                 i += 1;
+                // Eight bytes at a time while none is a quote or a backslash.
+                while i + 8 <= b.len() {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(&b[i..i + 8]);
+                    if quote_or_backslash(u64::from_le_bytes(w)) {
+                        break;
+                    }
+                    i += 8;
+                }
                 while i < b.len() && b[i] != b'"' {
                     if b[i] == b'\\' {
                         i += 1;
@@ -520,6 +529,14 @@ fn json_scan(text: &str, limits: &Limits) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// Whether any of the eight bytes in `x` is `"` or `\\`.
+fn quote_or_backslash(x: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero = |y: u64| y.wrapping_sub(ONES) & !y & HIGHS;
+    zero(x ^ (ONES * b'"' as u64)) | zero(x ^ (ONES * b'\\' as u64)) != 0
+}
+
 fn json_offset(text: &str, e: &serde_json::Error) -> usize {
     let line_start: usize = text
         .split_inclusive('\n')
@@ -531,7 +548,7 @@ fn json_offset(text: &str, e: &serde_json::Error) -> usize {
 
 fn json_text(run: &mut Run, candidates: &[&Arc<Mapping>], text: &str) -> Result<(), DecodeError> {
     json_scan(text, run.limits)?;
-    let mut docs = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    let mut docs = serde_json::Deserializer::from_str(text).into_iter::<eval::Json>();
     let mut any = false;
     for doc in &mut docs {
         let doc = doc.map_err(|e| DecodeError::Syntax {
@@ -547,8 +564,8 @@ fn json_text(run: &mut Run, candidates: &[&Arc<Mapping>], text: &str) -> Result<
                 let mut at = &doc;
                 for s in &r.steps {
                     at = match (s, at) {
-                        (Step::Name(n), Value::Object(o)) => o.get(n)?,
-                        (Step::Index(i), Value::Array(a)) => a.get(*i)?,
+                        (Step::Name(n), eval::Json::Obj(_)) => at.get(n)?,
+                        (Step::Index(i), eval::Json::Arr(a)) => a.get(*i)?,
                         _ => return None,
                     };
                 }
@@ -576,8 +593,8 @@ fn json_text(run: &mut Run, candidates: &[&Arc<Mapping>], text: &str) -> Result<
             .filter(|m| m.format == Format::Json && m.roots.iter().any(|r| r.steps == root.steps))
             .collect();
         let tree = JsonTree(std::marker::PhantomData);
-        let items: &[Value] = match at {
-            Value::Array(items) => items,
+        let items: &[eval::Json] = match at {
+            eval::Json::Arr(items) => items,
             other => std::slice::from_ref(other),
         };
         for item in items {

@@ -659,35 +659,141 @@ pub(crate) fn halfwidth(s: &str) -> String {
         .collect()
 }
 
-/// A JSON document as a record tree.
-pub(crate) struct JsonTree<'v>(pub std::marker::PhantomData<&'v Value>);
+/// A JSON document as the mapping reads it: strings borrowed from the input where
+/// they need no unescaping, objects as lists of members (no map to build; a
+/// repeated key reads as its last value, as in a map).
+#[derive(Debug)]
+pub(crate) enum Json<'a> {
+    Null,
+    Bool(bool),
+    Num(Number),
+    Str(Cow<'a, str>),
+    Arr(Vec<Json<'a>>),
+    Obj(Vec<(Cow<'a, str>, Json<'a>)>),
+}
 
-fn json_at<'v>(mut v: &'v Value, steps: &[Step]) -> Option<&'v Value> {
+impl<'de> serde::Deserialize<'de> for Json<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+    fn visit_none<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Json<'de>, E> {
+        Ok(Json::Bool(b))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Json<'de>, E> {
+        Ok(Json::Num(n.into()))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Json<'de>, E> {
+        Ok(Json::Num(n.into()))
+    }
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Json<'de>, E> {
+        Number::from_f64(n)
+            .map(Json::Num)
+            .ok_or_else(|| E::custom("number out of range"))
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Owned(s.to_string())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Owned(s)))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(v) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Json::Arr(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+        while let Some((k, v)) = map.next_entry::<JsonKey<'de>, Json<'de>>()? {
+            members.push((k.0, v));
+        }
+        Ok(Json::Obj(members))
+    }
+}
+
+/// An object key, borrowed when it can be.
+struct JsonKey<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for JsonKey<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = JsonKey<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<JsonKey<'de>, E> {
+                Ok(JsonKey(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<JsonKey<'de>, E> {
+                Ok(JsonKey(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<JsonKey<'de>, E> {
+                Ok(JsonKey(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'a> Json<'a> {
+    /// The member `key` of an object (its last one, if repeated).
+    pub(crate) fn get(&self, key: &str) -> Option<&Json<'a>> {
+        match self {
+            Json::Obj(members) => members.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+/// A JSON document as a record tree.
+pub(crate) struct JsonTree<'v, 'a>(pub std::marker::PhantomData<&'v Json<'a>>);
+
+fn json_at<'v, 'a>(mut v: &'v Json<'a>, steps: &[Step]) -> Option<&'v Json<'a>> {
     for s in steps {
         v = match (s, v) {
-            (Step::Name(n), Value::Object(m)) => m.get(n)?,
-            (Step::Index(i), Value::Array(a)) => a.get(*i)?,
+            (Step::Name(n), Json::Obj(_)) => v.get(n)?,
+            (Step::Index(i), Json::Arr(a)) => a.get(*i)?,
             _ => return None,
         };
     }
     Some(v)
 }
 
-impl<'v> Tree for JsonTree<'v> {
-    type Node = &'v Value;
-    fn lookup(&self, node: &'v Value, steps: &[Step]) -> Lookup<'v> {
+impl<'v, 'a> Tree for JsonTree<'v, 'a> {
+    type Node = &'v Json<'a>;
+    fn lookup(&self, node: &'v Json<'a>, steps: &[Step]) -> Lookup<'v> {
         match json_at(node, steps) {
-            None | Some(Value::Null) => Lookup::Absent,
-            Some(Value::String(s)) => Lookup::Str(s),
-            Some(Value::Number(n)) => Lookup::Num(n),
-            Some(Value::Bool(b)) => Lookup::Bool(*b),
+            None | Some(Json::Null) => Lookup::Absent,
+            Some(Json::Str(s)) => Lookup::Str(s),
+            Some(Json::Num(n)) => Lookup::Num(n),
+            Some(Json::Bool(b)) => Lookup::Bool(*b),
             Some(_) => Lookup::Composite,
         }
     }
-    fn each(&self, node: &'v Value, steps: &[Step], out: &mut Vec<&'v Value>) {
+    fn each(&self, node: &'v Json<'a>, steps: &[Step], out: &mut Vec<&'v Json<'a>>) {
         match json_at(node, steps) {
-            Some(Value::Array(items)) => out.extend(items.iter()),
-            Some(v @ Value::Object(_)) => out.push(v),
+            Some(Json::Arr(items)) => out.extend(items.iter()),
+            Some(v @ Json::Obj(_)) => out.push(v),
             _ => {}
         }
     }

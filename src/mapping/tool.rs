@@ -83,8 +83,7 @@ fn map_parts(
                                     if let Some(s) = req.source {
                                         r.set_source(s);
                                     }
-                                    // A map of JSON values always serialises.
-                                    let _ = serde_json::to_writer(&mut done.lines, &r.fields);
+                                    crate::codec::write_object(&r.fields, &mut done.lines);
                                     done.lines.push(b'\n');
                                 }
                                 Err(errors) => done.rejects.push((c.index, errors)),
@@ -186,8 +185,7 @@ pub fn map(set: &MappingSet, req: &MapRequest, out: &mut dyn Write, err: &mut dy
                         r.set_source(s);
                     }
                     line.clear();
-                    // A map of JSON values always serialises.
-                    let _ = serde_json::to_writer(&mut line, &r.fields);
+                    crate::codec::write_object(&r.fields, &mut line);
                     line.push(b'\n');
                     let _ = out.write_all(&line);
                 }
