@@ -56,6 +56,9 @@ t4=$(median xsltproc "$SHARED/bench/to-canonical.xsl" "$DATA/zj-gb18030.xml")
 t5=$(median "$BIN" map --mapping mappings/nat/application.toml "$DATA/nat.jsonl")
 t6=$(median jq -c -f "$SHARED/bench/to-canonical.jq" "$DATA/nat.jsonl")
 t7=$(median jq -c . "$DATA/nat.jsonl")
+s1=$(median "$BIN" map --jobs 1 --mapping mappings/zj/application.toml "$DATA/zj-utf8.xml")
+s3=$(median "$BIN" map --jobs 1 --mapping mappings/zj/application.toml "$DATA/zj-gb18030.xml")
+s5=$(median "$BIN" map --jobs 1 --mapping mappings/nat/application.toml "$DATA/nat.jsonl")
 row "hallgate map  zj-xml UTF-8" "$DATA/zj-utf8.xml" "$t1"
 row "xsltproc      zj-xml UTF-8" "$DATA/zj-utf8.xml" "$t2"
 row "hallgate map  zj-xml GB18030" "$DATA/zj-gb18030.xml" "$t3"
@@ -63,8 +66,13 @@ row "xsltproc      zj-xml GB18030" "$DATA/zj-gb18030.xml" "$t4"
 row "hallgate map  nat-jsonl" "$DATA/nat.jsonl" "$t5"
 row "jq mapping    nat-jsonl" "$DATA/nat.jsonl" "$t6"
 row "jq -c .       nat-jsonl (parse and print)" "$DATA/nat.jsonl" "$t7"
+row "hallgate map --jobs 1  zj-xml UTF-8" "$DATA/zj-utf8.xml" "$s1"
+row "hallgate map --jobs 1  zj-xml GB18030" "$DATA/zj-gb18030.xml" "$s3"
+row "hallgate map --jobs 1  nat-jsonl" "$DATA/nat.jsonl" "$s5"
 awk -v a="$t2" -v b="$t1" -v c="$t4" -v d="$t3" -v e="$t6" -v f="$t5" -v g="$t7" 'BEGIN {
   printf "ratios: vs xsltproc UTF-8 %.1fx, vs xsltproc GB18030 %.1fx, vs jq mapping %.1fx, vs jq -c . %.1fx\n", a/b, c/d, e/f, g/f }'
+awk -v a="$t2" -v b="$s1" -v c="$t4" -v d="$s3" -v e="$t6" -v f="$s5" 'BEGIN {
+  printf "one thread (--jobs 1): vs xsltproc UTF-8 %.1fx, vs xsltproc GB18030 %.1fx, vs jq mapping %.1fx\n", a/b, c/d, e/f }'
 for f in zj-utf8.xml nat.jsonl; do
   m=mappings/zj/application.toml; [ "$f" = nat.jsonl ] && m=mappings/nat/application.toml
   /usr/bin/time -f "peak RSS hallgate map $f: %M KiB" "$BIN" map --mapping "$m" "$DATA/$f" > /dev/null
