@@ -617,3 +617,59 @@ fn large_inputs_decoded_on_several_threads_give_the_serial_output() {
         }
     }
 }
+
+#[test]
+fn large_json_lines_streamed_on_several_threads_give_the_serial_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample: Value = serde_json::from_slice(
+        &std::fs::read(repo().join("examples/samples/nat/application.json")).unwrap(),
+    )
+    .unwrap();
+    let line = serde_json::to_string(&sample).unwrap();
+    let mut bad = sample.clone();
+    bad["ApplyerPageCode"] = Value::String("350205195912280258".into());
+    let bad_line = serde_json::to_string(&bad).unwrap();
+    let lines = |n: usize| format!("{line}\n").repeat(n);
+    let cases: [(&str, String, i32); 3] = [
+        ("plain", lines(6000), 0),
+        // A record refused in the middle: same record numbers.
+        (
+            "one bad record",
+            format!("{}{bad_line}\n{}", lines(3000), lines(3000)),
+            1,
+        ),
+        // Not JSON at the end: exit 2 with the same output before it.
+        ("broken", format!("{}{{\"ProjectNo\": \n", lines(6000)), 2),
+    ];
+    for (name, body, want) in cases {
+        let path = dir.path().join("big.jsonl");
+        std::fs::write(&path, &body).unwrap();
+        assert!(body.len() > 5 << 20, "{name}: big enough to be streamed");
+        let map = |jobs: &str| {
+            run(
+                &[
+                    "map",
+                    "--jobs",
+                    jobs,
+                    "--mapping",
+                    "mappings/nat/application.toml",
+                    path.to_str().unwrap(),
+                ],
+                &repo(),
+            )
+        };
+        let (c1, out1, err1) = map("1");
+        let (c2, out2, err2) = map("2");
+        assert_eq!(c1, want, "{name}: {err1}");
+        assert_eq!(c2, c1, "{name}: {err2}");
+        assert_eq!(out2.lines().count(), out1.lines().count(), "{name}");
+        assert!(out2 == out1, "{name}: the same records in the same order");
+        assert_eq!(err2, err1, "{name}: the same problems");
+        if want == 1 {
+            assert!(
+                err1.contains("record 3000: applicant.id_no"),
+                "{name}: {err1}"
+            );
+        }
+    }
+}

@@ -39,41 +39,153 @@ struct Done {
     records: usize,
 }
 
+/// Where the threads get their parts: in order, each with its number, until there
+/// are no more.
+trait PartSource: Sync {
+    fn next(&self) -> Option<(usize, std::borrow::Cow<'_, [u8]>)>;
+    fn content_type(&self) -> &str;
+    /// How many parts there are, once that is known.
+    fn count(&self) -> Option<usize>;
+}
+
+/// The parts of a document in memory.
+struct InMemory<'p, 'a> {
+    parts: &'p super::split::Parts<'a>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl PartSource for InMemory<'_, '_> {
+    fn next(&self) -> Option<(usize, std::borrow::Cow<'_, [u8]>)> {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (i < self.parts.len()).then(|| {
+            let part = match self.parts.part(i) {
+                std::borrow::Cow::Borrowed(s) => std::borrow::Cow::Borrowed(s.as_bytes()),
+                std::borrow::Cow::Owned(s) => std::borrow::Cow::Owned(s.into_bytes()),
+            };
+            (i, part)
+        })
+    }
+    fn content_type(&self) -> &str {
+        self.parts.content_type()
+    }
+    fn count(&self) -> Option<usize> {
+        Some(self.parts.len())
+    }
+}
+
+/// A JSON-lines file read part by part while the threads decode: the file is never
+/// held whole, and decoding starts with its first part.
+struct Streamed {
+    state: std::sync::Mutex<StreamState>,
+}
+
+struct StreamState {
+    file: std::fs::File,
+    /// Bytes read after the last newline of the previous part.
+    carry: Vec<u8>,
+    next: usize,
+    done: bool,
+}
+
+impl Streamed {
+    fn open(path: &Path) -> std::io::Result<Streamed> {
+        Ok(Streamed {
+            state: std::sync::Mutex::new(StreamState {
+                file: std::fs::File::open(path)?,
+                carry: Vec::new(),
+                next: 0,
+                done: false,
+            }),
+        })
+    }
+}
+
+impl PartSource for Streamed {
+    fn next(&self) -> Option<(usize, std::borrow::Cow<'_, [u8]>)> {
+        use std::io::Read;
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if g.done {
+            return None;
+        }
+        let mut buf = std::mem::take(&mut g.carry);
+        buf.reserve(PART_BYTES + 4096);
+        loop {
+            let start = buf.len();
+            buf.resize(start + PART_BYTES, 0);
+            let n = match g.file.read(&mut buf[start..]) {
+                Ok(n) => n,
+                // An unreadable rest ends the parts; the caller reads the file whole and
+                // reports the error as it always does.
+                Err(_) => 0,
+            };
+            buf.truncate(start + n);
+            if n == 0 {
+                g.done = true;
+                break;
+            }
+            if buf.len() >= PART_BYTES
+                && let Some(nl) = buf.iter().rposition(|b| *b == b'\n')
+            {
+                g.carry = buf[nl + 1..].to_vec();
+                buf.truncate(nl + 1);
+                break;
+            }
+        }
+        if g.next == 0 && buf.starts_with(b"\xEF\xBB\xBF") {
+            buf.drain(..3);
+        }
+        if buf.iter().all(u8::is_ascii_whitespace) {
+            g.done = true;
+            return None;
+        }
+        let i = g.next;
+        g.next += 1;
+        Some((i, std::borrow::Cow::Owned(buf)))
+    }
+    fn content_type(&self) -> &str {
+        "application/x-ndjson"
+    }
+    fn count(&self) -> Option<usize> {
+        let g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        g.done.then_some(g.next)
+    }
+}
+
 /// Decode the parts on `req.jobs` threads and write them in order. `Err(n)`: a part
 /// could not be decoded on its own; the first `n` records were written, and the
 /// input must be decoded whole for the rest (which reports the problem as usual).
 fn map_parts(
     set: &MappingSet,
-    parts: &super::split::Parts<'_>,
+    source: &dyn PartSource,
     req: &MapRequest,
     label: &str,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<u8, usize> {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Condvar, Mutex};
-    let n = parts.len();
-    let next = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
-    let slots: Mutex<Vec<Option<Result<Done, ()>>>> =
-        Mutex::new(std::iter::repeat_with(|| None).take(n).collect());
+    // Each part's result by number, until the writer takes it.
+    let results: Mutex<std::collections::BTreeMap<usize, Result<Done, ()>>> =
+        Mutex::new(std::collections::BTreeMap::new());
     let ready = Condvar::new();
     std::thread::scope(|scope| {
-        for _ in 0..req.jobs.min(n) {
+        for _ in 0..req.jobs {
             scope.spawn(|| {
                 loop {
                     if abort.load(Ordering::Relaxed) {
                         return;
                     }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n {
+                    let Some((i, text)) = source.next() else {
+                        // Under the lock, so the writer cannot miss it.
+                        let _g = results.lock().unwrap_or_else(|p| p.into_inner());
+                        ready.notify_all();
                         return;
-                    }
-                    let text = parts.part(i);
+                    };
                     let mut done = Done::default();
                     let result = set.decode_each(
-                        text.as_bytes(),
-                        Some(parts.content_type()),
+                        &text,
+                        Some(source.content_type()),
                         req.kind,
                         req.limits,
                         &mut |c| {
@@ -91,23 +203,32 @@ fn map_parts(
                             Ok(())
                         },
                     );
-                    let mut g = slots.lock().unwrap_or_else(|p| p.into_inner());
-                    g[i] = Some(result.map(|()| done).map_err(|_| ()));
+                    drop(text);
+                    let mut g = results.lock().unwrap_or_else(|p| p.into_inner());
+                    g.insert(i, result.map(|()| done).map_err(|_| ()));
                     ready.notify_all();
                 }
             });
         }
         let mut code = EXIT_OK;
         let mut written = 0usize;
-        for i in 0..n {
+        let mut i = 0;
+        loop {
             let part = {
-                let mut g = slots.lock().unwrap_or_else(|p| p.into_inner());
+                let mut g = results.lock().unwrap_or_else(|p| p.into_inner());
                 loop {
-                    if let Some(p) = g[i].take() {
-                        break p;
+                    if let Some(p) = g.remove(&i) {
+                        break Some(p);
+                    }
+                    // The source is exhausted and part i was never made.
+                    if source.count().is_some_and(|n| i >= n) {
+                        break None;
                     }
                     g = ready.wait(g).unwrap_or_else(|p| p.into_inner());
                 }
+            };
+            let Some(part) = part else {
+                break;
             };
             let Ok(done) = part else {
                 abort.store(true, Ordering::Relaxed);
@@ -122,6 +243,7 @@ fn map_parts(
                 }
             }
             written += done.records;
+            i += 1;
         }
         Ok(code)
     })
@@ -149,6 +271,33 @@ pub fn map(set: &MappingSet, req: &MapRequest, out: &mut dyn Write, err: &mut dy
         } else {
             String::new()
         };
+        let ct = req
+            .content_type
+            .map(str::to_string)
+            .or_else(|| guess_content_type(input));
+        let mut skip = 0;
+        // A large JSON-lines file is read part by part while it is decoded.
+        let size = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0);
+        if req.jobs > 1
+            && input != Path::new("-")
+            && ct.as_deref().is_some_and(|t| {
+                matches!(
+                    crate::codec::essence(t).as_str(),
+                    "application/x-ndjson" | "application/jsonl" | "application/json-lines"
+                )
+            })
+            && size >= 2 * PART_BYTES as u64
+            && size <= req.limits.max_body_bytes as u64
+            && let Ok(stream) = Streamed::open(input)
+        {
+            match map_parts(set, &stream, req, &label, out, err) {
+                Ok(c) => {
+                    code = code.max(c);
+                    continue;
+                }
+                Err(written) => skip = written,
+            }
+        }
         let body = match read_input(input) {
             Ok(b) => b,
             Err(e) => {
@@ -157,16 +306,16 @@ pub fn map(set: &MappingSet, req: &MapRequest, out: &mut dyn Write, err: &mut dy
                 continue;
             }
         };
-        let ct = req
-            .content_type
-            .map(str::to_string)
-            .or_else(|| guess_content_type(input));
-        let mut skip = 0;
         if req.jobs > 1
+            && skip == 0
             && let Some(parts) =
                 super::split::cut(set, &body, ct.as_deref(), req.kind, req.limits, PART_BYTES)
         {
-            match map_parts(set, &parts, req, &label, out, err) {
+            let source = InMemory {
+                parts: &parts,
+                next: std::sync::atomic::AtomicUsize::new(0),
+            };
+            match map_parts(set, &source, req, &label, out, err) {
                 Ok(c) => {
                     code = code.max(c);
                     continue;
