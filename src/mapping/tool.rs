@@ -112,12 +112,9 @@ impl PartSource for Streamed {
         loop {
             let start = buf.len();
             buf.resize(start + PART_BYTES, 0);
-            let n = match g.file.read(&mut buf[start..]) {
-                Ok(n) => n,
-                // An unreadable rest ends the parts; the caller reads the file whole and
-                // reports the error as it always does.
-                Err(_) => 0,
-            };
+            // An unreadable rest ends the parts; the caller reads the file whole and
+            // reports the error as it always does.
+            let n = g.file.read(&mut buf[start..]).unwrap_or_default();
             buf.truncate(start + n);
             if n == 0 {
                 g.done = true;
