@@ -46,6 +46,10 @@ trait PartSource: Sync {
     fn content_type(&self) -> &str;
     /// How many parts there are, once that is known.
     fn count(&self) -> Option<usize>;
+    /// Whether the parts stopped short (a read failed).
+    fn failed(&self) -> bool {
+        false
+    }
 }
 
 /// The parts of a document in memory.
@@ -85,6 +89,7 @@ struct StreamState {
     carry: Vec<u8>,
     next: usize,
     done: bool,
+    failed: bool,
 }
 
 impl Streamed {
@@ -95,6 +100,7 @@ impl Streamed {
                 carry: Vec::new(),
                 next: 0,
                 done: false,
+                failed: false,
             }),
         })
     }
@@ -112,9 +118,14 @@ impl PartSource for Streamed {
         loop {
             let start = buf.len();
             buf.resize(start + PART_BYTES, 0);
-            // An unreadable rest ends the parts; the caller reads the file whole and
-            // reports the error as it always does.
-            let n = g.file.read(&mut buf[start..]).unwrap_or_default();
+            let n = match g.file.read(&mut buf[start..]) {
+                Ok(n) => n,
+                Err(_) => {
+                    // The caller reads the file whole and reports the error.
+                    g.failed = true;
+                    0
+                }
+            };
             buf.truncate(start + n);
             if n == 0 {
                 g.done = true;
@@ -145,6 +156,9 @@ impl PartSource for Streamed {
     fn count(&self) -> Option<usize> {
         let g = self.state.lock().unwrap_or_else(|p| p.into_inner());
         g.done.then_some(g.next)
+    }
+    fn failed(&self) -> bool {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).failed
     }
 }
 
@@ -241,6 +255,9 @@ fn map_parts(
             }
             written += done.records;
             i += 1;
+        }
+        if source.failed() {
+            return Err(written);
         }
         Ok(code)
     })
