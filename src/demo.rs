@@ -330,18 +330,7 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
     }
     println!("\n— waiting for deliveries (the supervision platform answers 503 the first time) —");
     let started = Instant::now();
-    loop {
-        let pending = running
-            .store
-            .deliveries(DeliveryFilter {
-                state: Some(DeliveryState::Pending),
-                limit: 1,
-                ..DeliveryFilter::default()
-            })
-            .await?;
-        if pending.is_empty() || started.elapsed() > Duration::from_secs(20) {
-            break;
-        }
+    while !all_delivered(&running).await? && started.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The pull runs on its own schedule: wait until the hall's cases are in.
@@ -356,15 +345,7 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
             .find(|s| s.node == "province-hall")
             .map(|s| s.pulled)
             .unwrap_or(0);
-        let pending = running
-            .store
-            .deliveries(DeliveryFilter {
-                state: Some(DeliveryState::Pending),
-                limit: 1,
-                ..DeliveryFilter::default()
-            })
-            .await?;
-        if pulled >= PULLED as i64 && pending.is_empty() {
+        if pulled >= PULLED as i64 && all_delivered(&running).await? {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -431,6 +412,19 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
         h.stop();
     }
     Ok(())
+}
+
+/// Whether no delivery is waiting.
+async fn all_delivered(running: &Running) -> Result<bool, DemoError> {
+    let pending = running
+        .store
+        .deliveries(DeliveryFilter {
+            state: Some(DeliveryState::Pending),
+            limit: 1,
+            ..DeliveryFilter::default()
+        })
+        .await?;
+    Ok(pending.is_empty())
 }
 
 /// Cases the simulated provincial hall holds for the demo to pull.
