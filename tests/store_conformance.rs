@@ -687,6 +687,27 @@ async fn pulled_pages_move_the_cursor_in_their_transaction(store: Arc<dyn Store>
     };
     let statuses: Vec<&str> = r.records.iter().map(|r| r.status.as_str()).collect();
     assert_eq!(statuses, ["duplicate", "duplicate", "accepted"]);
+    // A page of nothing but duplicates stores nothing but its cursor (and its events).
+    let received = |store: Arc<dyn Store>| async move {
+        store
+            .audit_count(AuditFilter {
+                event: Some("received".into()),
+                ..AuditFilter::default()
+            })
+            .await
+            .expect("count")
+    };
+    let before = received(store.clone()).await;
+    let mut same = message("hall", None, vec![versioned("P1", 1), versioned("P3", 1)]);
+    let same_id = same.id.clone();
+    same.pull = Some(advance("hall", "p1", "c2b"));
+    store.accept(same).await.expect("duplicates page");
+    assert_eq!(received(store.clone()).await, before, "no message stored");
+    assert!(store.message(&same_id).await.expect("message").is_none());
+    assert_eq!(
+        store.sync_sources().await.expect("sources")[0].cursor,
+        "c2b"
+    );
     assert_eq!(
         store.case("P1").await.expect("case").len(),
         1,
@@ -735,7 +756,7 @@ async fn pulled_pages_move_the_cursor_in_their_transaction(store: Arc<dyn Store>
         })
         .await
         .expect("count");
-    assert_eq!(pulled, 5, "one pulled event per committed page");
+    assert_eq!(pulled, 6, "one pulled event per committed page");
     // Versionless records pulled twice with the same content are duplicates.
     let mut plain = message("hall", None, vec![rec(Kind::Result, "Q1", 0, &["city"])]);
     plain.pull = Some(advance("hall", "p1", "c6"));

@@ -503,8 +503,9 @@ pub trait Store: Send + Sync {
     /// Records delivered to `node` (delivery created or delivered in the range) and
     /// records pulled from it (received in the range); times in ms, inclusive.
     fn exchanged(&self, node: &str, from_ms: i64, to_ms: i64) -> StoreFuture<'_, Vec<Exchanged>>;
-    /// Put deliveries back in the queue (due now, attempts kept), whatever their
-    /// state, and append `event` in the same transaction. Returns how many changed.
+    /// Put deliveries back in the queue (due now, attempts counted from zero again),
+    /// whatever their state except one a worker is sending right now, and append
+    /// `event` in the same transaction. Returns how many changed.
     fn requeue(
         &self,
         ids: Vec<i64>,

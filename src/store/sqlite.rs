@@ -878,6 +878,13 @@ fn accept(
                 received,
             } => (statuses, response, response_json, received),
         };
+    if let Some(adv) = &msg.pull {
+        let new_records = statuses.iter().filter(|s| **s == "accepted").count() as i64;
+        advance(conn, chain, adv, new_records)?;
+        if !statuses.iter().any(|s| plan::stored(&msg, s)) {
+            return Ok(AcceptOutcome::Accepted(response));
+        }
+    }
     conn.prepare_cached(
         "INSERT INTO messages (id, source, received_at, content_type, idempotency_key, body, body_sha256, response)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -899,13 +906,6 @@ fn accept(
         .execute(params![msg.source, key, msg.id, msg.received_at_ms])?;
     }
     chain.append(conn, &received)?;
-    if let Some(adv) = &msg.pull {
-        let new_records = statuses.iter().filter(|s| **s == "accepted").count() as i64;
-        advance(conn, chain, adv, new_records)?;
-        if !statuses.iter().any(|s| plan::stored(&msg, s)) {
-            return Ok(AcceptOutcome::Accepted(response));
-        }
-    }
     let mut ins_record = conn.prepare_cached(
         "INSERT INTO records (message_id, idx, source, kind, case_no, identity, version, status, canonical, sha256, received_at, flags)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",

@@ -346,14 +346,16 @@ impl Puller {
     }
 }
 
-/// Exponential backoff with full jitter, honouring `Retry-After`.
+/// Exponential backoff (a random wait between half the cap and the cap, the cap
+/// doubling per failure up to five minutes), or the answer's `Retry-After` (at most
+/// five minutes).
 fn backoff(failures: u32, e: &SyncError) -> Duration {
     if let SyncError::Status {
         retry_after: Some(s),
         ..
     } = e
     {
-        return Duration::from_secs(*s);
+        return Duration::from_secs(*s).min(Duration::from_millis(MAX_BACKOFF_MS));
     }
     let cap = 1000u64
         .saturating_mul(1u64 << failures.min(20))
