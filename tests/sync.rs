@@ -638,3 +638,72 @@ async fn a_failing_list_api_is_retried_and_shown_until_it_recovers() {
     assert_eq!(resp.status().as_u16(), 403);
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_and_token_cursors_pull_everything_once() {
+    for (cursor, start, extra) in [
+        ("sequence", "0", "cursor_field = \"ext.seq\"\n"),
+        ("token", "", ""),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let city = Receiver::start("city", "127.0.0.1:0").await.expect("city");
+        let hall = hall().await;
+        hall.add_cases((1..=250).map(|i| sample_case(i, i as usize)).collect());
+        let path = dir.path().join("hallgate.toml");
+        let text = config(dir.path(), "127.0.0.1:0", &city.url(), &hall, 40).replace(
+            "cursor = \"timestamp\"\nstart = \"2026-01-01T00:00:00+08:00\"\n",
+            &format!("cursor = \"{cursor}\"\nstart = \"{start}\"\n{extra}"),
+        );
+        assert!(text.contains(&format!("cursor = \"{cursor}\"")));
+        std::fs::write(&path, text).expect("config");
+        let running =
+            hallgate::gateway::start(hallgate::config::Config::load(&path).expect("config"), None)
+                .await
+                .expect("gateway");
+        wait_for(60, "the first 250 cases", async || {
+            arrivals_per_case(&city).len() == 250
+        })
+        .await;
+        hall.add_cases((251..=300).map(|i| sample_case(i, i as usize)).collect());
+        wait_for(60, "the next 50", async || {
+            arrivals_per_case(&city).len() == 300
+        })
+        .await;
+        let client = hallgate::delivery::http_client().build().expect("client");
+        let status = get(&client, &format!("{}/v1/sync", running.url())).await;
+        let shown = status["sources"][0]["cursor"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            shown.contains("300"),
+            "{cursor}: the cursor is the last sequence: {status}"
+        );
+        // Rewound to the start, everything is read again and nothing delivered twice.
+        let (code, out) = cli(
+            &path,
+            &[
+                "sync",
+                "rewind",
+                "--node",
+                "province-hall",
+                "--to",
+                if start.is_empty() { "0" } else { start },
+            ],
+        );
+        assert_eq!(code, 0, "{out}");
+        let pulls = hall.pulls();
+        wait_for(30, "the pages read again", async || {
+            hall.pulls() >= pulls + 8
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let per_case = arrivals_per_case(&city);
+        assert_eq!(per_case.len(), 300, "{cursor}");
+        assert!(
+            per_case.values().all(|n| *n == 1),
+            "{cursor}: a case arrived twice"
+        );
+        running.shutdown().await;
+    }
+}
