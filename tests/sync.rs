@@ -120,6 +120,43 @@ async fn hall() -> Hall {
     hall
 }
 
+/// A loopback city platform, a simulated hall holding cases 1..=`cases`, and the
+/// config written in a fresh folder (the gateway is not started yet).
+struct Setup {
+    dir: tempfile::TempDir,
+    city: Receiver,
+    hall: Hall,
+    path: std::path::PathBuf,
+}
+
+async fn setup(
+    listen: &str,
+    cases: u64,
+    page_size: usize,
+    edit: impl Fn(String) -> String,
+) -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let city = Receiver::start("city", "127.0.0.1:0").await.expect("city");
+    let hall = hall().await;
+    hall.add_cases((1..=cases).map(|i| sample_case(i, i as usize)).collect());
+    let path = dir.path().join("hallgate.toml");
+    let text = edit(config(dir.path(), listen, &city.url(), &hall, page_size));
+    std::fs::write(&path, text).expect("config");
+    Setup {
+        dir,
+        city,
+        hall,
+        path,
+    }
+}
+
+/// The gateway, in process, on the setup's config.
+async fn start(path: &Path) -> hallgate::gateway::Running {
+    hallgate::gateway::start(hallgate::config::Config::load(path).expect("config"), None)
+        .await
+        .expect("gateway")
+}
+
 fn case_no(i: u64) -> String {
     sample_case(i, 0)["ProjectNo"]
         .as_str()
@@ -185,14 +222,14 @@ async fn wait_for(secs: u64, what: &str, mut ok: impl AsyncFnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_pull_loses_nothing_and_doubles_nothing() {
     const CASES: u64 = 2000;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let city = Receiver::start("city", "127.0.0.1:0").await.expect("city");
-    let hall = hall().await;
-    hall.add_cases((1..=CASES).map(|i| sample_case(i, i as usize)).collect());
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let path = dir.path().join("hallgate.toml");
-    std::fs::write(&path, config(dir.path(), &listen, &city.url(), &hall, 40)).expect("config");
+    let Setup {
+        dir,
+        city,
+        hall,
+        path,
+    } = setup(&listen, CASES, 40, |t| t).await;
     let log = dir.path().join("gateway.log");
     let gw = format!("http://{listen}");
     let client = hallgate::delivery::http_client()
@@ -265,18 +302,13 @@ async fn sigkill_mid_pull_loses_nothing_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciliation_finds_what_one_side_lacks_and_requeue_repairs_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let city = Receiver::start("city", "127.0.0.1:0").await.expect("city");
-    let hall = hall().await;
-    hall.add_cases((1..=5).map(|i| sample_case(i, i as usize)).collect());
-    let path = dir.path().join("hallgate.toml");
-    std::fs::write(
-        &path,
-        config(dir.path(), "127.0.0.1:0", &city.url(), &hall, 100),
-    )
-    .expect("config");
-    let cfg = hallgate::config::Config::load(&path).expect("config");
-    let running = hallgate::gateway::start(cfg, None).await.expect("gateway");
+    let Setup {
+        dir,
+        city,
+        hall,
+        path,
+    } = setup("127.0.0.1:0", 5, 100, |t| t).await;
+    let running = start(&path).await;
     let gw = running.url();
     let client = hallgate::delivery::http_client().build().expect("client");
     // Four applications from the district, routed to the city and the hall.
@@ -417,17 +449,13 @@ async fn reconciliation_finds_what_one_side_lacks_and_requeue_repairs_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_withdrawn_item_is_refused_or_flagged_as_configured() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let city = Receiver::start("city", "127.0.0.1:0").await.expect("city");
-    let hall = hall().await;
-    let path = dir.path().join("hallgate.toml");
-    std::fs::write(
-        &path,
-        config(dir.path(), "127.0.0.1:0", &city.url(), &hall, 100),
-    )
-    .expect("config");
-    let cfg = hallgate::config::Config::load(&path).expect("config");
-    let running = hallgate::gateway::start(cfg, None).await.expect("gateway");
+    let Setup {
+        dir,
+        city,
+        hall,
+        path,
+    } = setup("127.0.0.1:0", 0, 100, |t| t).await;
+    let running = start(&path).await;
     let gw = running.url();
     let client = hallgate::delivery::http_client().build().expect("client");
     wait_for(30, "the catalogue", async || {
@@ -559,23 +587,20 @@ async fn a_withdrawn_item_is_refused_or_flagged_as_configured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_on_one_postgres_pull_each_case_once() {
     const CASES: u64 = 600;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let city = Receiver::start("city", "127.0.0.1:0").await.expect("city");
-    let hall = hall().await;
-    hall.add_cases((1..=CASES).map(|i| sample_case(i, i as usize)).collect());
     let db = common::pg::fresh_database().await;
-    let path = dir.path().join("hallgate.toml");
-    let text = config(dir.path(), "127.0.0.1:0", &city.url(), &hall, 25).replace(
-        &format!("sqlite://{}", dir.path().join("hallgate.db").display()),
-        &db,
-    );
-    std::fs::write(&path, text).expect("config");
-    let a = hallgate::gateway::start(hallgate::config::Config::load(&path).expect("config"), None)
-        .await
-        .expect("gateway a");
-    let b = hallgate::gateway::start(hallgate::config::Config::load(&path).expect("config"), None)
-        .await
-        .expect("gateway b");
+    let Setup {
+        dir: _dir,
+        city,
+        hall,
+        path,
+    } = setup("127.0.0.1:0", CASES, 25, |t| {
+        let (head, tail) = t.split_once("store = \"sqlite://").expect("store line");
+        let rest = tail.split_once('\n').map(|(_, r)| r).unwrap_or_default();
+        format!("{head}store = \"{db}\"\n{rest}")
+    })
+    .await;
+    let a = start(&path).await;
+    let b = start(&path).await;
     wait_for(120, "every case at the city platform", async || {
         arrivals_per_case(&city).len() >= CASES as usize
     })
@@ -600,21 +625,14 @@ async fn two_gateways_on_one_postgres_pull_each_case_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_list_api_is_retried_and_shown_until_it_recovers() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let city = Receiver::start("city", "127.0.0.1:0").await.expect("city");
-    let hall = hall().await;
-    hall.add_cases((1..=3).map(|i| sample_case(i, i as usize)).collect());
+    let Setup {
+        dir: _dir,
+        city,
+        hall,
+        path,
+    } = setup("127.0.0.1:0", 3, 100, |t| t).await;
     hall.fail_pulls(2);
-    let path = dir.path().join("hallgate.toml");
-    std::fs::write(
-        &path,
-        config(dir.path(), "127.0.0.1:0", &city.url(), &hall, 100),
-    )
-    .expect("config");
-    let running =
-        hallgate::gateway::start(hallgate::config::Config::load(&path).expect("config"), None)
-            .await
-            .expect("gateway");
+    let running = start(&path).await;
     let client = hallgate::delivery::http_client().build().expect("client");
     let url = format!("{}/v1/sync", running.url());
     wait_for(30, "the failure to show", async || {
@@ -641,25 +659,25 @@ async fn a_failing_list_api_is_retried_and_shown_until_it_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequence_and_token_cursors_pull_everything_once() {
-    for (cursor, start, extra) in [
+    for (cursor, first, extra) in [
         ("sequence", "0", "cursor_field = \"ext.seq\"\n"),
         ("token", "", ""),
     ] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let city = Receiver::start("city", "127.0.0.1:0").await.expect("city");
-        let hall = hall().await;
-        hall.add_cases((1..=250).map(|i| sample_case(i, i as usize)).collect());
-        let path = dir.path().join("hallgate.toml");
-        let text = config(dir.path(), "127.0.0.1:0", &city.url(), &hall, 40).replace(
-            "cursor = \"timestamp\"\nstart = \"2026-01-01T00:00:00+08:00\"\n",
-            &format!("cursor = \"{cursor}\"\nstart = \"{start}\"\n{extra}"),
-        );
-        assert!(text.contains(&format!("cursor = \"{cursor}\"")));
-        std::fs::write(&path, text).expect("config");
-        let running =
-            hallgate::gateway::start(hallgate::config::Config::load(&path).expect("config"), None)
-                .await
-                .expect("gateway");
+        let Setup {
+            dir: _dir,
+            city,
+            hall,
+            path,
+        } = setup("127.0.0.1:0", 250, 40, |t| {
+            let t = t.replace(
+                "cursor = \"timestamp\"\nstart = \"2026-01-01T00:00:00+08:00\"\n",
+                &format!("cursor = \"{cursor}\"\nstart = \"{first}\"\n{extra}"),
+            );
+            assert!(t.contains(&format!("cursor = \"{cursor}\"")));
+            t
+        })
+        .await;
+        let running = start(&path).await;
         wait_for(60, "the first 250 cases", async || {
             arrivals_per_case(&city).len() == 250
         })
@@ -688,7 +706,7 @@ async fn sequence_and_token_cursors_pull_everything_once() {
                 "--node",
                 "province-hall",
                 "--to",
-                if start.is_empty() { "0" } else { start },
+                if first.is_empty() { "0" } else { first },
             ],
         );
         assert_eq!(code, 0, "{out}");
