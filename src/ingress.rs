@@ -445,14 +445,20 @@ pub fn admit(
     let mut errors = Vec::new();
     match state.mappings.get(node) {
         Some(set) => {
-            let checked = crate::mapping::decode_and_check(
+            let checked = match crate::mapping::decode_and_check(
                 set,
                 bytes,
                 content_type,
                 kind,
                 &state.config.mapping_limits(),
-            )
-            .map_err(decode_error)?;
+            ) {
+                Ok(c) => c,
+                // An empty page: nothing new at the source.
+                Err(crate::mapping::DecodeError::NoRecords(_)) if admission == Admission::Page => {
+                    Vec::new()
+                }
+                Err(e) => return Err(decode_error(e)),
+            };
             for c in checked {
                 match c.result {
                     Ok(mut r) => {
@@ -472,15 +478,25 @@ pub fn admit(
                     e.to_string(),
                 )
             })?;
-            let values = codec::decode_canonical(bytes, format, limits.max_records_per_body)
-                .map_err(|e| match e {
-                    codec::CodecError::TooManyRecords { .. } => ApiError::new(
+            let values = match codec::decode_canonical(bytes, format, limits.max_records_per_body) {
+                Ok(v) => v,
+                // An empty page: nothing new at the source.
+                Err(codec::CodecError::Empty) if admission == Admission::Page => Vec::new(),
+                Err(e @ codec::CodecError::TooManyRecords { .. }) => {
+                    return Err(ApiError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "too_many_records",
                         e.to_string(),
-                    ),
-                    _ => ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.to_string()),
-                })?;
+                    ));
+                }
+                Err(e) => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_body",
+                        e.to_string(),
+                    ));
+                }
+            };
             for (i, v) in values.into_iter().enumerate() {
                 match Record::from_value(i, v, kind) {
                     Ok(mut r) => {

@@ -462,6 +462,15 @@ async fn a_withdrawn_item_is_refused_or_flagged_as_configured() {
         get(&client, &format!("{gw}/v1/sync")).await["catalogue"]["active"] == json!(ITEMS.len())
     })
     .await;
+    // The hall has no case yet: its empty pages are not errors, and move the cursor.
+    let pulls = hall.pulls();
+    wait_for(30, "pulls of empty pages", async || {
+        hall.pulls() >= pulls + 2
+    })
+    .await;
+    let source = get(&client, &format!("{gw}/v1/sync")).await["sources"][0].clone();
+    assert_eq!(source["last_error"], Value::Null, "{source}");
+    assert!(source["pages"].as_i64().is_some_and(|p| p >= 1), "{source}");
     let post = async |node: &str, i: u64, item: usize| {
         let mut case = sample_case(i, item);
         case["RegionCode"] = json!("350205");
@@ -693,6 +702,18 @@ async fn sequence_and_token_cursors_pull_everything_once() {
             .as_str()
             .unwrap_or("")
             .to_string();
+        // Caught up: the next pages are empty, which is no error.
+        let pulls = hall.pulls();
+        wait_for(30, "pulls of empty pages", async || {
+            hall.pulls() >= pulls + 2
+        })
+        .await;
+        let status = get(&client, &format!("{}/v1/sync", running.url())).await;
+        assert_eq!(
+            status["sources"][0]["last_error"],
+            Value::Null,
+            "{cursor}: {status}"
+        );
         assert!(
             shown.contains("300"),
             "{cursor}: the cursor is the last sequence: {status}"

@@ -75,6 +75,9 @@ pub enum DecodeError {
     Empty,
     #[error("{0}")]
     NoMapping(String),
+    /// Readable, but not one record in it (an empty list).
+    #[error("{0}")]
+    NoRecords(String),
 }
 
 impl DecodeError {
@@ -208,8 +211,15 @@ pub(crate) fn decode(
         let roots: Vec<&str> = candidates
             .iter()
             .flat_map(|m| m.roots.iter().map(|r| r.text.as_str()))
+            .map(|t| {
+                if t.is_empty() {
+                    "the document itself"
+                } else {
+                    t
+                }
+            })
             .collect();
-        return Err(DecodeError::NoMapping(format!(
+        return Err(DecodeError::NoRecords(format!(
             "no record found: nothing in the message sits at a record root ({}); names are case-sensitive",
             roots.join(", ")
         )));

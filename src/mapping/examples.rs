@@ -272,7 +272,7 @@ pub fn error_code(e: &DecodeError) -> &'static str {
         DecodeError::StringTooLong { .. } => "string_too_long",
         DecodeError::TooManyRecords { .. } => "too_many_records",
         DecodeError::Empty => "empty",
-        DecodeError::NoMapping(_) => "no_mapping",
+        DecodeError::NoMapping(_) | DecodeError::NoRecords(_) => "no_mapping",
     }
 }
 
