@@ -613,13 +613,16 @@ async fn sync(cmd: SyncCommand, config: &Config) -> anyhow::Result<ExitCode> {
                     .unwrap_or(100)
             });
             let b = sync::reconcile::backfill(
+                config,
                 store,
-                &node,
-                from,
-                to,
-                rate,
-                std::time::Duration::from_secs(wait_seconds),
-                &sync::operator(),
+                &sync::reconcile::BackfillRequest {
+                    node: &node,
+                    from_ms: from,
+                    to_ms: to,
+                    per_second: rate,
+                    wait: std::time::Duration::from_secs(wait_seconds),
+                    operator: &sync::operator(),
+                },
             )
             .await?;
             println!(
@@ -628,7 +631,7 @@ async fn sync(cmd: SyncCommand, config: &Config) -> anyhow::Result<ExitCode> {
             );
             if wait_seconds > 0 && b.delivered < b.requeued {
                 println!(
-                    "  not all delivered yet: is the gateway running? `hallgate sync status`, GET /v1/deliveries"
+                    "  not all delivered yet: check that the gateway is running and that {node} answers (GET /v1/deliveries?destination={node}&state=pending)"
                 );
                 return Ok(ExitCode::from(1));
             }
@@ -678,19 +681,32 @@ async fn catalogue(cmd: CatalogueCommand, config: &Config) -> anyhow::Result<Exi
             }
         }
         CatalogueCommand::Diff { node, file, csv } => {
+            let Some(n) = config.nodes.get(&node) else {
+                anyhow::bail!("node `{node}` is not in the config");
+            };
             let local: Vec<hallgate::store::CatalogueItem> = match file {
-                Some(path) => serde_json::from_slice(
-                    &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-                )
-                .with_context(|| format!("{}: a JSON array of catalogue items", path.display()))?,
+                Some(path) => {
+                    let items: Vec<hallgate::store::CatalogueItem> = serde_json::from_slice(
+                        &std::fs::read(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    )
+                    .with_context(|| {
+                        format!("{}: a JSON array of catalogue items", path.display())
+                    })?;
+                    sync::check_items(&items)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    items
+                }
                 None => {
-                    let api = sync_api(config, &node)?;
-                    let url = sync::settings(config, &node)?
-                        .catalogue_url
-                        .clone()
+                    let url = n
+                        .get_ref()
+                        .sync
+                        .as_ref()
+                        .and_then(|s| s.catalogue_url.clone())
                         .with_context(|| {
-                            format!("node `{node}` has no sync.catalogue_url; give --file")
+                            format!("node `{node}` has no sync.catalogue_url; give its items with --file ITEMS.json")
                         })?;
+                    let api = sync_api(config, &node)?;
                     sync::fetch_catalogue(&api, &url, 64 << 20).await?
                 }
             };

@@ -434,6 +434,48 @@ async fn reconciliation_finds_what_one_side_lacks_and_requeue_repairs_it() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("6 records in"), "{out}");
 
+    // A backfill re-sends the day's four deliveries to the hall under their own
+    // Idempotency-Keys: the hall answers 409, and it holds nothing twice.
+    let accepted = hall.receiver.accepted().len();
+    let (code, out) = cli(
+        &path,
+        &[
+            "sync",
+            "backfill",
+            "--node",
+            "province-hall",
+            "--from",
+            &today,
+            "--wait-seconds",
+            "30",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("4 deliveries selected, 4 requeued, 4 delivered"),
+        "{out}"
+    );
+    assert_eq!(
+        hall.receiver.accepted().len(),
+        accepted,
+        "repeats are 409, not new"
+    );
+    assert!(
+        hall.receiver
+            .arrivals()
+            .iter()
+            .filter(|a| a.status == 409)
+            .count()
+            >= 4,
+        "the hall saw the repeats"
+    );
+    let (code, out) = cli(
+        &path,
+        &["sync", "backfill", "--node", "district-a", "--from", &today],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not a destination"), "{out}");
+
     // Every reconciliation, requeue and control is in the audit log.
     let audit = get(&client, &format!("{gw}/v1/audit?event=reconciled")).await;
     assert_eq!(audit["events"].as_array().map(Vec::len), Some(6), "{audit}");

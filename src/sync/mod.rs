@@ -31,6 +31,8 @@ pub enum SyncError {
     UnknownNode(String),
     #[error("node `{node}` has no sync.{key} in the config")]
     NotConfigured { node: String, key: &'static str },
+    #[error("node `{0}` has no [nodes.{0}.sync] table in the config")]
+    NoSync(String),
     #[error("cursor `{text}` cannot be read: {reason}")]
     BadCursor { text: String, reason: String },
     #[error("{url}: {reason}")]
@@ -270,10 +272,7 @@ pub fn settings<'a>(config: &'a Config, node: &str) -> Result<&'a SyncSettings, 
     n.get_ref()
         .sync
         .as_ref()
-        .ok_or_else(|| SyncError::NotConfigured {
-            node: node.to_string(),
-            key: "(table)",
-        })
+        .ok_or_else(|| SyncError::NoSync(node.to_string()))
 }
 
 /// A client for one node's sync APIs: its timeout, rate, TLS and auth (those of the
@@ -341,7 +340,7 @@ impl Api {
         let shown = url.to_string();
         let http = |e: reqwest::Error| SyncError::Http {
             url: shown.clone(),
-            reason: e.to_string(),
+            reason: error_chain(&e),
         };
         let mut full = reqwest::Url::parse(url).map_err(|e| SyncError::Http {
             url: url.to_string(),
@@ -417,6 +416,21 @@ impl Api {
     }
 }
 
+/// An error with its causes (`error sending request: … : Connection refused`).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Pull the catalogue from the node `[catalogue] source` names into the store and the
 /// cache. Returns what changed.
 pub async fn refresh_catalogue(
@@ -446,31 +460,32 @@ pub async fn fetch_catalogue(
     max_bytes: usize,
 ) -> Result<Vec<CatalogueItem>, SyncError> {
     let (items, _): (Vec<CatalogueItem>, _) = api.get_json(url, &[], max_bytes).await?;
+    check_items(&items).map_err(|reason| SyncError::BadAnswer {
+        url: url.to_string(),
+        reason,
+    })?;
+    Ok(items)
+}
+
+/// What is wrong with a list of catalogue items, if anything: an empty or repeated
+/// item code, a status other than active or withdrawn.
+pub fn check_items(items: &[CatalogueItem]) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
     for (i, item) in items.iter().enumerate() {
         if item.item_code.trim().is_empty() {
-            return Err(SyncError::BadAnswer {
-                url: url.to_string(),
-                reason: format!("item {i} has an empty item_code"),
-            });
+            return Err(format!("item {i} has an empty item_code"));
         }
         if !seen.insert(item.item_code.as_str()) {
-            return Err(SyncError::BadAnswer {
-                url: url.to_string(),
-                reason: format!("item code {} is listed twice", item.item_code),
-            });
+            return Err(format!("item code {} is listed twice", item.item_code));
         }
         if item.status != "active" && item.status != "withdrawn" {
-            return Err(SyncError::BadAnswer {
-                url: url.to_string(),
-                reason: format!(
-                    "item {}: status `{}` is not active or withdrawn",
-                    item.item_code, item.status
-                ),
-            });
+            return Err(format!(
+                "item {}: status `{}` is not active or withdrawn",
+                item.item_code, item.status
+            ));
         }
     }
-    Ok(items)
+    Ok(())
 }
 
 /// Every pull source of the config with its stored state, as `GET /v1/sync` and
@@ -645,6 +660,14 @@ pub async fn control(
         ("resume", _) => (crate::store::SyncControl::Resume, json!({})),
         ("rewind", Some(text)) => {
             let c = Cursor::start(s.cursor, text).map_err(SyncError::Other)?;
+            if let Cursor::Timestamp { at_ms, .. } = c
+                && at_ms > now_ms()
+            {
+                return Err(SyncError::Other(format!(
+                    "{} is in the future: the source would skip every change until then",
+                    c.describe()
+                )));
+            }
             (
                 crate::store::SyncControl::Rewind(c.to_text()),
                 json!({ "cursor": c.describe() }),

@@ -221,6 +221,19 @@ pub async fn reconcile(
 ) -> Result<Report, SyncError> {
     let node = api.node.as_str();
     let s = settings(config, node)?;
+    if from_ms > to_ms {
+        return Err(SyncError::Other(format!(
+            "the range is empty: --from {} is after --to {}",
+            rfc3339(from_ms),
+            rfc3339(to_ms)
+        )));
+    }
+    if from_ms > now_ms() {
+        return Err(SyncError::Other(format!(
+            "the range starts in the future ({}): nothing has been exchanged yet",
+            rfc3339(from_ms)
+        )));
+    }
     let holdings_url = s
         .holdings_url
         .as_deref()
@@ -456,17 +469,48 @@ pub struct Backfill {
     pub waited_seconds: f64,
 }
 
-/// Re-send the deliveries to `node` of records received from `from_ms` to `to_ms`,
-/// `per_second` at a time, then wait up to `wait` for them to be delivered.
+/// What to re-send: the deliveries to `node` of records received from `from_ms` to
+/// `to_ms`, `per_second` at a time, then wait up to `wait` for them to be delivered.
+pub struct BackfillRequest<'a> {
+    pub node: &'a str,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub per_second: usize,
+    pub wait: Duration,
+    /// Who asked (for the audit log).
+    pub operator: &'a str,
+}
+
+/// Run a backfill (audited `requeued` per batch).
 pub async fn backfill(
+    config: &Config,
     store: &dyn Store,
-    node: &str,
-    from_ms: i64,
-    to_ms: i64,
-    per_second: usize,
-    wait: Duration,
-    operator: &str,
+    req: &BackfillRequest<'_>,
 ) -> Result<Backfill, SyncError> {
+    let BackfillRequest {
+        node,
+        from_ms,
+        to_ms,
+        per_second,
+        wait,
+        operator,
+    } = *req;
+    let n = config
+        .nodes
+        .get(node)
+        .ok_or_else(|| SyncError::UnknownNode(node.to_string()))?;
+    if n.get_ref().destination.is_none() {
+        return Err(SyncError::Other(format!(
+            "node `{node}` is not a destination (no [nodes.{node}.destination]): nothing is delivered to it"
+        )));
+    }
+    if from_ms > to_ms {
+        return Err(SyncError::Other(format!(
+            "the range is empty: --from {} is after --to {}",
+            rfc3339(from_ms),
+            rfc3339(to_ms)
+        )));
+    }
     let mut ids: Vec<i64> = store
         .exchanged(node, from_ms, to_ms)
         .await?
