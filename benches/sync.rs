@@ -190,6 +190,7 @@ to = ["city"]
             &kept,
             store.as_ref(),
             &api,
+            None,
             now - 86_400_000,
             now,
             600_000,

@@ -441,10 +441,17 @@ async fn reconcile(config: &Config, running: &Running) -> Result<(), DemoError> 
         .map_err(|e| DemoError::Send(e.to_string()))?;
     let now = crate::store::now_ms();
     let from = crate::ingress::parse_time(&crate::sync::today()).unwrap_or(now - 86_400_000);
-    let mut report =
-        crate::sync::reconcile::reconcile(config, running.store.as_ref(), &api, from, now, 600_000)
-            .await
-            .map_err(|e| DemoError::Send(e.to_string()))?;
+    let mut report = crate::sync::reconcile::reconcile(
+        config,
+        running.store.as_ref(),
+        &api,
+        None,
+        from,
+        now,
+        600_000,
+    )
+    .await
+    .map_err(|e| DemoError::Send(e.to_string()))?;
     crate::sync::reconcile::record(running.store.as_ref(), &mut report, false, "demo")
         .await
         .map_err(|e| DemoError::Send(e.to_string()))?;

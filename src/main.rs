@@ -579,9 +579,18 @@ async fn sync(cmd: SyncCommand, config: &Config) -> anyhow::Result<ExitCode> {
             let to = time_arg(to.as_deref(), "to")?.unwrap_or_else(hallgate::store::now_ms);
             let api = sync_api(config, &node)?;
             let started = std::time::Instant::now();
-            let mut report =
-                sync::reconcile::reconcile(config, store, &api, from, to, slack_seconds * 1000)
-                    .await?;
+            // Their list may come in their own format, read with their mappings.
+            let mappings = config.load_mappings(&Disk)?.remove(&node);
+            let mut report = sync::reconcile::reconcile(
+                config,
+                store,
+                &api,
+                mappings.as_ref(),
+                from,
+                to,
+                slack_seconds * 1000,
+            )
+            .await?;
             sync::reconcile::record(store, &mut report, requeue, &sync::operator()).await?;
             print!("{}", report.table());
             println!("  took {:.1} s", started.elapsed().as_secs_f64());

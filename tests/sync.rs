@@ -434,6 +434,28 @@ async fn reconciliation_finds_what_one_side_lacks_and_requeue_repairs_it() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("6 records in"), "{out}");
 
+    // The hall's list in its own format (national JSON), read through its mapping:
+    // the same answer, and a lost case is found the same way.
+    hall.set_native_holdings(true);
+    let (code, out) = reconcile(&[])();
+    assert_eq!(code, 0, "native list: {out}");
+    assert!(out.contains("theirs: 10"), "{out}");
+    let lost = case_no(103);
+    assert_eq!(hall.receiver.forget_case(&lost), 1);
+    let (code, out) = reconcile(&["--requeue"])();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("missing on their side: 1") && out.contains(&lost),
+        "{out}"
+    );
+    wait_for(30, "the lost case to arrive again", async || {
+        hall.receiver.accepted().iter().any(|a| a.case_no == lost)
+    })
+    .await;
+    let (code, out) = reconcile(&[])();
+    assert_eq!(code, 0, "native list after requeue: {out}");
+    hall.set_native_holdings(false);
+
     // A backfill re-sends the day's four deliveries to the hall under their own
     // Idempotency-Keys: the hall answers 409, and it holds nothing twice.
     let accepted = hall.receiver.accepted().len();
@@ -478,7 +500,7 @@ async fn reconciliation_finds_what_one_side_lacks_and_requeue_repairs_it() {
 
     // Every reconciliation, requeue and control is in the audit log.
     let audit = get(&client, &format!("{gw}/v1/audit?event=reconciled")).await;
-    assert_eq!(audit["events"].as_array().map(Vec::len), Some(6), "{audit}");
+    assert_eq!(audit["events"].as_array().map(Vec::len), Some(9), "{audit}");
     for event in ["requeued", "sync_controlled", "pulled"] {
         let a = get(&client, &format!("{gw}/v1/audit?event={event}")).await;
         assert!(

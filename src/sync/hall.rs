@@ -47,6 +47,9 @@ struct HallState {
     /// Answer the next N pulls with 503.
     fail_pulls: u32,
     pulls: u64,
+    /// Answer the holdings list with the records themselves, in its own format,
+    /// instead of summaries.
+    native_holdings: bool,
     /// Bumped whenever its own cases change.
     generation: u64,
     /// Holdings as last computed, with the (generation, arrivals, accepted) they
@@ -158,6 +161,12 @@ impl Hall {
 
     pub fn own_count(&self) -> usize {
         self.lock().own.len()
+    }
+
+    /// List holdings as the records themselves, in its own format (read through the
+    /// node's mappings by the reconciliation), instead of summaries.
+    pub fn set_native_holdings(&self, native: bool) {
+        self.lock().native_holdings = native;
     }
 
     pub fn set_skew_ms(&self, skew: i64) {
@@ -362,6 +371,14 @@ async fn holdings(
     };
     let size = q.size.unwrap_or(100).clamp(1, 10_000);
     let skip = q.page.unwrap_or(1).saturating_sub(1).saturating_mul(size);
+    if state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .native_holdings
+    {
+        return axum::Json(native_holdings(&state, &receiver, from, to, skip, size))
+            .into_response();
+    }
     let all = summaries(&state, &receiver);
     let page: Vec<&Value> = all
         .iter()
@@ -371,6 +388,36 @@ async fn holdings(
         .map(|(_, v)| v)
         .collect();
     axum::Json(page).into_response()
+}
+
+/// Its holdings as records in its own format: its cases, and what it received.
+fn native_holdings(
+    state: &Arc<Mutex<HallState>>,
+    receiver: &Arc<Mutex<Option<Receiver>>>,
+    from: i64,
+    to: i64,
+    skip: usize,
+    size: usize,
+) -> Vec<Value> {
+    let mut all: Vec<(i64, Value)> = {
+        let g = state.lock().unwrap_or_else(|p| p.into_inner());
+        g.own.iter().map(|o| (o.at_ms, o.native.clone())).collect()
+    };
+    let recv = receiver.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(r) = recv {
+        all.extend(
+            r.accepted()
+                .iter()
+                .filter_map(|a| Some((a.at_ms, serde_json::from_slice::<Value>(&a.raw).ok()?))),
+        );
+    }
+    all.sort_by_key(|(at, _)| *at);
+    all.into_iter()
+        .filter(|(at, _)| *at >= from && *at <= to)
+        .skip(skip)
+        .take(size)
+        .map(|(_, v)| v)
+        .collect()
 }
 
 async fn holdings_count(

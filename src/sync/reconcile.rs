@@ -39,8 +39,72 @@ pub struct Holding {
     pub version: Option<i64>,
     #[serde(default)]
     pub op: Option<String>,
-    /// When the node stored or last changed it (RFC 3339).
-    pub at: String,
+    /// When the node stored or last changed it (RFC 3339). Records read through the
+    /// node's mappings have none: the node's list already covers the range.
+    #[serde(default)]
+    pub at: Option<String>,
+}
+
+impl Holding {
+    /// A summary of a record the node's mappings read from its own format.
+    fn from_record(v: &serde_json::Value) -> Option<Holding> {
+        let s = |k: &str| {
+            v.get(k)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+        };
+        Some(Holding {
+            kind: Kind::parse(v.get("kind")?.as_str()?)?,
+            case_no: s("case_no")?,
+            record_id: s("record_id"),
+            material_id: s("material_id"),
+            step_no: v.get("step_no").and_then(serde_json::Value::as_i64),
+            version: v.get("version").and_then(serde_json::Value::as_i64),
+            op: s("op"),
+            at: None,
+        })
+    }
+}
+
+/// One page of a holdings list: summaries (docs/sync.md), or — when the node answers
+/// in its own format — its records read through its mappings.
+fn holdings_page(
+    answer: &super::Answer,
+    mappings: Option<&crate::mapping::MappingSet>,
+    limits: &crate::mapping::Limits,
+) -> Result<Vec<Holding>, SyncError> {
+    let summaries = serde_json::from_slice::<Vec<Holding>>(&answer.body);
+    let (Err(e), Some(set)) = (&summaries, mappings) else {
+        return summaries.map_err(|e| SyncError::BadAnswer {
+            url: answer.url.clone(),
+            reason: e.to_string(),
+        });
+    };
+    let decoded = match set.decode(&answer.body, answer.content_type.as_deref(), None, limits) {
+        Ok(d) => d,
+        Err(crate::mapping::DecodeError::NoRecords(_)) => return Ok(Vec::new()),
+        Err(d) => {
+            return Err(SyncError::BadAnswer {
+                url: answer.url.clone(),
+                reason: format!("neither summaries ({e}) nor records its mappings read ({d})"),
+            });
+        }
+    };
+    decoded
+        .into_iter()
+        .map(|d| {
+            d.result
+                .ok()
+                .and_then(|v| Holding::from_record(&v))
+                .ok_or_else(|| SyncError::BadAnswer {
+                    url: answer.url.clone(),
+                    reason: format!(
+                        "record {} of the list has no kind or case_no after its mapping",
+                        d.index
+                    ),
+                })
+        })
+        .collect()
 }
 
 /// One difference found.
@@ -215,6 +279,7 @@ pub async fn reconcile(
     config: &Config,
     store: &dyn Store,
     api: &Api,
+    mappings: Option<&crate::mapping::MappingSet>,
     from_ms: i64,
     to_ms: i64,
     slack_ms: i64,
@@ -269,7 +334,8 @@ pub async fn reconcile(
         let mut q = range(wide_from, wide_to);
         q.push(("page", page.to_string()));
         q.push(("size", size.to_string()));
-        let (list, _): (Vec<Holding>, _) = api.get_json(holdings_url, &q, max_bytes).await?;
+        let answer = api.get(holdings_url, &q, max_bytes).await?;
+        let list = holdings_page(&answer, mappings, &config.mapping_limits())?;
         let n = list.len();
         listed += n;
         bar.inc(n as u64);
@@ -307,7 +373,11 @@ pub async fn reconcile(
         }
     }
     let inside = |t: i64| t >= from_ms && t <= to_ms;
-    let their_at = |h: &Holding| crate::ingress::parse_time(&h.at).unwrap_or(i64::MIN);
+    // A record without its own time was listed for the range: it counts as inside.
+    let their_at = |h: &Holding| match &h.at {
+        Some(t) => crate::ingress::parse_time(t).unwrap_or(i64::MIN),
+        None => from_ms.max(to_ms.min(now_ms())),
+    };
     let mut report = Report {
         node: node.to_string(),
         from: rfc3339(from_ms),
@@ -337,7 +407,7 @@ pub async fn reconcile(
             our_state: o.and_then(|o| o.state),
             at: o
                 .map(|o| rfc3339(o.at_ms))
-                .or_else(|| h.map(|h| h.at.clone()))
+                .or_else(|| h.and_then(|h| h.at.clone()))
                 .unwrap_or_default(),
             delivery_id: o.and_then(|o| o.delivery_id),
         };
