@@ -289,7 +289,6 @@ pub struct Answer {
     pub url: String,
     pub content_type: Option<String>,
     pub next_cursor: Option<String>,
-    pub total: Option<u64>,
     pub body: bytes::Bytes,
 }
 
@@ -370,7 +369,6 @@ impl Api {
         };
         let content_type = header("content-type");
         let next_cursor = header("x-next-cursor").filter(|c| !c.is_empty());
-        let total = header("x-total-count").and_then(|t| t.trim().parse().ok());
         let retry_after = header("retry-after").and_then(|t| t.trim().parse().ok());
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(http)? {
@@ -395,7 +393,6 @@ impl Api {
             url: url.to_string(),
             content_type,
             next_cursor,
-            total,
             body: body.into(),
         })
     }
