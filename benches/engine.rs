@@ -16,6 +16,11 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use hallgate::mapping::{Disk, Limits, Mapping, MappingSet};
 use quick_xml::events::Event;
 
+/// The allocator the shipped binary uses (src/main.rs), for the raw decoders and the
+/// engine alike: the engine is measured as it runs in `hallgate`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data")
 }

@@ -384,11 +384,14 @@ pub fn validate(
     }
     // Resident ID numbers: the contact always, the applicant when the document type
     // says 居民身份证 (111); an applicant with 001 carries a credit code.
-    let id_type = get(fields, "applicant.id_type")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    // 111 and 001 are the only document types with a check of their own.
+    let id_type = match get(fields, "applicant.id_type").and_then(Value::as_str) {
+        Some("111") => Some("111"),
+        Some("001") => Some("001"),
+        _ => None,
+    };
     if kind == Kind::Application {
-        match id_type.as_deref() {
+        match id_type {
             Some("111") => {
                 if let Some(Err(m)) = id_field(fields, "applicant.id_no") {
                     e("applicant.id_no", "id_no", m.to_string());

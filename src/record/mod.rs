@@ -213,7 +213,9 @@ impl Record {
         }
         match (kind, case_no, errors.is_empty()) {
             (Some(kind), Some(case_no), true) => {
-                fields.insert("kind".into(), Value::String(kind.as_str().into()));
+                if fields.get("kind").and_then(Value::as_str) != Some(kind.as_str()) {
+                    fields.insert("kind".into(), Value::String(kind.as_str().into()));
+                }
                 Ok(Record {
                     kind,
                     case_no,
