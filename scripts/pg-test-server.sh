@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Start a throwaway PostgreSQL on loopback, as an unprivileged user, in a temporary
-# folder, for the test suite. Prints the export line for HALLGATE_TEST_POSTGRES.
+# folder, for the test suite. It takes plain and TLS connections (a certificate for
+# 127.0.0.1 from a throwaway CA made with openssl). Prints the export lines for
+# HALLGATE_TEST_POSTGRES and HALLGATE_TEST_POSTGRES_CA (that CA, PEM).
 #
 #   eval "$(bash scripts/pg-test-server.sh start)"   # then: cargo test
 #   bash scripts/pg-test-server.sh stop
@@ -35,20 +37,47 @@ else
   as_user() { "$@"; }
 fi
 
+exports() {
+  echo "export HALLGATE_TEST_POSTGRES=postgres://hallgate@127.0.0.1:$PORT/postgres"
+  echo "export HALLGATE_TEST_POSTGRES_CA=$DIR/tls/ca.pem"
+}
+
+# A CA and a server certificate for 127.0.0.1 (EC P-256), the key readable by the
+# server's account only.
+make_certs() {
+  local t="$DIR/tls"
+  mkdir -p "$t"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj "/CN=hallgate test CA" -keyout "$t/ca.key" -out "$t/ca.pem" 2>/dev/null
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -subj "/CN=127.0.0.1" -keyout "$t/server.key" -out "$t/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' > "$t/server.ext"
+  openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+    -days 30 -extfile "$t/server.ext" -out "$t/server.pem" 2>/dev/null
+  chmod 600 "$t/server.key" "$t/ca.key"
+  [ "$(id -u)" = 0 ] && chown -R "$RUNAS" "$t"
+  return 0
+}
+
 case "$cmd" in
   start)
-    if [ -f "$DIR/data/postmaster.pid" ] && as_user "$BIN/pg_ctl" -D "$DIR/data" status >/dev/null 2>&1; then
-      echo "export HALLGATE_TEST_POSTGRES=postgres://hallgate@127.0.0.1:$PORT/postgres"
+    if [ -f "$DIR/data/postmaster.pid" ] && [ -f "$DIR/tls/ca.pem" ] \
+      && as_user "$BIN/pg_ctl" -D "$DIR/data" status >/dev/null 2>&1; then
+      exports
       exit 0
+    fi
+    if [ -f "$DIR/data/postmaster.pid" ]; then
+      as_user "$BIN/pg_ctl" -D "$DIR/data" -m fast stop >/dev/null 2>&1 || true
     fi
     rm -rf "$DIR"
     mkdir -p "$DIR"
     [ "$(id -u)" = 0 ] && chown "$RUNAS" "$DIR"
+    make_certs
     as_user "$BIN/initdb" -D "$DIR/data" -A trust -U hallgate -E UTF8 --no-locale >/dev/null
     as_user "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w \
-      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c max_connections=300 -c shared_buffers=128MB" \
+      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c max_connections=300 -c shared_buffers=128MB -c ssl=on -c ssl_cert_file=$DIR/tls/server.pem -c ssl_key_file=$DIR/tls/server.key" \
       start >/dev/null
-    echo "export HALLGATE_TEST_POSTGRES=postgres://hallgate@127.0.0.1:$PORT/postgres"
+    exports
     ;;
   stop)
     as_user "$BIN/pg_ctl" -D "$DIR/data" -m fast stop >/dev/null 2>&1 || true

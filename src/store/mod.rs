@@ -6,6 +6,7 @@
 //! records, one delivery row per destination, the idempotency key and the audit
 //! events — is written in ONE transaction before the sender hears `202`.
 
+mod pg_tls;
 mod plan;
 mod postgres;
 mod sqlite;
@@ -30,6 +31,8 @@ pub enum StoreError {
     BadUrl(String),
     #[error("cannot open store at {path}: {reason}")]
     Open { path: String, reason: String },
+    #[error("PostgreSQL TLS: {0}")]
+    Tls(String),
     #[error(
         "store is locked by another running gateway ({0}); stop it first or use PostgreSQL for several instances"
     )]
@@ -72,10 +75,12 @@ impl StoreUrl {
         }
     }
 
-    /// Resolve a relative path against the config file's folder.
+    /// Resolve a relative path (an SQLite file, a PostgreSQL `sslrootcert`) against
+    /// the config file's folder.
     pub fn resolve(self, base: &Path) -> StoreUrl {
         match self {
             StoreUrl::Sqlite(p) if p.is_relative() => StoreUrl::Sqlite(base.join(p)),
+            StoreUrl::Postgres(url) => StoreUrl::Postgres(pg_tls::resolve(&url, base)),
             other => other,
         }
     }
@@ -577,7 +582,10 @@ pub async fn open(
     match url {
         StoreUrl::Sqlite(path) => Ok(std::sync::Arc::new(SqliteStore::open(path, options, mode)?)),
         StoreUrl::Postgres(url) => {
-            let mut config: tokio_postgres::Config = url
+            let tls = pg_tls::settings(url)?;
+            let connector = pg_tls::Connector::new(&tls)?;
+            let mut config: tokio_postgres::Config = tls
+                .url
                 .parse()
                 .map_err(|e: tokio_postgres::Error| StoreError::BadUrl(format!("{e}")))?;
             if config.get_password().is_none()
@@ -586,7 +594,7 @@ pub async fn open(
                 config.password(pw);
             }
             Ok(std::sync::Arc::new(
-                PostgresStore::open(config, options, mode).await?,
+                PostgresStore::open(config, connector, tls.mode, options, mode).await?,
             ))
         }
     }

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use futures_util::future::{try_join, try_join_all};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
+use tokio_postgres::{Client, Row, Statement, Transaction};
+
+use super::pg_tls::{Connector, SslMode};
 
 use super::{
     AcceptOutcome, AcceptResponse, AuditFilter, AuditMeta, CatalogueChange, CatalogueItem,
@@ -253,17 +255,39 @@ pub struct PostgresStore {
     alg: HashAlg,
 }
 
-async fn connect(config: &tokio_postgres::Config) -> Result<Client, StoreError> {
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| StoreError::Open {
-        path: describe(config),
-        reason: e.to_string(),
-    })?;
+async fn connect(
+    config: &tokio_postgres::Config,
+    tls: &Connector,
+    mode: SslMode,
+) -> Result<Client, StoreError> {
+    let (client, connection) = config
+        .connect(tls.clone())
+        .await
+        .map_err(|e| StoreError::Open {
+            path: format!("{} (sslmode={})", describe(config), mode.as_str()),
+            reason: error_chain(&e),
+        })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::error!(error = %e, "PostgreSQL connection closed");
         }
     });
     Ok(client)
+}
+
+/// An error and its causes (a TLS handshake failure says why only in its source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Where a config points, without its password, for messages.
@@ -287,12 +311,14 @@ fn describe(config: &tokio_postgres::Config) -> String {
 impl PostgresStore {
     /// Connect, migrate and start the writer. Several instances may open the same
     /// database; `mode` makes no difference here (there is no file to lock).
-    pub async fn open(
+    pub(crate) async fn open(
         config: tokio_postgres::Config,
+        tls: Connector,
+        ssl_mode: SslMode,
         options: &StoreOptions,
         _mode: OpenMode,
     ) -> Result<PostgresStore, StoreError> {
-        let mut writer = connect(&config).await?;
+        let mut writer = connect(&config, &tls, ssl_mode).await?;
         migrate(&mut writer).await?;
         let alg = {
             let tx = writer.transaction().await?;
@@ -329,7 +355,7 @@ impl PostgresStore {
             tx.commit().await?;
             alg
         };
-        let reader = connect(&config).await?;
+        let reader = connect(&config, &tls, ssl_mode).await?;
         let (tx, rx) = mpsc::channel(8192);
         tokio::spawn(writer_loop(writer, rx, alg, options.retain_payloads));
         Ok(PostgresStore {
