@@ -562,9 +562,51 @@ fn map_big(path: &Path, jobs: &str) -> (i32, String, String) {
 #[test]
 fn large_inputs_decoded_on_several_threads_give_the_serial_output() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, Vec<u8>, i32); 4] = [
+    let cases: [(&str, Vec<u8>, i32); 7] = [
         // Plain: cut in parts, decoded in parallel.
         ("plain", big_zj(2500, "\n", b"</RECORDS>\n"), 0),
+        // The same in GB18030 (each part keeps the declaration and is transcoded on
+        // its own thread).
+        (
+            "gb18030",
+            {
+                let body = big_zj(2500, "\n", b"</RECORDS>\n");
+                let (text, _, bad) = encoding_rs::GBK.decode(&body);
+                assert!(!bad);
+                let text = text.replacen("encoding=\"gb2312\"", "encoding=\"gb18030\"", 1);
+                let (bytes, _, bad) = encoding_rs::GB18030.encode(&text);
+                assert!(!bad);
+                bytes.into_owned()
+            },
+            0,
+        ),
+        // A comment before the first record holds its start tag, and comments sit
+        // between records: a part must not begin inside that first comment (it would
+        // swallow records up to the next `-->` without an error).
+        (
+            "record tag in a leading comment",
+            {
+                let body = big_zj(2500, "<!-- x -->\n", b"</RECORDS>\n");
+                let at = find(&body, b"<RECORD>").unwrap();
+                let mut b = body[..at].to_vec();
+                b.extend_from_slice(b"<!-- <RECORD> -->\n");
+                b.extend_from_slice(&body[at..]);
+                b
+            },
+            0,
+        ),
+        // After the last record, more than a part's worth of comment: the last part
+        // holds no record.
+        (
+            "long tail",
+            {
+                let mut tail = b"<!-- ".to_vec();
+                tail.extend(std::iter::repeat_n(b'x', 3 << 20));
+                tail.extend_from_slice(b" -->\n</RECORDS>\n");
+                big_zj(2500, "\n", &tail)
+            },
+            0,
+        ),
         // Every record followed by a comment holding the end tag: some cuts land in a
         // comment, those parts fail on their own, and the input is decoded whole.
         (

@@ -134,47 +134,10 @@ fn xml_parts<'a>(
 ) -> Option<Parts<'a>> {
     let text = xml::to_text(body).ok()?;
     let root = xml::root_name(&text, limits).ok()?;
-    // The record element's name: the same for every mapping that reads this root, and
-    // below the document element.
-    let mut name: Option<&str> = None;
-    for m in candidates.iter().filter(|m| m.format == Format::Xml) {
-        for r in &m.roots {
-            let names: Vec<&str> = r
-                .steps
-                .iter()
-                .map(|s| match s {
-                    Step::Name(n) => Some(n.as_str()),
-                    _ => None,
-                })
-                .collect::<Option<_>>()?;
-            if names.first() != Some(&root.as_str()) {
-                continue;
-            }
-            let last = *names.last()?;
-            if names.len() < 2 || name.is_some_and(|n| n != last) {
-                return None;
-            }
-            name = Some(last);
-        }
-    }
-    let name = name?;
-    let open = format!("<{name}");
+    let (name, _) = record_name(candidates, &root)?;
     let close = format!("</{name}>");
     let t = text.as_ref();
-    // The first record's start tag.
-    let mut first_start = None;
-    let mut from = 0;
-    while let Some(p) = t[from..].find(&open) {
-        let at = from + p;
-        match t.as_bytes().get(at + open.len()) {
-            Some(b' ' | b'\t' | b'\r' | b'\n' | b'>' | b'/') => {
-                first_start = Some(at);
-                break;
-            }
-            _ => from = at + open.len(),
-        }
-    }
-    let first_start = first_start?;
+    let first_start = start_tag(t.as_bytes(), name)?;
     let last_end = t.rfind(&close)? + close.len();
     if last_end <= first_start {
         return None;
@@ -188,7 +151,7 @@ fn xml_parts<'a>(
     } else {
         lead
     };
-    if prefix_start > first_start {
+    if prefix_start > first_start || !xml::open_prefix(&t[..first_start]) {
         return None;
     }
     let mut cuts = vec![first_start];
@@ -218,4 +181,128 @@ fn xml_parts<'a>(
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The record element's name below the document element `root`, and how deep the
+/// records sit (2 for `RECORDS/RECORD`): the same for every mapping that reads this
+/// root, or None.
+fn record_name<'m>(candidates: &[&'m Arc<Mapping>], root: &str) -> Option<(&'m str, usize)> {
+    let mut found: Option<(&str, usize)> = None;
+    for m in candidates.iter().filter(|m| m.format == Format::Xml) {
+        for r in &m.roots {
+            let names: Vec<&str> = r
+                .steps
+                .iter()
+                .map(|s| match s {
+                    Step::Name(n) => Some(n.as_str()),
+                    _ => None,
+                })
+                .collect::<Option<_>>()?;
+            if names.first() != Some(&root) {
+                continue;
+            }
+            let last = *names.last()?;
+            if names.len() < 2 || found.is_some_and(|(n, d)| n != last || d != names.len()) {
+                return None;
+            }
+            found = Some((last, names.len()));
+        }
+    }
+    found
+}
+
+/// Where the first `<name` start tag is (followed by a space, `>` or `/`).
+fn start_tag(bytes: &[u8], name: &str) -> Option<usize> {
+    let open = format!("<{name}");
+    let mut from = 0;
+    while let Some(p) = find(&bytes[from..], open.as_bytes()) {
+        let at = from + p;
+        match bytes.get(at + open.len()) {
+            Some(b' ' | b'\t' | b'\r' | b'\n' | b'>' | b'/') => return Some(at),
+            _ => from = at + open.len(),
+        }
+    }
+    None
+}
+
+/// How an XML file is read part by part without holding it whole: each part is
+/// `head` (everything before the first record: BOM, declaration, the document
+/// element's start tag) + whole records + `tail` (the document element's end tag),
+/// and the last one `head` + the rest of the file. Parts keep the file's encoding
+/// (and its declaration), so each is transcoded on its own thread.
+pub struct XmlStream {
+    pub head: Vec<u8>,
+    /// Where the first record starts in the bytes given to [`xml_stream`].
+    pub body_start: usize,
+    /// The record's end tag (`</RECORD>`): a part ends just after one.
+    pub close: Vec<u8>,
+    pub tail: Vec<u8>,
+}
+
+/// Whether an XML file whose first bytes are `start` can be read part by part: in
+/// UTF-8 or the GB encodings (where `<` is never part of a longer character, so an
+/// end tag found in the bytes is one), records right below the document element,
+/// the first of them within `start`.
+pub fn xml_stream(
+    set: &MappingSet,
+    kind: Option<Kind>,
+    limits: &Limits,
+    start: &[u8],
+) -> Option<XmlStream> {
+    let (encoding, bom) = match encoding_rs::Encoding::for_bom(start) {
+        Some((e, n)) => (e, n),
+        None => (xml::declared(start).ok()?.unwrap_or(encoding_rs::UTF_8), 0),
+    };
+    if ![encoding_rs::UTF_8, encoding_rs::GBK, encoding_rs::GB18030].contains(&encoding) {
+        return None;
+    }
+    // Enough text to name the document element (a character cut at the end of
+    // `start` does not matter here).
+    let (text, _) = encoding.decode_without_bom_handling(&start[bom..]);
+    let root = xml::root_name(&text, limits).ok()?;
+    let candidates: Vec<&Arc<Mapping>> = set
+        .mappings
+        .iter()
+        .filter(|m| kind.is_none_or(|k| m.kind == k))
+        .collect();
+    let (name, depth) = record_name(&candidates, &root)?;
+    if depth != 2 {
+        return None; // the tail would have to close more than the document element
+    }
+    let body_start = start_tag(start, name)?;
+    // The document element's name as written (perhaps with a prefix): the first start
+    // tag that is not a declaration, processing instruction, comment or DOCTYPE.
+    let mut at = bom;
+    let qname = loop {
+        let lt = at + start[at..body_start].iter().position(|b| *b == b'<')?;
+        match start.get(lt + 1) {
+            Some(b'?' | b'!') => at = lt + 1,
+            _ => {
+                let rest = &start[lt + 1..body_start];
+                let end = rest
+                    .iter()
+                    .position(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'>' | b'/'))?;
+                break &rest[..end];
+            }
+        }
+    };
+    let local = qname.rsplit(|b| *b == b':').next()?;
+    if local != root.as_bytes() {
+        return None;
+    }
+    // The head must end in the document element's content, not in a comment that
+    // happens to hold `<RECORD`: a part would read differently otherwise.
+    let (head_text, _) = encoding.decode_without_bom_handling(&start[bom..body_start]);
+    if !xml::open_prefix(&head_text) {
+        return None;
+    }
+    let mut tail = b"</".to_vec();
+    tail.extend_from_slice(qname);
+    tail.push(b'>');
+    Some(XmlStream {
+        head: start[..body_start].to_vec(),
+        body_start,
+        close: format!("</{name}>").into_bytes(),
+        tail,
+    })
 }

@@ -77,15 +77,24 @@ impl PartSource for InMemory<'_, '_> {
     }
 }
 
-/// A JSON-lines file read part by part while the threads decode: the file is never
-/// held whole, and decoding starts with its first part.
+/// How a streamed file is cut into parts.
+enum Framing {
+    /// After a newline.
+    JsonLines,
+    /// After a record's end tag; see [`super::split::XmlStream`].
+    Xml(super::split::XmlStream),
+}
+
+/// A large JSON-lines or XML file read part by part while the threads decode: the
+/// file is never held whole, and decoding starts with its first part.
 struct Streamed {
     state: std::sync::Mutex<StreamState>,
+    framing: Framing,
 }
 
 struct StreamState {
     file: std::fs::File,
-    /// Bytes read after the last newline of the previous part.
+    /// Bytes read after the end of the previous part.
     carry: Vec<u8>,
     next: usize,
     done: bool,
@@ -93,7 +102,8 @@ struct StreamState {
 }
 
 impl Streamed {
-    fn open(path: &Path) -> std::io::Result<Streamed> {
+    /// A JSON-lines file.
+    fn json_lines(path: &Path) -> std::io::Result<Streamed> {
         Ok(Streamed {
             state: std::sync::Mutex::new(StreamState {
                 file: std::fs::File::open(path)?,
@@ -102,7 +112,45 @@ impl Streamed {
                 done: false,
                 failed: false,
             }),
+            framing: Framing::JsonLines,
         })
+    }
+
+    /// An XML file whose start shows it can be cut (None if it cannot).
+    fn xml(set: &MappingSet, req: &MapRequest, path: &Path) -> Option<Streamed> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path).ok()?;
+        let mut start = Vec::new();
+        (&mut file)
+            .take(HEAD_BYTES as u64)
+            .read_to_end(&mut start)
+            .ok()?;
+        let stream = super::split::xml_stream(set, req.kind, req.limits, &start)?;
+        Some(Streamed {
+            state: std::sync::Mutex::new(StreamState {
+                file,
+                carry: start[stream.body_start..].to_vec(),
+                next: 0,
+                done: false,
+                failed: false,
+            }),
+            framing: Framing::Xml(stream),
+        })
+    }
+}
+
+/// The first record of an XML file to be streamed must start within this many bytes.
+const HEAD_BYTES: usize = 1 << 20;
+
+/// Where the bytes read so far may be cut: just after the last newline, or the last
+/// record end tag.
+fn cut_at(framing: &Framing, buf: &[u8]) -> Option<usize> {
+    match framing {
+        Framing::JsonLines => buf.iter().rposition(|b| *b == b'\n').map(|nl| nl + 1),
+        Framing::Xml(x) => buf
+            .windows(x.close.len())
+            .rposition(|w| w == x.close.as_slice())
+            .map(|p| p + x.close.len()),
     }
 }
 
@@ -116,6 +164,13 @@ impl PartSource for Streamed {
         let mut buf = std::mem::take(&mut g.carry);
         buf.reserve(PART_BYTES + 4096);
         loop {
+            if buf.len() >= PART_BYTES
+                && let Some(cut) = cut_at(&self.framing, &buf)
+            {
+                g.carry = buf[cut..].to_vec();
+                buf.truncate(cut);
+                break;
+            }
             let start = buf.len();
             buf.resize(start + PART_BYTES, 0);
             let n = match g.file.read(&mut buf[start..]) {
@@ -131,27 +186,39 @@ impl PartSource for Streamed {
                 g.done = true;
                 break;
             }
-            if buf.len() >= PART_BYTES
-                && let Some(nl) = buf.iter().rposition(|b| *b == b'\n')
-            {
-                g.carry = buf[nl + 1..].to_vec();
-                buf.truncate(nl + 1);
-                break;
-            }
-        }
-        if g.next == 0 && buf.starts_with(b"\xEF\xBB\xBF") {
-            buf.drain(..3);
-        }
-        if buf.iter().all(u8::is_ascii_whitespace) {
-            g.done = true;
-            return None;
         }
         let i = g.next;
+        let part = match &self.framing {
+            Framing::JsonLines => {
+                if i == 0 && buf.starts_with(b"\xEF\xBB\xBF") {
+                    buf.drain(..3);
+                }
+                if buf.iter().all(u8::is_ascii_whitespace) {
+                    g.done = true;
+                    return None;
+                }
+                buf
+            }
+            Framing::Xml(x) => {
+                // The last part runs to the end of the file, which closes the document.
+                let tail: &[u8] = if g.done { b"" } else { &x.tail };
+                let mut part = Vec::with_capacity(x.head.len() + buf.len() + tail.len());
+                part.extend_from_slice(&x.head);
+                part.extend_from_slice(&buf);
+                part.extend_from_slice(tail);
+                part
+            }
+        };
         g.next += 1;
-        Some((i, std::borrow::Cow::Owned(buf)))
+        Some((i, std::borrow::Cow::Owned(part)))
     }
     fn content_type(&self) -> &str {
-        "application/x-ndjson"
+        match self.framing {
+            Framing::JsonLines => "application/x-ndjson",
+            // Each part has the file's own declaration, so it is transcoded as the
+            // file would be.
+            Framing::Xml(_) => "application/xml",
+        }
     }
     fn count(&self) -> Option<usize> {
         let g = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -184,6 +251,14 @@ fn map_parts(
         for _ in 0..req.jobs {
             scope.spawn(|| {
                 loop {
+                    // Finished parts wait for the writer; past a few, stop taking
+                    // more (a slow reader of the output must not make them pile up).
+                    {
+                        let mut g = results.lock().unwrap_or_else(|p| p.into_inner());
+                        while g.len() >= 2 * req.jobs && !abort.load(Ordering::Relaxed) {
+                            g = ready.wait(g).unwrap_or_else(|p| p.into_inner());
+                        }
+                    }
                     if abort.load(Ordering::Relaxed) {
                         return;
                     }
@@ -215,8 +290,14 @@ fn map_parts(
                         },
                     );
                     drop(text);
+                    // A part with no record (the end of a file after its last record)
+                    // is fine here: the whole input had records if others had.
+                    let result = match result {
+                        Ok(()) | Err(super::DecodeError::NoRecords(_)) => Ok(done),
+                        Err(_) => Err(()),
+                    };
                     let mut g = results.lock().unwrap_or_else(|p| p.into_inner());
-                    g.insert(i, result.map(|()| done).map_err(|_| ()));
+                    g.insert(i, result);
                     ready.notify_all();
                 }
             });
@@ -229,6 +310,7 @@ fn map_parts(
                 let mut g = results.lock().unwrap_or_else(|p| p.into_inner());
                 loop {
                     if let Some(p) = g.remove(&i) {
+                        ready.notify_all(); // a worker may be waiting for room
                         break Some(p);
                     }
                     // The source is exhausted and part i was never made.
@@ -241,9 +323,17 @@ fn map_parts(
             let Some(part) = part else {
                 break;
             };
-            let Ok(done) = part else {
-                abort.store(true, Ordering::Relaxed);
-                return Err(written);
+            // A part that cannot stand alone, or one past the record limit the whole
+            // input is held to: the serial decode goes on from here.
+            let done = match part {
+                Ok(done) if written + done.records <= req.limits.max_records => done,
+                _ => {
+                    // Under the lock, so a worker waiting for room cannot miss it.
+                    let _g = results.lock().unwrap_or_else(|p| p.into_inner());
+                    abort.store(true, Ordering::Relaxed);
+                    ready.notify_all();
+                    return Err(written);
+                }
             };
             let _ = out.write_all(&done.lines);
             for (_, errors) in done.rejects {
@@ -256,7 +346,8 @@ fn map_parts(
             written += done.records;
             i += 1;
         }
-        if source.failed() {
+        // A read error, or no record at all (the serial decode says so).
+        if source.failed() || written == 0 {
             return Err(written);
         }
         Ok(code)
@@ -290,20 +381,25 @@ pub fn map(set: &MappingSet, req: &MapRequest, out: &mut dyn Write, err: &mut dy
             .map(str::to_string)
             .or_else(|| guess_content_type(input));
         let mut skip = 0;
-        // A large JSON-lines file is read part by part while it is decoded.
+        // A large JSON-lines or XML file is read part by part while it is decoded.
         let size = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0);
-        if req.jobs > 1
+        let essence = ct.as_deref().map(crate::codec::essence);
+        let streamed = if req.jobs > 1
             && input != Path::new("-")
-            && ct.as_deref().is_some_and(|t| {
-                matches!(
-                    crate::codec::essence(t).as_str(),
-                    "application/x-ndjson" | "application/jsonl" | "application/json-lines"
-                )
-            })
             && size >= 2 * PART_BYTES as u64
             && size <= req.limits.max_body_bytes as u64
-            && let Ok(stream) = Streamed::open(input)
         {
+            match essence.as_deref() {
+                Some("application/x-ndjson" | "application/jsonl" | "application/json-lines") => {
+                    Streamed::json_lines(input).ok()
+                }
+                Some("application/xml" | "text/xml") | None => Streamed::xml(set, req, input),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        if let Some(stream) = streamed {
             match map_parts(set, &stream, req, &label, out, err) {
                 Ok(c) => {
                     code = code.max(c);

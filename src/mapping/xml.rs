@@ -228,7 +228,9 @@ pub(crate) fn to_text(bytes: &[u8]) -> Result<Cow<'_, str>, DecodeError> {
 }
 
 /// The encoding named in `<?xml … encoding="…"?>`, if any.
-fn declared(bytes: &[u8]) -> Result<Option<&'static encoding_rs::Encoding>, DecodeError> {
+pub(crate) fn declared(
+    bytes: &[u8],
+) -> Result<Option<&'static encoding_rs::Encoding>, DecodeError> {
     let head = &bytes[..bytes.len().min(256)];
     let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
     let start = head
@@ -314,6 +316,35 @@ pub(crate) fn root_name(text: &str, limits: &Limits) -> Result<String, DecodeErr
         }
         if pos > limits.max_body_bytes {
             return Err(DecodeError::Empty);
+        }
+    }
+}
+
+/// Whether `text` is the start of a document that stops in the document element's
+/// content (depth 1): not inside a comment, CDATA section, tag or child element. A
+/// part made of it and whole records then reads as the same document does.
+pub(crate) fn open_prefix(text: &str) -> bool {
+    let mut reader = Reader::from_str(text);
+    reader.config_mut().check_end_names = true;
+    let mut depth = 0usize;
+    let mut seen_root = false;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(_)) => {
+                if depth == 0 && seen_root {
+                    return false;
+                }
+                depth += 1;
+                seen_root = true;
+            }
+            Ok(Event::Empty(_)) if depth == 0 => return false,
+            Ok(Event::End(_)) => match depth.checked_sub(1) {
+                Some(0) | None => return false,
+                Some(d) => depth = d,
+            },
+            Ok(Event::DocType(_)) | Err(_) => return false,
+            Ok(Event::Eof) => return depth == 1,
+            Ok(_) => {}
         }
     }
 }
