@@ -2,7 +2,8 @@
 # Start a throwaway PostgreSQL on loopback, as an unprivileged user, in a temporary
 # folder, for the test suite. It takes plain and TLS connections (a certificate for
 # 127.0.0.1 from a throwaway CA made with openssl). Prints the export lines for
-# HALLGATE_TEST_POSTGRES and HALLGATE_TEST_POSTGRES_CA (that CA, PEM).
+# HALLGATE_TEST_POSTGRES, HALLGATE_TEST_POSTGRES_CA (that CA, PEM) and
+# HALLGATE_TEST_POSTGRES_SOCKET (the folder of its Unix socket).
 #
 #   eval "$(bash scripts/pg-test-server.sh start)"   # then: cargo test
 #   bash scripts/pg-test-server.sh stop
@@ -40,6 +41,7 @@ fi
 exports() {
   echo "export HALLGATE_TEST_POSTGRES=postgres://hallgate@127.0.0.1:$PORT/postgres"
   echo "export HALLGATE_TEST_POSTGRES_CA=$DIR/tls/ca.pem"
+  echo "export HALLGATE_TEST_POSTGRES_SOCKET=$DIR"
 }
 
 # A CA and a server certificate for 127.0.0.1 (EC P-256), the key readable by the

@@ -640,8 +640,13 @@ impl Config {
         if let Err(e) = crate::audit::HashAlg::parse(&self.audit.hash) {
             err(0..0, format!("audit.hash: {e}"));
         }
-        if let Err(e) = crate::store::StoreUrl::parse(self.gateway.store.get_ref()) {
-            err(self.gateway.store.span(), format!("gateway.store: {e}"));
+        match crate::store::StoreUrl::parse(self.gateway.store.get_ref()) {
+            Err(e) => err(self.gateway.store.span(), format!("gateway.store: {e}")),
+            Ok(url) => {
+                if let Err(e) = crate::store::check_url(&url.resolve(&self.base_dir())) {
+                    err(self.gateway.store.span(), format!("gateway.store: {e}"));
+                }
+            }
         }
         for (id, node) in &self.nodes {
             let n = node.get_ref();

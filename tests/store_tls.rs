@@ -162,6 +162,46 @@ async fn verify_full_compares_the_host_name_and_verify_ca_does_not() {
     assert!(encrypted(&app).await.iter().all(|ssl| *ssl));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_connects_without_tls_whatever_the_default() {
+    let dir = std::env::var("HALLGATE_TEST_POSTGRES_SOCKET")
+        .expect("HALLGATE_TEST_POSTGRES_SOCKET: run the tests with `bash scripts/test.sh`");
+    let db = pg::fresh_database().await;
+    let name = db.rsplit('/').next().expect("database name");
+    let port = pg::base_url()
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next().map(str::to_string))
+        .expect("port");
+    let socket = percent_encoding::utf8_percent_encode(&dir, percent_encoding::NON_ALPHANUMERIC);
+    for query in ["", "?sslmode=disable", "?sslmode=prefer"] {
+        let url = format!("postgres://hallgate@{socket}:{port}/{name}{query}");
+        let store = open(&url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        let before = store
+            .audit_count(AuditFilter::default())
+            .await
+            .expect("read");
+        store
+            .audit(Event::new(now_ms(), EventKind::Rejected))
+            .await
+            .expect("write");
+        assert_eq!(
+            store
+                .audit_count(AuditFilter::default())
+                .await
+                .expect("read"),
+            before + 1,
+            "{url}"
+        );
+    }
+    // TLS cannot be had over a socket: require says so.
+    let url = format!("postgres://hallgate@{socket}:{port}/{name}?sslmode=require");
+    let err = match open(&url).await {
+        Ok(_) => panic!("require over a Unix socket connected"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("does not support TLS"), "{err}");
+}
+
 #[tokio::test]
 async fn tls_settings_that_cannot_work_are_refused_before_connecting() {
     let db = "postgres://hallgate@127.0.0.1:1/nothing";
@@ -173,6 +213,14 @@ async fn tls_settings_that_cannot_work_are_refused_before_connecting() {
             "/no/such/ca.pem",
         ),
         (format!("{db}?sslcert=client.pem"), "not supported"),
+        (
+            format!("{db}?sslmode=require&sslrootcert="),
+            "sslrootcert is empty",
+        ),
+        (
+            format!("{db}?channel_binding=require"),
+            "channel_binding=require is not supported",
+        ),
     ] {
         match open(&url).await {
             Ok(_) => panic!("{url} opened"),
@@ -183,4 +231,92 @@ async fn tls_settings_that_cannot_work_are_refused_before_connecting() {
             }
         }
     }
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).expect("copy");
+        }
+    }
+}
+
+/// The shipped config and what it reads, in a folder, with `store` replaced.
+fn config_with_store(dir: &std::path::Path, store: &str) -> std::path::PathBuf {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    copy_tree(&repo.join("mappings"), &dir.join("mappings"));
+    copy_tree(&repo.join("examples"), &dir.join("examples"));
+    let text = std::fs::read_to_string(repo.join("hallgate.toml")).expect("config");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("store = "))
+        .expect("a store line");
+    let path = dir.join("hallgate.toml");
+    std::fs::write(
+        &path,
+        text.replacen(line, &format!("store = \"{store}\""), 1),
+    )
+    .expect("write config");
+    path
+}
+
+fn hallgate(config: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hallgate"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run hallgate");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_checks_tls_settings_and_says_a_failure_once() {
+    let db = pg::fresh_database().await;
+    // `hallgate check` refuses what `serve` would, naming the key and its line.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_with_store(dir.path(), &format!("{db}?sslmode=verify-full"));
+    let (code, out) = hallgate(&config, &["check"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains(": gateway.store: PostgreSQL TLS: sslmode=verify-full needs sslrootcert"),
+        "{out}"
+    );
+    // A CA beside the config, named relative to it: check passes, and a tool opens
+    // the store over TLS.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(ca(), dir.path().join("pg-ca.pem")).expect("copy CA");
+    let config = config_with_store(
+        dir.path(),
+        &format!("{db}?sslmode=verify-full&sslrootcert=pg-ca.pem"),
+    );
+    let (code, out) = hallgate(&config, &["check"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = hallgate(&config, &["audit", "verify"]);
+    assert_eq!(code, 0, "{out}");
+    // The wrong CA: the handshake error, said once, with what it means.
+    let other = other_ca(dir.path());
+    let config = config_with_store(
+        dir.path(),
+        &format!("{db}?sslmode=verify-full&sslrootcert={}", other.display()),
+    );
+    let (code, out) = hallgate(&config, &["audit", "verify"]);
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(out.matches("UnknownIssuer").count(), 1, "{out}");
+    assert!(
+        out.contains("does not chain to a CA in sslrootcert"),
+        "{out}"
+    );
 }

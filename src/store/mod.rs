@@ -86,6 +86,15 @@ impl StoreUrl {
     }
 }
 
+/// Check a store URL's settings without connecting (for `hallgate check`): the
+/// PostgreSQL TLS options and the CA file they name.
+pub fn check_url(url: &StoreUrl) -> Result<(), StoreError> {
+    if let StoreUrl::Postgres(url) = url {
+        pg_tls::Connector::new(&pg_tls::settings(url)?)?;
+    }
+    Ok(())
+}
+
 /// A boxed future, so that engines can be chosen at run time (`Arc<dyn Store>`).
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 

@@ -15,6 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -26,8 +27,35 @@ use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
 
 use super::StoreError;
 
-/// Where the system's CA bundle is on Debian and its derivatives (`sslrootcert=system`).
-const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// Where the system's CA bundle is (`sslrootcert=system`): `SSL_CERT_FILE` if set,
+/// else Debian's and its derivatives', else that of Red Hat and its derivatives
+/// (openEuler, Kylin).
+fn system_bundle() -> PathBuf {
+    if let Some(f) = std::env::var_os("SSL_CERT_FILE") {
+        return PathBuf::from(f);
+    }
+    [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"))
+}
+
+/// What to do about a failed handshake, for the error message.
+pub fn hint(reason: &str) -> &'static str {
+    if reason.contains("UnknownIssuer") {
+        " (the server's certificate does not chain to a CA in sslrootcert)"
+    } else if reason.contains("not valid for name") {
+        " (the certificate does not name the host in the URL: connect by a name it has, or use verify-ca)"
+    } else if reason.contains("does not support TLS") {
+        " (the server has ssl=off; sslmode=prefer would connect without TLS)"
+    } else {
+        ""
+    }
+}
 
 /// `sslmode`, as libpq spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,21 +112,31 @@ pub struct Settings {
     pub url: String,
 }
 
-/// Read `sslmode` and `sslrootcert` out of a `postgres://` URL.
+/// Read `sslmode` and `sslrootcert` out of a `postgres://` URL; where the URL has
+/// none, `PGSSLMODE` and `PGSSLROOTCERT` from the environment, as libpq does.
 pub fn settings(url: &str) -> Result<Settings, StoreError> {
+    settings_with(url, |k| std::env::var(k).ok())
+}
+
+fn settings_with(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<Settings, StoreError> {
     let (head, query) = match url.split_once('?') {
         Some((h, q)) => (h, q),
         None => (url, ""),
     };
-    let mut mode = SslMode::Prefer;
+    let mut mode = None;
     let mut root_cert = None;
     let mut kept: Vec<String> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let decoded = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
         match key {
-            "sslmode" => mode = SslMode::parse(&decoded)?,
-            "sslrootcert" => root_cert = Some(PathBuf::from(decoded.as_ref())),
+            "sslmode" => mode = Some(SslMode::parse(&decoded)?),
+            "sslrootcert" => root_cert = Some(decoded.into_owned()),
+            "channel_binding" if decoded == "require" => {
+                return Err(tls_err(
+                    "channel_binding=require is not supported: hallgate does not bind SCRAM to the TLS channel (leave it out, or use prefer)",
+                ));
+            }
             "sslcert" | "sslkey" | "sslpassword" | "sslcrl" => {
                 return Err(tls_err(format!(
                     "`{key}` is not supported (client certificates to PostgreSQL); use a password (PGPASSWORD)"
@@ -107,6 +145,23 @@ pub fn settings(url: &str) -> Result<Settings, StoreError> {
             _ => kept.push(pair.to_string()),
         }
     }
+    let mode = match mode {
+        Some(m) => m,
+        None => match env("PGSSLMODE") {
+            Some(m) => SslMode::parse(&m).map_err(|e| match e {
+                StoreError::Tls(msg) => tls_err(format!("PGSSLMODE: {msg}")),
+                other => other,
+            })?,
+            None => SslMode::Prefer,
+        },
+    };
+    let root_cert = root_cert.or_else(|| env("PGSSLROOTCERT"));
+    if root_cert.as_deref().is_some_and(|r| r.trim().is_empty()) {
+        return Err(tls_err(
+            "sslrootcert is empty: name a PEM file of CA certificates, or `system`",
+        ));
+    }
+    let root_cert = root_cert.map(PathBuf::from);
     if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) && root_cert.is_none() {
         return Err(tls_err(format!(
             "sslmode={} needs sslrootcert=FILE (the PEM of the CA that signed the server's certificate) or sslrootcert=system",
@@ -165,27 +220,41 @@ const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 #[derive(Clone)]
 pub struct Connector {
     config: Option<Arc<ClientConfig>>,
+    /// Set once a handshake succeeded (with `prefer`, the server may offer no TLS).
+    encrypted: Arc<AtomicBool>,
+}
+
+impl Connector {
+    /// Whether a connection made with it was encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.encrypted.load(Ordering::Relaxed)
+    }
 }
 
 impl Connector {
     pub fn new(s: &Settings) -> Result<Connector, StoreError> {
         if s.mode == SslMode::Disable {
-            return Ok(Connector { config: None });
+            return Ok(Connector {
+                config: None,
+                encrypted: Arc::default(),
+            });
         }
         let provider = crate::auth::tls::provider();
         let verifier: Arc<dyn ServerCertVerifier> = match &s.root_cert {
             None => Arc::new(Unauthenticated(provider.clone())),
             Some(path) => {
                 let path = if path == Path::new("system") {
-                    PathBuf::from(SYSTEM_BUNDLE)
+                    system_bundle()
                 } else {
                     path.clone()
                 };
                 let mut roots = rustls::RootCertStore::empty();
-                for c in crate::auth::tls::load_certs(&path).map_err(tls_err)? {
+                let certs = crate::auth::tls::load_certs(&path)
+                    .map_err(|e| tls_err(format!("sslrootcert {e}")))?;
+                for c in certs {
                     roots
                         .add(c)
-                        .map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
+                        .map_err(|e| tls_err(format!("sslrootcert {}: {e}", path.display())))?;
                 }
                 let webpki =
                     WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -206,6 +275,7 @@ impl Connector {
             .with_no_client_auth();
         Ok(Connector {
             config: Some(Arc::new(config)),
+            encrypted: Arc::default(),
         })
     }
 }
@@ -316,12 +386,14 @@ where
     type TlsConnect = Connect;
     type Error = io::Error;
 
+    /// `domain` is empty for a Unix socket (PostgreSQL offers no TLS there, so a
+    /// handshake is never asked for); a name that cannot be one fails at the
+    /// handshake, not here.
     fn make_tls_connect(&mut self, domain: &str) -> io::Result<Connect> {
-        let name = ServerName::try_from(domain.to_string())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         Ok(Connect {
             config: self.config.clone(),
-            name,
+            name: ServerName::try_from(domain.to_string()).ok(),
+            encrypted: self.encrypted.clone(),
         })
     }
 }
@@ -329,7 +401,8 @@ where
 /// One connection's handshake.
 pub struct Connect {
     config: Option<Arc<ClientConfig>>,
-    name: ServerName<'static>,
+    name: Option<ServerName<'static>>,
+    encrypted: Arc<AtomicBool>,
 }
 
 impl<S> TlsConnect<S> for Connect
@@ -345,9 +418,15 @@ where
             let Some(config) = self.config else {
                 return Err(io::Error::other("TLS is disabled (sslmode=disable)"));
             };
+            let Some(name) = self.name else {
+                return Err(io::Error::other(
+                    "the host is not a DNS name or IP address a certificate could name",
+                ));
+            };
             let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(self.name, stream)
+                .connect(name, stream)
                 .await?;
+            self.encrypted.store(true, Ordering::Relaxed);
             Ok(TlsStream(tls))
         })
     }
@@ -423,6 +502,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not supported"), "{e}");
+    }
+
+    #[test]
+    fn the_environment_fills_what_the_url_leaves_out() {
+        let env = |k: &str| match k {
+            "PGSSLMODE" => Some("verify-ca".to_string()),
+            "PGSSLROOTCERT" => Some("/etc/pg/ca.pem".to_string()),
+            _ => None,
+        };
+        let s = settings_with("postgres://u@h/db", env).expect("settings");
+        assert_eq!(s.mode, SslMode::VerifyCa);
+        assert_eq!(s.root_cert.as_deref(), Some(Path::new("/etc/pg/ca.pem")));
+        // The URL wins.
+        let s = settings_with("postgres://u@h/db?sslmode=disable", env).expect("settings");
+        assert_eq!(s.mode, SslMode::Disable);
+        let e = settings_with("postgres://u@h/db", |k| {
+            (k == "PGSSLMODE").then(|| "strict".to_string())
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "PostgreSQL TLS: PGSSLMODE: sslmode `strict` is not one of disable, prefer, require, verify-ca, verify-full"
+        );
     }
 
     #[test]

@@ -260,13 +260,13 @@ async fn connect(
     tls: &Connector,
     mode: SslMode,
 ) -> Result<Client, StoreError> {
-    let (client, connection) = config
-        .connect(tls.clone())
-        .await
-        .map_err(|e| StoreError::Open {
+    let (client, connection) = config.connect(tls.clone()).await.map_err(|e| {
+        let reason = error_chain(&e);
+        StoreError::Open {
             path: format!("{} (sslmode={})", describe(config), mode.as_str()),
-            reason: error_chain(&e),
-        })?;
+            reason: format!("{reason}{}", super::pg_tls::hint(&reason)),
+        }
+    })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::error!(error = %e, "PostgreSQL connection closed");
@@ -356,6 +356,13 @@ impl PostgresStore {
             alg
         };
         let reader = connect(&config, &tls, ssl_mode).await?;
+        if tls.encrypted() {
+            tracing::info!(store = %describe(&config), sslmode = ssl_mode.as_str(), "store connections are encrypted (TLS)");
+        } else if ssl_mode == SslMode::Disable {
+            tracing::info!(store = %describe(&config), "store connections are not encrypted (sslmode=disable)");
+        } else {
+            tracing::warn!(store = %describe(&config), sslmode = ssl_mode.as_str(), "store connections are NOT encrypted: the server offers no TLS (or this is a Unix socket)");
+        }
         let (tx, rx) = mpsc::channel(8192);
         tokio::spawn(writer_loop(writer, rx, alg, options.retain_payloads));
         Ok(PostgresStore {
