@@ -43,6 +43,10 @@ pub enum StoreError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The database cannot be reached or could not commit; nothing of the request
+    /// was written (try again).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     #[error("store is shut down")]
     Closed,
     #[error("not found")]

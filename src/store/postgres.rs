@@ -229,8 +229,8 @@ impl Job {
         }
     }
 
-    fn fail(self, msg: &str) {
-        let e = || StoreError::Corrupt(format!("cannot begin a transaction: {msg}"));
+    /// Answer the job with the error `e` makes, without running it.
+    fn fail(self, e: impl Fn() -> StoreError) {
         match self {
             Job::Accept(_, r) => drop(r.send(Err(e()))),
             Job::Audit(_, r) => drop(r.send(Err(e()))),
@@ -251,8 +251,30 @@ impl Job {
 /// PostgreSQL engine handle.
 pub struct PostgresStore {
     tx: mpsc::Sender<Job>,
-    reader: Arc<Client>,
+    /// The reading connection, replaced when it is found closed (a database restart,
+    /// a network cut): the next read connects again.
+    reader: std::sync::Mutex<Arc<Client>>,
+    reconnecting: tokio::sync::Mutex<()>,
+    link: Arc<Link>,
     alg: HashAlg,
+}
+
+/// How to connect (again).
+struct Link {
+    config: tokio_postgres::Config,
+    tls: Connector,
+    mode: SslMode,
+}
+
+impl Link {
+    async fn connect(&self) -> Result<Client, StoreError> {
+        connect(&self.config, &self.tls, self.mode).await
+    }
+}
+
+/// A lost connection that could not be made again yet.
+fn unavailable(e: StoreError) -> StoreError {
+    StoreError::Unavailable(format!("PostgreSQL connection lost, reconnecting: {e}"))
 }
 
 async fn connect(
@@ -364,12 +386,48 @@ impl PostgresStore {
             tracing::warn!(store = %describe(&config), sslmode = ssl_mode.as_str(), "store connections are NOT encrypted: the server offers no TLS (or this is a Unix socket)");
         }
         let (tx, rx) = mpsc::channel(8192);
-        tokio::spawn(writer_loop(writer, rx, alg, options.retain_payloads));
+        let link = Arc::new(Link {
+            config,
+            tls,
+            mode: ssl_mode,
+        });
+        tokio::spawn(writer_loop(
+            writer,
+            link.clone(),
+            rx,
+            alg,
+            options.retain_payloads,
+        ));
         Ok(PostgresStore {
             tx,
-            reader: Arc::new(reader),
+            reader: std::sync::Mutex::new(Arc::new(reader)),
+            reconnecting: tokio::sync::Mutex::new(()),
+            link,
             alg,
         })
+    }
+
+    /// The reading connection; a closed one is replaced first.
+    async fn reader(&self) -> Result<Arc<Client>, StoreError> {
+        let current = || {
+            self.reader
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        };
+        let c = current();
+        if !c.is_closed() {
+            return Ok(c);
+        }
+        let _one_at_a_time = self.reconnecting.lock().await;
+        let c = current();
+        if !c.is_closed() {
+            return Ok(c); // another read reconnected meanwhile
+        }
+        let fresh = Arc::new(self.link.connect().await.map_err(unavailable)?);
+        *self.reader.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        tracing::info!(store = %describe(&self.link.config), "store reader reconnected");
+        Ok(fresh)
     }
 
     fn submit<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Job) -> StoreFuture<'_, T> {
@@ -384,6 +442,9 @@ impl PostgresStore {
 
 async fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
+    // `CREATE … IF NOT EXISTS` notices ("already exists, skipping") are no news.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await?;
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext('hallgate-migrate'))",
         &[],
@@ -628,15 +689,21 @@ type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
 fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Finish {
     Box::new(move |commit_err| {
         let out = match commit_err {
-            Some(e) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
+            Some(e) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
             None => result,
         };
         let _ = reply.send(out);
     })
 }
 
-async fn writer_loop(mut client: Client, mut rx: mpsc::Receiver<Job>, alg: HashAlg, retain: bool) {
-    let st = loop {
+async fn writer_loop(
+    mut client: Client,
+    link: Arc<Link>,
+    mut rx: mpsc::Receiver<Job>,
+    alg: HashAlg,
+    retain: bool,
+) {
+    let mut st = loop {
         match Stmts::prepare(&client).await {
             Ok(st) => break st,
             Err(e) => {
@@ -646,6 +713,8 @@ async fn writer_loop(mut client: Client, mut rx: mpsc::Receiver<Job>, alg: HashA
         }
     };
     let mut closing: Option<Reply<()>> = None;
+    // Failed reconnections in a row, for the wait before the next one.
+    let mut failures = 0u32;
     while closing.is_none() {
         let Some(first) = rx.recv().await else { break };
         let mut jobs = vec![first];
@@ -655,12 +724,43 @@ async fn writer_loop(mut client: Client, mut rx: mpsc::Receiver<Job>, alg: HashA
                 Err(_) => break,
             }
         }
+        // The connection died (a database restart, a network cut): connect again
+        // before this batch. Until that works, batches fail as unavailable (the
+        // sender gets 503 and retries; nothing was written) and a close is honoured.
+        if client.is_closed() {
+            let fresh = match link.connect().await {
+                Ok(c) => Stmts::prepare(&c).await.map(|s| (c, s)),
+                Err(e) => Err(e),
+            };
+            match fresh {
+                Ok((c, s)) => {
+                    client = c;
+                    st = s;
+                    failures = 0;
+                    tracing::info!(store = %describe(&link.config), "store writer reconnected");
+                }
+                Err(e) => {
+                    let msg = format!("PostgreSQL connection lost, reconnecting: {e}");
+                    tracing::warn!(error = %msg, "store writer cannot reconnect yet");
+                    for job in jobs {
+                        match job {
+                            Job::Close(reply) => closing = Some(reply),
+                            other => other.fail(|| StoreError::Unavailable(msg.clone())),
+                        }
+                    }
+                    failures = failures.saturating_add(1);
+                    let wait = 200u64.saturating_mul(1 << failures.min(5)).min(5_000);
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                    continue;
+                }
+            }
+        }
         let tx = match client.transaction().await {
             Ok(tx) => tx,
             Err(e) => {
-                let msg = e.to_string();
+                let msg = format!("cannot begin a transaction: {e}");
                 for job in jobs {
-                    job.fail(&msg);
+                    job.fail(|| StoreError::Unavailable(msg.clone()));
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 continue;
@@ -671,10 +771,10 @@ async fn writer_loop(mut client: Client, mut rx: mpsc::Receiver<Job>, alg: HashA
             match Chain::lock(&tx, alg).await {
                 Ok(c) => chain = Some(c),
                 Err(e) => {
-                    let msg = e.to_string();
+                    let msg = format!("cannot lock the audit chain: {e}");
                     drop(tx);
                     for job in jobs {
-                        job.fail(&msg);
+                        job.fail(|| StoreError::Unavailable(msg.clone()));
                     }
                     continue;
                 }
@@ -1468,7 +1568,8 @@ impl Store for PostgresStore {
 
     fn audit_meta(&self) -> StoreFuture<'_, AuditMeta> {
         Box::pin(async move {
-            let c = &self.reader;
+            let c = self.reader().await?;
+            let c: &Client = &c;
             let meta = |k: &'static str| async move {
                 c.query_opt("SELECT value FROM audit_meta WHERE key = $1", &[&k])
                     .await
@@ -1496,7 +1597,8 @@ impl Store for PostgresStore {
     fn audit_count(&self, f: AuditFilter) -> StoreFuture<'_, i64> {
         Box::pin(async move {
             let row = self
-                .reader
+                .reader()
+                .await?
                 .query_one(
                     "SELECT count(*) FROM audit
                      WHERE ($1::text IS NULL OR case_no = $1) AND ($2::text IS NULL OR node = $2)
@@ -1514,7 +1616,8 @@ impl Store for PostgresStore {
             let after = f.after_seq.unwrap_or(0);
             let limit = f.limit as i64;
             let rows = self
-                .reader
+                .reader()
+                .await?
                 .query(
                     "SELECT seq, at, event, node, case_no, kind, message_id, delivery_id, detail, hash
                      FROM audit
@@ -1576,7 +1679,7 @@ impl Store for PostgresStore {
                 self.submit(|r| Job::Exchange(completions, r)).await?
             };
             if let Some(l) = lease {
-                out.leased = self::lease(&self.reader, &l).await?;
+                out.leased = self::lease(&*self.reader().await?, &l).await?;
             }
             Ok(out)
         })
@@ -1591,7 +1694,8 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let id = self.submit(|r| Job::RetryDead(id, at_ms, r)).await?;
             let row = self
-                .reader
+                .reader()
+                .await?
                 .query_one(
                     &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1"),
                     &[&id],
@@ -1608,7 +1712,8 @@ impl Store for PostgresStore {
     fn message(&self, id: &str) -> StoreFuture<'_, Option<MessageView>> {
         let id = id.to_string();
         Box::pin(async move {
-            let c = &self.reader;
+            let c = self.reader().await?;
+            let c: &Client = &c;
             let Some(r) = c
                 .query_opt(
                     "SELECT id, source, received_at, content_type, idempotency_key, length(body), body_sha256, response
@@ -1636,7 +1741,9 @@ impl Store for PostgresStore {
 
     fn case(&self, case_no: &str) -> StoreFuture<'_, Vec<RecordView>> {
         let case_no = case_no.to_string();
-        Box::pin(async move { records_where(&self.reader, "case_no = $1", &case_no).await })
+        Box::pin(
+            async move { records_where(&*self.reader().await?, "case_no = $1", &case_no).await },
+        )
     }
 
     fn deliveries(&self, f: DeliveryFilter) -> StoreFuture<'_, Vec<DeliveryView>> {
@@ -1645,7 +1752,8 @@ impl Store for PostgresStore {
             let after = f.after_id.unwrap_or(0);
             let limit = f.limit as i64;
             let rows = self
-                .reader
+                .reader()
+                .await?
                 .query(
                     &format!(
                         "SELECT {DELIVERY_COLUMNS} FROM deliveries
@@ -1663,7 +1771,8 @@ impl Store for PostgresStore {
     fn queue_depths(&self) -> StoreFuture<'_, Vec<QueueDepth>> {
         Box::pin(async move {
             let rows = self
-                .reader
+                .reader()
+                .await?
                 .query(
                     "SELECT destination,
                             count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'dead')
@@ -1685,7 +1794,8 @@ impl Store for PostgresStore {
     fn sync_sources(&self) -> StoreFuture<'_, Vec<SyncSource>> {
         Box::pin(async move {
             let rows = self
-                .reader
+                .reader()
+                .await?
                 .query(
                     &format!("SELECT {SYNC_COLUMNS} FROM sync_sources ORDER BY node"),
                     &[],
@@ -1743,14 +1853,15 @@ impl Store for PostgresStore {
     }
 
     fn catalogue(&self) -> StoreFuture<'_, Vec<CatalogueItem>> {
-        Box::pin(async move { read_catalogue(&self.reader).await })
+        Box::pin(async move { read_catalogue(&*self.reader().await?).await })
     }
 
     fn exchanged(&self, node: &str, from_ms: i64, to_ms: i64) -> StoreFuture<'_, Vec<Exchanged>> {
         let node = node.to_string();
         Box::pin(async move {
             let rows = self
-                .reader
+                .reader()
+                .await?
                 .query(
                     "SELECT d.id, d.kind, d.case_no, r.identity, r.version, r.canonical::jsonb ->> 'op',
                             COALESCE(d.delivered_at, d.created_at), d.created_at, d.state
