@@ -818,9 +818,19 @@ async fn audit(cmd: AuditCommand, config: &Config) -> anyhow::Result<ExitCode> {
                     }
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(e) => {
+                // A chain, archive or checkpoint that does not follow is a finding; a
+                // folder, key or store that cannot be read is not one (exit 2).
+                Err(
+                    e @ (hallgate::audit::AuditError::Broken { .. }
+                    | hallgate::audit::AuditError::Archive { .. }
+                    | hallgate::audit::AuditError::Checkpoint(_)),
+                ) => {
                     eprintln!("audit log NOT intact: {e}");
                     Ok(ExitCode::FAILURE)
+                }
+                Err(e) => {
+                    eprintln!("audit log not verified: {e}");
+                    Ok(ExitCode::from(2))
                 }
             }
         }

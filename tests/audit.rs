@@ -298,7 +298,25 @@ async fn archives_and_the_live_log_verify_as_one_chain() {
         &cfg,
         &["audit", "verify", "--archives", dir.to_str().unwrap()],
     );
-    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("audit log NOT intact: archive "),
+        "{}",
+        text(&out)
+    );
+
+    // A folder that is not there is no finding about the log: it was not verified.
+    let missing = dir.join("no-such-folder");
+    let out = hallgate(
+        &cfg,
+        &["audit", "verify", "--archives", missing.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("audit log not verified: archive folder "),
+        "{}",
+        text(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

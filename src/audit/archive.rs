@@ -88,7 +88,11 @@ pub fn file_sha256(path: &Path) -> Result<String, AuditError> {
 
 /// Archive files in a folder, in sequence order.
 pub fn list(dir: &Path) -> Result<Vec<PathBuf>, AuditError> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| AuditError::ArchiveFolder {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name()

@@ -117,6 +117,8 @@ pub enum AuditError {
     Checkpoint(String),
     #[error("archive {path}: {reason}")]
     Archive { path: String, reason: String },
+    #[error("archive folder {path}: {reason}")]
+    ArchiveFolder { path: String, reason: String },
     #[error("signing key {path}: {reason}")]
     Key { path: String, reason: String },
     #[error("{0}")]
