@@ -814,6 +814,7 @@ impl Config {
         crate::store::StoreOptions {
             audit_hash: crate::audit::HashAlg::parse(&self.audit.hash).unwrap_or_default(),
             retain_payloads: self.audit.retain_payloads,
+            application_name: format!("hallgate {}", self.gateway.id),
         }
     }
 

@@ -91,13 +91,23 @@ async fn verify_full_connects_encrypted_and_the_store_works() {
     drop(store);
 
     // The default (prefer) encrypts when the server offers it; disable does not.
+    // Without application_name in the URL, the connections take the one the options
+    // give (the config gives `hallgate <gateway id>`).
     let app = self::app();
-    let _s = open(&format!("{db}?application_name={app}"))
-        .await
-        .expect("prefer");
+    let options = StoreOptions {
+        application_name: app.clone(),
+        ..StoreOptions::default()
+    };
+    let _s = hallgate::store::open(
+        &StoreUrl::parse(&db).expect("url"),
+        &options,
+        OpenMode::Serve,
+    )
+    .await
+    .expect("prefer");
     let conns = encrypted(&app).await;
     assert!(
-        !conns.is_empty() && conns.iter().all(|ssl| *ssl),
+        conns.len() >= 2 && conns.iter().all(|ssl| *ssl),
         "prefer: {conns:?}"
     );
     let app = self::app();
@@ -306,6 +316,11 @@ async fn the_command_line_checks_tls_settings_and_says_a_failure_once() {
     assert_eq!(code, 0, "{out}");
     let (code, out) = hallgate(&config, &["audit", "verify"]);
     assert_eq!(code, 0, "{out}");
+    // Its connections were named after the gateway (no application_name in the URL).
+    assert!(
+        out.contains("store connections are encrypted (TLS)"),
+        "{out}"
+    );
     // The wrong CA: the handshake error, said once, with what it means.
     let other = other_ca(dir.path());
     let config = config_with_store(

@@ -539,6 +539,9 @@ pub struct StoreOptions {
     pub audit_hash: crate::audit::HashAlg,
     /// Keep raw request bodies as evidence (their hashes are always kept).
     pub retain_payloads: bool,
+    /// How PostgreSQL lists this gateway's connections (`pg_stat_activity`), unless
+    /// the URL names one.
+    pub application_name: String,
 }
 
 impl Default for StoreOptions {
@@ -546,6 +549,7 @@ impl Default for StoreOptions {
         StoreOptions {
             audit_hash: crate::audit::HashAlg::Sha256,
             retain_payloads: true,
+            application_name: "hallgate".into(),
         }
     }
 }
@@ -605,6 +609,9 @@ pub async fn open(
                 && let Ok(pw) = std::env::var("PGPASSWORD")
             {
                 config.password(pw);
+            }
+            if config.get_application_name().is_none() {
+                config.application_name(&options.application_name);
             }
             Ok(std::sync::Arc::new(
                 PostgresStore::open(config, connector, tls.mode, options, mode).await?,
