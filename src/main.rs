@@ -695,10 +695,10 @@ async fn catalogue(cmd: CatalogueCommand, config: &Config) -> anyhow::Result<Exi
             } else {
                 for i in &items {
                     println!(
-                        "{:<40} {:<10} {:<15} v{:<4} {}",
+                        "{:<40} {:<10} {} v{:<4} {}",
                         i.item_code,
                         i.status,
-                        i.item_type.as_deref().unwrap_or("-"),
+                        sync::pad(i.item_type.as_deref().unwrap_or("-"), 15),
                         i.version.as_deref().unwrap_or("-"),
                         i.item_name
                     );
@@ -748,10 +748,10 @@ async fn catalogue(cmd: CatalogueCommand, config: &Config) -> anyhow::Result<Exi
             let diffs = sync::catalogue_diff(&local, &province, region.as_deref());
             for d in &diffs {
                 println!(
-                    "{:<40} {:<22} local: {:<20} province: {}",
+                    "{:<40} {:<22} local: {} province: {}",
                     d.item_code,
                     d.problem,
-                    d.local.as_deref().unwrap_or("-"),
+                    sync::pad(d.local.as_deref().unwrap_or("-"), 20),
                     d.province.as_deref().unwrap_or("-")
                 );
             }

@@ -695,6 +695,22 @@ pub struct ItemDiff {
     pub province: Option<String>,
 }
 
+/// `text` padded with spaces to `width` terminal columns, counting Chinese (and other
+/// East Asian wide) characters as two, so that columns of item names line up.
+pub fn pad(text: &str, width: usize) -> String {
+    let wide = |c: char| {
+        matches!(c as u32,
+            0x1100..=0x115F | 0x2E80..=0x303E | 0x3041..=0x33FF | 0x3400..=0x4DBF
+            | 0x4E00..=0x9FFF | 0xA000..=0xA4CF | 0xAC00..=0xD7A3 | 0xF900..=0xFAFF
+            | 0xFE30..=0xFE4F | 0xFF00..=0xFF60 | 0xFFE0..=0xFFE6 | 0x20000..=0x3FFFD)
+    };
+    let used: usize = text.chars().map(|c| if wide(c) { 2 } else { 1 }).sum();
+    let mut out = String::with_capacity(text.len() + width.saturating_sub(used));
+    out.push_str(text);
+    out.extend(std::iter::repeat_n(' ', width.saturating_sub(used)));
+    out
+}
+
 /// Compare a node's items with the province's on the elements that must be the same
 /// at every level (四级十同: code, name, type; and the version in force). Province
 /// items of the node's region (by prefix) that the node lacks are listed too.
@@ -789,6 +805,14 @@ pub fn catalogue_diff(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padding_counts_chinese_characters_as_two_columns() {
+        assert_eq!(pad("ab", 5), "ab   ");
+        assert_eq!(pad("食品经营许可", 14), "食品经营许可  ");
+        assert_eq!(pad("（新）ＡＢ", 12), "（新）ＡＢ  ");
+        assert_eq!(pad("too long", 3), "too long");
+    }
 
     #[test]
     fn cursors_round_trip_and_start_from_config_text() {
