@@ -341,27 +341,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", report(&e));
+            eprintln!("error: {}", hallgate::observe::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error and its causes, each said once (an error type that shows its source in
-/// its own message would otherwise print it twice).
-fn report(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if text.contains(&s) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&s);
-    }
-    text
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

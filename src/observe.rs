@@ -81,3 +81,20 @@ pub fn init_logging(default_level: &str) {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// An error and its causes, each said once: `error sending request: … : Connection
+/// refused`, a TLS handshake's reason, without repeating a cause an error type already
+/// shows in its own message.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}

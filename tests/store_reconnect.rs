@@ -12,11 +12,8 @@ use hallgate::store::{AuditFilter, OpenMode, StoreError, StoreOptions, StoreUrl,
 
 /// Cut every server connection named `app`; how many there were.
 async fn cut(app: &str) -> usize {
-    let (client, conn) = tokio_postgres::connect(&pg::base_url(), tokio_postgres::NoTls)
+    pg::admin()
         .await
-        .expect("connect to the test PostgreSQL");
-    tokio::spawn(conn);
-    client
         .query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
             &[&app],

@@ -23,11 +23,8 @@ async fn open(url: &str) -> Result<std::sync::Arc<dyn hallgate::store::Store>, S
 
 /// Whether each server connection named `app` is encrypted, asked over a plain one.
 async fn encrypted(app: &str) -> Vec<bool> {
-    let (client, conn) = tokio_postgres::connect(&pg::base_url(), tokio_postgres::NoTls)
+    pg::admin()
         .await
-        .expect("connect to the test PostgreSQL");
-    tokio::spawn(conn);
-    client
         .query(
             "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
              WHERE a.application_name = $1",
@@ -38,6 +35,23 @@ async fn encrypted(app: &str) -> Vec<bool> {
         .iter()
         .map(|r| r.get(0))
         .collect()
+}
+
+/// An audit event written and counted back.
+async fn write_and_read(store: &dyn hallgate::store::Store, what: &str) {
+    let before = store
+        .audit_count(AuditFilter::default())
+        .await
+        .expect("read");
+    store
+        .audit(Event::new(now_ms(), EventKind::Rejected))
+        .await
+        .expect("write");
+    let after = store
+        .audit_count(AuditFilter::default())
+        .await
+        .expect("read");
+    assert_eq!(after, before + 1, "{what}");
 }
 
 fn app() -> String {
@@ -69,19 +83,7 @@ async fn verify_full_connects_encrypted_and_the_store_works() {
     .await
     .expect("open with verify-full");
     // The store is usable over it: migrations ran; a write and a read go through.
-    let before = store
-        .audit_count(AuditFilter::default())
-        .await
-        .expect("read");
-    store
-        .audit(Event::new(now_ms(), EventKind::Rejected))
-        .await
-        .expect("write");
-    let after = store
-        .audit_count(AuditFilter::default())
-        .await
-        .expect("read");
-    assert_eq!(after, before + 1);
+    write_and_read(store.as_ref(), "verify-full").await;
     let conns = encrypted(&app).await;
     assert!(conns.len() >= 2, "writer and reader connections: {conns:?}");
     assert!(
@@ -186,22 +188,7 @@ async fn a_unix_socket_connects_without_tls_whatever_the_default() {
     for query in ["", "?sslmode=disable", "?sslmode=prefer"] {
         let url = format!("postgres://hallgate@{socket}:{port}/{name}{query}");
         let store = open(&url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
-        let before = store
-            .audit_count(AuditFilter::default())
-            .await
-            .expect("read");
-        store
-            .audit(Event::new(now_ms(), EventKind::Rejected))
-            .await
-            .expect("write");
-        assert_eq!(
-            store
-                .audit_count(AuditFilter::default())
-                .await
-                .expect("read"),
-            before + 1,
-            "{url}"
-        );
+        write_and_read(store.as_ref(), &url).await;
     }
     // TLS cannot be had over a socket: require says so.
     let url = format!("postgres://hallgate@{socket}:{port}/{name}?sslmode=require");

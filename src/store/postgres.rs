@@ -283,7 +283,7 @@ async fn connect(
     mode: SslMode,
 ) -> Result<Client, StoreError> {
     let (client, connection) = config.connect(tls.clone()).await.map_err(|e| {
-        let reason = error_chain(&e);
+        let reason = crate::observe::error_chain(&e);
         StoreError::Open {
             path: format!("{} (sslmode={})", describe(config), mode.as_str()),
             reason: format!("{reason}{}", super::pg_tls::hint(&reason)),
@@ -295,21 +295,6 @@ async fn connect(
         }
     });
     Ok(client)
-}
-
-/// An error and its causes (a TLS handshake failure says why only in its source).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Where a config points, without its password, for messages.

@@ -339,7 +339,7 @@ impl Api {
         let shown = url.to_string();
         let http = |e: reqwest::Error| SyncError::Http {
             url: shown.clone(),
-            reason: error_chain(&e),
+            reason: crate::observe::error_chain(&e),
         };
         let mut full = reqwest::Url::parse(url).map_err(|e| SyncError::Http {
             url: url.to_string(),
@@ -411,21 +411,6 @@ impl Api {
         })?;
         Ok((value, answer))
     }
-}
-
-/// An error with its causes (`error sending request: … : Connection refused`).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 /// Pull the catalogue from the node `[catalogue] source` names into the store and the

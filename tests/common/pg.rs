@@ -12,13 +12,19 @@ pub fn base_url() -> String {
     })
 }
 
-/// Create an empty database and return its URL.
-pub async fn fresh_database() -> String {
-    let base = base_url();
-    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+/// A plain connection to the test server, for what the tests ask it directly.
+pub async fn admin() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&base_url(), tokio_postgres::NoTls)
         .await
         .expect("connect to the test PostgreSQL");
     tokio::spawn(conn);
+    client
+}
+
+/// Create an empty database and return its URL.
+pub async fn fresh_database() -> String {
+    let base = base_url();
+    let client = admin().await;
     let name = format!("hg_{}", uuid::Uuid::now_v7().simple());
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))
