@@ -151,7 +151,7 @@ fn xml_parts<'a>(
     } else {
         lead
     };
-    if prefix_start > first_start || !xml::open_prefix(&t[..first_start]) {
+    if prefix_start > first_start || !xml::open_prefix(&t[..first_start], name) {
         return None;
     }
     let mut cuts = vec![first_start];
@@ -293,7 +293,7 @@ pub fn xml_stream(
     // The head must end in the document element's content, not in a comment that
     // happens to hold `<RECORD`: a part would read differently otherwise.
     let (head_text, _) = encoding.decode_without_bom_handling(&start[bom..body_start]);
-    if !xml::open_prefix(&head_text) {
+    if !xml::open_prefix(&head_text, name) {
         return None;
     }
     let mut tail = b"</".to_vec();

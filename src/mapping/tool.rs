@@ -229,9 +229,10 @@ impl PartSource for Streamed {
     }
 }
 
-/// Decode the parts on `req.jobs` threads and write them in order. `Err(n)`: a part
-/// could not be decoded on its own; the first `n` records were written, and the
-/// input must be decoded whole for the rest (which reports the problem as usual).
+/// Decode the parts on `req.jobs` threads and write them in order. `Err((n, code))`:
+/// a part could not be decoded on its own; the first `n` records were written (with
+/// the exit code so far), and the input must be decoded whole for the rest (which
+/// reports the problem as usual).
 fn map_parts(
     set: &MappingSet,
     source: &dyn PartSource,
@@ -239,7 +240,7 @@ fn map_parts(
     label: &str,
     out: &mut dyn Write,
     err: &mut dyn Write,
-) -> Result<u8, usize> {
+) -> Result<u8, (usize, u8)> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Condvar, Mutex};
     let abort = AtomicBool::new(false);
@@ -332,7 +333,7 @@ fn map_parts(
                     let _g = results.lock().unwrap_or_else(|p| p.into_inner());
                     abort.store(true, Ordering::Relaxed);
                     ready.notify_all();
-                    return Err(written);
+                    return Err((written, code));
                 }
             };
             let _ = out.write_all(&done.lines);
@@ -348,7 +349,7 @@ fn map_parts(
         }
         // A read error, or no record at all (the serial decode says so).
         if source.failed() || written == 0 {
-            return Err(written);
+            return Err((written, code));
         }
         Ok(code)
     })
@@ -405,7 +406,10 @@ pub fn map(set: &MappingSet, req: &MapRequest, out: &mut dyn Write, err: &mut dy
                     code = code.max(c);
                     continue;
                 }
-                Err(written) => skip = written,
+                Err((written, c)) => {
+                    skip = written;
+                    code = code.max(c);
+                }
             }
         }
         let body = match read_input(input) {
@@ -430,7 +434,10 @@ pub fn map(set: &MappingSet, req: &MapRequest, out: &mut dyn Write, err: &mut dy
                     code = code.max(c);
                     continue;
                 }
-                Err(written) => skip = written,
+                Err((written, c)) => {
+                    skip = written;
+                    code = code.max(c);
+                }
             }
         }
         let mut line = Vec::with_capacity(2048);

@@ -321,15 +321,22 @@ pub(crate) fn root_name(text: &str, limits: &Limits) -> Result<String, DecodeErr
 }
 
 /// Whether `text` is the start of a document that stops in the document element's
-/// content (depth 1): not inside a comment, CDATA section, tag or child element. A
-/// part made of it and whole records then reads as the same document does.
-pub(crate) fn open_prefix(text: &str) -> bool {
+/// content (depth 1): not inside a comment, CDATA section, tag or child element, and
+/// with no `record` element in it (one written `<x:RECORD>` would be read again with
+/// every part). A part made of it and whole records then reads as the same document
+/// does.
+pub(crate) fn open_prefix(text: &str, record: &str) -> bool {
     let mut reader = Reader::from_str(text);
     reader.config_mut().check_end_names = true;
     let mut depth = 0usize;
     let mut seen_root = false;
     loop {
         match reader.read_event() {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e))
+                if depth > 0 && e.local_name().as_ref() == record.as_bytes() =>
+            {
+                return false;
+            }
             Ok(Event::Start(_)) => {
                 if depth == 0 && seen_root {
                     return false;

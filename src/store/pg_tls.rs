@@ -51,7 +51,7 @@ pub fn hint(reason: &str) -> &'static str {
     } else if reason.contains("not valid for name") {
         " (the certificate does not name the host in the URL: connect by a name it has, or use verify-ca)"
     } else if reason.contains("does not support TLS") {
-        " (the server has ssl=off; sslmode=prefer would connect without TLS)"
+        " (the server has ssl=off, or this is a Unix socket, which never has TLS; sslmode=prefer connects without it)"
     } else {
         ""
     }
@@ -112,6 +112,19 @@ pub struct Settings {
     pub url: String,
 }
 
+/// A URL's part before its query and the query, found as tokio-postgres finds them:
+/// the credentials run to the first `@` and may hold a `?` (a password `se?cret`).
+fn split_query(url: &str) -> (&str, &str) {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let from = url[after_scheme..]
+        .find('@')
+        .map_or(after_scheme, |at| after_scheme + at + 1);
+    match url[from..].find('?') {
+        Some(q) => (&url[..from + q], &url[from + q + 1..]),
+        None => (url, ""),
+    }
+}
+
 /// Read `sslmode` and `sslrootcert` out of a `postgres://` URL; where the URL has
 /// none, `PGSSLMODE` and `PGSSLROOTCERT` from the environment, as libpq does.
 pub fn settings(url: &str) -> Result<Settings, StoreError> {
@@ -119,10 +132,7 @@ pub fn settings(url: &str) -> Result<Settings, StoreError> {
 }
 
 fn settings_with(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<Settings, StoreError> {
-    let (head, query) = match url.split_once('?') {
-        Some((h, q)) => (h, q),
-        None => (url, ""),
-    };
+    let (head, query) = split_query(url);
     let mut mode = None;
     let mut root_cert = None;
     let mut kept: Vec<String> = Vec::new();
@@ -186,15 +196,19 @@ fn settings_with(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<Sett
 /// The URL with a relative `sslrootcert` made absolute against `base` (the config's
 /// folder), as every other path in the config is.
 pub fn resolve(url: &str, base: &Path) -> String {
-    let Some((head, query)) = url.split_once('?') else {
+    let (head, query) = split_query(url);
+    if query.is_empty() {
         return url.to_string();
-    };
+    }
     let pairs: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
             Some(("sslrootcert", v)) => {
                 let path = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
-                if path == "system" || Path::new(path.as_ref()).is_absolute() {
+                if path.trim().is_empty()
+                    || path == "system"
+                    || Path::new(path.as_ref()).is_absolute()
+                {
                     return pair.to_string();
                 }
                 let abs = base.join(path.as_ref()).display().to_string();
@@ -251,10 +265,15 @@ impl Connector {
                 let mut roots = rustls::RootCertStore::empty();
                 let certs = crate::auth::tls::load_certs(&path)
                     .map_err(|e| tls_err(format!("sslrootcert {e}")))?;
-                for c in certs {
-                    roots
-                        .add(c)
-                        .map_err(|e| tls_err(format!("sslrootcert {}: {e}", path.display())))?;
+                if s.root_cert.as_deref() == Some(Path::new("system")) {
+                    // A system bundle may hold a certificate webpki cannot read: skip it.
+                    roots.add_parsable_certificates(certs);
+                } else {
+                    for c in certs {
+                        roots
+                            .add(c)
+                            .map_err(|e| tls_err(format!("sslrootcert {}: {e}", path.display())))?;
+                    }
                 }
                 let webpki =
                     WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -502,6 +521,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not supported"), "{e}");
+    }
+
+    #[test]
+    fn a_question_mark_in_the_password_is_not_the_query() {
+        let s = settings("postgres://hg:se?cret@db/hg?sslmode=require").expect("settings");
+        assert_eq!(s.mode, SslMode::Require);
+        assert_eq!(s.url, "postgres://hg:se?cret@db/hg?sslmode=require");
+        let s = settings("postgres://hg:se?cret@db/hg").expect("settings");
+        assert_eq!(s.url, "postgres://hg:se?cret@db/hg?sslmode=prefer");
+        let url = resolve(
+            "postgres://hg:a?b@db/hg?sslrootcert=ca.pem",
+            Path::new("/etc/hg"),
+        );
+        assert_eq!(url, "postgres://hg:a?b@db/hg?sslrootcert=/etc/hg/ca.pem");
+        assert_eq!(
+            resolve("postgres://hg@db/hg?sslrootcert=", Path::new("/etc/hg")),
+            "postgres://hg@db/hg?sslrootcert="
+        );
     }
 
     #[test]
