@@ -87,7 +87,7 @@ impl From<StoreError> for ApiError {
                 let mut err = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_unavailable",
-                    "the store could not commit; nothing was stored, send again",
+                    "the store could not commit; send again with the same Idempotency-Key (a repeat is recognised)",
                 );
                 err.retry_after = Some(1);
                 err

@@ -43,8 +43,9 @@ pub enum StoreError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    /// The database cannot be reached or could not commit; nothing of the request
-    /// was written (try again).
+    /// The database cannot be reached or could not commit. Nothing was written,
+    /// except when the connection broke during the commit itself (the message says
+    /// so): send again with the same Idempotency-Key, which recognises a repeat.
     #[error("store unavailable: {0}")]
     Unavailable(String),
     #[error("store is shut down")]
@@ -612,6 +613,18 @@ pub async fn open(
             }
             if config.get_application_name().is_none() {
                 config.application_name(&options.application_name);
+            }
+            // An unreachable server must fail a request (503) in seconds, not after
+            // the system's connect timeout; a silently cut connection is noticed by
+            // TCP keepalives within a minute. The URL may set its own.
+            if config.get_connect_timeout().is_none() {
+                config.connect_timeout(std::time::Duration::from_secs(10));
+            }
+            if !url.contains("keepalives_idle") {
+                config.keepalives_idle(std::time::Duration::from_secs(30));
+            }
+            if !url.contains("tcp_user_timeout") {
+                config.tcp_user_timeout(std::time::Duration::from_secs(60));
             }
             Ok(std::sync::Arc::new(
                 PostgresStore::open(config, connector, tls.mode, options, mode).await?,

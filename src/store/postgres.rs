@@ -254,7 +254,10 @@ pub struct PostgresStore {
     /// The reading connection, replaced when it is found closed (a database restart,
     /// a network cut): the next read connects again.
     reader: std::sync::Mutex<Arc<Client>>,
-    reconnecting: tokio::sync::Mutex<()>,
+    /// Held while the reader connects again, with when that last failed: reads that
+    /// queued behind a failed attempt fail at once instead of each waiting out its
+    /// own connect timeout.
+    reconnecting: tokio::sync::Mutex<Option<std::time::Instant>>,
     link: Arc<Link>,
     alg: HashAlg,
 }
@@ -386,7 +389,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             tx,
             reader: std::sync::Mutex::new(Arc::new(reader)),
-            reconnecting: tokio::sync::Mutex::new(()),
+            reconnecting: tokio::sync::Mutex::new(None),
             link,
             alg,
         })
@@ -404,12 +407,24 @@ impl PostgresStore {
         if !c.is_closed() {
             return Ok(c);
         }
-        let _one_at_a_time = self.reconnecting.lock().await;
+        let mut last_failure = self.reconnecting.lock().await;
         let c = current();
         if !c.is_closed() {
             return Ok(c); // another read reconnected meanwhile
         }
-        let fresh = Arc::new(self.link.connect().await.map_err(unavailable)?);
+        if last_failure.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+            return Err(StoreError::Unavailable(
+                "PostgreSQL connection lost, reconnecting".into(),
+            ));
+        }
+        let fresh = match self.link.connect().await {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                *last_failure = Some(std::time::Instant::now());
+                return Err(unavailable(e));
+            }
+        };
+        *last_failure = None;
         *self.reader.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
         tracing::info!(store = %describe(&self.link.config), "store reader reconnected");
         Ok(fresh)
@@ -674,7 +689,9 @@ type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
 fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Finish {
     Box::new(move |commit_err| {
         let out = match commit_err {
-            Some(e) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
+            Some(e) => Err(StoreError::Unavailable(format!(
+                "commit failed, it may or may not have been written: {e}"
+            ))),
             None => result,
         };
         let _ = reply.send(out);
@@ -694,6 +711,11 @@ async fn writer_loop(
             Err(e) => {
                 tracing::error!(error = %e, "cannot prepare statements; retrying");
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if client.is_closed()
+                    && let Ok(c) = link.connect().await
+                {
+                    client = c;
+                }
             }
         }
     };
