@@ -768,7 +768,18 @@ async fn catalogue(cmd: CatalogueCommand, config: &Config) -> anyhow::Result<Exi
 
 async fn audit(cmd: AuditCommand, config: &Config) -> anyhow::Result<ExitCode> {
     use hallgate::audit::tools;
-    let store = tools::open_store(config).await?;
+    let store = match tools::open_store(config).await {
+        Ok(s) => s,
+        // `verify` keeps exit 1 for a log that does not follow.
+        Err(e) if matches!(cmd, AuditCommand::Verify { .. }) => {
+            eprintln!(
+                "audit log not verified: {}",
+                hallgate::observe::error_chain(&e)
+            );
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let store = store.as_ref();
     match cmd {
         AuditCommand::Verify {

@@ -160,6 +160,26 @@ async fn a_checkpoint_catches_a_rewritten_chain() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("is in the log unaltered"));
 
+    // Another key than the one that signed: nothing is found either way (exit 2).
+    let other = h.dir.path().join("keys/other.key.pem");
+    let out = hallgate(
+        &cfg,
+        &["keys", "generate", "--out", other.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let other_public = h.dir.path().join("keys/other.pub.pem");
+    let mut wrong = args;
+    wrong[5] = other_public.to_str().unwrap();
+    let out = hallgate(&cfg, &wrong);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "audit log not verified: checkpoint not checked: signed with a different key"
+        ),
+        "{}",
+        text(&out)
+    );
+
     // A careful forger changes event 3 and recomputes every hash after it: the chain
     // alone verifies again, the checkpoint does not.
     let c = db(&h);
@@ -205,7 +225,7 @@ async fn a_checkpoint_catches_a_rewritten_chain() {
         text(&out)
     );
     let out = hallgate(&cfg, &args);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("differs from the signed checkpoint"),
         "{}",
@@ -217,7 +237,7 @@ async fn a_checkpoint_catches_a_rewritten_chain() {
     edited["seq"] = json!(2);
     std::fs::write(&cp, edited.to_string()).unwrap();
     let out = hallgate(&cfg, &args);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("signature does not match"),
         "{}",

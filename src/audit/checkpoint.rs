@@ -69,12 +69,13 @@ impl Checkpoint {
     /// Check the signature with the gateway's public key.
     pub fn verify_signature(&self, key: &VerifyingKey) -> Result<(), AuditError> {
         let bad = |m: &str| AuditError::Checkpoint(m.to_string());
+        let unchecked = |m: &str| AuditError::CheckpointUnchecked(m.to_string());
         if key_id(key)? != self.key_id {
-            return Err(bad("signed with a different key than the one given"));
+            return Err(unchecked("signed with a different key than the one given"));
         }
-        let der = hex::decode(&self.signature).map_err(|_| bad("signature is not hex"))?;
-        let sig =
-            Signature::from_der(&der).map_err(|_| bad("signature is not a DER ECDSA signature"))?;
+        let der = hex::decode(&self.signature).map_err(|_| unchecked("signature is not hex"))?;
+        let sig = Signature::from_der(&der)
+            .map_err(|_| unchecked("signature is not a DER ECDSA signature"))?;
         key.verify(&self.signed_bytes(), &sig)
             .map_err(|_| bad("signature does not match its content: the checkpoint was altered"))
     }
@@ -82,7 +83,7 @@ impl Checkpoint {
     pub fn load(path: &Path) -> Result<Checkpoint, AuditError> {
         let text = std::fs::read_to_string(path)?;
         serde_json::from_str(&text)
-            .map_err(|e| AuditError::Checkpoint(format!("{}: {e}", path.display())))
+            .map_err(|e| AuditError::CheckpointUnchecked(format!("{}: {e}", path.display())))
     }
 }
 

@@ -113,8 +113,13 @@ pub enum AuditError {
     Broken { seq: i64, reason: String },
     #[error("unknown audit hash algorithm `{0}` (sha256 or sm3)")]
     UnknownAlg(String),
+    /// The checkpoint does not match the log or was altered (a finding).
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// The checkpoint could not be checked (its file, the key given, an archived
+    /// event without `--archives`): no finding either way.
+    #[error("checkpoint not checked: {0}")]
+    CheckpointUnchecked(String),
     #[error("archive {path}: {reason}")]
     Archive { path: String, reason: String },
     #[error("archive folder {path}: {reason}")]

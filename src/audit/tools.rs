@@ -64,7 +64,7 @@ pub async fn verify(
                 });
             }
             None if report.trusted_through.is_some_and(|t| c.seq <= t) => {
-                return Err(AuditError::Checkpoint(format!(
+                return Err(AuditError::CheckpointUnchecked(format!(
                     "event {} is archived; pass --archives DIR to check it",
                     c.seq
                 )));
