@@ -545,6 +545,23 @@ fn find(h: &[u8], n: &[u8]) -> Option<usize> {
     h.windows(n.len()).position(|w| w == n)
 }
 
+/// `hallgate map --jobs 1 … -` with the file on stdin: a body read whole and decoded
+/// as one document (never cut), the reference for the parallel decode.
+fn map_whole(path: &Path, mapping: &str) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(["map", "--jobs", "1", "--mapping", mapping, "-"])
+        .current_dir(repo())
+        .stdin(std::fs::File::open(path).unwrap())
+        .output()
+        .expect("run hallgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        // Problems with the input name it: the same as for the file.
+        String::from_utf8_lossy(&out.stderr).replace("-: ", &format!("{}: ", path.display())),
+    )
+}
+
 fn map_big(path: &Path, jobs: &str) -> (i32, String, String) {
     run(
         &[
@@ -562,7 +579,7 @@ fn map_big(path: &Path, jobs: &str) -> (i32, String, String) {
 #[test]
 fn large_inputs_decoded_on_several_threads_give_the_serial_output() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, Vec<u8>, i32); 9] = [
+    let cases: [(&str, Vec<u8>, i32); 10] = [
         // A record written with a prefix before the first plain one: it must not
         // become part of every part's head (it would be read again with each).
         (
@@ -597,6 +614,18 @@ fn large_inputs_decoded_on_several_threads_give_the_serial_output() {
         ),
         // Plain: cut in parts, decoded in parallel.
         ("plain", big_zj(2500, "\n", b"</RECORDS>\n"), 0),
+        // A byte that is not GBK, two thirds into the file.
+        (
+            "late bad byte",
+            {
+                let mut b = big_zj(2500, "\n", b"</RECORDS>\n");
+                let at = b.len() * 2 / 3;
+                let at = at + find(&b[at..], b"<CONTACTMAN>").unwrap() + b"<CONTACTMAN>".len();
+                b.splice(at..at, [0x81, 0x20]);
+                b
+            },
+            2,
+        ),
         // The same in GB18030 (each part keeps the declaration and is transcoded on
         // its own thread).
         (
@@ -675,6 +704,7 @@ fn large_inputs_decoded_on_several_threads_give_the_serial_output() {
         assert!(body.len() > 5 << 20, "{name}: big enough to be cut");
         let (c1, out1, err1) = map_big(&path, "1");
         let (c2, out2, err2) = map_big(&path, "2");
+        let (c0, out0, err0) = map_whole(&path, "mappings/zj/application.toml");
         assert_eq!(c1, want, "{name}: {err1}");
         assert_eq!(c2, c1, "{name}: {err2}");
         assert_eq!(out2.lines().count(), out1.lines().count(), "{name}");
@@ -683,6 +713,24 @@ fn large_inputs_decoded_on_several_threads_give_the_serial_output() {
             err2, err1,
             "{name}: the same problems, the same record numbers"
         );
+        if name == "late bad byte" {
+            // Read part by part, the file stops at the bad byte after the records
+            // before it (as at a syntax error); a body read whole is refused whole.
+            assert!(out1.lines().count() > 1000, "{name}");
+            assert!(err1.contains("byte offset"), "{name}: {err1}");
+            assert_eq!(c0, 2, "{name}: {err0}");
+            assert!(out0.is_empty(), "{name}");
+        } else {
+            assert_eq!(c0, c1, "{name}: whole: {err0}");
+            assert!(
+                out0 == out1,
+                "{name}: the same records as the whole document"
+            );
+            assert_eq!(
+                err0, err1,
+                "{name}: the same problems as the whole document"
+            );
+        }
         if name == "one bad record" {
             assert!(
                 err1.contains("record 2400: contact.id_no"),
@@ -704,16 +752,32 @@ fn large_json_lines_streamed_on_several_threads_give_the_serial_output() {
     bad["ApplyerPageCode"] = Value::String("350205195912280258".into());
     let bad_line = serde_json::to_string(&bad).unwrap();
     let lines = |n: usize| format!("{line}\n").repeat(n);
-    let cases: [(&str, String, i32); 3] = [
-        ("plain", lines(6000), 0),
+    let cases: [(&str, Vec<u8>, i32); 4] = [
+        ("plain", lines(6000).into_bytes(), 0),
         // A record refused in the middle: same record numbers.
         (
             "one bad record",
-            format!("{}{bad_line}\n{}", lines(3000), lines(3000)),
+            format!("{}{bad_line}\n{}", lines(3000), lines(3000)).into_bytes(),
             1,
         ),
         // Not JSON at the end: exit 2 with the same output before it.
-        ("broken", format!("{}{{\"ProjectNo\": \n", lines(6000)), 2),
+        (
+            "broken",
+            format!("{}{{\"ProjectNo\": \n", lines(6000)).into_bytes(),
+            2,
+        ),
+        // Not UTF-8 two thirds in (a byte 0xFF in a name).
+        (
+            "late bad byte",
+            {
+                let mut b = lines(4000).into_bytes();
+                let at = b.len() + line.find("林").unwrap();
+                b.extend_from_slice(format!("{line}\n{}", lines(2000)).as_bytes());
+                b[at] = 0xFF;
+                b
+            },
+            2,
+        ),
     ];
     for (name, body, want) in cases {
         let path = dir.path().join("big.jsonl");
@@ -734,11 +798,31 @@ fn large_json_lines_streamed_on_several_threads_give_the_serial_output() {
         };
         let (c1, out1, err1) = map("1");
         let (c2, out2, err2) = map("2");
+        let (c0, out0, err0) = map_whole(&path, "mappings/nat/application.toml");
         assert_eq!(c1, want, "{name}: {err1}");
         assert_eq!(c2, c1, "{name}: {err2}");
         assert_eq!(out2.lines().count(), out1.lines().count(), "{name}");
         assert!(out2 == out1, "{name}: the same records in the same order");
         assert_eq!(err2, err1, "{name}: the same problems");
+        if name == "late bad byte" {
+            assert!(out1.lines().count() >= 2000, "{name}: the parts before it");
+            assert!(err1.contains("byte offset"), "{name}: {err1}");
+            assert_eq!(c0, 2, "{name}: {err0}");
+            assert!(
+                out0.is_empty(),
+                "{name}: a body read whole is refused whole"
+            );
+        } else {
+            assert_eq!(c0, c1, "{name}: whole: {err0}");
+            assert!(
+                out0 == out1,
+                "{name}: the same records as the whole document"
+            );
+            assert_eq!(
+                err0, err1,
+                "{name}: the same problems as the whole document"
+            );
+        }
         if want == 1 {
             assert!(
                 err1.contains("record 3000: applicant.id_no"),

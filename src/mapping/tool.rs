@@ -382,11 +382,13 @@ pub fn map(set: &MappingSet, req: &MapRequest, out: &mut dyn Write, err: &mut dy
             .map(str::to_string)
             .or_else(|| guess_content_type(input));
         let mut skip = 0;
-        // A large JSON-lines or XML file is read part by part while it is decoded.
+        // A large JSON-lines or XML file is read part by part while it is decoded, on
+        // one thread or several alike (so the output never depends on `--jobs`: a bad
+        // byte late in the file stops it there, after the records before it, as a
+        // syntax error does). A body read whole (stdin) is checked whole first.
         let size = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0);
         let essence = ct.as_deref().map(crate::codec::essence);
-        let streamed = if req.jobs > 1
-            && input != Path::new("-")
+        let streamed = if input != Path::new("-")
             && size >= 2 * PART_BYTES as u64
             && size <= req.limits.max_body_bytes as u64
         {
