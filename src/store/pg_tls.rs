@@ -286,12 +286,15 @@ impl Connector {
                 }
             }
         };
-        let config = ClientConfig::builder_with_provider(provider)
+        let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(tls_err)?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
+        // As libpq 17: PostgreSQL 17 requires it for `sslnegotiation=direct`; older
+        // servers ignore it.
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
         Ok(Connector {
             config: Some(Arc::new(config)),
             encrypted: Arc::default(),
