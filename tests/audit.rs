@@ -318,9 +318,11 @@ async fn archives_and_the_live_log_verify_as_one_chain() {
         &cfg,
         &["audit", "verify", "--archives", dir.to_str().unwrap()],
     );
+    // (Depending on where the flipped byte lands: a changed event, or an archive
+    // that no longer reads.)
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        text(&out).contains("audit log NOT intact: archive "),
+        text(&out).contains("audit log NOT intact: "),
         "{}",
         text(&out)
     );
