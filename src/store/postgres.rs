@@ -778,10 +778,18 @@ async fn writer_loop(
             match Chain::lock(&tx, alg).await {
                 Ok(c) => chain = Some(c),
                 Err(e) => {
+                    // A broken chain head is corruption, not an outage.
+                    let corrupt = matches!(e, StoreError::Corrupt(_));
                     let msg = format!("cannot lock the audit chain: {e}");
                     drop(tx);
                     for job in jobs {
-                        job.fail(|| StoreError::Unavailable(msg.clone()));
+                        job.fail(|| {
+                            if corrupt {
+                                StoreError::Corrupt(msg.clone())
+                            } else {
+                                StoreError::Unavailable(msg.clone())
+                            }
+                        });
                     }
                     continue;
                 }
