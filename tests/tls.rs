@@ -106,6 +106,36 @@ async fn curl_with_a_client_certificate_is_served_and_without_refused() {
     assert!(body.contains("\"status\":\"accepted\""), "{body}");
     wait_until(10, "the city receives it", || !h.city.accepted().is_empty()).await;
 
+    // HTTP/2 when the client offers it (ALPN), HTTP/1.1 when it asks for that.
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let out = Command::new("curl")
+            .current_dir(dir)
+            .args([
+                "-s",
+                "-S",
+                "--cacert",
+                "certs/dev/ca.pem",
+                "--cert",
+                "certs/dev/nodes/district-a.pem",
+                "--key",
+                "certs/dev/nodes/district-a.key.pem",
+                flag,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+                &format!("{}/healthz", h.url),
+            ])
+            .output()
+            .expect("curl runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{version} 200"),
+            "{flag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     // the same node without its certificate (naming itself by header): refused
     let record = common::application("350205260401000701", "350205").to_string();
     let (code, body) = post_as(dir, None, Some("district-a"), &record, &url);

@@ -1,5 +1,5 @@
-//! TLS with rustls: the gateway's HTTPS listener (optional client certificates checked
-//! against a CA bundle, files reloaded when they change), the client certificate a
+//! TLS with rustls: the gateway's HTTPS listener (HTTP/2 or HTTP/1.1 by ALPN, optional
+//! client certificates checked against a CA bundle, files reloaded when they change), the client certificate a
 //! request came with, and the client side for destinations (extra CA roots, a client
 //! certificate).
 
@@ -82,7 +82,7 @@ pub fn server_config(tls: &ServerTls, base: &Path) -> Result<Arc<ServerConfig>, 
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -213,15 +213,28 @@ pub fn serve(
                             let app = app.clone();
                             async move { tower::ServiceExt::oneshot(app, req).await }
                         });
-                        let conn = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                        tokio::pin!(conn);
-                        tokio::select! {
-                            _ = conn.as_mut() => {}
-                            _ = stop.cancelled() => {
-                                conn.as_mut().graceful_shutdown();
-                                let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
-                            }
+                        // HTTP/2 when the client asked for it in the handshake (ALPN),
+                        // else HTTP/1.1; either way in-flight requests finish on stop.
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        macro_rules! run {
+                            ($conn:expr) => {{
+                                let conn = $conn;
+                                tokio::pin!(conn);
+                                tokio::select! {
+                                    _ = conn.as_mut() => {}
+                                    _ = stop.cancelled() => {
+                                        conn.as_mut().graceful_shutdown();
+                                        let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+                                    }
+                                }
+                            }};
+                        }
+                        if h2 {
+                            run!(hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                                .serve_connection(io, service));
+                        } else {
+                            run!(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
                         }
                     });
                 }
