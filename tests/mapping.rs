@@ -840,3 +840,45 @@ fn large_json_lines_streamed_on_several_threads_give_the_serial_output() {
         }
     }
 }
+
+#[test]
+fn the_record_limit_holds_for_a_large_file_decoded_in_parts() {
+    // The node's limits from a config that takes big files but few records each.
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&repo().join("mappings"), &dir.path().join("mappings"));
+    copy_tree(&repo().join("examples"), &dir.path().join("examples"));
+    let config = std::fs::read_to_string(repo().join("hallgate.toml"))
+        .unwrap()
+        .replacen("max_body_bytes = 4194304", "max_body_bytes = 67108864", 1)
+        .replacen(
+            "max_records_per_body = 1000",
+            "max_records_per_body = 3000",
+            1,
+        );
+    std::fs::write(dir.path().join("hallgate.toml"), config).unwrap();
+    let path = dir.path().join("big.xml");
+    let body = big_zj(2500, "\n", b"</RECORDS>\n");
+    std::fs::write(&path, &body).unwrap();
+    let map = |jobs: &str| {
+        run(
+            &[
+                "--config",
+                "hallgate.toml",
+                "map",
+                "--node",
+                "zj-tonglu",
+                "--jobs",
+                jobs,
+                path.to_str().unwrap(),
+            ],
+            dir.path(),
+        )
+    };
+    let (c1, out1, err1) = map("1");
+    let (c2, out2, err2) = map("2");
+    // 5,000 records against a limit of 3,000: the first 3,000, then the refusal.
+    assert_eq!(c1, 2, "{err1}");
+    assert_eq!(out1.lines().count(), 3000, "{err1}");
+    assert!(err1.contains("more than 3000 records"), "{err1}");
+    assert_eq!((c2, &out2, &err2), (c1, &out1, &err1));
+}
