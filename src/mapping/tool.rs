@@ -355,6 +355,21 @@ fn map_parts(
     })
 }
 
+/// Fold a parallel run's exit code into `code`; the records written when the rest
+/// must be decoded whole, or None when the input is done.
+fn settle(result: Result<u8, (usize, u8)>, code: &mut u8) -> Option<usize> {
+    match result {
+        Ok(c) => {
+            *code = (*code).max(c);
+            None
+        }
+        Err((written, c)) => {
+            *code = (*code).max(c);
+            Some(written)
+        }
+    }
+}
+
 fn read_input(p: &Path) -> std::io::Result<Vec<u8>> {
     if p == Path::new("-") {
         let mut buf = Vec::new();
@@ -403,15 +418,9 @@ pub fn map(set: &MappingSet, req: &MapRequest, out: &mut dyn Write, err: &mut dy
             None
         };
         if let Some(stream) = streamed {
-            match map_parts(set, &stream, req, &label, out, err) {
-                Ok(c) => {
-                    code = code.max(c);
-                    continue;
-                }
-                Err((written, c)) => {
-                    skip = written;
-                    code = code.max(c);
-                }
+            match settle(map_parts(set, &stream, req, &label, out, err), &mut code) {
+                None => continue,
+                Some(written) => skip = written,
             }
         }
         let body = match read_input(input) {
@@ -431,15 +440,9 @@ pub fn map(set: &MappingSet, req: &MapRequest, out: &mut dyn Write, err: &mut dy
                 parts: &parts,
                 next: std::sync::atomic::AtomicUsize::new(0),
             };
-            match map_parts(set, &source, req, &label, out, err) {
-                Ok(c) => {
-                    code = code.max(c);
-                    continue;
-                }
-                Err((written, c)) => {
-                    skip = written;
-                    code = code.max(c);
-                }
+            match settle(map_parts(set, &source, req, &label, out, err), &mut code) {
+                None => continue,
+                Some(written) => skip = written,
             }
         }
         let mut line = Vec::with_capacity(2048);
