@@ -114,6 +114,39 @@ fn map_with_one_mapping_file_and_sniffed_format() {
 }
 
 #[test]
+fn a_repeated_element_reads_as_its_first_for_every_rule() {
+    // APPLY_CARDTYPE feeds applicant.id_type and, through a table, applicant.type:
+    // both must read the same (first) element, whatever the rules read before.
+    // Fails when a lookup resumes after the element an earlier rule found.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("dup.xml");
+    std::fs::write(
+        &input,
+        "<RECORDS><RECORD><PROJID>330122260324000009</PROJID><SERVICECODE>X1</SERVICECODE>\
+         <AREACODE>330122</AREACODE><APPLYNAME>张三</APPLYNAME>\
+         <APPLY_CARDTYPE>111</APPLY_CARDTYPE><APPLY_CARDNUMBER>11010519491231002X</APPLY_CARDNUMBER>\
+         <APPLY_CARDTYPE>001</APPLY_CARDTYPE><PROJID>999</PROJID></RECORD></RECORDS>",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(
+        &[
+            "map",
+            "--mapping",
+            "mappings/zj/application.toml",
+            input.to_str().unwrap(),
+        ],
+        &repo(),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let records = jsonl(&stdout);
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(r["case_no"], "330122260324000009");
+    assert_eq!(r["applicant"]["id_type"], "111");
+    assert_eq!(r["applicant"]["type"], "person", "{r}");
+}
+
+#[test]
 fn rejected_records_exit_1_with_one_line_per_problem() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("bad.json");
