@@ -82,7 +82,7 @@ fn engine(set: &MappingSet, bytes: &[u8], ct: &str, json: bool) -> usize {
         if let Ok(r) = c.result {
             if json {
                 out.clear();
-                hallgate::codec::write_object(&r.fields, &mut out);
+                r.fields.write_json(&mut out);
                 std::hint::black_box(&out);
             }
             n += 1;

@@ -116,47 +116,6 @@ fn syntax(e: serde_json::Error) -> CodecError {
     }
 }
 
-/// Write `v` as compact JSON, byte for byte what `serde_json::to_writer` writes, with
-/// a faster path for strings (most need no escaping: eight bytes are checked at a
-/// time). `hallgate map` writes every canonical record through this.
-pub fn write_json(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => {
-            // A number always serialises.
-            let _ = serde_json::to_writer(&mut *out, n);
-        }
-        Value::String(s) => write_str(s, out),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json(item, out);
-            }
-            out.push(b']');
-        }
-        Value::Object(map) => write_object(map, out),
-    }
-}
-
-/// [`write_json`] for an object.
-pub fn write_object(map: &serde_json::Map<String, Value>, out: &mut Vec<u8>) {
-    out.push(b'{');
-    for (i, (k, v)) in map.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_str(k, out);
-        out.push(b':');
-        write_json(v, out);
-    }
-    out.push(b'}');
-}
-
 /// Whether any of the eight bytes in `x` is `"`, `\\` or a control character.
 fn needs_escape(x: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -167,7 +126,10 @@ fn needs_escape(x: u64) -> bool {
     zero(x ^ (ONES * b'"' as u64)) | zero(x ^ (ONES * b'\\' as u64)) | control != 0
 }
 
-fn write_str(s: &str, out: &mut Vec<u8>) {
+/// A JSON string, byte for byte what `serde_json` writes, with a faster path for
+/// text that needs no escaping (eight bytes are checked at a time). Every canonical
+/// record `hallgate map` prints goes through this ([`crate::record::Obj::write_json`]).
+pub(crate) fn write_str(s: &str, out: &mut Vec<u8>) {
     let bytes = s.as_bytes();
     out.push(b'"');
     let mut i = 0;
@@ -211,6 +173,7 @@ fn write_str(s: &str, out: &mut Vec<u8>) {
 
 #[cfg(test)]
 mod tests {
+    use crate::record::Val;
 
     proptest::proptest! {
         #[test]
@@ -218,7 +181,7 @@ mod tests {
             let ascii = String::from_utf8(t).unwrap_or_default();
             let v = serde_json::json!({"a": s, "b": [ascii, 1, 2.5, null, true], "c": {"d": s}});
             let mut ours = Vec::new();
-            write_json(&v, &mut ours);
+            Val::from(&v).write_json(&mut ours);
             proptest::prop_assert_eq!(ours, serde_json::to_vec(&v).unwrap_or_default());
         }
     }
@@ -235,7 +198,7 @@ mod tests {
         ] {
             let v = Value::String(s.to_string());
             let mut ours = Vec::new();
-            write_json(&v, &mut ours);
+            Val::from(&v).write_json(&mut ours);
             assert_eq!(
                 String::from_utf8(ours).unwrap(),
                 serde_json::to_string(&v).unwrap()

@@ -258,7 +258,7 @@ async fn receive(
             if let Ok(decoded) = set.decode(&raw, ct, None, &crate::mapping::Limits::default())
                 && let Some(Ok(v)) = decoded.into_iter().next().map(|d| d.result)
             {
-                body = v;
+                body = v.to_value();
             }
         }
     }

@@ -124,8 +124,8 @@ fn round_trip(m: &Arc<Mapping>, records: &[Value]) -> Result<(), TestCaseError> 
     prop_assert_eq!(decoded.len(), records.len());
     for (d, r) in decoded.iter().zip(records) {
         prop_assert_eq!(
-            d.result.as_ref().ok(),
-            Some(r),
+            d.result.as_ref().ok().map(|o| o.to_value()),
+            Some(r.clone()),
             "{}",
             String::from_utf8_lossy(&native)
         );

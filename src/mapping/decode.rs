@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use crate::record::{Obj, Val};
 
 use super::eval::{self, JsonTree, Place, Tree};
 use super::xml::{self, Arena, Roots, Sink};
@@ -357,7 +357,7 @@ fn choose<'m, T: Tree>(
     node: T::Node,
     index: usize,
 ) -> Result<&'m Arc<Mapping>, DecodeError> {
-    let empty = Map::new();
+    let empty = Obj::new();
     mappings
         .iter()
         .copied()
@@ -391,18 +391,16 @@ fn push_record<T: Tree>(
         });
     }
     let index = run.count;
-    let mut map = Map::new();
+    let mut map = Obj::with_capacity(mapping.rules.len() + 1);
     let mut errors = Vec::new();
     let place = Place { index, item: None };
     eval::run(&mapping.rules, tree, node, &mut map, &place, &mut errors);
-    map.insert("kind".into(), Value::String(mapping.kind.as_str().into()));
+    map.insert("kind", Val::str(mapping.kind.as_str()));
     if !errors.is_empty() {
         // Report the canonical problems of the rest of the record too, so one run
         // shows everything to fix (a field the mapping already refused is not
         // reported twice).
-        if let Err(more) =
-            crate::record::Record::from_value(index, Value::Object(map.clone()), Some(mapping.kind))
-        {
+        if let Err(more) = crate::record::Record::from_obj(index, map.clone(), Some(mapping.kind)) {
             for mut e in more {
                 if !errors.iter().any(|x| x.field == e.field) {
                     e.source_path = mapping.source_of(&e.field);
@@ -417,7 +415,7 @@ fn push_record<T: Tree>(
         kind: mapping.kind,
         mapping: mapping.clone(),
         result: if errors.is_empty() {
-            Ok(Value::Object(map))
+            Ok(map)
         } else {
             Err(errors)
         },

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Number, Value};
 
+use crate::record::{Obj, Val};
+
 use super::NPath;
 use super::Step;
 use super::time::{self, Pattern};
@@ -266,7 +268,7 @@ pub(crate) fn run<T: Tree>(
     rules: &[Rule],
     tree: &T,
     node: T::Node,
-    out: &mut Map<String, Value>,
+    out: &mut Obj,
     place: &Place,
     errors: &mut Vec<FieldError>,
 ) {
@@ -276,7 +278,7 @@ pub(crate) fn run<T: Tree>(
         {
             continue;
         }
-        if rule.shared_target && get_path(out, &rule.target).is_some() {
+        if rule.shared_target && out.pointer(&rule.target).is_some() {
             continue; // an earlier rule filled it
         }
         let fail =
@@ -290,7 +292,7 @@ pub(crate) fn run<T: Tree>(
                 });
             };
         let value = match &rule.source {
-            Source::Const(v) => Some(v.clone()),
+            Source::Const(v) => Some(Val::from(v)),
             Source::Each { path, rules } => {
                 let mut nodes = Vec::new();
                 tree.each(node, &path.steps, &mut nodes);
@@ -300,13 +302,13 @@ pub(crate) fn run<T: Tree>(
                         index: place.index,
                         item: Some((place, &rule.field, items.len(), &path.text, i + 1)),
                     };
-                    let mut item = Map::new();
+                    let mut item = Obj::with_capacity(rules.len());
                     run(rules, tree, n, &mut item, &inner, errors);
                     if !item.is_empty() {
-                        items.push(Value::Object(item));
+                        items.push(Val::Obj(item));
                     }
                 }
-                (!items.is_empty()).then_some(Value::Array(items))
+                (!items.is_empty()).then_some(Val::Arr(items))
             }
             Source::Path(paths) => {
                 let mut found = (Lookup::Absent, &paths[0]);
@@ -362,7 +364,7 @@ pub(crate) fn run<T: Tree>(
         };
         let value = match value {
             Some(v) => Some(v),
-            None => rule.default.clone(),
+            None => rule.default.as_ref().map(Val::from),
         };
         match value {
             Some(v) => set_path(out, &rule.target, v),
@@ -387,17 +389,12 @@ pub(crate) fn run<T: Tree>(
     }
 }
 
-pub(crate) fn holds<T: Tree>(
-    cond: &Cond,
-    tree: &T,
-    node: T::Node,
-    out: &Map<String, Value>,
-) -> bool {
+pub(crate) fn holds<T: Tree>(cond: &Cond, tree: &T, node: T::Node, out: &Obj) -> bool {
     let text: Option<Cow<str>> = match &cond.subject {
-        CondSubject::Field(path) => get_path(out, path).and_then(|v| match v {
-            Value::String(s) => Some(Cow::Borrowed(s.as_str())),
-            Value::Number(n) => Some(Cow::Owned(n.to_string())),
-            Value::Bool(b) => Some(Cow::Owned(b.to_string())),
+        CondSubject::Field(path) => out.pointer(path).and_then(|v| match v {
+            Val::Str(s) => Some(Cow::Borrowed(s.as_str())),
+            Val::Num(n) => Some(Cow::Owned(n.to_string())),
+            Val::Bool(b) => Some(Cow::Owned(b.to_string())),
             _ => None,
         }),
         CondSubject::Path(p) => match tree.lookup(node, &p.steps) {
@@ -422,27 +419,21 @@ pub(crate) fn get_path<'m>(map: &'m Map<String, Value>, path: &[String]) -> Opti
     Some(v)
 }
 
-fn set_path(map: &mut Map<String, Value>, path: &[String], value: Value) {
+fn set_path(obj: &mut Obj, path: &[String], value: Val) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };
-    let mut cur = map;
+    let mut cur = obj;
     for p in parents {
-        if !matches!(cur.get(p.as_str()), Some(Value::Object(_))) {
-            cur.insert(p.clone(), Value::Object(Map::new()));
-        }
-        let Some(Value::Object(next)) = cur.get_mut(p.as_str()) else {
-            return;
-        };
-        cur = next;
+        cur = cur.object_at(p);
     }
-    cur.insert(last.clone(), value);
+    cur.insert(last, value);
 }
 
 type Fail = (&'static str, String);
 
 /// Source value to canonical value, or why not. `Ok(None)` is an absent value.
-fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Value>, Fail> {
+fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Val>, Fail> {
     let text: Cow<str> = match lookup {
         Lookup::Absent => return Ok(None),
         Lookup::Composite => {
@@ -452,10 +443,10 @@ fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Value>, Fail> {
             ));
         }
         Lookup::Bool(b) if rule.table.is_none() => {
-            return finish(rule, Value::Bool(b)).map(Some);
+            return finish(rule, Val::Bool(b)).map(Some);
         }
         Lookup::Num(n) if rule.table.is_none() && rule.time.is_none() && rule.split.is_none() => {
-            return finish(rule, Value::Number(n.clone())).map(Some);
+            return finish(rule, Val::Num(n.clone())).map(Some);
         }
         Lookup::Bool(b) => Cow::Owned(b.to_string()),
         Lookup::Num(n) => Cow::Owned(n.to_string()),
@@ -504,22 +495,22 @@ fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Value>, Fail> {
                 items.push(scalar(rule, part)?);
             }
         }
-        return Ok((!items.is_empty()).then_some(Value::Array(items)));
+        return Ok((!items.is_empty()).then_some(Val::Arr(items)));
     }
     if rule.table.is_none() && rule.time.is_none() && rule.coerce.is_none() && rule.check.is_none()
     {
-        return Ok(Some(Value::String(text.into_owned())));
+        return Ok(Some(Val::str(&text)));
     }
     scalar(rule, &text).map(Some)
 }
 
-fn scalar(rule: &Rule, text: &str) -> Result<Value, Fail> {
+fn scalar(rule: &Rule, text: &str) -> Result<Val, Fail> {
     let mut value = match &rule.table {
         Some(t) => match t.get(text) {
-            Some(v) => v.clone(),
+            Some(v) => Val::from(v),
             None => match &t.unknown {
-                Unknown::Pass => Value::String(text.to_string()),
-                Unknown::Default(d) => d.clone(),
+                Unknown::Pass => Val::str(text),
+                Unknown::Default(d) => Val::from(d),
                 Unknown::Reject => {
                     let mut known: Vec<&str> = t.keys.iter().map(String::as_str).take(12).collect();
                     if t.keys.len() > 12 {
@@ -537,17 +528,17 @@ fn scalar(rule: &Rule, text: &str) -> Result<Value, Fail> {
                 }
             },
         },
-        None => Value::String(text.to_string()),
+        None => Val::str(text),
     };
     if let Some(tr) = &rule.time
-        && let Value::String(s) = &value
+        && let Val::Str(s) = &value
     {
         let parsed = tr
             .patterns
             .iter()
             .find_map(|p| time::parse(s, p, tr.zone, tr.date_only));
         value = match parsed {
-            Some(t) => Value::String(t),
+            Some(t) => Val::str(&t),
             None => {
                 return Err((
                     if tr.date_only { "date" } else { "time" },
@@ -565,20 +556,20 @@ fn scalar(rule: &Rule, text: &str) -> Result<Value, Fail> {
 }
 
 /// Type coercion and named checks, on the value after tables and times.
-fn finish(rule: &Rule, value: Value) -> Result<Value, Fail> {
+fn finish(rule: &Rule, value: Val) -> Result<Val, Fail> {
     let value = match (rule.coerce, value) {
-        (None | Some(Coerce::String), Value::Number(n)) if rule.coerce.is_some() => {
-            Value::String(n.to_string())
+        (None | Some(Coerce::String), Val::Num(n)) if rule.coerce.is_some() => {
+            Val::str(&n.to_string())
         }
-        (Some(Coerce::String), Value::Bool(b)) => Value::String(b.to_string()),
-        (Some(Coerce::Integer), v) => Value::from(integer(&v)?),
-        (Some(Coerce::Number), v) => Value::Number(number(&v)?),
-        (Some(Coerce::Boolean), v) => Value::Bool(boolean(&v)?),
+        (Some(Coerce::String), Val::Bool(b)) => Val::str(if b { "true" } else { "false" }),
+        (Some(Coerce::Integer), v) => Val::Num(integer(&v)?.into()),
+        (Some(Coerce::Number), v) => Val::Num(number(&v)?),
+        (Some(Coerce::Boolean), v) => Val::Bool(boolean(&v)?),
         (_, v) => v,
     };
     if let Some(check) = rule.check {
         let ok = match &value {
-            Value::String(s) => check.run(s),
+            Val::Str(s) => check.run(s),
             _ => Err("must be text"),
         };
         if let Err(m) = ok {
@@ -588,7 +579,7 @@ fn finish(rule: &Rule, value: Value) -> Result<Value, Fail> {
     Ok(value)
 }
 
-fn integer(v: &Value) -> Result<i64, Fail> {
+fn integer(v: &Val) -> Result<i64, Fail> {
     let bad = || {
         (
             "number",
@@ -596,17 +587,17 @@ fn integer(v: &Value) -> Result<i64, Fail> {
         )
     };
     match v {
-        Value::Number(n) => n.as_i64().ok_or_else(bad),
-        Value::String(s) => s.trim().parse::<i64>().map_err(|_| bad()),
+        Val::Num(n) => n.as_i64().ok_or_else(bad),
+        Val::Str(s) => s.trim().parse::<i64>().map_err(|_| bad()),
         _ => Err(bad()),
     }
 }
 
-fn number(v: &Value) -> Result<Number, Fail> {
+fn number(v: &Val) -> Result<Number, Fail> {
     let bad = || ("number", "expected a finite number".to_string());
     match v {
-        Value::Number(n) => Ok(n.clone()),
-        Value::String(s) => {
+        Val::Num(n) => Ok(n.clone()),
+        Val::Str(s) => {
             let s = s.trim();
             if let Ok(i) = s.parse::<i64>() {
                 return Ok(Number::from(i));
@@ -621,12 +612,12 @@ fn number(v: &Value) -> Result<Number, Fail> {
     }
 }
 
-fn boolean(v: &Value) -> Result<bool, Fail> {
+fn boolean(v: &Val) -> Result<bool, Fail> {
     match v {
-        Value::Bool(b) => Ok(*b),
-        Value::Number(n) if n.as_i64() == Some(1) => Ok(true),
-        Value::Number(n) if n.as_i64() == Some(0) => Ok(false),
-        Value::String(s) => match s.trim() {
+        Val::Bool(b) => Ok(*b),
+        Val::Num(n) if n.as_i64() == Some(1) => Ok(true),
+        Val::Num(n) if n.as_i64() == Some(0) => Ok(false),
+        Val::Str(s) => match s.trim() {
             "1" | "true" | "TRUE" | "True" | "Y" | "y" | "yes" | "是" => Ok(true),
             "0" | "false" | "FALSE" | "False" | "N" | "n" | "no" | "否" => Ok(false),
             _ => Err((

@@ -211,7 +211,7 @@ impl Example {
                         Ok(rec) => {
                             let mut fields = rec.fields;
                             fields.remove("source");
-                            got.push(Value::Object(fields));
+                            got.push(fields.to_value());
                         }
                         Err(errors) => {
                             for e in errors {

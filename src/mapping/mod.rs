@@ -190,7 +190,7 @@ pub struct Decoded {
     pub index: usize,
     pub kind: Kind,
     pub mapping: Arc<Mapping>,
-    pub result: Result<Value, Vec<FieldError>>,
+    pub result: Result<crate::record::Obj, Vec<FieldError>>,
 }
 
 /// The mappings of one node, in the order its configuration lists them: the inbound
@@ -273,7 +273,7 @@ pub struct Checked {
 
 fn check_one(d: Decoded) -> Checked {
     let result = match d.result {
-        Ok(v) => crate::record::Record::from_value(d.index, v, Some(d.kind)),
+        Ok(v) => crate::record::Record::from_obj(d.index, v, Some(d.kind)),
         Err(e) => Err(e),
     };
     let result = result.map_err(|mut errors| {

@@ -282,7 +282,7 @@ fn map_parts(
                                     if let Some(s) = req.source {
                                         r.set_source(s);
                                     }
-                                    crate::codec::write_object(&r.fields, &mut done.lines);
+                                    r.fields.write_json(&mut done.lines);
                                     done.lines.push(b'\n');
                                 }
                                 Err(errors) => done.rejects.push((c.index, errors)),
@@ -456,7 +456,7 @@ pub fn map(set: &MappingSet, req: &MapRequest, out: &mut dyn Write, err: &mut dy
                         r.set_source(s);
                     }
                     line.clear();
-                    crate::codec::write_object(&r.fields, &mut line);
+                    r.fields.write_json(&mut line);
                     line.push(b'\n');
                     let _ = out.write_all(&line);
                 }

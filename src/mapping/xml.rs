@@ -26,24 +26,17 @@ pub(crate) struct XNode<'a> {
     last_child: u32,
     next_sibling: u32,
     has_children: bool,
-    /// Two children share a name: a lookup then scans from the first child, so a
-    /// name always reads as its first element, whatever the rules read before.
-    repeated_names: bool,
     /// The name's length and first bytes, compared before the name itself.
     key: u64,
-    /// The child a name lookup found last: rules read children mostly in document
-    /// order, so the next lookup starts after it (when no two children share a name,
-    /// the one found is the only one).
-    cursor: std::cell::Cell<u32>,
 }
 
 /// A name's length and first seven bytes: equal names have equal keys.
 fn name_key(name: &[u8]) -> u64 {
-    let mut k = [0u8; 8];
-    k[0] = name.len().min(255) as u8;
-    let n = name.len().min(7);
-    k[1..=n].copy_from_slice(&name[..n]);
-    u64::from_le_bytes(k)
+    let mut k = name.len().min(255) as u64;
+    for (i, b) in name.iter().take(7).enumerate() {
+        k |= (*b as u64) << (8 * (i + 1));
+    }
+    k
 }
 
 /// The elements of one captured subtree; node 0 is its root.
@@ -61,19 +54,6 @@ impl<'a> Arena<'a> {
     ) -> u32 {
         let id = self.nodes.len() as u32;
         let key = name_key(name.as_bytes());
-        if let Some(p) = parent
-            && !self.nodes[p as usize].repeated_names
-        {
-            let mut cur = self.nodes[p as usize].first_child;
-            while cur != NONE {
-                let sibling = &self.nodes[cur as usize];
-                if sibling.key == key && sibling.name == name {
-                    self.nodes[p as usize].repeated_names = true;
-                    break;
-                }
-                cur = sibling.next_sibling;
-            }
-        }
         self.nodes.push(XNode {
             name,
             text: Cow::Borrowed(""),
@@ -82,9 +62,7 @@ impl<'a> Arena<'a> {
             last_child: NONE,
             next_sibling: NONE,
             has_children: false,
-            repeated_names: false,
             key,
-            cursor: std::cell::Cell::new(NONE),
         });
         if let Some(p) = parent {
             let p = p as usize;
@@ -112,42 +90,17 @@ impl<'a> Arena<'a> {
         })
     }
 
+    /// The `nth` child (from 0) named `name`: a path without an index reads the
+    /// first, whatever other rules read. Names are compared by their keys first, so
+    /// scanning a record's children costs little.
     fn named_child(&self, node: u32, name: &str, nth: usize) -> Option<u32> {
         let key = name_key(name.as_bytes());
-        let is = |c: u32| {
-            let n = &self.nodes[c as usize];
-            n.key == key && n.name == name
-        };
-        let parent = &self.nodes[node as usize];
-        if nth > 0 || parent.repeated_names {
-            return self.children(node).filter(|c| is(*c)).nth(nth);
-        }
-        // From just after the last hit to the end, then from the start to it.
-        let last = parent.cursor.get();
-        let mut cur = if last == NONE {
-            parent.first_child
-        } else {
-            self.nodes[last as usize].next_sibling
-        };
-        while cur != NONE {
-            if is(cur) {
-                parent.cursor.set(cur);
-                return Some(cur);
-            }
-            cur = self.nodes[cur as usize].next_sibling;
-        }
-        let mut cur = parent.first_child;
-        while cur != NONE {
-            if is(cur) {
-                parent.cursor.set(cur);
-                return Some(cur);
-            }
-            if cur == last {
-                break;
-            }
-            cur = self.nodes[cur as usize].next_sibling;
-        }
-        None
+        self.children(node)
+            .filter(|c| {
+                let n = &self.nodes[*c as usize];
+                n.key == key && n.name == name
+            })
+            .nth(nth)
     }
 
     /// The nodes `steps` select below `node` (every match of the last name).

@@ -8,7 +8,7 @@
 //! region codes (GB/T 2260 shape) and mobiles. Each problem names the record, the
 //! canonical field and a stable rule code; messages never repeat personal data.
 
-use serde_json::{Map, Value};
+use super::value::{Obj, Val};
 
 use super::{FieldError, Kind};
 
@@ -323,32 +323,32 @@ fn required(kind: Kind) -> &'static [(&'static str, &'static str)] {
 }
 
 // Canonical fields nest one level at most (`applicant.id_no`).
-fn get<'a>(fields: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+fn get<'a>(fields: &'a Obj, path: &str) -> Option<&'a Val> {
     match path.split_once('.') {
         None => fields.get(path),
         Some((outer, inner)) => match fields.get(outer)? {
-            Value::Object(m) => m.get(inner),
+            Val::Obj(m) => m.get(inner),
             _ => None,
         },
     }
 }
 
-fn get_mut<'a>(fields: &'a mut Map<String, Value>, path: &str) -> Option<&'a mut Value> {
+fn get_mut<'a>(fields: &'a mut Obj, path: &str) -> Option<&'a mut Val> {
     match path.split_once('.') {
         None => fields.get_mut(path),
         Some((outer, inner)) => match fields.get_mut(outer)? {
-            Value::Object(m) => m.get_mut(inner),
+            Val::Obj(m) => m.get_mut(inner),
             _ => None,
         },
     }
 }
 
 /// Normalise an ID number in place (lower-case `x` to `X`) and check it.
-fn id_field(fields: &mut Map<String, Value>, path: &str) -> Option<Result<(), &'static str>> {
+fn id_field(fields: &mut Obj, path: &str) -> Option<Result<(), &'static str>> {
     let v = get_mut(fields, path)?;
     let s = v.as_str()?;
     if s.ends_with('x') {
-        *v = Value::String(s.to_ascii_uppercase());
+        *v = Val::str(&s.to_ascii_uppercase());
     }
     v.as_str().map(id_no)
 }
@@ -357,7 +357,7 @@ fn id_field(fields: &mut Map<String, Value>, path: &str) -> Option<Result<(), &'
 /// embedded material (`materials[0].` in error fields).
 pub fn validate(
     kind: Kind,
-    fields: &mut Map<String, Value>,
+    fields: &mut Obj,
     index: usize,
     material: Option<usize>,
     errors: &mut Vec<FieldError>,
@@ -377,7 +377,7 @@ pub fn validate(
     };
     if material.is_none() {
         for (field, message) in required(kind) {
-            if get(fields, field).is_none_or(Value::is_null) {
+            if get(fields, field).is_none_or(Val::is_null) {
                 e(field, "required", (*message).to_string());
             }
         }
@@ -385,7 +385,7 @@ pub fn validate(
     // Resident ID numbers: the contact always, the applicant when the document type
     // says 居民身份证 (111); an applicant with 001 carries a credit code.
     // 111 and 001 are the only document types with a check of their own.
-    let id_type = match get(fields, "applicant.id_type").and_then(Value::as_str) {
+    let id_type = match get(fields, "applicant.id_type").and_then(Val::as_str) {
         Some("111") => Some("111"),
         Some("001") => Some("001"),
         _ => None,
@@ -399,7 +399,7 @@ pub fn validate(
             }
             Some("001") => {
                 if let Some(Err(m)) = get(fields, "applicant.id_no")
-                    .and_then(Value::as_str)
+                    .and_then(Val::as_str)
                     .map(uscc)
                 {
                     e("applicant.id_no", "uscc", m.to_string());
@@ -464,10 +464,10 @@ pub fn validate(
     }
     if kind == Kind::Application {
         match fields.get_mut("materials") {
-            Some(Value::Array(items)) => {
+            Some(Val::Arr(items)) => {
                 for (i, item) in items.iter_mut().enumerate() {
                     match item {
-                        Value::Object(m) => validate(Kind::Material, m, index, Some(i), errors),
+                        Val::Obj(m) => validate(Kind::Material, m, index, Some(i), errors),
                         _ => errors.push(FieldError {
                             record: index,
                             field: format!("materials[{i}]"),

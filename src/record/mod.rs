@@ -8,9 +8,12 @@
 use std::fmt;
 
 pub mod checks;
+pub mod value;
+
+pub use value::{Obj, Val};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Record kinds, in the order they are delivered within a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -91,7 +94,7 @@ impl fmt::Display for FieldError {
 pub struct Record {
     pub kind: Kind,
     pub case_no: String,
-    pub fields: Map<String, Value>,
+    pub fields: Obj,
 }
 
 impl Record {
@@ -102,6 +105,24 @@ impl Record {
         value: Value,
         expected: Option<Kind>,
     ) -> Result<Record, Vec<FieldError>> {
+        match value {
+            Value::Object(fields) => Record::from_obj(index, Obj::from(fields), expected),
+            _ => Err(vec![FieldError {
+                record: index,
+                field: String::new(),
+                source_path: None,
+                rule: "type".into(),
+                message: "a record must be a JSON object".into(),
+            }]),
+        }
+    }
+
+    /// [`Record::from_value`] for a record already in the engine's own values.
+    pub fn from_obj(
+        index: usize,
+        mut fields: Obj,
+        expected: Option<Kind>,
+    ) -> Result<Record, Vec<FieldError>> {
         let mut errors = Vec::new();
         let e = |field: &str, rule: &str, message: String| FieldError {
             record: index,
@@ -109,13 +130,6 @@ impl Record {
             source_path: None,
             rule: rule.to_string(),
             message,
-        };
-        let Value::Object(fields) = value else {
-            return Err(vec![e(
-                "",
-                "type",
-                "a record must be a JSON object".to_string(),
-            )]);
         };
         let kind = match fields.get("kind") {
             None => expected.or_else(|| {
@@ -126,7 +140,7 @@ impl Record {
                 ));
                 None
             }),
-            Some(Value::String(s)) => match Kind::parse(s) {
+            Some(Val::Str(s)) => match Kind::parse(s) {
                 Some(k) => {
                     if let Some(x) = expected.filter(|x| *x != k) {
                         errors.push(e(
@@ -152,8 +166,8 @@ impl Record {
             }
         };
         let case_no = match fields.get("case_no") {
-            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
-            Some(Value::String(_)) | None => {
+            Some(Val::Str(s)) if !s.trim().is_empty() => Some(s.to_string()),
+            Some(Val::Str(_)) | None => {
                 errors.push(e(
                     "case_no",
                     "required",
@@ -198,8 +212,8 @@ impl Record {
                 "step_no must be a non-negative integer".into(),
             ));
         }
-        for (key, value) in &fields {
-            if matches!(value, Value::String(s) if s.is_empty()) {
+        for (key, value) in fields.iter() {
+            if matches!(value, Val::Str(s) if s.is_empty()) {
                 errors.push(e(
                     key,
                     "empty",
@@ -207,14 +221,13 @@ impl Record {
                 ));
             }
         }
-        let mut fields = fields;
         if let Some(kind) = kind {
             checks::validate(kind, &mut fields, index, None, &mut errors);
         }
         match (kind, case_no, errors.is_empty()) {
             (Some(kind), Some(case_no), true) => {
-                if fields.get("kind").and_then(Value::as_str) != Some(kind.as_str()) {
-                    fields.insert("kind".into(), Value::String(kind.as_str().into()));
+                if fields.get("kind").and_then(Val::as_str) != Some(kind.as_str()) {
+                    fields.insert("kind", Val::str(kind.as_str()));
                 }
                 Ok(Record {
                     kind,
@@ -227,7 +240,7 @@ impl Record {
     }
 
     pub fn str_field(&self, name: &str) -> Option<&str> {
-        self.fields.get(name).and_then(Value::as_str)
+        self.fields.get(name).and_then(Val::as_str)
     }
 
     /// A value by dotted path (`applicant.type`), as text for comparisons.
@@ -238,9 +251,9 @@ impl Record {
             v = v.get(p)?;
         }
         match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
+            Val::Str(s) => Some(s.to_string()),
+            Val::Num(n) => Some(n.to_string()),
+            Val::Bool(b) => Some(b.to_string()),
             _ => None,
         }
     }
@@ -248,7 +261,7 @@ impl Record {
     pub fn version(&self) -> Option<i64> {
         self.fields
             .get("version")
-            .and_then(Value::as_u64)
+            .and_then(Val::as_u64)
             .and_then(|v| i64::try_from(v).ok())
     }
 
@@ -257,7 +270,7 @@ impl Record {
         if self.kind == Kind::Process {
             self.fields
                 .get("step_no")
-                .and_then(Value::as_u64)
+                .and_then(Val::as_u64)
                 .and_then(|v| i64::try_from(v).ok())
                 .unwrap_or(0)
         } else {
@@ -292,13 +305,11 @@ impl Record {
 
     /// Set `source` to the sending node (the gateway's word, never the sender's).
     pub fn set_source(&mut self, node: &str) {
-        self.fields
-            .insert("source".into(), Value::String(node.to_string()));
+        self.fields.insert("source", Val::str(node));
     }
 
     pub fn to_json(&self) -> String {
-        // A map of JSON values always serialises.
-        serde_json::to_string(&self.fields).unwrap_or_default()
+        self.fields.to_json()
     }
 }
 

@@ -128,7 +128,7 @@ impl Hall {
                     .ok()
                     .and_then(|d| d.into_iter().next())
                     .and_then(|d| d.result.ok())
-                    .unwrap_or(Value::Null),
+                    .map_or(Value::Null, |o| o.to_value()),
                 None => native.clone(),
             };
             let seq = g.next_seq;

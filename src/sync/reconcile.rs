@@ -95,7 +95,7 @@ fn holdings_page(
         .map(|d| {
             d.result
                 .ok()
-                .and_then(|v| Holding::from_record(&v))
+                .and_then(|v| Holding::from_record(&v.to_value()))
                 .ok_or_else(|| SyncError::BadAnswer {
                     url: answer.url.clone(),
                     reason: format!(
