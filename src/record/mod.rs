@@ -337,9 +337,13 @@ pub fn mask_personal(value: &mut Value) {
     }
 }
 
-/// Mask personal data inside free text (a receiver's answer, an error from outside):
-/// any run of 17 digits and a check character is treated as an ID number, any run of
-/// 11 digits starting with 1 as a mobile.
+/// Mask personal data inside free text (a receiver's answer, an error from outside,
+/// a value an error message quotes). Treated as ID numbers: 17 digits and a check
+/// character, and 15 digits (the first-generation card), with a plausible birth date
+/// where GB 11643 puts it — whether or not the check character is right, since a
+/// mistyped ID number is still somebody's. As mobiles: 11 digits starting with 1, and
+/// 13 starting with 861 (+86). Case numbers of the same lengths carry no birth date
+/// (`350205260401000123`: year 2604) and stay readable.
 pub fn mask_text(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len());
@@ -354,8 +358,10 @@ pub fn mask_text(s: &str) -> String {
             }
             let run: String = chars[i..j].iter().collect();
             let masked = match run.len() {
-                18 if looks_like_id_no(&run) => mask_keep(&run, 6, 4),
+                18 if birth_date(&run[6..14]) => mask_keep(&run, 6, 4),
+                15 if birth_date(&format!("19{}", &run[6..12])) => mask_keep(&run, 6, 3),
                 11 if run.starts_with('1') => mask_keep(&run, 3, 4),
+                13 if run.starts_with("861") => mask_keep(&run, 5, 4),
                 _ => run,
             };
             out.push_str(&masked);
@@ -368,26 +374,13 @@ pub fn mask_text(s: &str) -> String {
     out
 }
 
-/// An 18-character resident ID number (GB 11643): a birth date at 7–14 and a
-/// valid check character. Case numbers of the same length are not.
-pub fn looks_like_id_no(s: &str) -> bool {
-    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    const CHECK: &[u8; 11] = b"10X98765432";
-    let b = s.as_bytes();
-    if b.len() != 18 || !b[..17].iter().all(u8::is_ascii_digit) {
-        return false;
-    }
-    let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().unwrap_or(0);
-    let (year, month, day) = (num(6..10), num(10..12), num(12..14));
-    if !(1900..=2099).contains(&year) || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return false;
-    }
-    let sum: u32 = b[..17]
-        .iter()
-        .zip(WEIGHTS)
-        .map(|(c, w)| u32::from(c - b'0') * w)
-        .sum();
-    CHECK[(sum % 11) as usize] == b[17].to_ascii_uppercase()
+/// `YYYYMMDD` digits that could be a birth date (years 1900–2099).
+fn birth_date(s: &str) -> bool {
+    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|t| t.parse::<u32>().ok());
+    matches!(
+        (num(0..4), num(4..6), num(6..8)),
+        (Some(1900..=2099), Some(1..=12), Some(1..=31))
+    ) && s.len() == 8
 }
 
 /// Keep `head` leading and `tail` trailing characters, star the rest.
@@ -486,6 +479,11 @@ mod tests {
         assert_eq!(
             mask_text("办件 350205260401000123"),
             "办件 350205260401000123"
+        );
+        // a wrong check character, a first-generation number, +86: still masked
+        assert_eq!(
+            mask_text("`350205195912280258` `35020519591228025X` `350205591228025` `+8613906711234`"),
+            "`350205********0258` `350205********025X` `350205******025` `+86139****1234`"
         );
     }
 
