@@ -581,8 +581,14 @@ fn find(h: &[u8], n: &[u8]) -> Option<usize> {
 /// `hallgate map --jobs 1 … -` with the file on stdin: a body read whole and decoded
 /// as one document (never cut), the reference for the parallel decode.
 fn map_whole(path: &Path, mapping: &str) -> (i32, String, String) {
+    map_stdin(path, mapping, "1")
+}
+
+/// `hallgate map --jobs N … -`: the file on stdin (read whole; on two threads it is
+/// cut in memory).
+fn map_stdin(path: &Path, mapping: &str, jobs: &str) -> (i32, String, String) {
     let out = Command::new(BIN)
-        .args(["map", "--jobs", "1", "--mapping", mapping, "-"])
+        .args(["map", "--jobs", jobs, "--mapping", mapping, "-"])
         .current_dir(repo())
         .stdin(std::fs::File::open(path).unwrap())
         .output()
@@ -659,7 +665,23 @@ fn map_big(path: &Path, jobs: &str) -> (i32, String, String) {
 #[test]
 fn large_inputs_decoded_on_several_threads_give_the_serial_output() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, Vec<u8>, i32); 10] = [
+    let cases: [(&str, Vec<u8>, i32); 12] = [
+        // A record after the last `</RECORD>`, self-closing or prefixed: what follows
+        // the last cut must not be copied into every part (it was read once per part).
+        (
+            "self-closing record last",
+            big_zj(2500, "\n", b"<RECORD PROJID=\"TAIL\"/></RECORDS>\n"),
+            1,
+        ),
+        (
+            "prefixed record last",
+            big_zj(
+                2500,
+                "\n",
+                b"<x:RECORD xmlns:x=\"urn:x\"><PROJID>330122260324999999</PROJID><SERVICECODE>X1</SERVICECODE><AREACODE>330122</AREACODE></x:RECORD></RECORDS>\n",
+            ),
+            0,
+        ),
         // A record written with a prefix before the first plain one: it must not
         // become part of every part's head (it would be read again with each).
         (
@@ -783,10 +805,15 @@ fn large_inputs_decoded_on_several_threads_give_the_serial_output() {
         std::fs::write(&path, &body).unwrap();
         assert!(body.len() > 5 << 20, "{name}: big enough to be cut");
         let (c1, out1, err1) = map_big(&path, "1");
+        let whole = map_whole(&path, "mappings/zj/application.toml");
+        assert!(
+            map_stdin(&path, "mappings/zj/application.toml", "2") == whole,
+            "{name}: stdin on two threads reads as stdin on one"
+        );
         same_as_whole(
             name,
             want,
-            map_whole(&path, "mappings/zj/application.toml"),
+            whole,
             (c1, &out1, &err1),
             map_big(&path, "2"),
             1000,

@@ -154,6 +154,17 @@ fn xml_parts<'a>(
     if prefix_start > first_start || !xml::open_prefix(&t[..first_start], name) {
         return None;
     }
+    // What follows the last `</RECORD>` is copied into every part: only end tags,
+    // comments and processing instructions may be there, not a record written
+    // `<RECORD/>` or `<x:RECORD>` (it would be read once per part).
+    let after = t[last_end..].as_bytes();
+    if after
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'<' && !matches!(after.get(i + 1), Some(b'/' | b'!' | b'?')))
+    {
+        return None;
+    }
     let mut cuts = vec![first_start];
     let mut at = first_start + part_bytes;
     while at < last_end {
