@@ -460,6 +460,46 @@ fn a_mapping_written_from_the_docs_alone_passes_its_examples() {
 
 /// SOAP 1.2 with the record in CDATA, a multipart form whose attrXml part is GBK with
 /// its own declaration, and JSON lines: all through the demo nodes' mappings.
+/// Two mappings share a record root and `match` decides which reads each record: the
+/// same in a plain body and in a SOAP envelope carrying the records as elements.
+/// Fails when the envelope hands every record to every mapping with that root.
+#[test]
+fn match_decides_between_mappings_in_soap_as_in_plain_xml() {
+    let compile = |text: &str| {
+        Arc::new(Mapping::compile(text, &repo().join("mappings/t.toml"), &Disk).expect("compiles"))
+    };
+    let set = MappingSet::new(vec![
+        compile(
+            "kind = \"process\"\nformat = \"xml\"\nroot = \"RECORDS/RECORD\"\nmatch = { path = \"STEP\", present = true }\n[fields]\ncase_no = \"PROJID\"\nnode_name = \"STEP\"\n",
+        ),
+        compile(
+            "kind = \"result\"\nformat = \"xml\"\nroot = \"RECORDS/RECORD\"\nmatch = { path = \"RESULT\", present = true }\n[fields]\ncase_no = \"PROJID\"\ndescription = \"RESULT\"\n",
+        ),
+    ]);
+    let records = "<RECORDS><RECORD><PROJID>P1</PROJID><STEP>受理</STEP></RECORD><RECORD><PROJID>P1</PROJID><RESULT>准予许可</RESULT></RECORD></RECORDS>";
+    let soap = format!(
+        "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body><op>{records}</op></s:Body></s:Envelope>"
+    );
+    let read = |body: &str| -> Vec<Value> {
+        hallgate::mapping::decode_and_check(
+            &set,
+            body.as_bytes(),
+            Some("text/xml"),
+            None,
+            &Limits::default(),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|c| c.result.expect("valid").fields.to_value())
+        .collect()
+    };
+    let plain = read(records);
+    assert_eq!(plain.len(), 2, "{plain:?}");
+    assert_eq!(plain[0]["kind"], "process");
+    assert_eq!(plain[1]["kind"], "result");
+    assert_eq!(read(&soap), plain);
+}
+
 #[test]
 fn soap_1_2_multipart_and_json_lines() {
     let set = node_set("zj-tonglu");

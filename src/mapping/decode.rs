@@ -454,16 +454,37 @@ impl<'a> Sink<'a> for SoapSink<'_, '_, '_> {
                 text_document(self.run, &by_field, &node.text, self.nesting + 1)?;
                 continue;
             }
-            // Records as elements inside the operation.
-            for m in self.candidates.iter().filter(|m| m.format == Format::Xml) {
-                for r in &m.roots {
-                    if first_name(&r.steps) == Some(node.name.as_ref()) {
-                        let mut found = Vec::new();
-                        arena.select(c, &r.steps[1..], &mut found);
-                        for n in found {
-                            push_record(self.run, m, arena, n)?;
-                        }
-                    }
+            // Records as elements inside the operation, read as in a plain body: the
+            // roots of the first mapping that knows this element, and for each record
+            // the first mapping with that root whose `match` holds.
+            let is_root = |r: &&super::NPath| first_name(&r.steps) == Some(node.name.as_ref());
+            let Some(first) = self
+                .candidates
+                .iter()
+                .find(|m| m.format == Format::Xml && m.roots.iter().any(|r| is_root(&r)))
+            else {
+                continue;
+            };
+            let paths: Vec<&[Step]> = first
+                .roots
+                .iter()
+                .filter(is_root)
+                .map(|r| &r.steps[..])
+                .collect();
+            let sharing: Vec<&Arc<Mapping>> = self
+                .candidates
+                .iter()
+                .copied()
+                .filter(|m| {
+                    m.format == Format::Xml && m.roots.iter().any(|r| paths.contains(&&r.steps[..]))
+                })
+                .collect();
+            for path in paths {
+                let mut found = Vec::new();
+                arena.select(c, &path[1..], &mut found);
+                for n in found {
+                    let m = choose(&sharing, arena, n, self.run.count)?;
+                    push_record(self.run, m, arena, n)?;
                 }
             }
         }
