@@ -157,7 +157,7 @@ fn xml_parts<'a>(
     // What follows the last `</RECORD>` is copied into every part: only end tags,
     // comments and processing instructions may be there, not a record written
     // `<RECORD/>` or `<x:RECORD>` (it would be read once per part).
-    let after = t[last_end..].as_bytes();
+    let after = &t.as_bytes()[last_end..];
     if after
         .iter()
         .enumerate()
