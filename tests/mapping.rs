@@ -500,6 +500,102 @@ fn match_decides_between_mappings_in_soap_as_in_plain_xml() {
     assert_eq!(read(&soap), plain);
 }
 
+/// Rule semantics on small inputs, XML and JSON alike (each case failed before its fix):
+/// a path list passes an empty value to the next path; numbers go through regex and
+/// checks as text; a numeric document type still selects the ID number check; a
+/// mapping's `id_no` check takes a lower-case `x`; `each` with an index takes that
+/// element; with `trim = false` spaces before an entity stay.
+#[test]
+fn rule_semantics_hold_for_xml_and_json() {
+    fn decode(mapping: &str, ct: &str, body: &str) -> Vec<Result<Value, Vec<String>>> {
+        let m = Mapping::compile(mapping, &repo().join("mappings/t.toml"), &Disk)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let set = MappingSet::new(vec![Arc::new(m)]);
+        hallgate::mapping::decode_and_check(
+            &set,
+            body.as_bytes(),
+            Some(ct),
+            None,
+            &Limits::default(),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            c.result
+                .map(|r| r.fields.to_value())
+                .map_err(|e| e.iter().map(|e| e.to_string()).collect())
+        })
+        .collect()
+    }
+    let head = |format: &str, root: &str| {
+        format!(
+            "kind = \"application\"\nformat = \"{format}\"\nroot = \"{root}\"\n[fields]\ncase_no = \"PROJID\"\nitem_code = \"CODE\"\n"
+        )
+    };
+    // A path list: an empty first element or key does not hide the second.
+    let ids = "applicant.id_type = { const = \"111\" }\napplicant.id_no = { path = [\"SFZH\", \"ZJHM\"] }\n";
+    let xml = decode(
+        &(head("xml", "RECORDS/RECORD") + ids),
+        "application/xml",
+        "<RECORDS><RECORD><PROJID>P1</PROJID><CODE>C</CODE><SFZH> </SFZH><ZJHM>350205195912280259</ZJHM></RECORD></RECORDS>",
+    );
+    let json = decode(
+        &(head("json", "") + ids),
+        "application/json",
+        r#"[{"PROJID":"P1","CODE":"C","SFZH":"","ZJHM":"350205195912280259"},{"PROJID":"P2","CODE":"C","SFZH":null,"ZJHM":"350205195912280259"}]"#,
+    );
+    for r in xml.iter().chain(&json) {
+        assert_eq!(
+            r.as_ref().unwrap()["applicant"]["id_no"],
+            "350205195912280259",
+            "{r:?}"
+        );
+    }
+    // Numbers through regex and checks; a numeric document type; a lower-case x.
+    let rules = "region = { path = \"XZQH\", regex = '^(\\d{6})', render = false }\nextra = { path = \"X\" }\n";
+    let rules = rules.replace("extra = { path = \"X\" }\n", "contact.id_no = { path = \"LXRZJ\", check = \"id_no\" }\napplicant.id_type = \"ZJLX\"\napplicant.id_no = \"ZJHM\"\n");
+    let got = decode(
+        &(head("json", "") + &rules),
+        "application/json",
+        r#"[{"PROJID":"P1","CODE":"C","XZQH":420102000000,"LXRZJ":"33012219580905367x"},
+            {"PROJID":"P2","CODE":"C","ZJLX":111,"ZJHM":"350205195912280258"}]"#,
+    );
+    let first = got[0].as_ref().unwrap();
+    assert_eq!(first["region"], "420102");
+    assert_eq!(first["contact"]["id_no"], "33012219580905367X");
+    let errors = got[1].as_ref().unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("applicant.id_no") && e.contains("id_no:")),
+        "{errors:?}"
+    );
+    let checked = decode(
+        &(head("json", "") + "region = { path = \"XZQH\", check = \"region\" }\n"),
+        "application/json",
+        r#"{"PROJID":"P1","CODE":"C","XZQH":420102}"#,
+    );
+    assert_eq!(checked[0].as_ref().unwrap()["region"], "420102");
+    // `each` with an index: that element only, as in JSON.
+    let each = "[fields.materials]\neach = \"ATTRS/ATTR[2]\"\nfields.name = \"NAME\"\n";
+    let xml = decode(
+        &(head("xml", "RECORDS/RECORD") + each),
+        "application/xml",
+        "<RECORDS><RECORD><PROJID>P1</PROJID><CODE>C</CODE><ATTRS><ATTR><NAME>one</NAME></ATTR><ATTR><NAME>two</NAME></ATTR></ATTRS></RECORD></RECORDS>",
+    );
+    assert_eq!(
+        xml[0].as_ref().unwrap()["materials"],
+        serde_json::json!([{"name": "two"}])
+    );
+    // trim = false keeps the space before an entity.
+    let xml = decode(
+        &(head("xml", "RECORDS/RECORD") + "project_name = { path = \"D\", trim = false }\n"),
+        "application/xml",
+        "<RECORDS><RECORD><PROJID>P1</PROJID><CODE>C</CODE><D> &amp; B</D></RECORD></RECORDS>",
+    );
+    assert_eq!(xml[0].as_ref().unwrap()["project_name"], " & B");
+}
+
 #[test]
 fn soap_1_2_multipart_and_json_lines() {
     let set = node_set("zj-tonglu");

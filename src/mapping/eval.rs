@@ -311,16 +311,23 @@ pub(crate) fn run<T: Tree>(
                 (!items.is_empty()).then_some(Val::Arr(items))
             }
             Source::Path(paths) => {
-                let mut found = (Lookup::Absent, &paths[0]);
+                // The first path with a value: one absent, or empty once trimmed (as
+                // `""` and `null` are in JSON), passes to the next; one whose value
+                // is refused does not.
+                let mut found = Ok(None);
+                let mut path = &paths[0];
                 for p in paths {
                     let l = tree.lookup(node, &p.steps);
-                    if !matches!(l, Lookup::Absent) {
-                        found = (l, p);
+                    if matches!(l, Lookup::Absent) {
+                        continue;
+                    }
+                    path = p;
+                    found = convert(rule, l);
+                    if !matches!(found, Ok(None)) {
                         break;
                     }
                 }
-                let (lookup, path) = found;
-                match convert(rule, lookup) {
+                match found {
                     Ok(v) => v,
                     Err((code, message)) => {
                         fail(errors, Some(&path.text), code, message);
@@ -445,7 +452,16 @@ fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Val>, Fail> {
         Lookup::Bool(b) if rule.table.is_none() => {
             return finish(rule, Val::Bool(b)).map(Some);
         }
-        Lookup::Num(n) if rule.table.is_none() && rule.time.is_none() && rule.split.is_none() => {
+        // A number stays a number unless a rule works on its text (a check runs on
+        // text: `check = "region"` on 420102 checks and keeps "420102").
+        Lookup::Num(n)
+            if rule.table.is_none()
+                && rule.time.is_none()
+                && rule.split.is_none()
+                && rule.regex.is_none()
+                && rule.case.is_none()
+                && rule.check.is_none() =>
+        {
             return finish(rule, Val::Num(n.clone())).map(Some);
         }
         Lookup::Bool(b) => Cow::Owned(b.to_string()),
@@ -557,7 +573,7 @@ fn scalar(rule: &Rule, text: &str) -> Result<Val, Fail> {
 
 /// Type coercion and named checks, on the value after tables and times.
 fn finish(rule: &Rule, value: Val) -> Result<Val, Fail> {
-    let value = match (rule.coerce, value) {
+    let mut value = match (rule.coerce, value) {
         (None | Some(Coerce::String), Val::Num(n)) if rule.coerce.is_some() => {
             Val::str(&n.to_string())
         }
@@ -568,6 +584,13 @@ fn finish(rule: &Rule, value: Val) -> Result<Val, Fail> {
         (_, v) => v,
     };
     if let Some(check) = rule.check {
+        // A lower-case check character is normalised, as the canonical check does.
+        if check == Check::IdNo
+            && let Val::Str(s) = &value
+            && s.ends_with('x')
+        {
+            value = Val::str(&s.to_ascii_uppercase());
+        }
         let ok = match &value {
             Val::Str(s) => check.run(s),
             _ => Err("must be text"),

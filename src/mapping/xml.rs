@@ -112,7 +112,8 @@ impl<'a> Arena<'a> {
         let mut cur = node;
         let mut i = 0;
         while i < parents.len() {
-            let nth = match parents.get(i + 1) {
+            // The index may be the last step (`ATTRS/ATTR[2]`).
+            let nth = match steps.get(i + 1) {
                 Some(Step::Index(n)) => *n,
                 _ => 0,
             };
@@ -549,10 +550,12 @@ fn append<'a>(
     pos: usize,
 ) -> Result<(), DecodeError> {
     let n = &mut arena.nodes[node as usize];
+    // Whitespace between child elements is layout, dropped; before an entity in a
+    // value (`<D> &amp; B</D>`) it is part of the value (`trim = false` keeps it).
+    if n.has_children && s.bytes().all(|b| b.is_ascii_whitespace()) {
+        return Ok(());
+    }
     if n.text.is_empty() {
-        if s.bytes().all(|b| b.is_ascii_whitespace()) {
-            return Ok(());
-        }
         check_len(s.len(), limits, pos)?;
         n.text = s;
     } else {
