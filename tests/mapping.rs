@@ -340,6 +340,10 @@ fn a_mapping_that_cannot_compile_names_file_line_and_reason() {
             ":5: field `submitted_at`: time pattern `yy-MM-dd`: the year is written yyyy",
         ),
         (
+            "kind = \"application\"\nformat = \"xml\"\nroot = \"R/R\"\n[fields]\nsubmitted_at = { path = \"T\", time = \"yyyy-MM-dd'T'HH:mm:ss'Z'\" }\n",
+            ":5: field `submitted_at`: time pattern `yyyy-MM-dd'T'HH:mm:ss'Z'`: a quoted 'Z' is only a letter",
+        ),
+        (
             "kind = \"application\"\nformat = \"xml\"\nroot = \"R/R\"\n[fields]\nregion = { path = \"A\", when = { field = \"op\", equals = \"x\" } }\nop = \"B\"\n",
             ":5: field `region`: `when` refers to `op`, which is not mapped above this field",
         ),

@@ -693,6 +693,18 @@ fn compile_rule(
         if compiled.is_empty() {
             return Err(ctx.err(line, what, "give at least one time pattern"));
         }
+        if let Some(i) = compiled.iter().position(Pattern::has_literal_z)
+            && zone != jiff::tz::Offset::UTC
+        {
+            return Err(ctx.err(
+                line,
+                what,
+                format!(
+                    "time pattern `{}`: a quoted 'Z' is only a letter, so these UTC times would be read in {zone}; write XXX to read the offset, or set zone = \"+00:00\" on this field",
+                    patterns[i]
+                ),
+            ));
+        }
         rule.time = Some(TimeRule {
             patterns: compiled,
             texts: patterns,

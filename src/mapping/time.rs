@@ -136,6 +136,13 @@ impl Pattern {
     }
 }
 
+impl Pattern {
+    /// Whether the pattern holds a quoted `'Z'` (a letter, not an offset).
+    pub fn has_literal_z(&self) -> bool {
+        matches!(self, Pattern::Fields(tokens) if tokens.contains(&Token::Lit('Z')))
+    }
+}
+
 /// Parse `s` with `pattern`; the result is RFC 3339 in `zone` (or the value's own
 /// offset when the pattern reads one), or `YYYY-MM-DD` when `date_only`.
 pub fn parse(s: &str, pattern: &Pattern, zone: Offset, date_only: bool) -> Option<String> {
@@ -156,6 +163,10 @@ pub fn parse(s: &str, pattern: &Pattern, zone: Offset, date_only: bool) -> Optio
         }
         Pattern::Fields(tokens) => parse_fields(s, tokens, zone)?,
     };
+    // Canonical times have four-digit years (an epoch value can reach year -9999).
+    if !(0..=9999).contains(&dt.year()) {
+        return None;
+    }
     Some(if date_only {
         format!("{:04}-{:02}-{:02}", dt.year(), dt.month(), dt.day())
     } else {
@@ -289,7 +300,9 @@ fn parse_fields(s: &str, tokens: &[Token], zone: Offset) -> Option<(DateTime, Of
 pub fn format(s: &str, pattern: &Pattern, zone: Offset, date_only: bool) -> Option<String> {
     let (dt, ts) = if date_only {
         let d: Date = s.parse().ok()?;
-        (d.to_datetime(jiff::civil::Time::midnight()), None)
+        let dt = d.to_datetime(jiff::civil::Time::midnight());
+        // A date as an epoch value: its midnight in the zone.
+        (dt, zone.to_timestamp(dt).ok())
     } else {
         let ts: Timestamp = s.parse().ok()?;
         (zone.to_datetime(ts), Some(ts))
@@ -394,5 +407,22 @@ mod tests {
         );
         assert!(Pattern::compile("YYYY-MM-dd", false).is_err(), "week year");
         assert!(Pattern::compile("yyyy-MM-dd'T'HH:mm:ss", false).is_ok());
+        assert!(Pattern::compile("yyyy-MM-dd'T'HH:mm:ss'Z'", false)
+            .unwrap()
+            .has_literal_z());
+    }
+
+    #[test]
+    fn dates_as_epoch_values_and_years_out_of_range() {
+        // A date written as epoch milliseconds is its midnight in the zone, and reads
+        // back as the same date.
+        let pat = Pattern::compile("epoch_ms", true).unwrap();
+        let ms = format("2026-04-06", &pat, cst(), true).expect("formats");
+        assert_eq!(ms, "1775404800000");
+        assert_eq!(parse(&ms, &pat, cst(), true).as_deref(), Some("2026-04-06"));
+        // Year -1 is a valid epoch value, not a canonical time.
+        assert_eq!(p("epoch_ms", "-62198841600000"), None);
+        assert_eq!(p("epoch_s", "-62198841600"), None);
+        assert!(p("epoch_s", "-62167219200").is_some(), "year 0 is four digits");
     }
 }
