@@ -600,6 +600,26 @@ fn rule_semantics_hold_for_xml_and_json() {
     assert_eq!(xml[0].as_ref().unwrap()["project_name"], " & B");
 }
 
+/// A table's `render` choice for its default value (`default = "other"`, `render =
+/// { other = "9" }` in the shipped national mapping) renders, and reads back.
+#[test]
+fn a_table_default_renders_with_its_render_code() {
+    let m = Arc::new(Mapping::load(&repo().join("mappings/nat/application.toml"), &Disk).unwrap());
+    let record = serde_json::json!({"kind": "application", "case_no": "X1", "item_code": "T1",
+        "region": "350205", "applicant": {"type": "other"}});
+    let native = hallgate::mapping::render(&m, std::slice::from_ref(&record))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8(native.clone()).unwrap();
+    assert!(text.contains(r#""ApplyerType":"9""#), "{text}");
+    let again = MappingSet::new(vec![m])
+        .decode(&native, None, None, &Limits::default())
+        .unwrap();
+    assert_eq!(
+        again[0].result.as_ref().unwrap().to_value()["applicant"]["type"],
+        "other"
+    );
+}
+
 #[test]
 fn soap_1_2_multipart_and_json_lines() {
     let set = node_set("zj-tonglu");

@@ -137,6 +137,11 @@ impl Table {
                 }
             }
         }
+        // A `render` choice for a value outside the map: the default for unknown
+        // codes (`default = "other"`, `render = { other = "9" }`).
+        for (key, code) in render {
+            inverse.entry(key).or_insert(code);
+        }
         Table {
             name: name.to_string(),
             small: if entries.len() <= 16 {

@@ -407,9 +407,11 @@ mod tests {
         );
         assert!(Pattern::compile("YYYY-MM-dd", false).is_err(), "week year");
         assert!(Pattern::compile("yyyy-MM-dd'T'HH:mm:ss", false).is_ok());
-        assert!(Pattern::compile("yyyy-MM-dd'T'HH:mm:ss'Z'", false)
-            .unwrap()
-            .has_literal_z());
+        assert!(
+            Pattern::compile("yyyy-MM-dd'T'HH:mm:ss'Z'", false)
+                .unwrap()
+                .has_literal_z()
+        );
     }
 
     #[test]
@@ -423,6 +425,9 @@ mod tests {
         // Year -1 is a valid epoch value, not a canonical time.
         assert_eq!(p("epoch_ms", "-62198841600000"), None);
         assert_eq!(p("epoch_s", "-62198841600"), None);
-        assert!(p("epoch_s", "-62167219200").is_some(), "year 0 is four digits");
+        assert!(
+            p("epoch_s", "-62167219200").is_some(),
+            "year 0 is four digits"
+        );
     }
 }
