@@ -620,6 +620,36 @@ fn a_table_default_renders_with_its_render_code() {
     );
 }
 
+/// Paths with an index render to that place (`NOTE[2]` is the second NOTE element, the
+/// second item of the JSON list), in either order of the rules, and read back.
+#[test]
+fn indexed_paths_render_to_their_place() {
+    for (format, root) in [("xml", "RECORDS/RECORD"), ("json", "rows")] {
+        for fields in [
+            "description = \"NOTE[1]\"\nreason = \"NOTE[2]\"\n",
+            "reason = \"NOTE[2]\"\ndescription = \"NOTE[1]\"\n",
+        ] {
+            let text = format!(
+                "kind = \"result\"\nformat = \"{format}\"\nroot = \"{root}\"\n[fields]\ncase_no = \"PROJID\"\n{fields}"
+            );
+            let m =
+                Arc::new(Mapping::compile(&text, &repo().join("mappings/t.toml"), &Disk).unwrap());
+            let record = serde_json::json!({"kind": "result", "case_no": "P1",
+                "description": "first", "reason": "second"});
+            let native = hallgate::mapping::render(&m, std::slice::from_ref(&record)).unwrap();
+            let again = MappingSet::new(vec![m])
+                .decode(&native, None, None, &Limits::default())
+                .unwrap();
+            assert_eq!(
+                again[0].result.as_ref().unwrap().to_value(),
+                record,
+                "{format}: {}",
+                String::from_utf8_lossy(&native)
+            );
+        }
+    }
+}
+
 #[test]
 fn soap_1_2_multipart_and_json_lines() {
     let set = node_set("zj-tonglu");

@@ -133,6 +133,26 @@ struct Elem {
 }
 
 impl Elem {
+    /// The `nth` child named `name` (from 0), made with any before it.
+    fn nth_child(&mut self, name: &str, nth: usize) -> &mut Elem {
+        let mut have = self.children.iter().filter(|c| c.name == name).count();
+        while have <= nth {
+            self.children.push(Elem {
+                name: name.to_string(),
+                ..Elem::default()
+            });
+            have += 1;
+        }
+        let i = self
+            .children
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.name == name)
+            .nth(nth)
+            .map_or(0, |(i, _)| i);
+        &mut self.children[i]
+    }
+
     fn child(&mut self, name: &str) -> &mut Elem {
         match self.children.iter().position(|c| c.name == name) {
             Some(i) => &mut self.children[i],
@@ -177,9 +197,13 @@ impl Elem {
 impl Target for Elem {
     fn put(&mut self, steps: &[Step], value: Out, _native: Option<Native>) {
         let mut cur = self;
-        for s in steps {
+        for (i, s) in steps.iter().enumerate() {
             match s {
-                Step::Name(n) => cur = cur.child(n),
+                // `NOTE[2]` is the second NOTE, as when decoding.
+                Step::Name(n) => match steps.get(i + 1) {
+                    Some(Step::Index(k)) => cur = cur.nth_child(n, *k),
+                    _ => cur = cur.child(n),
+                },
                 Step::Index(_) => {}
                 Step::Attr(a) => {
                     cur.attrs.push((a.clone(), value.text()));
@@ -212,24 +236,11 @@ struct Obj(Map<String, Value>);
 
 impl Target for Obj {
     fn put(&mut self, steps: &[Step], value: Out, native: Option<Native>) {
-        let names = names(steps);
-        let Some((last, parents)) = names.split_last() else {
-            return;
-        };
-        let mut cur = &mut self.0;
-        for p in parents {
-            let slot = cur
-                .entry((*p).clone())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !slot.is_object() {
-                *slot = Value::Object(Map::new());
-            }
-            let Value::Object(next) = slot else {
-                return;
-            };
-            cur = next;
+        let mut root = Value::Object(std::mem::take(&mut self.0));
+        json_put(&mut root, steps, value.json(native));
+        if let Value::Object(m) = root {
+            self.0 = m;
         }
-        cur.insert((*last).clone(), value.json(native));
     }
 
     fn item(&mut self, _steps: &[Step]) -> &mut Obj {
@@ -337,6 +348,38 @@ fn fill_json(
         Ok(())
     };
     fill(rules, record, obj, index, prefix, &mut each)
+}
+
+/// Write `value` at `steps` below `at`: names are keys of objects, indexes places in
+/// lists (`NOTE[2]` is the second item of the list `NOTE`; the items before it are
+/// null until a rule fills them).
+fn json_put(at: &mut Value, steps: &[Step], value: Value) {
+    let Some((first, rest)) = steps.split_first() else {
+        *at = value;
+        return;
+    };
+    match first {
+        Step::Name(n) => {
+            if !at.is_object() {
+                *at = Value::Object(Map::new());
+            }
+            if let Value::Object(m) = at {
+                json_put(m.entry(n.clone()).or_insert(Value::Null), rest, value);
+            }
+        }
+        Step::Index(k) => {
+            if !at.is_array() {
+                *at = Value::Array(Vec::new());
+            }
+            if let Value::Array(items) = at {
+                if items.len() <= *k {
+                    items.resize(k + 1, Value::Null);
+                }
+                json_put(&mut items[*k], rest, value);
+            }
+        }
+        Step::Attr(_) => {}
+    }
 }
 
 /// The element or key names of a path (indexes and attributes left out).
