@@ -650,6 +650,43 @@ fn indexed_paths_render_to_their_place() {
     }
 }
 
+/// An error names the source the value was read from: the second path of a list,
+/// the later of two rules for a field, the element a list item came from when an
+/// empty one before it was left out.
+#[test]
+fn errors_name_the_source_the_value_came_from() {
+    let text = "kind = \"application\"\nformat = \"xml\"\nroot = \"RECORDS/RECORD\"\n[fields]\ncase_no = \"PROJID\"\nitem_code = \"CODE\"\napplicant.id_type = { const = \"111\" }\napplicant.id_no = { path = [\"SFZH\", \"ZJHM\"] }\ncontact.mobile = { path = \"SJ\", when = { path = \"SJLX\", equals = \"1\" } }\n\"contact.mobile\" = \"LXDH\"\n[fields.materials]\neach = \"ATTRS/ATTR\"\nfields.name = \"NAME\"\nfields.sort = \"SORT\"\n";
+    let m = Mapping::compile(text, &repo().join("mappings/t.toml"), &Disk)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let set = MappingSet::new(vec![Arc::new(m)]);
+    let body = "<RECORDS><RECORD><PROJID>P1</PROJID><CODE>C</CODE><ZJHM>350205195912280258</ZJHM><SJ>13906711234</SJ><LXDH>1390671123</LXDH><ATTRS><ATTR></ATTR><ATTR><NAME>营业执照</NAME><SORT>x</SORT></ATTR></ATTRS></RECORD></RECORDS>";
+    let got = hallgate::mapping::decode_and_check(
+        &set,
+        body.as_bytes(),
+        Some("application/xml"),
+        None,
+        &Limits::default(),
+    )
+    .unwrap();
+    let errors: Vec<String> = got[0]
+        .result
+        .as_ref()
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    for want in [
+        "record 0: applicant.id_no (ZJHM): id_no:",
+        "record 0: contact.mobile (LXDH): mobile:",
+        "record 0: materials[0].sort (ATTRS/ATTR[2]/SORT): type:",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "{want}\n{errors:#?}"
+        );
+    }
+}
+
 #[test]
 fn soap_1_2_multipart_and_json_lines() {
     let set = node_set("zj-tonglu");

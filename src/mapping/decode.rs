@@ -393,8 +393,17 @@ fn push_record<T: Tree>(
     let index = run.count;
     let mut map = Obj::with_capacity(mapping.rules.len() + 1);
     let mut errors = Vec::new();
+    let mut notes = Vec::new();
     let place = Place { index, item: None };
-    eval::run(&mapping.rules, tree, node, &mut map, &place, &mut errors);
+    eval::run(
+        &mapping.rules,
+        tree,
+        node,
+        &mut map,
+        &place,
+        &mut errors,
+        &mut notes,
+    );
     map.insert("kind", Val::str(mapping.kind.as_str()));
     if !errors.is_empty() {
         // Report the canonical problems of the rest of the record too, so one run
@@ -403,7 +412,7 @@ fn push_record<T: Tree>(
         if let Err(more) = crate::record::Record::from_obj(index, map.clone(), Some(mapping.kind)) {
             for mut e in more {
                 if !errors.iter().any(|x| x.field == e.field) {
-                    e.source_path = mapping.source_of(&e.field);
+                    e.source_path = super::source_for(mapping, &notes, &e.field);
                     errors.push(e);
                 }
             }
@@ -419,6 +428,7 @@ fn push_record<T: Tree>(
         } else {
             Err(errors)
         },
+        notes,
     })
 }
 

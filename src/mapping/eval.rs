@@ -213,6 +213,25 @@ pub(crate) struct Rule {
     pub native: Option<Native>,
     /// Another rule fills the same field (so this one checks whether it is set).
     pub shared_target: bool,
+    /// The first rule of its field: its first path is the field's source in error
+    /// messages unless a [`SourceNote`] says otherwise.
+    pub primary: bool,
+}
+
+/// Where a value really came from, when that is not the field's first rule's first
+/// path (`Mapping::source_of`): kept with the record for the canonical checks' error
+/// messages. None are made in the common case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceNote {
+    /// A field read from another path of a list, or by a later rule.
+    Field { field: String, source: String },
+    /// List item `kept` (as written, from 0) came from element `element` (from 0):
+    /// an empty element before it was left out.
+    Item {
+        list: String,
+        kept: usize,
+        element: usize,
+    },
 }
 
 impl Rule {
@@ -237,6 +256,7 @@ impl Rule {
             render: true,
             native: None,
             shared_target: false,
+            primary: true,
         }
     }
 }
@@ -276,6 +296,7 @@ pub(crate) fn run<T: Tree>(
     out: &mut Obj,
     place: &Place,
     errors: &mut Vec<FieldError>,
+    notes: &mut Vec<SourceNote>,
 ) {
     for rule in rules {
         if let Some(cond) = &rule.when
@@ -308,8 +329,15 @@ pub(crate) fn run<T: Tree>(
                         item: Some((place, &rule.field, items.len(), &path.text, i + 1)),
                     };
                     let mut item = Obj::with_capacity(rules.len());
-                    run(rules, tree, n, &mut item, &inner, errors);
+                    run(rules, tree, n, &mut item, &inner, errors, notes);
                     if !item.is_empty() {
+                        if items.len() != i && place.item.is_none() {
+                            notes.push(SourceNote::Item {
+                                list: rule.field.clone(),
+                                kept: items.len(),
+                                element: i,
+                            });
+                        }
                         items.push(Val::Obj(item));
                     }
                 }
@@ -321,19 +349,28 @@ pub(crate) fn run<T: Tree>(
                 // is refused does not.
                 let mut found = Ok(None);
                 let mut path = &paths[0];
-                for p in paths {
+                let mut at = 0;
+                for (k, p) in paths.iter().enumerate() {
                     let l = tree.lookup(node, &p.steps);
                     if matches!(l, Lookup::Absent) {
                         continue;
                     }
-                    path = p;
+                    (path, at) = (p, k);
                     found = convert(rule, l);
                     if !matches!(found, Ok(None)) {
                         break;
                     }
                 }
                 match found {
-                    Ok(v) => v,
+                    Ok(v) => {
+                        if v.is_some() && (at > 0 || !rule.primary) {
+                            notes.push(SourceNote::Field {
+                                field: format!("{}{}", place.field(), rule.field),
+                                source: format!("{}{}", place.source(), path.text),
+                            });
+                        }
+                        v
+                    }
                     Err((code, message)) => {
                         fail(errors, Some(&path.text), code, message);
                         continue;

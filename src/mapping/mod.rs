@@ -191,6 +191,43 @@ pub struct Decoded {
     pub kind: Kind,
     pub mapping: Arc<Mapping>,
     pub result: Result<crate::record::Obj, Vec<FieldError>>,
+    /// Where values came from when not from their field's usual source.
+    pub notes: Vec<eval::SourceNote>,
+}
+
+/// The source path of `field` in one decoded record: what its notes say, or the
+/// field's usual source (with a list item's element number when empty elements
+/// before it were left out).
+pub(crate) fn source_for(
+    mapping: &Mapping,
+    notes: &[eval::SourceNote],
+    field: &str,
+) -> Option<String> {
+    for n in notes {
+        if let eval::SourceNote::Field { field: f, source } = n
+            && f == field
+        {
+            return Some(source.clone());
+        }
+    }
+    for n in notes {
+        match n {
+            eval::SourceNote::Item {
+                list,
+                kept,
+                element,
+            } => {
+                let head = format!("{list}[{kept}]");
+                if let Some(rest) = field.strip_prefix(&head)
+                    && (rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+                {
+                    return mapping.source_of(&format!("{list}[{element}]{rest}"));
+                }
+            }
+            eval::SourceNote::Field { .. } => {}
+        }
+    }
+    mapping.source_of(field)
 }
 
 /// The mappings of one node, in the order its configuration lists them: the inbound
@@ -279,7 +316,7 @@ fn check_one(d: Decoded) -> Checked {
     let result = result.map_err(|mut errors| {
         for e in &mut errors {
             if e.source_path.is_none() {
-                e.source_path = d.mapping.source_of(&e.field);
+                e.source_path = source_for(&d.mapping, &d.notes, &e.field);
             }
         }
         errors

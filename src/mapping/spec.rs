@@ -520,6 +520,7 @@ fn compile_rules(
             .enumerate()
             .any(|(j, r)| j != i && r.field == rules[i].field);
         rules[i].shared_target = shared;
+        rules[i].primary = !rules[..i].iter().any(|r| r.field == rules[i].field);
     }
     Ok(rules)
 }
