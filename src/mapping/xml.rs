@@ -24,10 +24,16 @@ pub(crate) struct XNode<'a> {
     pub attrs: Vec<(String, String)>,
     first_child: u32,
     last_child: u32,
-    next_sibling: u32,
     has_children: bool,
+}
+
+/// What a name lookup reads of each node, kept apart from the nodes so that scanning
+/// a record's children reads one small array.
+#[derive(Debug, Clone, Copy)]
+struct Link {
     /// The name's length and first bytes, compared before the name itself.
     key: u64,
+    next_sibling: u32,
 }
 
 /// A name's length and first seven bytes: equal names have equal keys.
@@ -43,9 +49,15 @@ fn name_key(name: &[u8]) -> u64 {
 #[derive(Debug, Default)]
 pub(crate) struct Arena<'a> {
     pub nodes: Vec<XNode<'a>>,
+    links: Vec<Link>,
 }
 
 impl<'a> Arena<'a> {
+    fn clear(&mut self) {
+        self.nodes.clear();
+        self.links.clear();
+    }
+
     fn push(
         &mut self,
         parent: Option<u32>,
@@ -60,9 +72,11 @@ impl<'a> Arena<'a> {
             attrs,
             first_child: NONE,
             last_child: NONE,
-            next_sibling: NONE,
             has_children: false,
+        });
+        self.links.push(Link {
             key,
+            next_sibling: NONE,
         });
         if let Some(p) = parent {
             let p = p as usize;
@@ -70,7 +84,7 @@ impl<'a> Arena<'a> {
             if last == NONE {
                 self.nodes[p].first_child = id;
             } else {
-                self.nodes[last as usize].next_sibling = id;
+                self.links[last as usize].next_sibling = id;
             }
             self.nodes[p].last_child = id;
             self.nodes[p].has_children = true;
@@ -85,7 +99,7 @@ impl<'a> Arena<'a> {
                 return None;
             }
             let id = cur;
-            cur = self.nodes[id as usize].next_sibling;
+            cur = self.links[id as usize].next_sibling;
             Some(id)
         })
     }
@@ -95,12 +109,18 @@ impl<'a> Arena<'a> {
     /// scanning a record's children costs little.
     fn named_child(&self, node: u32, name: &str, nth: usize) -> Option<u32> {
         let key = name_key(name.as_bytes());
-        self.children(node)
-            .filter(|c| {
-                let n = &self.nodes[*c as usize];
-                n.key == key && n.name == name
-            })
-            .nth(nth)
+        let mut cur = self.nodes[node as usize].first_child;
+        let mut seen = 0;
+        while let Some(link) = self.links.get(cur as usize) {
+            if link.key == key && self.nodes[cur as usize].name == name {
+                if seen == nth {
+                    return Some(cur);
+                }
+                seen += 1;
+            }
+            cur = link.next_sibling;
+        }
+        None
     }
 
     /// The nodes `steps` select below `node` (every match of the last name).
@@ -419,7 +439,7 @@ pub(crate) fn stream<'a>(
                     let id = arena.push(open.last().copied(), name, attrs);
                     open.push(id);
                 } else if let Some(r) = starts {
-                    arena.nodes.clear();
+                    arena.clear();
                     let id = arena.push(None, name, attrs);
                     open.push(id);
                     capturing = Some(r);
