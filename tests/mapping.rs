@@ -508,7 +508,8 @@ fn match_decides_between_mappings_in_soap_as_in_plain_xml() {
 /// a path list passes an empty value to the next path; numbers go through regex and
 /// checks as text; a numeric document type still selects the ID number check; a
 /// mapping's `id_no` check takes a lower-case `x`; `each` with an index takes that
-/// element; with `trim = false` spaces before an entity stay.
+/// element; with `trim = false` spaces before an entity stay; a `when` on a source path
+/// sees the value after the half-width step.
 #[test]
 fn rule_semantics_hold_for_xml_and_json() {
     fn decode(mapping: &str, ct: &str, body: &str) -> Vec<Result<Value, Vec<String>>> {
@@ -598,6 +599,16 @@ fn rule_semantics_hold_for_xml_and_json() {
         "<RECORDS><RECORD><PROJID>P1</PROJID><CODE>C</CODE><D> &amp; B</D></RECORD></RECORDS>",
     );
     assert_eq!(xml[0].as_ref().unwrap()["project_name"], " & B");
+    // A `when` on a source path compares after the file's half-width step, as the
+    // field itself reads the value.
+    let xml = decode(
+        "kind = \"application\"\nformat = \"xml\"\nroot = \"RECORDS/RECORD\"\nhalfwidth = true\n[fields]\ncase_no = \"PROJID\"\nitem_code = \"CODE\"\napplicant.id_type = \"ZJLX\"\napplicant.legal_rep = { path = \"FR\", when = { path = \"ZJLX\", equals = \"001\" } }\n",
+        "application/xml",
+        "<RECORDS><RECORD><PROJID>P1</PROJID><CODE>C</CODE><ZJLX>００１</ZJLX><FR>张三</FR></RECORD></RECORDS>",
+    );
+    let r = xml[0].as_ref().unwrap();
+    assert_eq!(r["applicant"]["id_type"], "001");
+    assert_eq!(r["applicant"]["legal_rep"], "张三", "{r}");
 }
 
 /// A table's `render` choice for its default value (`default = "other"`, `render =

@@ -80,6 +80,9 @@ pub(crate) enum CondTest {
 pub(crate) struct Cond {
     pub subject: CondSubject,
     pub test: CondTest,
+    /// A source value is compared after the file's full-width to half-width step,
+    /// as the fields read it (`００１` equals "001").
+    pub halfwidth: bool,
 }
 
 #[derive(Debug)]
@@ -447,7 +450,14 @@ pub(crate) fn holds<T: Tree>(cond: &Cond, tree: &T, node: T::Node, out: &Obj) ->
             _ => None,
         }),
         CondSubject::Path(p) => match tree.lookup(node, &p.steps) {
-            Lookup::Str(s) if !s.trim().is_empty() => Some(Cow::Borrowed(s.trim())),
+            Lookup::Str(s) if !s.trim().is_empty() => {
+                let s = s.trim();
+                Some(if cond.halfwidth && s.chars().any(is_fullwidth) {
+                    Cow::Owned(halfwidth(s).trim().to_string())
+                } else {
+                    Cow::Borrowed(s)
+                })
+            }
             Lookup::Num(n) => Some(Cow::Owned(n.to_string())),
             Lookup::Bool(b) => Some(Cow::Owned(b.to_string())),
             _ => None,

@@ -821,7 +821,11 @@ fn compile_when(
     {
         return Err(bad());
     }
-    Ok(Cond { subject, test })
+    Ok(Cond {
+        subject,
+        test,
+        halfwidth: ctx.halfwidth,
+    })
 }
 
 fn table(ctx: &mut Ctx, name: &str, line: usize, what: &str) -> Result<Arc<Table>, MappingError> {
