@@ -324,7 +324,7 @@ fn required(kind: Kind) -> &'static [(&'static str, &'static str)] {
 
 // Canonical fields nest one level at most (`applicant.id_no`).
 fn get<'a>(fields: &'a Obj, path: &str) -> Option<&'a Val> {
-    match path.split_once('.') {
+    match split_dot(path) {
         None => fields.get(path),
         Some((outer, inner)) => match fields.get(outer)? {
             Val::Obj(m) => m.get(inner),
@@ -333,8 +333,15 @@ fn get<'a>(fields: &'a Obj, path: &str) -> Option<&'a Val> {
     }
 }
 
+/// `applicant.id_no` → (`applicant`, `id_no`), without a `char` searcher (this runs for
+/// every checked field of every record).
+fn split_dot(path: &str) -> Option<(&str, &str)> {
+    let at = path.bytes().position(|b| b == b'.')?;
+    Some((&path[..at], &path[at + 1..]))
+}
+
 fn get_mut<'a>(fields: &'a mut Obj, path: &str) -> Option<&'a mut Val> {
-    match path.split_once('.') {
+    match split_dot(path) {
         None => fields.get_mut(path),
         Some((outer, inner)) => match fields.get_mut(outer)? {
             Val::Obj(m) => m.get_mut(inner),
