@@ -370,6 +370,24 @@ fn a_mapping_that_cannot_compile_names_file_line_and_reason() {
     }
 }
 
+/// Render one canonical record with `m`, decode the native body again, and check
+/// decode(render(r)) == r; returns the native body. `what` names the case.
+fn round_trip(m: &Arc<Mapping>, record: &Value, what: &str) -> Vec<u8> {
+    let native = hallgate::mapping::render(m, std::slice::from_ref(record))
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let again = MappingSet::new(vec![m.clone()])
+        .decode(&native, None, None, &Limits::default())
+        .unwrap_or_else(|e| panic!("{what}: {e}\n{}", String::from_utf8_lossy(&native)));
+    assert_eq!(again.len(), 1, "{what}");
+    assert_eq!(
+        &again[0].result.as_ref().unwrap().to_value(),
+        record,
+        "{what}: decode(render(r)) != r\n{}",
+        String::from_utf8_lossy(&native)
+    );
+    native
+}
+
 fn node_set(node: &str) -> MappingSet {
     let config = hallgate::config::Config::load(&repo().join("hallgate.toml")).unwrap();
     config.load_mappings(&Disk).unwrap().remove(node).unwrap()
@@ -385,20 +403,7 @@ fn samples_round_trip_through_render() {
         let body = std::fs::read(repo().join("examples/samples").join(sample)).unwrap();
         let decoded = set.decode(&body, Some(ct), None, &limits).unwrap();
         for d in decoded {
-            let record = d.result.expect("valid").to_value();
-            let native = hallgate::mapping::render(&d.mapping, std::slice::from_ref(&record))
-                .unwrap_or_else(|e| panic!("{sample}: {e}"));
-            let one = MappingSet::new(vec![d.mapping.clone()]);
-            let again = one
-                .decode(&native, None, None, &limits)
-                .unwrap_or_else(|e| panic!("{sample}: {e}\n{}", String::from_utf8_lossy(&native)));
-            assert_eq!(again.len(), 1);
-            assert_eq!(
-                again[0].result.as_ref().unwrap().to_value(),
-                record,
-                "{sample}: decode(render(r)) != r\n{}",
-                String::from_utf8_lossy(&native)
-            );
+            round_trip(&d.mapping, &d.result.expect("valid").to_value(), sample);
         }
     }
 }
@@ -618,17 +623,9 @@ fn a_table_default_renders_with_its_render_code() {
     let m = Arc::new(Mapping::load(&repo().join("mappings/nat/application.toml"), &Disk).unwrap());
     let record = serde_json::json!({"kind": "application", "case_no": "X1", "item_code": "T1",
         "region": "350205", "applicant": {"type": "other"}});
-    let native = hallgate::mapping::render(&m, std::slice::from_ref(&record))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let text = String::from_utf8(native.clone()).unwrap();
+    let native = round_trip(&m, &record, "applicant.type other");
+    let text = String::from_utf8(native).unwrap();
     assert!(text.contains(r#""ApplyerType":"9""#), "{text}");
-    let again = MappingSet::new(vec![m])
-        .decode(&native, None, None, &Limits::default())
-        .unwrap();
-    assert_eq!(
-        again[0].result.as_ref().unwrap().to_value()["applicant"]["type"],
-        "other"
-    );
 }
 
 /// Paths with an index render to that place (`NOTE[2]` is the second NOTE element, the
@@ -647,16 +644,7 @@ fn indexed_paths_render_to_their_place() {
                 Arc::new(Mapping::compile(&text, &repo().join("mappings/t.toml"), &Disk).unwrap());
             let record = serde_json::json!({"kind": "result", "case_no": "P1",
                 "description": "first", "reason": "second"});
-            let native = hallgate::mapping::render(&m, std::slice::from_ref(&record)).unwrap();
-            let again = MappingSet::new(vec![m])
-                .decode(&native, None, None, &Limits::default())
-                .unwrap();
-            assert_eq!(
-                again[0].result.as_ref().unwrap().to_value(),
-                record,
-                "{format}: {}",
-                String::from_utf8_lossy(&native)
-            );
+            round_trip(&m, &record, format);
         }
     }
 }
