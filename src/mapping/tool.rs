@@ -270,32 +270,37 @@ fn map_parts(
                         return;
                     };
                     let mut done = Done::default();
-                    let result = set.decode_each(
-                        &text,
-                        Some(source.content_type()),
-                        req.kind,
-                        req.limits,
-                        &mut |c| {
-                            done.records += 1;
-                            match c.result {
-                                Ok(mut r) => {
-                                    if let Some(s) = req.source {
-                                        r.set_source(s);
+                    // A panic here (a bug: no input should cause one) must not leave
+                    // the writer waiting for this part forever: the part is reported
+                    // unusable and the serial decode takes over from it.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        set.decode_each(
+                            &text,
+                            Some(source.content_type()),
+                            req.kind,
+                            req.limits,
+                            &mut |c| {
+                                done.records += 1;
+                                match c.result {
+                                    Ok(mut r) => {
+                                        if let Some(s) = req.source {
+                                            r.set_source(s);
+                                        }
+                                        r.fields.write_json(&mut done.lines);
+                                        done.lines.push(b'\n');
                                     }
-                                    r.fields.write_json(&mut done.lines);
-                                    done.lines.push(b'\n');
+                                    Err(errors) => done.rejects.push((c.index, errors)),
                                 }
-                                Err(errors) => done.rejects.push((c.index, errors)),
-                            }
-                            Ok(())
-                        },
-                    );
+                                Ok(())
+                            },
+                        )
+                    }));
                     drop(text);
                     // A part with no record (the end of a file after its last record)
                     // is fine here: the whole input had records if others had.
                     let result = match result {
-                        Ok(()) | Err(super::DecodeError::NoRecords(_)) => Ok(done),
-                        Err(_) => Err(()),
+                        Ok(Ok(()) | Err(super::DecodeError::NoRecords(_))) => Ok(done),
+                        Ok(Err(_)) | Err(_) => Err(()),
                     };
                     let mut g = results.lock().unwrap_or_else(|p| p.into_inner());
                     g.insert(i, result);
