@@ -223,6 +223,12 @@ fn hostile_inputs_are_unusable_with_a_reason() {
             b"<RECORDS><RECORD><PROJID>&x;</PROJID></RECORD></RECORDS>".to_vec(),
             "entity `&x;` at byte offset 25",
         ),
+        (
+            "attribute-entity.xml",
+            "zj/application",
+            b"<RECORDS><RECORD NO=\"&x;\"><PROJID>1</PROJID></RECORD></RECORDS>".to_vec(),
+            "entity `&x;` at byte offset 9",
+        ),
         ("deep.xml", "zj/application", deep_xml.into_bytes(), "nesting deeper than 64 levels"),
         ("deep.json", "nat/application", deep_json.into_bytes(), "nesting deeper than 64 levels at byte offset 64"),
         (

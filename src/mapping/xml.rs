@@ -415,9 +415,15 @@ pub(crate) fn stream<'a>(
                             offset: pos,
                             reason: err.to_string(),
                         })?;
-                        let value = a.unescape_value().map_err(|err| DecodeError::Syntax {
-                            offset: pos,
-                            reason: err.to_string(),
+                        let value = a.unescape_value().map_err(|err| match err {
+                            // An entity no DTD declares: the same error as in text.
+                            quick_xml::Error::Escape(
+                                quick_xml::escape::EscapeError::UnrecognizedEntity(_, name),
+                            ) => DecodeError::Entity { name, offset: pos },
+                            err => DecodeError::Syntax {
+                                offset: pos,
+                                reason: err.to_string(),
+                            },
                         })?;
                         check_len(value.len(), limits, pos)?;
                         attrs.push((
