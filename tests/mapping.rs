@@ -603,6 +603,17 @@ fn rule_semantics_hold_for_xml_and_json() {
         xml[0].as_ref().unwrap()["materials"],
         serde_json::json!([{"name": "two"}])
     );
+    // An element with no values is left out: a field it lacks is not an error.
+    let xml = decode(
+        &(head("xml", "RECORDS/RECORD")
+            + "[fields.materials]\neach = \"ATTRS/ATTR\"\nfields.name = { path = \"NAME\", required = true }\n"),
+        "application/xml",
+        "<RECORDS><RECORD><PROJID>P1</PROJID><CODE>C</CODE><ATTRS><ATTR> </ATTR><ATTR><NAME>two</NAME></ATTR></ATTRS></RECORD></RECORDS>",
+    );
+    assert_eq!(
+        xml[0].as_ref().unwrap()["materials"],
+        serde_json::json!([{"name": "two"}])
+    );
     // trim = false keeps the space before an entity.
     let xml = decode(
         &(head("xml", "RECORDS/RECORD") + "project_name = { path = \"D\", trim = false }\n"),

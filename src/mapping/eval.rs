@@ -332,7 +332,15 @@ pub(crate) fn run<T: Tree>(
                         item: Some((place, &rule.field, items.len(), &path.text, i + 1)),
                     };
                     let mut item = Obj::with_capacity(rules.len());
+                    let before = errors.len();
                     run(rules, tree, n, &mut item, &inner, errors, notes);
+                    if item.is_empty() && errors.len() > before {
+                        // An element with no values is left out, so nothing in it is
+                        // missing; a value it has that was refused is still reported.
+                        let mut own = errors.split_off(before);
+                        own.retain(|e| e.rule != "required");
+                        errors.append(&mut own);
+                    }
                     if !item.is_empty() {
                         if items.len() != i && place.item.is_none() {
                             notes.push(SourceNote::Item {
