@@ -346,6 +346,10 @@ fn a_mapping_that_cannot_compile_names_file_line_and_reason() {
             ":5: field `submitted_at`: time pattern `yy-MM-dd`: the year is written yyyy",
         ),
         (
+            "kind = \"result\"\nformat = \"json\"\nroot = \"rows\"\n[fields]\ncase_no = \"P\"\ndescription = \"notes[4000000000]\"\n",
+            ":6: field `description`: path `notes[4000000000]`: an index is a number from 1 to 1000",
+        ),
+        (
             "kind = \"application\"\nformat = \"xml\"\nroot = \"R/R\"\n[fields]\nsubmitted_at = { path = \"T\", time = \"yyyy-MM-dd'T'HH:mm:ss'Z'\" }\n",
             ":5: field `submitted_at`: time pattern `yyyy-MM-dd'T'HH:mm:ss'Z'`: a quoted 'Z' is only a letter",
         ),
@@ -663,6 +667,41 @@ fn indexed_paths_render_to_their_place() {
                 "description": "first", "reason": "second"});
             round_trip(&m, &record, format);
         }
+    }
+    // `each` over an indexed path: the list is written where it is read from.
+    for (format, root, each, items) in [
+        (
+            "xml",
+            "RECORDS/RECORD",
+            "ITEMS/ITEM[2]",
+            serde_json::json!([{"name": "b"}]),
+        ),
+        (
+            "xml",
+            "RECORDS/RECORD",
+            "G[2]/ITEM",
+            serde_json::json!([{"name": "a"}, {"name": "b"}]),
+        ),
+        (
+            "json",
+            "rows",
+            "groups[2]/items",
+            serde_json::json!([{"name": "a"}, {"name": "b"}]),
+        ),
+        (
+            "json",
+            "rows",
+            "items[2]",
+            serde_json::json!([{"name": "b"}]),
+        ),
+    ] {
+        let text = format!(
+            "kind = \"result\"\nformat = \"{format}\"\nroot = \"{root}\"\n[fields]\ncase_no = \"PROJID\"\n[fields.ext.items]\neach = \"{each}\"\nfields.name = \"N\"\n"
+        );
+        let m = Arc::new(Mapping::compile(&text, &repo().join("mappings/t.toml"), &Disk).unwrap());
+        let record =
+            serde_json::json!({"kind": "result", "case_no": "P1", "ext": {"items": items}});
+        round_trip(&m, &record, each);
     }
 }
 

@@ -215,32 +215,56 @@ impl Target for Elem {
     }
 
     fn item(&mut self, steps: &[Step]) -> &mut Elem {
-        let names = names(steps);
-        let Some((last, parents)) = names.split_last() else {
+        let Some(last) = steps.iter().rposition(|s| matches!(s, Step::Name(_))) else {
             return self;
         };
         let mut cur = self;
-        for p in parents {
-            cur = cur.child(p);
+        for (i, s) in steps.iter().enumerate() {
+            let Step::Name(n) = s else {
+                continue;
+            };
+            let nth = match steps.get(i + 1) {
+                Some(Step::Index(k)) => Some(*k),
+                _ => None,
+            };
+            cur = match (i == last, nth) {
+                // `G[2]/ITEM`, `ITEMS/ITEM[2]`: that element, as when decoding.
+                (_, Some(k)) => cur.nth_child(n, k),
+                // One new element per item.
+                (true, None) => {
+                    cur.children.push(Elem {
+                        name: n.clone(),
+                        ..Elem::default()
+                    });
+                    let at = cur.children.len() - 1;
+                    &mut cur.children[at]
+                }
+                (false, None) => cur.child(n),
+            };
         }
-        cur.children.push(Elem {
-            name: (*last).to_string(),
-            ..Elem::default()
-        });
-        let i = cur.children.len() - 1;
-        &mut cur.children[i]
+        cur
     }
 }
 
 struct Obj(Map<String, Value>);
 
-impl Target for Obj {
-    fn put(&mut self, steps: &[Step], value: Out, native: Option<Native>) {
+impl Obj {
+    fn put_value(&mut self, steps: &[Step], value: Value) {
+        // A path starts with a key (a JSON path cannot start with an index).
+        if !matches!(steps.first(), Some(Step::Name(_))) {
+            return;
+        }
         let mut root = Value::Object(std::mem::take(&mut self.0));
-        json_put(&mut root, steps, value.json(native));
+        json_put(&mut root, steps, value);
         if let Value::Object(m) = root {
             self.0 = m;
         }
+    }
+}
+
+impl Target for Obj {
+    fn put(&mut self, steps: &[Step], value: Out, native: Option<Native>) {
+        self.put_value(steps, value.json(native));
     }
 
     fn item(&mut self, _steps: &[Step]) -> &mut Obj {
@@ -343,8 +367,7 @@ fn fill_json(
             fill_json(rules, m, &mut child, index, &format!("{field}[{i}]."))?;
             list.push(Value::Object(child.0));
         }
-        obj.put(&path.steps, Out::Str(String::new()), None);
-        set_json(&mut obj.0, &path.steps, Value::Array(list));
+        obj.put_value(&path.steps, Value::Array(list));
         Ok(())
     };
     fill(rules, record, obj, index, prefix, &mut each)
@@ -380,32 +403,6 @@ fn json_put(at: &mut Value, steps: &[Step], value: Value) {
         }
         Step::Attr(_) => {}
     }
-}
-
-/// The element or key names of a path (indexes and attributes left out).
-fn names(steps: &[Step]) -> Vec<&String> {
-    steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::Name(n) => Some(n),
-            _ => None,
-        })
-        .collect()
-}
-
-fn set_json(map: &mut Map<String, Value>, steps: &[Step], value: Value) {
-    let names = names(steps);
-    let Some((last, parents)) = names.split_last() else {
-        return;
-    };
-    let mut cur = map;
-    for p in parents {
-        let Some(Value::Object(next)) = cur.get_mut(p.as_str()) else {
-            return;
-        };
-        cur = next;
-    }
-    cur.insert((*last).clone(), value);
 }
 
 pub(crate) fn render(mapping: &Mapping, records: &[Value]) -> Result<Vec<u8>, RenderError> {
@@ -500,12 +497,9 @@ pub(crate) fn render(mapping: &Mapping, records: &[Value]) -> Result<Vec<u8>, Re
                     Value::Array(out)
                 }
             } else {
-                let mut doc = Map::new();
                 let mut wrapper = Obj(Map::new());
-                wrapper.put(&root.steps, Out::Str(String::new()), None);
-                doc.extend(wrapper.0);
-                set_json(&mut doc, &root.steps, Value::Array(out));
-                Value::Object(doc)
+                wrapper.put_value(&root.steps, Value::Array(out));
+                Value::Object(wrapper.0)
             };
             let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
             bytes.push(b'\n');

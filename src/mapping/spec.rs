@@ -326,6 +326,9 @@ pub(crate) fn default_zone() -> jiff::tz::Offset {
     jiff::tz::Offset::constant(8)
 }
 
+/// The largest index a path may hold (`NAME[1000]`).
+const MAX_INDEX: usize = 1000;
+
 fn collect_sources(
     rules: &[Rule],
     prefix: &str,
@@ -968,12 +971,15 @@ pub(crate) fn parse_path(text: &str, format: Format) -> Result<NPath, String> {
             }
             let (name, index) = match seg.find('[') {
                 Some(open) if seg.ends_with(']') => {
+                    // Bounded: rendering makes the elements before the one indexed.
                     let n: usize = seg[open + 1..seg.len() - 1]
                         .parse()
                         .ok()
-                        .filter(|n| *n >= 1)
+                        .filter(|n| (1..=MAX_INDEX).contains(n))
                         .ok_or_else(|| {
-                            format!("path `{text}`: an index is a number from 1, like NAME[1]")
+                            format!(
+                                "path `{text}`: an index is a number from 1 to {MAX_INDEX}, like NAME[1]"
+                            )
                         })?;
                     (&seg[..open], Some(n - 1))
                 }
