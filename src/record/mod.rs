@@ -343,25 +343,42 @@ pub fn mask_personal(value: &mut Value) {
 /// where GB 11643 puts it — whether or not the check character is right, since a
 /// mistyped ID number is still somebody's. As mobiles: 11 digits starting with 1, and
 /// 13 starting with 861 (+86). Case numbers of the same lengths carry no birth date
-/// (`350205260401000123`: year 2604) and stay readable.
+/// (`350205260401000123`: year 2604) and stay readable. Full-width digits count, and
+/// `0086` mobiles too.
 pub fn mask_text(s: &str) -> String {
+    // Full-width digits (１３９…) count as digits: a value quoted before the
+    // half-width step still holds somebody's number.
+    fn digit(c: char) -> Option<char> {
+        match c {
+            '0'..='9' => Some(c),
+            '０'..='９' => char::from_u32(c as u32 - 0xFF10 + '0' as u32),
+            _ => None,
+        }
+    }
     let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
     while i < chars.len() {
-        if chars[i].is_ascii_digit() {
+        if digit(chars[i]).is_some() {
             let mut j = i;
-            while j < chars.len()
-                && (chars[j].is_ascii_digit() || (j + 1 - i == 18 && matches!(chars[j], 'X' | 'x')))
-            {
+            let mut plain = String::new();
+            while j < chars.len() {
+                if let Some(d) = digit(chars[j]) {
+                    plain.push(d);
+                } else if j - i == 17 && matches!(chars[j], 'X' | 'x' | 'Ｘ' | 'ｘ') {
+                    plain.push('X');
+                } else {
+                    break;
+                }
                 j += 1;
             }
             let run: String = chars[i..j].iter().collect();
-            let masked = match run.len() {
-                18 if birth_date(&run[6..14]) => mask_keep(&run, 6, 4),
-                15 if birth_date(&format!("19{}", &run[6..12])) => mask_keep(&run, 6, 3),
-                11 if run.starts_with('1') => mask_keep(&run, 3, 4),
-                13 if run.starts_with("861") => mask_keep(&run, 5, 4),
+            let masked = match plain.len() {
+                18 if birth_date(&plain[6..14]) => mask_keep(&run, 6, 4),
+                15 if plain.starts_with("00861") => mask_keep(&run, 7, 4),
+                15 if birth_date(&format!("19{}", &plain[6..12])) => mask_keep(&run, 6, 3),
+                11 if plain.starts_with('1') => mask_keep(&run, 3, 4),
+                13 if plain.starts_with("861") => mask_keep(&run, 5, 4),
                 _ => run,
             };
             out.push_str(&masked);
@@ -486,6 +503,11 @@ mod tests {
                 "`350205195912280258` `35020519591228025X` `350205591228025` `+8613906711234`"
             ),
             "`350205********0258` `350205********025X` `350205******025` `+86139****1234`"
+        );
+        // full-width digits, 0086
+        assert_eq!(
+            mask_text("`１３９０６７１１２３４` `008613906711234`"),
+            "`１３９****１２３４` `0086139****1234`"
         );
     }
 
