@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         // Whatever decoded must render back without panicking.
         for r in records {
             if let Ok(rec) = r.result {
-                let v = serde_json::Value::Object(rec.fields);
+                let v = rec.fields.to_value();
                 let _ = hallgate::mapping::render(&r.mapping, &[v]);
             }
         }
