@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::record::{Obj, Val};
 
 use super::eval::{self, JsonTree, Place, Tree};
-use super::xml::{self, Arena, Roots, Sink};
+use super::xml::{self, Arena, ArenaCapture, Roots, Sink};
 use super::{Decoded, Format, Mapping, MappingSet, Step};
 use crate::record::Kind;
 
@@ -280,7 +280,14 @@ fn xml_text(
             candidates,
             nesting,
         };
-        return xml::stream(text, &roots, sink.run.limits, &mut sink);
+        let limits = sink.run.limits;
+        return xml::stream(
+            text,
+            &roots,
+            limits,
+            &mut ArenaCapture::default(),
+            &mut sink,
+        );
     }
     let Some(mapping) = candidates.iter().find(|m| {
         m.format == Format::Xml && m.roots.iter().any(|r| first_name(&r.steps) == Some(&root))
@@ -307,11 +314,25 @@ fn xml_text(
         })
         .collect();
     let limits = run.limits;
+    // One mapping for the root reads through its plan when it has one.
+    let plan = match &sharing[..] {
+        [only] => only.plan.as_ref(),
+        _ => None,
+    };
     let mut sink = RecordSink {
         run,
         mappings: sharing,
     };
-    xml::stream(text, &roots, limits, &mut sink)
+    match plan {
+        Some(plan) => xml::stream(text, &roots, limits, &mut plan.capture(), &mut sink),
+        None => xml::stream(
+            text,
+            &roots,
+            limits,
+            &mut ArenaCapture::default(),
+            &mut sink,
+        ),
+    }
 }
 
 fn first_name(steps: &[Step]) -> Option<&str> {
@@ -343,10 +364,11 @@ struct RecordSink<'r, 's, 'm> {
     mappings: Vec<&'m Arc<Mapping>>,
 }
 
-impl<'a> Sink<'a> for RecordSink<'_, '_, '_> {
-    fn record(&mut self, arena: &Arena<'a>, _root: usize) -> Result<(), DecodeError> {
-        let m = choose(&self.mappings, arena, 0, self.run.count)?;
-        push_record(self.run, m, arena, 0)
+impl<'a, T: Tree<Node = u32>> Sink<'a, T> for RecordSink<'_, '_, '_> {
+    fn record(&mut self, tree: &T, _root: usize) -> Result<(), DecodeError> {
+        // The record's own element is node 0 (slot 0 of a plan).
+        let m = choose(&self.mappings, tree, 0, self.run.count)?;
+        push_record(self.run, m, tree, 0)
     }
 }
 
@@ -440,7 +462,7 @@ struct SoapSink<'r, 's, 'c> {
     nesting: usize,
 }
 
-impl<'a> Sink<'a> for SoapSink<'_, '_, '_> {
+impl<'a> Sink<'a, Arena<'a>> for SoapSink<'_, '_, '_> {
     fn record(&mut self, arena: &Arena<'a>, _root: usize) -> Result<(), DecodeError> {
         let body = arena
             .children(0)

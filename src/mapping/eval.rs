@@ -18,10 +18,10 @@ use crate::record::checks::Check;
 /// A native record the rules can read: an XML element or a JSON value.
 pub(crate) trait Tree {
     type Node: Copy;
-    /// The value at `steps` below `node`.
-    fn lookup(&self, node: Self::Node, steps: &[Step]) -> Lookup<'_>;
-    /// Every node `steps` reaches below `node`, for `each`.
-    fn each(&self, node: Self::Node, steps: &[Step], out: &mut Vec<Self::Node>);
+    /// The value at `path` below `node`.
+    fn lookup(&self, node: Self::Node, path: &NPath) -> Lookup<'_>;
+    /// Every node `path` reaches below `node`, for `each`.
+    fn each(&self, node: Self::Node, path: &NPath, out: &mut Vec<Self::Node>);
 }
 
 /// What a path found.
@@ -324,7 +324,7 @@ pub(crate) fn run<T: Tree>(
             Source::Const(v) => Some(Val::from(v)),
             Source::Each { path, rules } => {
                 let mut nodes = Vec::new();
-                tree.each(node, &path.steps, &mut nodes);
+                tree.each(node, path, &mut nodes);
                 let mut items = Vec::with_capacity(nodes.len());
                 for (i, n) in nodes.into_iter().enumerate() {
                     let inner = Place {
@@ -362,7 +362,7 @@ pub(crate) fn run<T: Tree>(
                 let mut path = &paths[0];
                 let mut at = 0;
                 for (k, p) in paths.iter().enumerate() {
-                    let l = tree.lookup(node, &p.steps);
+                    let l = tree.lookup(node, p);
                     if matches!(l, Lookup::Absent) {
                         continue;
                     }
@@ -394,7 +394,7 @@ pub(crate) fn run<T: Tree>(
                 for p in parts {
                     match p {
                         TPart::Lit(l) => s.push_str(l),
-                        TPart::Path(path) => match tree.lookup(node, &path.steps) {
+                        TPart::Path(path) => match tree.lookup(node, path) {
                             Lookup::Str(v) => {
                                 let v = v.trim();
                                 any |= !v.is_empty();
@@ -457,7 +457,7 @@ pub(crate) fn holds<T: Tree>(cond: &Cond, tree: &T, node: T::Node, out: &Obj) ->
             Val::Bool(b) => Some(Cow::Owned(b.to_string())),
             _ => None,
         }),
-        CondSubject::Path(p) => match tree.lookup(node, &p.steps) {
+        CondSubject::Path(p) => match tree.lookup(node, p) {
             Lookup::Str(s) if !s.trim().is_empty() => {
                 let s = s.trim();
                 Some(if cond.halfwidth && s.chars().any(is_fullwidth) {
@@ -855,8 +855,8 @@ fn json_at<'v, 'a>(mut v: &'v Json<'a>, steps: &[Step]) -> Option<&'v Json<'a>> 
 
 impl<'v, 'a> Tree for JsonTree<'v, 'a> {
     type Node = &'v Json<'a>;
-    fn lookup(&self, node: &'v Json<'a>, steps: &[Step]) -> Lookup<'v> {
-        match json_at(node, steps) {
+    fn lookup(&self, node: &'v Json<'a>, path: &NPath) -> Lookup<'v> {
+        match json_at(node, &path.steps) {
             None | Some(Json::Null) => Lookup::Absent,
             Some(Json::Str(s)) => Lookup::Str(s),
             Some(Json::Num(n)) => Lookup::Num(n),
@@ -864,8 +864,8 @@ impl<'v, 'a> Tree for JsonTree<'v, 'a> {
             Some(_) => Lookup::Composite,
         }
     }
-    fn each(&self, node: &'v Json<'a>, steps: &[Step], out: &mut Vec<&'v Json<'a>>) {
-        match json_at(node, steps) {
+    fn each(&self, node: &'v Json<'a>, path: &NPath, out: &mut Vec<&'v Json<'a>>) {
+        match json_at(node, &path.steps) {
             Some(Json::Arr(items)) => out.extend(items.iter()),
             Some(v @ Json::Obj(_)) => out.push(v),
             _ => {}

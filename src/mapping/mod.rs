@@ -12,6 +12,7 @@
 pub mod decode;
 mod eval;
 pub mod examples;
+mod plan;
 mod render;
 mod spec;
 pub mod split;
@@ -54,6 +55,8 @@ pub(crate) enum Step {
 pub(crate) struct NPath {
     pub steps: Vec<Step>,
     pub text: String,
+    /// Its number in the mapping's XML read plan ([`plan::NO_SLOT`] if none).
+    pub slot: u32,
 }
 
 /// A compiled mapping file.
@@ -71,6 +74,8 @@ pub struct Mapping {
     /// mappings share a root.
     pub(crate) select: Option<eval::Cond>,
     pub(crate) rules: Vec<eval::Rule>,
+    /// How an XML record is read when this mapping alone reads its root.
+    pub(crate) plan: Option<plan::Plan>,
     pub(crate) render: render::RenderSpec,
     pub examples: Vec<examples::Example>,
     /// Canonical field (dotted, list indexes removed) to the source path it came from.

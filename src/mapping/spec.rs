@@ -273,8 +273,8 @@ pub fn compile(text: &str, path: &Path, files: &dyn Files) -> Result<Mapping, Ma
         .iter()
         .map(|(k, v)| (k.clone(), line(v.span()), v.get_ref().clone()))
         .collect();
-    let rules = compile_rules(&mut ctx, &entries, "", Scope::Record)?;
-    let select = match &spec.select {
+    let mut rules = compile_rules(&mut ctx, &entries, "", Scope::Record)?;
+    let mut select = match &spec.select {
         None => None,
         Some(v) => {
             let cond = compile_when(&ctx, v.get_ref(), line(v.span()), "match", &[])?;
@@ -306,6 +306,10 @@ pub fn compile(text: &str, path: &Path, files: &dyn Files) -> Result<Mapping, Ma
     }
     let mut sources = HashMap::new();
     collect_sources(&rules, "", "", &mut sources);
+    let plan = match format {
+        Format::Xml => super::plan::Plan::build(&mut rules, select.as_mut()),
+        Format::Json => None,
+    };
     Ok(Mapping {
         file,
         kind,
@@ -316,6 +320,7 @@ pub fn compile(text: &str, path: &Path, files: &dyn Files) -> Result<Mapping, Ma
         soap_fields: spec.soap_fields,
         select,
         rules,
+        plan,
         render,
         examples,
         sources,
@@ -1005,6 +1010,7 @@ pub(crate) fn parse_path(text: &str, format: Format) -> Result<NPath, String> {
     Ok(NPath {
         steps,
         text: trimmed.to_string(),
+        slot: super::plan::NO_SLOT,
     })
 }
 

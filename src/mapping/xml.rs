@@ -8,11 +8,11 @@
 use std::borrow::Cow;
 
 use quick_xml::Reader;
-use quick_xml::events::Event;
+use quick_xml::events::{BytesStart, Event};
 
-use super::Step;
 use super::decode::{DecodeError, Limits};
 use super::eval::{Lookup, Tree};
+use super::{NPath, Step};
 
 const NONE: u32 = u32::MAX;
 
@@ -37,7 +37,7 @@ struct Link {
 }
 
 /// A name's length and first seven bytes: equal names have equal keys.
-fn name_key(name: &[u8]) -> u64 {
+pub(crate) fn name_key(name: &[u8]) -> u64 {
     let mut k = name.len().min(255) as u64;
     for (i, b) in name.iter().take(7).enumerate() {
         k |= (*b as u64) << (8 * (i + 1));
@@ -160,7 +160,8 @@ impl<'a> Arena<'a> {
 
 impl Tree for Arena<'_> {
     type Node = u32;
-    fn lookup(&self, node: u32, steps: &[Step]) -> Lookup<'_> {
+    fn lookup(&self, node: u32, path: &NPath) -> Lookup<'_> {
+        let steps = &path.steps[..];
         let mut cur = node;
         let mut i = 0;
         while i < steps.len() {
@@ -193,8 +194,8 @@ impl Tree for Arena<'_> {
         }
     }
 
-    fn each(&self, node: u32, steps: &[Step], out: &mut Vec<u32>) {
-        self.select(node, steps, out);
+    fn each(&self, node: u32, path: &NPath, out: &mut Vec<u32>) {
+        self.select(node, &path.steps, out);
     }
 }
 
@@ -207,12 +208,15 @@ pub(crate) fn to_text(bytes: &[u8]) -> Result<Cow<'_, str>, DecodeError> {
         (declared(bytes)?.unwrap_or(encoding_rs::UTF_8), bytes)
     };
     if encoding == encoding_rs::UTF_8 {
-        return std::str::from_utf8(body)
-            .map(Cow::Borrowed)
-            .map_err(|e| DecodeError::Encoding {
-                encoding: "UTF-8".into(),
-                offset: e.valid_up_to() + (bytes.len() - body.len()),
-            });
+        // encoding_rs checks UTF-8 faster than `std::str::from_utf8` (SIMD), and
+        // borrows the input when it is valid.
+        if let Some(text) = encoding.decode_without_bom_handling_and_without_replacement(body) {
+            return Ok(text);
+        }
+        return Err(DecodeError::Encoding {
+            encoding: "UTF-8".into(),
+            offset: encoding_rs::Encoding::utf8_valid_up_to(body) + (bytes.len() - body.len()),
+        });
     }
     if let Some(text) = encoding.decode_without_bom_handling_and_without_replacement(body) {
         return Ok(text);
@@ -270,9 +274,127 @@ pub(crate) fn declared(
 }
 
 /// What the streaming reader does with each complete record it captured.
-pub(crate) trait Sink<'a> {
+pub(crate) trait Sink<'a, T> {
     /// `root` is the index of the root path that matched. Returns an error to stop.
-    fn record(&mut self, arena: &Arena<'a>, root: usize) -> Result<(), DecodeError>;
+    fn record(&mut self, tree: &T, root: usize) -> Result<(), DecodeError>;
+}
+
+/// How a record is kept while it streams: as an element tree ([`ArenaCapture`]) or
+/// in the slots of a mapping's read plan ([`super::plan::Slots`]).
+pub(crate) trait Capture<'a> {
+    type Tree;
+    /// A new record starts (its element comes next, through `open`).
+    fn begin(&mut self);
+    /// An element opens inside the record, its own element first; `name` is its
+    /// local name.
+    fn open(
+        &mut self,
+        name: Cow<'a, str>,
+        e: &BytesStart<'_>,
+        pos: usize,
+        limits: &Limits,
+    ) -> Result<(), DecodeError>;
+    /// Text (or a character reference, or CDATA) in the innermost open element.
+    fn text(&mut self, s: Cow<'a, str>, limits: &Limits, pos: usize) -> Result<(), DecodeError>;
+    /// The innermost open element closes; `true` when that was the record's element.
+    fn close(&mut self) -> bool;
+    /// How many elements are open.
+    fn depth(&self) -> usize;
+    fn tree(&self) -> &Self::Tree;
+}
+
+/// Every attribute of an element, unescaped and within the limits, to `f` with its
+/// local name: what is not read is still checked.
+pub(crate) fn attributes(
+    e: &BytesStart<'_>,
+    pos: usize,
+    limits: &Limits,
+    mut f: impl FnMut(&[u8], Cow<'_, str>),
+) -> Result<(), DecodeError> {
+    // Most elements have none: no iterator for them.
+    if e.attributes_raw().iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    for a in e.attributes() {
+        let a = a.map_err(|err| DecodeError::Syntax {
+            offset: pos,
+            reason: err.to_string(),
+        })?;
+        let value = a.unescape_value().map_err(|err| match err {
+            // An entity no DTD declares: the same error as in text.
+            quick_xml::Error::Escape(quick_xml::escape::EscapeError::UnrecognizedEntity(
+                _,
+                name,
+            )) => DecodeError::Entity { name, offset: pos },
+            err => DecodeError::Syntax {
+                offset: pos,
+                reason: err.to_string(),
+            },
+        })?;
+        check_len(value.len(), limits, pos)?;
+        f(a.key.local_name().as_ref(), value);
+    }
+    Ok(())
+}
+
+/// A record kept as an element tree: what any path can read.
+#[derive(Default)]
+pub(crate) struct ArenaCapture<'a> {
+    arena: Arena<'a>,
+    open: Vec<u32>,
+}
+
+impl<'a> Capture<'a> for ArenaCapture<'a> {
+    type Tree = Arena<'a>;
+
+    fn begin(&mut self) {
+        self.arena.clear();
+        self.open.clear();
+    }
+
+    fn open(
+        &mut self,
+        name: Cow<'a, str>,
+        e: &BytesStart<'_>,
+        pos: usize,
+        limits: &Limits,
+    ) -> Result<(), DecodeError> {
+        let mut attrs = Vec::new();
+        attributes(e, pos, limits, |key, value| {
+            attrs.push((
+                String::from_utf8_lossy(key).into_owned(),
+                value.into_owned(),
+            ))
+        })?;
+        let id = self.arena.push(self.open.last().copied(), name, attrs);
+        self.open.push(id);
+        Ok(())
+    }
+
+    fn text(&mut self, s: Cow<'a, str>, limits: &Limits, pos: usize) -> Result<(), DecodeError> {
+        match self.open.last() {
+            Some(&cur) => append(&mut self.arena, cur, s, limits, pos),
+            None => Ok(()),
+        }
+    }
+
+    fn close(&mut self) -> bool {
+        if let Some(id) = self.open.pop() {
+            let node = &mut self.arena.nodes[id as usize];
+            if node.has_children && node.text.trim().is_empty() {
+                node.text = Cow::Borrowed("");
+            }
+        }
+        self.open.is_empty()
+    }
+
+    fn depth(&self) -> usize {
+        self.open.len()
+    }
+
+    fn tree(&self) -> &Arena<'a> {
+        &self.arena
+    }
 }
 
 /// Which element sequences start a record.
@@ -363,38 +485,43 @@ pub(crate) fn open_prefix(text: &str, record: &str) -> bool {
 }
 
 /// Stream `text`, capturing each element whose path from the document element
-/// matches one of `roots`, and hand each to `sink`.
-pub(crate) fn stream<'a>(
+/// matches one of `roots` into `capture`, and hand each to `sink`.
+pub(crate) fn stream<'a, C: Capture<'a>>(
     text: &'a str,
     roots: &Roots,
     limits: &Limits,
-    sink: &mut dyn Sink<'a>,
+    capture: &mut C,
+    sink: &mut dyn Sink<'a, C::Tree>,
 ) -> Result<(), DecodeError> {
     let mut reader = Reader::from_str(text);
     reader.config_mut().check_end_names = true;
     let mut stack: Vec<Cow<'a, str>> = Vec::new();
-    let mut arena = Arena::default();
-    // While capturing: the open captured elements and the root index that matched.
-    let mut open: Vec<u32> = Vec::new();
+    // While capturing: the root index that matched.
     let mut capturing: Option<usize> = None;
     let mut seen_root = false;
     loop {
         let pos = reader.buffer_position() as usize;
-        let event = reader.read_event().map_err(|e| DecodeError::Syntax {
-            offset: reader.error_position() as usize,
-            reason: e.to_string(),
-        })?;
-        let empty = matches!(event, Event::Empty(_));
+        // Matched in place (not moved out of the `Result` first): moving each event
+        // cost a store-forwarding stall per event.
+        let event = reader.read_event();
+        let empty = matches!(event, Ok(Event::Empty(_)));
         match event {
-            Event::Start(e) | Event::Empty(e) => {
-                if stack.is_empty() && open.is_empty() && seen_root {
+            Err(e) => {
+                return Err(DecodeError::Syntax {
+                    offset: reader.error_position() as usize,
+                    reason: e.to_string(),
+                });
+            }
+            Ok(Event::Start(e) | Event::Empty(e)) => {
+                let open = capture.depth();
+                if stack.is_empty() && open == 0 && seen_root {
                     return Err(DecodeError::Syntax {
                         offset: pos,
                         reason: "a second document element".into(),
                     });
                 }
                 seen_root = true;
-                let depth = stack.len() + open.len() + 1;
+                let depth = stack.len() + open + 1;
                 if depth > limits.max_depth {
                     return Err(DecodeError::TooDeep {
                         limit: limits.max_depth,
@@ -408,30 +535,6 @@ pub(crate) fn stream<'a>(
                 } else {
                     None
                 };
-                let mut attrs = Vec::new();
-                if capturing.is_some() || starts.is_some() {
-                    for a in e.attributes() {
-                        let a = a.map_err(|err| DecodeError::Syntax {
-                            offset: pos,
-                            reason: err.to_string(),
-                        })?;
-                        let value = a.unescape_value().map_err(|err| match err {
-                            // An entity no DTD declares: the same error as in text.
-                            quick_xml::Error::Escape(
-                                quick_xml::escape::EscapeError::UnrecognizedEntity(_, name),
-                            ) => DecodeError::Entity { name, offset: pos },
-                            err => DecodeError::Syntax {
-                                offset: pos,
-                                reason: err.to_string(),
-                            },
-                        })?;
-                        check_len(value.len(), limits, pos)?;
-                        attrs.push((
-                            String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned(),
-                            value.into_owned(),
-                        ));
-                    }
-                }
                 // The name is a slice of the input (found by its address, so no
                 // second comparison or UTF-8 check); a copy if it is not.
                 let raw = e.name();
@@ -442,33 +545,31 @@ pub(crate) fn stream<'a>(
                     _ => Cow::Owned(String::from_utf8_lossy(local).into_owned()),
                 };
                 if capturing.is_some() {
-                    let id = arena.push(open.last().copied(), name, attrs);
-                    open.push(id);
+                    capture.open(name, &e, pos, limits)?;
                 } else if let Some(r) = starts {
-                    arena.clear();
-                    let id = arena.push(None, name, attrs);
-                    open.push(id);
+                    capture.begin();
+                    capture.open(name, &e, pos, limits)?;
                     capturing = Some(r);
                 } else {
                     stack.push(name);
                 }
                 if empty {
-                    if open.is_empty() {
+                    if capturing.is_none() {
                         stack.pop();
                     } else {
-                        end_element(&mut open, &mut capturing, &mut arena, sink)?;
+                        end_element(capture, &mut capturing, sink)?;
                     }
                 }
             }
-            Event::End(_) => {
-                if !open.is_empty() {
-                    end_element(&mut open, &mut capturing, &mut arena, sink)?;
+            Ok(Event::End(_)) => {
+                if capturing.is_some() {
+                    end_element(capture, &mut capturing, sink)?;
                 } else {
                     stack.pop();
                 }
             }
-            Event::Text(t) => {
-                if let Some(&cur) = open.last() {
+            Ok(Event::Text(t)) => {
+                if capturing.is_some() {
                     // The text is a slice of the input: take it as such (no second
                     // UTF-8 check) unless line ends need normalising.
                     let raw: &[u8] = &t;
@@ -482,7 +583,7 @@ pub(crate) fn stream<'a>(
                             reason: err.to_string(),
                         })?,
                     };
-                    append(&mut arena, cur, s, limits, pos)?;
+                    capture.text(s, limits, pos)?;
                 } else if stack.is_empty() && !t.iter().all(u8::is_ascii_whitespace) {
                     return Err(DecodeError::Syntax {
                         offset: pos,
@@ -490,16 +591,16 @@ pub(crate) fn stream<'a>(
                     });
                 }
             }
-            Event::CData(c) => {
-                if let Some(&cur) = open.last() {
+            Ok(Event::CData(c)) => {
+                if capturing.is_some() {
                     let s = c.decode().map_err(|err| DecodeError::Syntax {
                         offset: pos,
                         reason: err.to_string(),
                     })?;
-                    append(&mut arena, cur, s, limits, pos)?;
+                    capture.text(s, limits, pos)?;
                 }
             }
-            Event::GeneralRef(r) => {
+            Ok(Event::GeneralRef(r)) => {
                 let ch = match r.resolve_char_ref() {
                     Ok(Some(c)) => c,
                     Ok(None) => match &r[..] {
@@ -522,15 +623,15 @@ pub(crate) fn stream<'a>(
                         });
                     }
                 };
-                if let Some(&cur) = open.last() {
+                if capturing.is_some() {
                     let mut buf = [0u8; 4];
                     let s: &str = ch.encode_utf8(&mut buf);
-                    append(&mut arena, cur, Cow::Owned(s.to_string()), limits, pos)?;
+                    capture.text(Cow::Owned(s.to_string()), limits, pos)?;
                 }
             }
-            Event::DocType(_) => return Err(DecodeError::Doctype { offset: pos }),
-            Event::Eof => {
-                if !stack.is_empty() || !open.is_empty() {
+            Ok(Event::DocType(_)) => return Err(DecodeError::Doctype { offset: pos }),
+            Ok(Event::Eof) => {
+                if !stack.is_empty() || capturing.is_some() {
                     return Err(DecodeError::Syntax {
                         offset: pos,
                         reason: "the document ends before its elements are closed (truncated?)"
@@ -542,28 +643,20 @@ pub(crate) fn stream<'a>(
                 }
                 return Ok(());
             }
-            Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
+            Ok(Event::Decl(_) | Event::PI(_) | Event::Comment(_)) => {}
         }
     }
 }
 
-fn end_element<'a>(
-    open: &mut Vec<u32>,
+fn end_element<'a, C: Capture<'a>>(
+    capture: &mut C,
     capturing: &mut Option<usize>,
-    arena: &mut Arena<'a>,
-    sink: &mut dyn Sink<'a>,
+    sink: &mut dyn Sink<'a, C::Tree>,
 ) -> Result<(), DecodeError> {
-    let Some(id) = open.pop() else {
-        return Ok(());
-    };
-    let node = &mut arena.nodes[id as usize];
-    if node.has_children && node.text.trim().is_empty() {
-        node.text = Cow::Borrowed("");
-    }
-    if open.is_empty()
+    if capture.close()
         && let Some(root) = capturing.take()
     {
-        sink.record(arena, root)?;
+        sink.record(capture.tree(), root)?;
     }
     Ok(())
 }
@@ -591,7 +684,7 @@ fn append<'a>(
     Ok(())
 }
 
-fn check_len(len: usize, limits: &Limits, offset: usize) -> Result<(), DecodeError> {
+pub(crate) fn check_len(len: usize, limits: &Limits, offset: usize) -> Result<(), DecodeError> {
     if len > limits.max_string_bytes {
         return Err(DecodeError::StringTooLong {
             limit: limits.max_string_bytes,
