@@ -9,9 +9,10 @@
 
 use std::sync::Arc;
 
-use crate::record::{Obj, Val};
+use crate::record::Val;
 
 use super::eval::{self, JsonTree, Place, Tree};
+use super::layout::Staged;
 use super::xml::{self, Arena, ArenaCapture, Roots, Sink};
 use super::{Decoded, Format, Mapping, MappingSet, Step};
 use crate::record::Kind;
@@ -108,6 +109,8 @@ struct Run<'s> {
     limits: &'s Limits,
     count: usize,
     emit: &'s mut dyn FnMut(Decoded) -> Result<(), DecodeError>,
+    /// The values of the record being evaluated (kept for the next one).
+    staged: Staged,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -180,6 +183,7 @@ pub(crate) fn decode(
         limits,
         count: 0,
         emit,
+        staged: Staged::default(),
     };
     match container(content_type)? {
         Container::Form => form(&mut run, &candidates, body, content_type)?,
@@ -379,7 +383,7 @@ fn choose<'m, T: Tree>(
     node: T::Node,
     index: usize,
 ) -> Result<&'m Arc<Mapping>, DecodeError> {
-    let empty = Obj::new();
+    let empty = Staged::default();
     mappings
         .iter()
         .copied()
@@ -413,19 +417,20 @@ fn push_record<T: Tree>(
         });
     }
     let index = run.count;
-    let mut map = Obj::with_capacity(mapping.rules.len() + 1);
     let mut errors = Vec::new();
     let mut notes = Vec::new();
     let place = Place { index, item: None };
+    run.staged.reset(&mapping.layout);
     eval::run(
         &mapping.rules,
         tree,
         node,
-        &mut map,
+        &mut run.staged,
         &place,
         &mut errors,
         &mut notes,
     );
+    let mut map = mapping.layout.assemble(&mut run.staged.buf);
     map.insert("kind", Val::str(mapping.kind.as_str()));
     if !errors.is_empty() {
         // Report the canonical problems of the rest of the record too, so one run

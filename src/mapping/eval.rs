@@ -7,10 +7,11 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Number, Value};
 
-use crate::record::{Obj, Val};
+use crate::record::Val;
 
 use super::NPath;
 use super::Step;
+use super::layout::{Layout, NO_FIELD, Staged};
 use super::time::{self, Pattern};
 use crate::record::FieldError;
 use crate::record::checks::Check;
@@ -83,6 +84,9 @@ pub(crate) struct Cond {
     /// A source value is compared after the file's full-width to half-width step,
     /// as the fields read it (`００１` equals "001").
     pub halfwidth: bool,
+    /// The staged value a `field` condition reads ([`super::layout::NO_FIELD`] if no
+    /// rule writes it).
+    pub slot: u32,
 }
 
 #[derive(Debug)]
@@ -96,7 +100,11 @@ pub(crate) enum Source {
     Path(Vec<NPath>),
     Template(Vec<TPart>),
     Const(Value),
-    Each { path: NPath, rules: Vec<Rule> },
+    Each {
+        path: NPath,
+        rules: Vec<Rule>,
+        layout: Layout,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +178,16 @@ impl Table {
         }
     }
 
+    /// The canonical values of the known codes.
+    pub fn values(&self) -> impl Iterator<Item = &Value> {
+        self.entries.values()
+    }
+
+    /// What an unknown code becomes.
+    pub fn unknown(&self) -> &Unknown {
+        &self.unknown
+    }
+
     /// Whether every canonical value renders to one known code.
     pub fn invertible(&self) -> bool {
         !self.ambiguous
@@ -219,6 +237,8 @@ pub(crate) struct Rule {
     /// The first rule of its field: its first path is the field's source in error
     /// messages unless a [`SourceNote`] says otherwise.
     pub primary: bool,
+    /// Its field's number in the scope's [`Layout`].
+    pub slot: u32,
 }
 
 /// Where a value really came from, when that is not the field's first rule's first
@@ -260,6 +280,7 @@ impl Rule {
             native: None,
             shared_target: false,
             primary: true,
+            slot: NO_FIELD,
         }
     }
 }
@@ -291,12 +312,13 @@ impl Place<'_> {
     }
 }
 
-/// Evaluate `rules` on `node`, writing into `out`; problems go to `errors`.
+/// Evaluate `rules` on `node`, staging values in `out` (by the numbers of the
+/// scope's layout); problems go to `errors`.
 pub(crate) fn run<T: Tree>(
     rules: &[Rule],
     tree: &T,
     node: T::Node,
-    out: &mut Obj,
+    out: &mut Staged,
     place: &Place,
     errors: &mut Vec<FieldError>,
     notes: &mut Vec<SourceNote>,
@@ -307,7 +329,7 @@ pub(crate) fn run<T: Tree>(
         {
             continue;
         }
-        if rule.shared_target && out.pointer(&rule.target).is_some() {
+        if rule.shared_target && out.get(rule.slot).is_some() {
             continue; // an earlier rule filled it
         }
         let fail =
@@ -322,7 +344,11 @@ pub(crate) fn run<T: Tree>(
             };
         let value = match &rule.source {
             Source::Const(v) => Some(Val::from(v)),
-            Source::Each { path, rules } => {
+            Source::Each {
+                path,
+                rules,
+                layout,
+            } => {
                 let mut nodes = Vec::new();
                 tree.each(node, path, &mut nodes);
                 let mut items = Vec::with_capacity(nodes.len());
@@ -331,9 +357,15 @@ pub(crate) fn run<T: Tree>(
                         index: place.index,
                         item: Some((place, &rule.field, items.len(), &path.text, i + 1)),
                     };
-                    let mut item = Obj::with_capacity(rules.len());
                     let before = errors.len();
-                    run(rules, tree, n, &mut item, &inner, errors, notes);
+                    // The element's values are staged after the record's.
+                    let base = out.buf.len();
+                    out.buf.resize(base + layout.slots, None);
+                    let outer = std::mem::replace(&mut out.base, base);
+                    run(rules, tree, n, out, &inner, errors, notes);
+                    out.base = outer;
+                    let item = layout.assemble(&mut out.buf[base..]);
+                    out.buf.truncate(base);
                     if item.is_empty() && errors.len() > before {
                         // An element with no values is left out, so nothing in it is
                         // missing; a value it has that was refused is still reported.
@@ -427,7 +459,7 @@ pub(crate) fn run<T: Tree>(
             None => rule.default.as_ref().map(Val::from),
         };
         match value {
-            Some(v) => set_path(out, &rule.target, v),
+            Some(v) => out.set(rule.slot, v),
             None if rule.required => {
                 let src = match &rule.source {
                     Source::Path(p) => Some(p[0].text.as_str()),
@@ -449,9 +481,9 @@ pub(crate) fn run<T: Tree>(
     }
 }
 
-pub(crate) fn holds<T: Tree>(cond: &Cond, tree: &T, node: T::Node, out: &Obj) -> bool {
+pub(crate) fn holds<T: Tree>(cond: &Cond, tree: &T, node: T::Node, out: &Staged) -> bool {
     let text: Option<Cow<str>> = match &cond.subject {
-        CondSubject::Field(path) => out.pointer(path).and_then(|v| match v {
+        CondSubject::Field(_) => out.get(cond.slot).and_then(|v| match v {
             Val::Str(s) => Some(Cow::Borrowed(s.as_str())),
             Val::Num(n) => Some(Cow::Owned(n.to_string())),
             Val::Bool(b) => Some(Cow::Owned(b.to_string())),
@@ -484,17 +516,6 @@ pub(crate) fn get_path<'m>(map: &'m Map<String, Value>, path: &[String]) -> Opti
         v = v.get(p)?;
     }
     Some(v)
-}
-
-fn set_path(obj: &mut Obj, path: &[String], value: Val) {
-    let Some((last, parents)) = path.split_last() else {
-        return;
-    };
-    let mut cur = obj;
-    for p in parents {
-        cur = cur.object_at(p);
-    }
-    cur.insert(last, value);
 }
 
 type Fail = (&'static str, String);
@@ -537,7 +558,7 @@ fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Val>, Fail> {
     }
     // Full-width letters and digits start with the byte EF, the ideographic space E3 80 80.
     if rule.halfwidth
-        && text.bytes().any(|b| b == 0xEF || b == 0xE3)
+        && memchr::memchr2(0xEF, 0xE3, text.as_bytes()).is_some()
         && text.chars().any(is_fullwidth)
     {
         text = Cow::Owned(halfwidth(&text));

@@ -12,6 +12,7 @@
 pub mod decode;
 mod eval;
 pub mod examples;
+mod layout;
 mod plan;
 mod render;
 mod spec;
@@ -76,6 +77,10 @@ pub struct Mapping {
     pub(crate) rules: Vec<eval::Rule>,
     /// How an XML record is read when this mapping alone reads its root.
     pub(crate) plan: Option<plan::Plan>,
+    /// Where the rules' values are staged and how the record is built from them.
+    pub(crate) layout: layout::Layout,
+    /// The canonical shape checks its rules guarantee (not looked up again).
+    pub(crate) known: crate::record::checks::Known,
     pub(crate) render: render::RenderSpec,
     pub examples: Vec<examples::Example>,
     /// Canonical field (dotted, list indexes removed) to the source path it came from.
@@ -315,7 +320,7 @@ pub struct Checked {
 
 fn check_one(d: Decoded) -> Checked {
     let result = match d.result {
-        Ok(v) => crate::record::Record::from_obj(d.index, v, Some(d.kind)),
+        Ok(v) => crate::record::Record::from_obj_known(d.index, v, Some(d.kind), d.mapping.known),
         Err(e) => Err(e),
     };
     let result = result.map_err(|mut errors| {

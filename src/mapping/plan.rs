@@ -147,7 +147,7 @@ impl Plan {
                     }
                 }
                 Source::Const(_) => {}
-                Source::Each { path, rules } => {
+                Source::Each { path, rules, .. } => {
                     if scope != 0 {
                         return Err(Unplannable);
                     }
@@ -282,7 +282,7 @@ fn clear(rules: &mut [Rule]) {
                 }
             }
             Source::Const(_) => {}
-            Source::Each { path, rules } => {
+            Source::Each { path, rules, .. } => {
                 unset(path);
                 clear(rules);
             }
@@ -358,7 +358,7 @@ impl<'a> Slots<'a, '_> {
         };
         let is = |c: u32| {
             let n = &scope.nodes[c as usize];
-            n.key == key && n.name == name
+            n.key == key && same_after_key(&n.name, name)
         };
         let found = if *hint != NO_SLOT && is(*hint) {
             *hint
@@ -375,6 +375,14 @@ impl<'a> Slots<'a, '_> {
         top.last = found;
         Some((top.scope, found, top.base))
     }
+}
+
+/// Whether two names with equal [`name_key`]s (equal lengths up to 255, equal first
+/// seven bytes) are equal: the rest compared in place (a library call per element
+/// cost more than the comparison).
+fn same_after_key(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).skip(7).all(|(x, y)| x == y)
 }
 
 impl<'a> Capture<'a> for Slots<'a, '_> {

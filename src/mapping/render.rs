@@ -300,7 +300,7 @@ fn fill<T: Target>(
                 })?;
                 target.put(&paths[0].steps, out, rule.native);
             }
-            Source::Each { path, rules } => {
+            Source::Each { path, rules, .. } => {
                 let Value::Array(items) = v else {
                     return Err(RenderError::Field {
                         record: index,

@@ -310,6 +310,8 @@ pub fn compile(text: &str, path: &Path, files: &dyn Files) -> Result<Mapping, Ma
         Format::Xml => super::plan::Plan::build(&mut rules, select.as_mut()),
         Format::Json => None,
     };
+    let layout = super::layout::Layout::build(&mut rules);
+    let known = super::layout::known(kind, format, &rules);
     Ok(Mapping {
         file,
         kind,
@@ -321,6 +323,8 @@ pub fn compile(text: &str, path: &Path, files: &dyn Files) -> Result<Mapping, Ma
         select,
         rules,
         plan,
+        layout,
+        known,
         render,
         examples,
         sources,
@@ -358,7 +362,7 @@ fn collect_sources(
                 out.entry(field)
                     .or_insert_with(|| format!("{src_prefix}{}", names.join("+")));
             }
-            Source::Each { path, rules } => {
+            Source::Each { path, rules, .. } => {
                 out.entry(field.clone())
                     .or_insert_with(|| format!("{src_prefix}{}", path.text));
                 collect_sources(
@@ -400,7 +404,7 @@ fn check_render_targets(ctx: &Ctx, rules: &[Rule]) -> Result<(), MappingError> {
         }
         let place = match &r.source {
             Source::Path(p) => p[0].text.clone(),
-            Source::Each { path, rules } => {
+            Source::Each { path, rules, .. } => {
                 check_render_targets(ctx, rules)?;
                 path.text.clone()
             }
@@ -653,7 +657,11 @@ fn compile_rule(
             ));
         };
         let rules = compile_rules(ctx, &entries, &format!("{field}[]."), scope)?;
-        rule.source = Source::Each { path, rules };
+        rule.source = Source::Each {
+            path,
+            rules,
+            layout: super::layout::Layout::empty(),
+        };
     }
     if t.contains_key("fields") && !t.contains_key("each") {
         return Err(ctx.err(line, what, "`fields` belongs with `each`"));
@@ -833,6 +841,7 @@ fn compile_when(
         subject,
         test,
         halfwidth: ctx.halfwidth,
+        slot: super::layout::NO_FIELD,
     })
 }
 

@@ -430,4 +430,28 @@ mod tests {
             "year 0 is four digits"
         );
     }
+
+    proptest::proptest! {
+        /// What a time rule writes passes the canonical time (or date) check, which
+        /// a mapping with a time rule therefore skips (`layout::known`).
+        #[test]
+        fn what_a_time_rule_writes_is_a_canonical_time(
+            ms in -70_000_000_000_000i64..260_000_000_000_000i64,
+            offset_min in -1439i32..1440,
+            text in "[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}",
+            rfc in "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(Z|[+-][0-9]{2}:[0-9]{2})",
+        ) {
+            let zone = Offset::from_seconds(offset_min * 60).unwrap();
+            for date_only in [false, true] {
+                let check = if date_only { crate::record::checks::date } else { crate::record::checks::rfc3339 };
+                for (pat, s) in [("epoch_ms", ms.to_string()), ("epoch_s", (ms / 1000).to_string()), ("yyyy-MM-dd HH:mm:ss", text.clone()), ("yyyy-MM-dd", text[..10].to_string()), ("rfc3339", rfc.clone())] {
+                    // A date pattern has no hours: a refused pattern is not a rule.
+                    let Ok(pattern) = Pattern::compile(pat, date_only) else { continue };
+                    if let Some(out) = parse(&s, &pattern, zone, date_only) {
+                        proptest::prop_assert!(check(&out).is_ok(), "{pat} {s} -> {out}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -198,8 +198,8 @@ pub fn date(s: &str) -> Result<(), &'static str> {
 }
 
 /// What a canonical field must look like.
-#[derive(Clone, Copy)]
-enum Shape {
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Shape {
     Enum(&'static [&'static str]),
     Integer,
     Number,
@@ -228,7 +228,9 @@ const MATERIAL: &[(&str, Shape)] = &[
     ("file.size", Shape::Integer),
 ];
 
-fn shapes(kind: Kind) -> &'static [(&'static str, Shape)] {
+/// The shape checks of a kind, in the order [`Known`] numbers them (embedded
+/// materials: those of [`Kind::Material`]).
+pub(crate) fn shapes(kind: Kind) -> &'static [(&'static str, Shape)] {
     match kind {
         Kind::Application => &[
             (
@@ -360,14 +362,67 @@ fn id_field(fields: &mut Obj, path: &str) -> Option<Result<(), &'static str>> {
     v.as_str().map(id_no)
 }
 
+/// Shape checks a record's maker guarantees, so they are not looked up: bit `i` set
+/// when the `i`-th of [`shapes`] of the record's kind (or, for `materials`, of an
+/// embedded material) holds or its field is never written. A mapping works these out
+/// from its rules at load; any other record is checked in full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Known {
+    pub fields: u64,
+    pub materials: u64,
+}
+
+impl Shape {
+    /// Whether `v` has this shape.
+    pub(crate) fn problem(&self, field: &str, v: &Val) -> Option<(&'static str, String)> {
+        match self {
+            Shape::Enum(allowed) => match v.as_str() {
+                Some(s) if allowed.contains(&s) => None,
+                _ => Some((
+                    "enum",
+                    format!("{field} must be one of {}", allowed.join(", ")),
+                )),
+            },
+            Shape::Integer if v.as_i64().is_none() => {
+                Some(("type", format!("{field} must be an integer")))
+            }
+            Shape::Number if !v.is_number() => Some(("type", format!("{field} must be a number"))),
+            Shape::Boolean if !v.is_boolean() => {
+                Some(("type", format!("{field} must be true or false")))
+            }
+            Shape::Time => v
+                .as_str()
+                .ok_or("a time must be a string")
+                .and_then(rfc3339)
+                .err()
+                .map(|m| ("time", m.to_string())),
+            Shape::Date => v
+                .as_str()
+                .ok_or("a date must be a string")
+                .and_then(date)
+                .err()
+                .map(|m| ("date", m.to_string())),
+            Shape::Named(check) => v
+                .as_str()
+                .ok_or("must be a string")
+                .and_then(|s| check.run(s))
+                .err()
+                .map(|m| (check.code(), m.to_string())),
+            _ => None,
+        }
+    }
+}
+
 /// Validate a canonical record of a known kind. `material` is the number of an
-/// embedded material (`materials[0].` in error fields).
+/// embedded material (`materials[0].` in error fields); `known` the shape checks
+/// its maker guarantees.
 pub fn validate(
     kind: Kind,
     fields: &mut Obj,
     index: usize,
     material: Option<usize>,
     errors: &mut Vec<FieldError>,
+    known: Known,
 ) {
     let prefix = |field: &str| match material {
         Some(i) => format!("materials[{i}].{field}"),
@@ -420,55 +475,16 @@ pub fn validate(
             e("contact.id_no", "id_no", m.to_string());
         }
     }
-    for (field, shape) in shapes(kind) {
+    for (i, (field, shape)) in shapes(kind).iter().enumerate() {
+        if (i < 64 && known.fields & (1 << i) != 0) || *field == "contact.id_no" {
+            // Guaranteed, or (contact.id_no) checked above after normalising.
+            continue;
+        }
         let Some(v) = get(fields, field) else {
             continue;
         };
-        if *field == "contact.id_no" {
-            continue; // checked above, after normalising
-        }
-        match shape {
-            Shape::Enum(allowed) => match v.as_str() {
-                Some(s) if allowed.contains(&s) => {}
-                _ => e(
-                    field,
-                    "enum",
-                    format!("{field} must be one of {}", allowed.join(", ")),
-                ),
-            },
-            Shape::Integer if v.as_i64().is_none() => {
-                e(field, "type", format!("{field} must be an integer"))
-            }
-            Shape::Number if !v.is_number() => {
-                e(field, "type", format!("{field} must be a number"))
-            }
-            Shape::Boolean if !v.is_boolean() => {
-                e(field, "type", format!("{field} must be true or false"))
-            }
-            Shape::Time => {
-                if let Err(m) = v
-                    .as_str()
-                    .ok_or("a time must be a string")
-                    .and_then(rfc3339)
-                {
-                    e(field, "time", m.to_string());
-                }
-            }
-            Shape::Date => {
-                if let Err(m) = v.as_str().ok_or("a date must be a string").and_then(date) {
-                    e(field, "date", m.to_string());
-                }
-            }
-            Shape::Named(check) => {
-                if let Err(m) = v
-                    .as_str()
-                    .ok_or("must be a string")
-                    .and_then(|s| check.run(s))
-                {
-                    e(field, check.code(), m.to_string());
-                }
-            }
-            _ => {}
+        if let Some((rule, message)) = shape.problem(field, v) {
+            e(field, rule, message);
         }
     }
     if kind == Kind::Application {
@@ -476,7 +492,17 @@ pub fn validate(
             Some(Val::Arr(items)) => {
                 for (i, item) in items.iter_mut().enumerate() {
                     match item {
-                        Val::Obj(m) => validate(Kind::Material, m, index, Some(i), errors),
+                        Val::Obj(m) => validate(
+                            Kind::Material,
+                            m,
+                            index,
+                            Some(i),
+                            errors,
+                            Known {
+                                fields: known.materials,
+                                materials: 0,
+                            },
+                        ),
                         _ => errors.push(FieldError {
                             record: index,
                             field: format!("materials[{i}]"),

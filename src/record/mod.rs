@@ -120,8 +120,19 @@ impl Record {
     /// [`Record::from_value`] for a record already in the engine's own values.
     pub fn from_obj(
         index: usize,
+        fields: Obj,
+        expected: Option<Kind>,
+    ) -> Result<Record, Vec<FieldError>> {
+        Record::from_obj_known(index, fields, expected, checks::Known::default())
+    }
+
+    /// [`Record::from_obj`] for a record whose maker guarantees the shape checks in
+    /// `known` (a mapping's, worked out from its rules).
+    pub fn from_obj_known(
+        index: usize,
         mut fields: Obj,
         expected: Option<Kind>,
+        known: checks::Known,
     ) -> Result<Record, Vec<FieldError>> {
         let mut errors = Vec::new();
         let e = |field: &str, rule: &str, message: String| FieldError {
@@ -222,7 +233,7 @@ impl Record {
             }
         }
         if let Some(kind) = kind {
-            checks::validate(kind, &mut fields, index, None, &mut errors);
+            checks::validate(kind, &mut fields, index, None, &mut errors, known);
         }
         match (kind, case_no, errors.is_empty()) {
             (Some(kind), Some(case_no), true) => {

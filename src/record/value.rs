@@ -36,7 +36,8 @@ pub struct Obj {
     heads: Vec<u64>,
 }
 
-fn head(s: &str) -> u64 {
+/// A key's first eight bytes as a big-endian number (zero-padded).
+pub(crate) fn head(s: &str) -> u64 {
     let mut w = 0u64;
     for (i, b) in s.bytes().take(8).enumerate() {
         w |= (b as u64) << (56 - 8 * i);
@@ -107,6 +108,24 @@ impl Obj {
 
     pub fn contains_key(&self, key: &str) -> bool {
         self.find(key).is_ok()
+    }
+
+    pub fn reserve(&mut self, n: usize) {
+        self.members.reserve(n);
+        self.heads.reserve(n);
+    }
+
+    /// Append a member whose key (with its [`head`]) orders after every key there (a
+    /// debug build checks).
+    pub(crate) fn push_last(&mut self, key: &CompactString, head: u64, value: Val) {
+        debug_assert!(
+            self.members
+                .last()
+                .is_none_or(|(k, _)| key_cmp(k, key) == Ordering::Less)
+        );
+        debug_assert_eq!(head, self::head(key));
+        self.heads.push(head);
+        self.members.push((key.clone(), value));
     }
 
     /// Set `key` to `value`, returning the value it replaces.
