@@ -552,8 +552,8 @@ fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Val>, Fail> {
     let mut text = text;
     if rule.trim {
         text = match text {
-            Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
-            Cow::Owned(s) => Cow::Owned(s.trim().to_string()),
+            Cow::Borrowed(s) => Cow::Borrowed(trim(s)),
+            Cow::Owned(s) => Cow::Owned(trim(&s).to_string()),
         };
     }
     // Full-width letters and digits start with the byte EF, the ideographic space E3 80 80.
@@ -733,6 +733,15 @@ fn boolean(v: &Val) -> Result<bool, Fail> {
             "boolean",
             "expected 1/0, true/false, Y/N or 是/否".to_string(),
         )),
+    }
+}
+
+/// `str::trim`, answered at once for a value that starts and ends with a printable
+/// ASCII character (most do).
+fn trim(s: &str) -> &str {
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(f), Some(l)) if (0x21..0x7F).contains(f) && (0x21..0x7F).contains(l) => s,
+        _ => s.trim(),
     }
 }
 

@@ -27,13 +27,29 @@ pub enum Val {
     Obj(Obj),
 }
 
-/// A JSON object: members sorted by key, keys unique.
+/// A JSON object: members sorted by key, keys unique; one allocation.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Obj {
-    members: Vec<(CompactString, Val)>,
-    /// Each key's first eight bytes as a big-endian number (zero-padded): ordering
+    members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Member {
+    /// The key's first eight bytes as a big-endian number (zero-padded): ordering
     /// these orders the keys, unless two are equal.
-    heads: Vec<u64>,
+    head: u64,
+    key: CompactString,
+    val: Val,
+}
+
+impl Member {
+    fn new(key: CompactString, val: Val) -> Member {
+        Member {
+            head: head(&key),
+            key,
+            val,
+        }
+    }
 }
 
 /// A key's first eight bytes as a big-endian number (zero-padded).
@@ -64,7 +80,6 @@ impl Obj {
     pub fn with_capacity(n: usize) -> Obj {
         Obj {
             members: Vec::with_capacity(n),
-            heads: Vec::with_capacity(n),
         }
     }
 
@@ -79,11 +94,12 @@ impl Obj {
     fn find(&self, key: &str) -> Result<usize, usize> {
         let h = head(key);
         let mut lo = 0;
-        let mut hi = self.heads.len();
+        let mut hi = self.members.len();
         while lo < hi {
             let mid = (lo + hi) / 2;
-            let ord = match self.heads[mid].cmp(&h) {
-                Ordering::Equal => self.members[mid].0.as_str().cmp(key),
+            let m = &self.members[mid];
+            let ord = match m.head.cmp(&h) {
+                Ordering::Equal => m.key.as_str().cmp(key),
                 other => other,
             };
             match ord {
@@ -96,12 +112,12 @@ impl Obj {
     }
 
     pub fn get(&self, key: &str) -> Option<&Val> {
-        self.find(key).ok().map(|i| &self.members[i].1)
+        self.find(key).ok().map(|i| &self.members[i].val)
     }
 
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Val> {
         match self.find(key) {
-            Ok(i) => Some(&mut self.members[i].1),
+            Ok(i) => Some(&mut self.members[i].val),
             Err(_) => None,
         }
     }
@@ -112,7 +128,6 @@ impl Obj {
 
     pub fn reserve(&mut self, n: usize) {
         self.members.reserve(n);
-        self.heads.reserve(n);
     }
 
     /// Append a member whose key (with its [`head`]) orders after every key there (a
@@ -121,20 +136,23 @@ impl Obj {
         debug_assert!(
             self.members
                 .last()
-                .is_none_or(|(k, _)| key_cmp(k, key) == Ordering::Less)
+                .is_none_or(|m| key_cmp(&m.key, key) == Ordering::Less)
         );
         debug_assert_eq!(head, self::head(key));
-        self.heads.push(head);
-        self.members.push((key.clone(), value));
+        self.members.push(Member {
+            head,
+            key: key.clone(),
+            val: value,
+        });
     }
 
     /// Set `key` to `value`, returning the value it replaces.
     pub fn insert(&mut self, key: &str, value: Val) -> Option<Val> {
         match self.find(key) {
-            Ok(i) => Some(std::mem::replace(&mut self.members[i].1, value)),
+            Ok(i) => Some(std::mem::replace(&mut self.members[i].val, value)),
             Err(i) => {
-                self.members.insert(i, (CompactString::new(key), value));
-                self.heads.insert(i, head(key));
+                self.members
+                    .insert(i, Member::new(CompactString::new(key), value));
                 None
             }
         }
@@ -142,10 +160,7 @@ impl Obj {
 
     pub fn remove(&mut self, key: &str) -> Option<Val> {
         match self.find(key) {
-            Ok(i) => {
-                self.heads.remove(i);
-                Some(self.members.remove(i).1)
-            }
+            Ok(i) => Some(self.members.remove(i).val),
             Err(_) => None,
         }
     }
@@ -154,19 +169,20 @@ impl Obj {
     pub fn object_at(&mut self, key: &str) -> &mut Obj {
         let i = match self.find(key) {
             Ok(i) => {
-                if !matches!(self.members[i].1, Val::Obj(_)) {
-                    self.members[i].1 = Val::Obj(Obj::new());
+                if !matches!(self.members[i].val, Val::Obj(_)) {
+                    self.members[i].val = Val::Obj(Obj::new());
                 }
                 i
             }
             Err(i) => {
-                self.members
-                    .insert(i, (CompactString::new(key), Val::Obj(Obj::new())));
-                self.heads.insert(i, head(key));
+                self.members.insert(
+                    i,
+                    Member::new(CompactString::new(key), Val::Obj(Obj::new())),
+                );
                 i
             }
         };
-        match &mut self.members[i].1 {
+        match &mut self.members[i].val {
             Val::Obj(o) => o,
             // Made an object just above.
             _ => unreachable!("object_at always leaves an object"),
@@ -175,15 +191,17 @@ impl Obj {
 
     /// Members in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Val)> {
-        self.members.iter().map(|(k, v)| (k.as_str(), v))
+        self.members.iter().map(|m| (m.key.as_str(), &m.val))
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &mut Val)> {
-        self.members.iter_mut().map(|(k, v)| (k.as_str(), v))
+        self.members
+            .iter_mut()
+            .map(|m| (m.key.as_str(), &mut m.val))
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.members.iter().map(|(k, _)| k.as_str())
+        self.members.iter().map(|m| m.key.as_str())
     }
 
     /// The value at a path of keys.
@@ -199,13 +217,13 @@ impl Obj {
     /// Compact JSON, the bytes `serde_json` writes for the same object.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         out.push(b'{');
-        for (i, (k, v)) in self.members.iter().enumerate() {
+        for (i, m) in self.members.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            crate::codec::write_str(k, out);
+            crate::codec::write_str(&m.key, out);
             out.push(b':');
-            v.write_json(out);
+            m.val.write_json(out);
         }
         out.push(b'}');
     }
@@ -224,7 +242,7 @@ impl Obj {
     pub fn to_map(&self) -> Map<String, Value> {
         self.members
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_value()))
+            .map(|m| (m.key.to_string(), m.val.to_value()))
             .collect()
     }
 }
@@ -247,8 +265,12 @@ impl Obj {
             members.sort_by(|a, b| key_cmp(&a.0, &b.0));
             members.dedup_by(|b, a| a.0 == b.0);
         }
-        let heads = members.iter().map(|(k, _)| head(k)).collect();
-        Obj { members, heads }
+        Obj {
+            members: members
+                .into_iter()
+                .map(|(k, v)| Member::new(k, v))
+                .collect(),
+        }
     }
 }
 
@@ -415,7 +437,7 @@ impl Serialize for Val {
 
 impl Serialize for Obj {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.members.iter().map(|(k, v)| (k.as_str(), v)))
+        s.collect_map(self.members.iter().map(|m| (m.key.as_str(), &m.val)))
     }
 }
 
