@@ -432,7 +432,9 @@ impl<'a> Capture<'a> for Slots<'a, '_> {
                 at.base = base;
             }
         }
-        if let Some(parent) = self.open.last_mut() {
+        if let Some(parent) = self.open.last_mut()
+            && !parent.has_children
+        {
             parent.has_children = true;
             if parent.node != NO_SLOT {
                 self.vals[(parent.base + parent.node) as usize] = SVal::Composite;

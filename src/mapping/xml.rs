@@ -310,16 +310,26 @@ pub(crate) trait Capture<'a> {
 
 /// Every attribute of an element, unescaped and within the limits, to `f` with its
 /// local name: what is not read is still checked.
+#[inline]
 pub(crate) fn attributes(
+    e: &BytesStart<'_>,
+    pos: usize,
+    limits: &Limits,
+    f: impl FnMut(&[u8], Cow<'_, str>),
+) -> Result<(), DecodeError> {
+    // Most elements have none: no iterator (and no call) for them.
+    if e.attributes_raw().iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    each_attribute(e, pos, limits, f)
+}
+
+fn each_attribute(
     e: &BytesStart<'_>,
     pos: usize,
     limits: &Limits,
     mut f: impl FnMut(&[u8], Cow<'_, str>),
 ) -> Result<(), DecodeError> {
-    // Most elements have none: no iterator for them.
-    if e.attributes_raw().iter().all(u8::is_ascii_whitespace) {
-        return Ok(());
-    }
     for a in e.attributes() {
         let a = a.map_err(|err| DecodeError::Syntax {
             offset: pos,
