@@ -342,8 +342,13 @@ pub(crate) fn run<T: Tree>(
                     message,
                 });
             };
-        let value = match &rule.source {
-            Source::Const(v) => Some(Val::from(v)),
+        // Values are written straight into their staged place (each move of a value
+        // through a return cost a store-forwarding stall).
+        let present = match &rule.source {
+            Source::Const(v) => {
+                out.set(rule.slot, Val::from(v));
+                true
+            }
             Source::Each {
                 path,
                 rules,
@@ -384,13 +389,19 @@ pub(crate) fn run<T: Tree>(
                         items.push(Val::Obj(item));
                     }
                 }
-                (!items.is_empty()).then_some(Val::Arr(items))
+                let any = !items.is_empty();
+                if any {
+                    out.set(rule.slot, Val::Arr(items));
+                }
+                any
             }
             Source::Path(paths) => {
+                let mut spare = None;
+                let dest = out.place(rule.slot).unwrap_or(&mut spare);
                 // The first path with a value: one absent, or empty once trimmed (as
                 // `""` and `null` are in JSON), passes to the next; one whose value
                 // is refused does not.
-                let mut found = Ok(None);
+                let mut found = Ok(());
                 let mut path = &paths[0];
                 let mut at = 0;
                 for (k, p) in paths.iter().enumerate() {
@@ -399,20 +410,21 @@ pub(crate) fn run<T: Tree>(
                         continue;
                     }
                     (path, at) = (p, k);
-                    found = convert(rule, l);
-                    if !matches!(found, Ok(None)) {
+                    found = convert(rule, l, dest);
+                    if found.is_err() || dest.is_some() {
                         break;
                     }
                 }
                 match found {
-                    Ok(v) => {
-                        if v.is_some() && (at > 0 || !rule.primary) {
+                    Ok(()) => {
+                        let some = dest.is_some();
+                        if some && (at > 0 || !rule.primary) {
                             notes.push(SourceNote::Field {
                                 field: format!("{}{}", place.field(), rule.field),
                                 source: format!("{}{}", place.source(), path.text),
                             });
                         }
-                        v
+                        some
                     }
                     Err((code, message)) => {
                         fail(errors, Some(&path.text), code, message);
@@ -445,8 +457,10 @@ pub(crate) fn run<T: Tree>(
                     }
                 }
                 let src = if any { Lookup::Str(&s) } else { Lookup::Absent };
-                match convert(rule, src) {
-                    Ok(v) => v,
+                let mut spare = None;
+                let dest = out.place(rule.slot).unwrap_or(&mut spare);
+                match convert(rule, src, dest) {
+                    Ok(()) => dest.is_some(),
                     Err((code, message)) => {
                         fail(errors, None, code, message);
                         continue;
@@ -454,13 +468,10 @@ pub(crate) fn run<T: Tree>(
                 }
             }
         };
-        let value = match value {
-            Some(v) => Some(v),
-            None => rule.default.as_ref().map(Val::from),
-        };
-        match value {
-            Some(v) => out.set(rule.slot, v),
-            None if rule.required => {
+        match (present, &rule.default) {
+            (true, _) => {}
+            (false, Some(d)) => out.set(rule.slot, Val::from(d)),
+            (false, None) if rule.required => {
                 let src = match &rule.source {
                     Source::Path(p) => Some(p[0].text.as_str()),
                     Source::Each { path, .. } => Some(path.text.as_str()),
@@ -476,7 +487,7 @@ pub(crate) fn run<T: Tree>(
                     ),
                 );
             }
-            None => {}
+            (false, None) => {}
         }
     }
 }
@@ -520,10 +531,11 @@ pub(crate) fn get_path<'m>(map: &'m Map<String, Value>, path: &[String]) -> Opti
 
 type Fail = (&'static str, String);
 
-/// Source value to canonical value, or why not. `Ok(None)` is an absent value.
-fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Val>, Fail> {
+/// Source value to canonical value, written into `dest` (left `None` for an absent
+/// value), or why not (`dest` untouched).
+fn convert(rule: &Rule, lookup: Lookup, dest: &mut Option<Val>) -> Result<(), Fail> {
     let text: Cow<str> = match lookup {
-        Lookup::Absent => return Ok(None),
+        Lookup::Absent => return Ok(()),
         Lookup::Composite => {
             return Err((
                 "type",
@@ -531,7 +543,8 @@ fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Val>, Fail> {
             ));
         }
         Lookup::Bool(b) if rule.table.is_none() => {
-            return finish(rule, Val::Bool(b)).map(Some);
+            *dest = Some(finish(rule, Val::Bool(b))?);
+            return Ok(());
         }
         // A number stays a number unless a rule works on its text (a check runs on
         // text: `check = "region"` on 420102 checks and keeps "420102").
@@ -543,7 +556,8 @@ fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Val>, Fail> {
                 && rule.case.is_none()
                 && rule.check.is_none() =>
         {
-            return finish(rule, Val::Num(n.clone())).map(Some);
+            *dest = Some(finish(rule, Val::Num(n.clone()))?);
+            return Ok(());
         }
         Lookup::Bool(b) => Cow::Owned(b.to_string()),
         Lookup::Num(n) => Cow::Owned(n.to_string()),
@@ -570,7 +584,7 @@ fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Val>, Fail> {
     }
     if let Some(re) = &rule.regex {
         if text.is_empty() {
-            return Ok(None);
+            return Ok(());
         }
         let Some(caps) = re.captures(&text) else {
             return Err((
@@ -582,7 +596,7 @@ fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Val>, Fail> {
         text = Cow::Owned(m.unwrap_or("").to_string());
     }
     if text.is_empty() {
-        return Ok(None);
+        return Ok(());
     }
     if let Some(sep) = &rule.split {
         let mut items = Vec::new();
@@ -592,13 +606,18 @@ fn convert(rule: &Rule, lookup: Lookup) -> Result<Option<Val>, Fail> {
                 items.push(scalar(rule, part)?);
             }
         }
-        return Ok((!items.is_empty()).then_some(Val::Arr(items)));
+        if !items.is_empty() {
+            *dest = Some(Val::Arr(items));
+        }
+        return Ok(());
     }
     if rule.table.is_none() && rule.time.is_none() && rule.coerce.is_none() && rule.check.is_none()
     {
-        return Ok(Some(Val::str(&text)));
+        *dest = Some(Val::str(&text));
+        return Ok(());
     }
-    scalar(rule, &text).map(Some)
+    *dest = Some(scalar(rule, &text)?);
+    Ok(())
 }
 
 fn scalar(rule: &Rule, text: &str) -> Result<Val, Fail> {

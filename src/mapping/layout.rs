@@ -172,6 +172,11 @@ impl Staged {
         self.buf.get(self.base + slot as usize)?.as_ref()
     }
 
+    /// Where the value of `slot` is staged.
+    pub(crate) fn place(&mut self, slot: u32) -> Option<&mut Option<Val>> {
+        self.buf.get_mut(self.base.checked_add(slot as usize)?)
+    }
+
     pub(crate) fn set(&mut self, slot: u32, v: Val) {
         if let Some(s) = self.buf.get_mut(self.base + slot as usize) {
             *s = Some(v);
