@@ -307,7 +307,7 @@ fn xml_text(
             .collect(),
     };
     // Every mapping with the same record root may take a record (`match` decides).
-    let sharing: Vec<&Arc<Mapping>> = candidates
+    let mut sharing: Vec<&Arc<Mapping>> = candidates
         .iter()
         .copied()
         .filter(|m| {
@@ -317,6 +317,11 @@ fn xml_text(
                     .any(|r| roots.paths.iter().any(|p| *p == &r.steps[..]))
         })
         .collect();
+    // The first without a `match` takes every record the ones before it leave: the
+    // ones after it never take any.
+    if let Some(all) = sharing.iter().position(|m| m.select.is_none()) {
+        sharing.truncate(all + 1);
+    }
     let limits = run.limits;
     // One mapping for the root reads through its plan when it has one.
     let plan = match &sharing[..] {

@@ -200,9 +200,11 @@ pub(crate) fn known(kind: Kind, format: Format, rules: &[Rule]) -> Known {
             .collect();
         k.materials = match writers[..] {
             [] => u64::MAX,
+            // A list's own default is written whole, past the element rules.
             [
                 Rule {
                     source: Source::Each { rules, .. },
+                    default: None,
                     ..
                 },
             ] => mask(shapes(Kind::Material), format, rules),
@@ -393,5 +395,23 @@ submitted_at = { path = "at", time = "yyyy-MM-dd HH:mm:ss" }
         );
         assert!(!names(Kind::Application, known.fields).contains(&"submitted_at"));
         assert!(errs.iter().any(|e| e == "submitted_at time"), "{errs:?}");
+        // A list's own default is checked as a list of materials.
+        let listed = r#"
+kind = "application"
+format = "xml"
+root = "R"
+[fields]
+case_no = "NO"
+item_code = "IC"
+[fields.materials]
+each = "L/I"
+fields.name = "N"
+default = [{ name = "x", submit_type = "bogus", sort = "notint" }]
+"#;
+        let (known, errs) = errors(listed, "application/xml", "<R><NO>1</NO><IC>x</IC></R>");
+        assert_eq!(known.materials, 0);
+        for want in ["materials[0].submit_type enum", "materials[0].sort type"] {
+            assert!(errs.iter().any(|e| e == want), "{want} in {errs:?}");
+        }
     }
 }

@@ -688,6 +688,15 @@ fields.cc = "C/C"
     }
 
     #[test]
+    fn a_form_feed_in_a_tag_is_refused_by_both_readers() {
+        let (planned, tree) = sets();
+        let body = "<R><A>1</A><D \x0c>x</D></R>";
+        let a = run(&planned, body.as_bytes());
+        assert_eq!(a, run(&tree, body.as_bytes()));
+        assert!(a.contains("Syntax"), "{a}");
+    }
+
+    #[test]
     fn what_a_plan_cannot_express_reads_through_the_element_tree() {
         for (from, to, want) in [
             // into a list's elements from outside the list

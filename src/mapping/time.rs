@@ -163,8 +163,10 @@ pub fn parse(s: &str, pattern: &Pattern, zone: Offset, date_only: bool) -> Optio
         }
         Pattern::Fields(tokens) => parse_fields(s, tokens, zone)?,
     };
-    // Canonical times have four-digit years (an epoch value can reach year -9999).
-    if !(0..=9999).contains(&dt.year()) {
+    // Canonical times have four-digit years (an epoch value can reach year -9999),
+    // and name an instant (9999-12-31T23:00 at +08:00 is past the last one an RFC 3339
+    // check accepts).
+    if !(0..=9999).contains(&dt.year()) || (!date_only && offset.to_timestamp(dt).is_err()) {
         return None;
     }
     Some(if date_only {
@@ -453,5 +455,13 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_time_past_the_last_instant_is_refused() {
+        assert_eq!(p("yyyy-MM-dd HH:mm:ss", "9999-12-31 23:00:00"), None);
+        assert_eq!(p("rfc3339", "9999-12-31T00:00:00-05:00"), None);
+        let last = p("yyyy-MM-dd HH:mm:ss", "9999-12-30 23:00:00").expect("in range");
+        assert!(crate::record::checks::rfc3339(&last).is_ok(), "{last}");
     }
 }

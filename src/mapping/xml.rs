@@ -317,8 +317,12 @@ pub(crate) fn attributes(
     limits: &Limits,
     f: impl FnMut(&[u8], Cow<'_, str>),
 ) -> Result<(), DecodeError> {
-    // Most elements have none: no iterator (and no call) for them.
-    if e.attributes_raw().iter().all(u8::is_ascii_whitespace) {
+    // Most elements have none: no iterator (and no call) for them. XML whitespace
+    // only (a form feed is not, and the parser refuses it).
+    if e.attributes_raw()
+        .iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+    {
         return Ok(());
     }
     each_attribute(e, pos, limits, f)
