@@ -448,13 +448,13 @@ pub fn validate(
     // says 居民身份证 (111); an applicant with 001 carries a credit code.
     // 111 and 001 are the only document types with a check of their own.
     // A document type sent as a number (111) is the same code as the text "111".
-    let id_type = match get(fields, "applicant.id_type") {
-        Some(Val::Str(s)) if s == "111" => Some("111"),
-        Some(Val::Str(s)) if s == "001" => Some("001"),
-        Some(Val::Num(n)) if n.as_u64() == Some(111) => Some("111"),
-        _ => None,
-    };
     if kind == Kind::Application {
+        let id_type = match get(fields, "applicant.id_type") {
+            Some(Val::Str(s)) if s == "111" => Some("111"),
+            Some(Val::Str(s)) if s == "001" => Some("001"),
+            Some(Val::Num(n)) if n.as_u64() == Some(111) => Some("111"),
+            _ => None,
+        };
         match id_type {
             Some("111") => {
                 if let Some(Err(m)) = id_field(fields, "applicant.id_no") {
