@@ -90,7 +90,7 @@ to = ["city-platform", "province-hall", "supervision"]
             .expect("gateway");
         let pid = child.id();
         let url = format!("http://127.0.0.1:{port}");
-        let client = hallgate::delivery::http_client().build().expect("client");
+        let client = hallgate::tls::http_client().build().expect("client");
         let start = Instant::now();
         while client.get(format!("{url}/healthz")).send().await.is_err() {
             assert!(start.elapsed() < Duration::from_secs(30), "gateway did not start");

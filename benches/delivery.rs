@@ -13,7 +13,8 @@ use bytes::Bytes;
 use hallgate::config::Config;
 use hallgate::receiver::Receiver;
 use hallgate::record::Kind;
-use hallgate::store::{NewMessage, NewRecord, StoreUrl, now_ms};
+use hallgate::store::{NewMessage, NewRecord, StoreOptions, StoreUrl};
+use hallgate::time::now_ms;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -57,7 +58,7 @@ async fn preload(config: &Config, n: usize) {
     let url = StoreUrl::parse(config.gateway.store.get_ref()).expect("url");
     let store = hallgate::store::open(
         &url,
-        &config.store_options(),
+        &StoreOptions::from_config(config),
         hallgate::store::OpenMode::Serve,
     )
     .await
@@ -76,7 +77,7 @@ async fn preload(config: &Config, n: usize) {
                     version: None,
                     step_no: 0,
                     label: "application".into(),
-                    sha256: hallgate::audit::sha256_hex(canonical.as_bytes()),
+                    sha256: hallgate::hash::sha256_hex(canonical.as_bytes()),
                     canonical,
                     destinations: vec!["city-platform".into()],
                     flags: Vec::new(),
@@ -128,7 +129,7 @@ async fn drain_bare(n: usize, concurrency: usize) -> Duration {
         .await
         .expect("receiver");
     receiver.limit_log(1000);
-    let client = hallgate::delivery::http_client().build().expect("client");
+    let client = hallgate::tls::http_client().build().expect("client");
     let url = Arc::new(receiver.url());
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();

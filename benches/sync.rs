@@ -15,8 +15,8 @@
 use std::time::{Duration, Instant};
 
 use hallgate::receiver::Receiver;
+use hallgate::receiver::hall::{Hall, sample_case};
 use hallgate::store::{DeliveryFilter, DeliveryState};
-use hallgate::sync::hall::{Hall, sample_case};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -126,7 +126,7 @@ to = ["city"]
         let kept = config.clone();
 
         // Baseline: the same pages, fetched and parsed only.
-        let client = hallgate::delivery::http_client().build().expect("client");
+        let client = hallgate::tls::http_client().build().expect("client");
         let t = Instant::now();
         let fetched = raw_fetch(&client, &format!("{base}/api/cases"), page).await;
         let raw_secs = t.elapsed().as_secs_f64();
@@ -184,7 +184,7 @@ to = ["city"]
             hallgate::auth::outbound::GatewayKeys::load(&kept).expect("keys"),
         );
         let api = hallgate::sync::Api::new(&kept, "province-hall", &keys).expect("api");
-        let now = hallgate::store::now_ms();
+        let now = hallgate::time::now_ms();
         let t = Instant::now();
         let report = hallgate::sync::reconcile::reconcile(
             &kept,

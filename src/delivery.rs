@@ -1,35 +1,26 @@
-//! Delivery: workers that lease due deliveries from the store, send them to their
-//! destination, and record how each attempt ended.
+//! Delivery (layer 4): workers that lease due deliveries from the store, hand each to
+//! its destination's sink ([`crate::sinks`]), and record how each attempt ended.
 //!
-//! One worker loop per destination, holding at most `concurrency` requests in flight.
-//! The store hands out only the next delivery of each case, so records of one case
-//! arrive in order while other cases go on. Answers are classified as DESIGN.md
-//! section 1 step 8 says: 2xx delivered, 409 duplicate = delivered, 408/429/5xx and
-//! network errors retried (exponential backoff, full jitter, `Retry-After` honoured),
-//! other 4xx dead-lettered at once. Every request carries the delivery's stable
-//! `Idempotency-Key`.
+//! What every sink shares lives here, once: one worker loop per destination, holding
+//! at most `concurrency` attempts in flight and pacing them to the destination's
+//! rate; leases (the store hands out only the next delivery of each case, so records
+//! of one case arrive in order while other cases go on); retries with exponential
+//! backoff and full jitter (`Retry-After` honoured); dead letters when attempts or
+//! age are used up; metrics and logs of every attempt, whose audit events the store
+//! writes with the completion.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeliveryDefaults, Destination};
-use crate::store::{Completion, DeliveryResult, LeaseRequest, LeasedDelivery, Store, now_ms};
-
-/// Largest receipt body kept.
-const MAX_RECEIPT: usize = 64 * 1024;
-
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    #[error("cannot build the HTTP client for `{destination}`: {reason}")]
-    Client { destination: String, reason: String },
-}
+use crate::sinks::{Attempt, Outcome, Sink};
+use crate::store::{Completion, DeliveryResult, LeaseRequest, LeasedDelivery, Store};
+use crate::time::now_ms;
 
 /// Wakes the worker of a destination when new work is stored for it.
 #[derive(Clone, Default)]
@@ -62,18 +53,11 @@ impl Wake {
 
 /// Settings one worker runs with.
 struct Policy {
-    /// The destination's mappings: records of a kind it has a mapping for are sent in
-    /// its native format, others as canonical JSON.
-    render: Option<crate::mapping::MappingSet>,
-    /// The headers that prove the gateway to the destination.
-    signer: crate::auth::outbound::Signer,
     /// Paces requests to the destination's configured rate.
     pace: Option<Arc<governor::DefaultDirectRateLimiter>>,
     /// How many deliveries a worker holds leased at once (in flight and waiting).
     prefetch: usize,
     destination: String,
-    url: String,
-    content_type: String,
     concurrency: usize,
     lease_ms: i64,
     base_backoff_ms: u64,
@@ -85,16 +69,8 @@ struct Policy {
 }
 
 impl Policy {
-    fn new(
-        id: &str,
-        d: &Destination,
-        defaults: &DeliveryDefaults,
-        grace: Duration,
-        signer: crate::auth::outbound::Signer,
-    ) -> Policy {
+    fn new(id: &str, d: &Destination, defaults: &DeliveryDefaults, grace: Duration) -> Policy {
         Policy {
-            render: None,
-            signer,
             pace: d.rate.as_ref().and_then(crate::limits::limiter),
             // Never lease more than can be sent within half a lease at the
             // destination's rate: a lease must not expire while waiting its turn.
@@ -104,8 +80,6 @@ impl Policy {
                 None => d.concurrency.max(1) * 4,
             },
             destination: id.to_string(),
-            url: d.url.get_ref().clone(),
-            content_type: d.content_type.clone(),
             concurrency: d.concurrency.max(1),
             lease_ms: i64::try_from(defaults.lease_seconds.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
@@ -133,74 +107,39 @@ impl Policy {
     }
 }
 
-/// A reqwest client builder on rustls with the pure-Rust `ring` provider (installed
-/// as the process default on first use).
-pub fn http_client() -> reqwest::ClientBuilder {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-}
-
-/// Start one worker per destination. They stop leasing when `shutdown` fires, let
-/// in-flight requests finish within the grace period, and give back the rest.
+/// Start one worker per destination, each sending through its sink. They stop
+/// leasing when `shutdown` fires, let in-flight attempts finish within the grace
+/// period, and give back the rest.
 pub fn spawn_workers(
     config: &Config,
-    mappings: &std::collections::BTreeMap<String, crate::mapping::MappingSet>,
-    keys: &Arc<crate::auth::outbound::GatewayKeys>,
+    sinks: &BTreeMap<String, Arc<dyn Sink>>,
     store: Arc<dyn Store>,
     wake: Wake,
     shutdown: CancellationToken,
-) -> Result<JoinSet<()>, DeliveryError> {
+) -> JoinSet<()> {
     let owner = format!("{}-{}", config.gateway.id, uuid::Uuid::now_v7());
     let grace = Duration::from_secs(config.gateway.shutdown_grace_seconds);
     let mut set = JoinSet::new();
     for (id, d) in config.destinations() {
-        let mut builder = http_client();
-        if let Some(tls) = &d.tls {
-            builder = crate::auth::tls::client_builder(builder, tls, &config.base_dir()).map_err(
-                |e| DeliveryError::Client {
-                    destination: id.to_string(),
-                    reason: e.to_string(),
-                },
-            )?;
-        }
-        let client = builder
-            .timeout(Duration::from_millis(d.timeout_ms))
-            .connect_timeout(Duration::from_millis(d.timeout_ms.min(5_000)))
-            .pool_max_idle_per_host(d.concurrency)
-            .user_agent(concat!("hallgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| DeliveryError::Client {
-                destination: id.to_string(),
-                reason: e.to_string(),
-            })?;
-        let mut policy = Policy::new(
-            id,
-            d,
-            &config.delivery,
-            grace,
-            crate::auth::outbound::Signer::new(config, id, d, keys).map_err(|e| {
-                DeliveryError::Client {
-                    destination: id.to_string(),
-                    reason: e.to_string(),
-                }
-            })?,
-        );
-        policy.render = mappings.get(id).cloned();
+        let Some(sink) = sinks.get(id) else {
+            tracing::error!(destination = %id, "no sink for a destination; its deliveries wait");
+            continue;
+        };
         let worker = Worker {
-            policy: Arc::new(policy),
-            client,
+            policy: Arc::new(Policy::new(id, d, &config.delivery, grace)),
+            sink: sink.clone(),
             store: store.clone(),
             owner: owner.clone(),
             notify: wake.notifier(id),
         };
         set.spawn(worker.run(shutdown.clone()));
     }
-    Ok(set)
+    set
 }
 
 struct Worker {
     policy: Arc<Policy>,
-    client: reqwest::Client,
+    sink: Arc<dyn Sink>,
     store: Arc<dyn Store>,
     owner: String,
     notify: Arc<Notify>,
@@ -245,7 +184,7 @@ impl Worker {
                 let id = d.id;
                 let send = Send {
                     policy: p.clone(),
-                    client: self.client.clone(),
+                    sink: self.sink.clone(),
                     owner: self.owner.clone(),
                 };
                 let handle = in_flight.spawn(send.deliver(d));
@@ -330,129 +269,38 @@ impl Worker {
 /// One delivery attempt.
 struct Send {
     policy: Arc<Policy>,
-    client: reqwest::Client,
+    sink: Arc<dyn Sink>,
     owner: String,
-}
-
-/// What an attempt's answer means.
-#[derive(Debug, PartialEq, Eq)]
-enum Verdict {
-    Delivered { duplicate: bool },
-    Retry,
-    Dead,
-}
-
-fn classify(status: StatusCode) -> Verdict {
-    match status.as_u16() {
-        200..=299 => Verdict::Delivered { duplicate: false },
-        409 => Verdict::Delivered { duplicate: true },
-        408 | 429 | 500..=599 => Verdict::Retry,
-        _ => Verdict::Dead,
-    }
-}
-
-/// A delivery that no retry can help, sent nowhere.
-fn dead(reason: String) -> DeliveryResult {
-    DeliveryResult::Dead {
-        status: None,
-        reason,
-    }
-}
-
-/// `Retry-After` as seconds or an HTTP date, in milliseconds from now.
-fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(secs.saturating_mul(1000));
-    }
-    let at = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
-    let ms = at.as_millisecond() - now_ms();
-    Some(u64::try_from(ms).unwrap_or(0))
 }
 
 impl Send {
     async fn deliver(self, d: LeasedDelivery) -> Completion {
-        let p = &self.policy;
-        if let Some(pace) = &p.pace {
+        if let Some(pace) = &self.policy.pace {
             pace.until_ready().await;
         }
         let started = Instant::now();
-        let (body, content_type) = match p.render.as_ref().and_then(|set| set.for_render(d.kind)) {
-            None => (
-                bytes::Bytes::from(d.canonical.clone()),
-                p.content_type.clone(),
-            ),
-            Some(m) => {
-                let rendered = serde_json::from_str::<serde_json::Value>(&d.canonical)
-                    .map_err(|e| e.to_string())
-                    .and_then(|v| crate::mapping::render(m, &[v]).map_err(|e| e.to_string()));
-                match rendered {
-                    Ok(b) => (bytes::Bytes::from(b), m.content_type()),
-                    Err(e) => {
-                        let reason = format!("cannot render with {}: {e}", m.file);
-                        return self.finish(&d, started, dead(reason), &[]);
-                    }
-                }
-            }
+        let Attempt {
+            outcome,
+            request_sha256,
+        } = self.sink.send(&d).await;
+        let result = match outcome {
+            Outcome::Delivered {
+                status,
+                receipt,
+                duplicate,
+            } => DeliveryResult::Delivered {
+                status,
+                receipt,
+                duplicate,
+            },
+            Outcome::Retry {
+                status,
+                error,
+                retry_after_ms,
+            } => self.retry(&d, status, error, retry_after_ms),
+            Outcome::Dead { status, reason } => DeliveryResult::Dead { status, reason },
         };
-        let signed = match p.signer.headers(&body) {
-            Ok(h) => h,
-            Err(e) => {
-                let reason = format!("cannot sign the request: {e}");
-                return self.finish(&d, started, dead(reason), &body);
-            }
-        };
-        let mut request = self
-            .client
-            .post(&p.url)
-            .header(reqwest::header::CONTENT_TYPE, &content_type)
-            .header("Idempotency-Key", &d.idempotency_key)
-            .header("X-Hallgate-Message-Id", &d.message_id)
-            .header("X-Hallgate-Kind", d.kind.as_str())
-            .body(body.clone());
-        for (name, value) in signed {
-            request = request.header(name, value);
-        }
-        let outcome = match request.send().await {
-            Ok(resp) => {
-                let status = resp.status();
-                let retry_after = retry_after_ms(resp.headers());
-                let body = resp.bytes().await.unwrap_or_default();
-                let text =
-                    String::from_utf8_lossy(&body[..body.len().min(MAX_RECEIPT)]).into_owned();
-                match classify(status) {
-                    Verdict::Delivered { duplicate } => DeliveryResult::Delivered {
-                        status: status.as_u16(),
-                        receipt: text,
-                        duplicate,
-                    },
-                    Verdict::Retry => self.retry(
-                        &d,
-                        Some(status.as_u16()),
-                        format!("HTTP {status}: {}", snippet(&text)),
-                        retry_after,
-                    ),
-                    Verdict::Dead => DeliveryResult::Dead {
-                        status: Some(status.as_u16()),
-                        reason: format!(
-                            "refused by destination: HTTP {status}: {}",
-                            snippet(&text)
-                        ),
-                    },
-                }
-            }
-            Err(e) => {
-                let reason = if e.is_timeout() {
-                    format!("timed out after {:?}", started.elapsed())
-                } else if e.is_connect() {
-                    "cannot connect".to_string()
-                } else {
-                    crate::record::mask_text(&format!("network error: {e}"))
-                };
-                self.retry(&d, None, reason, None)
-            }
-        };
-        self.finish(&d, started, outcome, &body)
+        self.finish(&d, started, result, request_sha256)
     }
 
     /// Count, log and package an attempt's outcome.
@@ -461,7 +309,7 @@ impl Send {
         d: &LeasedDelivery,
         started: Instant,
         outcome: DeliveryResult,
-        sent: &[u8],
+        request_sha256: String,
     ) -> Completion {
         let p = &self.policy;
         let elapsed = started.elapsed();
@@ -485,7 +333,7 @@ impl Send {
         Completion {
             id: d.id,
             owner: self.owner.clone(),
-            request_sha256: crate::audit::sha256_hex(sent),
+            request_sha256,
             at_ms: now_ms(),
             duration_ms: i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
             result: outcome,
@@ -527,56 +375,9 @@ impl Send {
     }
 }
 
-/// First line of a receipt, short, for error messages.
-fn snippet(text: &str) -> String {
-    let line = text.lines().next().unwrap_or("").trim();
-    crate::record::mask_text(&line.chars().take(200).collect::<String>())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
-
-    #[test]
-    fn classification_follows_the_design() {
-        assert_eq!(
-            classify(StatusCode::OK),
-            Verdict::Delivered { duplicate: false }
-        );
-        assert_eq!(
-            classify(StatusCode::CONFLICT),
-            Verdict::Delivered { duplicate: true }
-        );
-        for s in [408, 429, 500, 502, 503, 504] {
-            assert_eq!(
-                classify(StatusCode::from_u16(s).unwrap()),
-                Verdict::Retry,
-                "{s}"
-            );
-        }
-        for s in [400, 401, 403, 404, 410, 422] {
-            assert_eq!(
-                classify(StatusCode::from_u16(s).unwrap()),
-                Verdict::Dead,
-                "{s}"
-            );
-        }
-    }
-
-    #[test]
-    fn retry_after_seconds_and_dates() {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
-        assert_eq!(retry_after_ms(&h), Some(7000));
-        h.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(retry_after_ms(&h), Some(0));
-        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(retry_after_ms(&h), None);
-    }
 
     #[test]
     fn backoff_is_capped_full_jitter() {
@@ -596,13 +397,7 @@ mod tests {
             auth: None,
             tls: None,
         };
-        let p = Policy::new(
-            "x",
-            &dest,
-            &d,
-            Duration::ZERO,
-            crate::auth::outbound::Signer::None,
-        );
+        let p = Policy::new("x", &dest, &d, Duration::ZERO);
         for attempt in 0..40 {
             let b = p.backoff_ms(attempt);
             assert!(b <= (100u64 << attempt.min(32)).min(1000), "{attempt}: {b}");

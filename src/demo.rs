@@ -216,7 +216,7 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
 
     println!("hallgate demo — 政务服务数据交换网关\n");
     let city = Receiver::start("city-platform", "127.0.0.1:0").await?;
-    let hall = crate::sync::hall::Hall::start("province-hall", "127.0.0.1:0").await?;
+    let hall = crate::receiver::hall::Hall::start("province-hall", "127.0.0.1:0").await?;
     let province = hall.receiver.clone();
     let supervision = Receiver::start("supervision", "127.0.0.1:0").await?;
     // The supervision platform is busy at first: each delivery fails once with 503.
@@ -247,7 +247,7 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
     };
     // The supervision platform reads what it receives in its own dialect, and the
     // provincial hall speaks the national platform's JSON.
-    let mut sets = config.load_mappings(&FILES)?;
+    let mut sets = crate::mapping::load_sets(&config, &FILES)?;
     if let Some(set) = sets.remove("supervision") {
         supervision.set_mappings(set);
     }
@@ -257,7 +257,7 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
     // Cases applied for online at the provincial hall, waiting to be pulled.
     hall.add_cases(
         (1..=PULLED)
-            .map(|i| crate::sync::hall::sample_case(i, i as usize))
+            .map(|i| crate::receiver::hall::sample_case(i, i as usize))
             .collect(),
     );
     let kept = config.clone();
@@ -276,7 +276,7 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
         );
     }
     println!("\n— sending the sample messages in their senders' own dialects —");
-    let client = crate::delivery::http_client()
+    let client = crate::tls::http_client()
         .build()
         .map_err(|e| DemoError::Send(e.to_string()))?;
     let mut cases: Vec<String> = Vec::new();
@@ -364,7 +364,7 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
     }
     let own: Vec<String> = (1..=PULLED)
         .map(|i| {
-            crate::sync::hall::sample_case(i, i as usize)["ProjectNo"]
+            crate::receiver::hall::sample_case(i, i as usize)["ProjectNo"]
                 .as_str()
                 .unwrap_or("")
                 .to_string()
@@ -439,8 +439,8 @@ async fn reconcile(config: &Config, running: &Running) -> Result<(), DemoError> 
     );
     let api = crate::sync::Api::new(config, "province-hall", &keys)
         .map_err(|e| DemoError::Send(e.to_string()))?;
-    let now = crate::store::now_ms();
-    let from = crate::ingress::parse_time(&crate::sync::today()).unwrap_or(now - 86_400_000);
+    let now = crate::time::now_ms();
+    let from = crate::time::parse_time(&crate::time::today()).unwrap_or(now - 86_400_000);
     let mut report = crate::sync::reconcile::reconcile(
         config,
         running.store.as_ref(),

@@ -28,7 +28,7 @@ keys = [\"keys/district-b.pub.pem\"]
 }
 
 fn token(h: &Harness, node: &str) -> String {
-    let now = hallgate::store::now_ms() / 1000;
+    let now = hallgate::time::now_ms() / 1000;
     let claims = json!({
         "iss": node, "aud": "gw-test", "iat": now, "nbf": now, "exp": now + 300,
         "jti": uuid::Uuid::now_v7().to_string(),

@@ -191,9 +191,9 @@ async fn a_checkpoint_catches_a_rewritten_chain() {
     let mut stmt = c
         .prepare("SELECT seq, at, event, node, case_no, kind, message_id, delivery_id, detail FROM audit ORDER BY seq")
         .unwrap();
-    let rows: Vec<hallgate::audit::AuditRow> = stmt
+    let rows: Vec<hallgate::event::AuditRow> = stmt
         .query_map([], |r| {
-            Ok(hallgate::audit::AuditRow {
+            Ok(hallgate::event::AuditRow {
                 seq: r.get(0)?,
                 at_ms: r.get(1)?,
                 event: r.get(2)?,
@@ -209,9 +209,9 @@ async fn a_checkpoint_catches_a_rewritten_chain() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    let mut prev = hallgate::audit::GENESIS;
+    let mut prev = hallgate::event::GENESIS;
     for row in &rows {
-        prev = hallgate::audit::HashAlg::Sha256.chain(&prev, &row.canonical_bytes());
+        prev = hallgate::hash::HashAlg::Sha256.chain(&prev, &row.canonical_bytes());
         c.execute(
             "UPDATE audit SET hash = ?1 WHERE seq = ?2",
             params![prev.as_slice(), row.seq],

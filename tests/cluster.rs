@@ -27,7 +27,7 @@ async fn two_instances_one_killed_lose_nothing_and_double_nothing() {
     let idle = Receiver::start("idle", "127.0.0.1:0")
         .await
         .expect("receiver");
-    let client = hallgate::delivery::http_client()
+    let client = hallgate::tls::http_client()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");

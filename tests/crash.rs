@@ -43,7 +43,7 @@ async fn sigkill_mid_load_loses_nothing_and_doubles_nothing() {
     std::fs::write(&config, text).expect("config");
     let log = dir.path().join("gateway.log");
     let url = format!("http://127.0.0.1:{port}");
-    let client = hallgate::delivery::http_client()
+    let client = hallgate::tls::http_client()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");

@@ -31,7 +31,7 @@ fn jwk(kid: &str, key: &p256::ecdsa::SigningKey) -> Value {
 
 fn token(kid: &str, key: &p256::ecdsa::SigningKey) -> String {
     let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
-    let now = hallgate::store::now_ms() / 1000;
+    let now = hallgate::time::now_ms() / 1000;
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(kid.to_string());
     let claims = json!({"iss": "district-a", "aud": "gw-test", "iat": now, "exp": now + 300,
@@ -85,7 +85,7 @@ async fn keys_come_from_the_jwks_url_and_follow_rotation() {
     let gw = hallgate::gateway::start(config, Some(listener))
         .await
         .expect("gateway");
-    let client = hallgate::delivery::http_client().build().unwrap();
+    let client = hallgate::tls::http_client().build().unwrap();
     let post = |token: String, case: &'static str| {
         let (client, url) = (client.clone(), gw.url());
         async move {

@@ -400,7 +400,10 @@ fn round_trip(m: &Arc<Mapping>, record: &Value, what: &str) -> Vec<u8> {
 
 fn node_set(node: &str) -> MappingSet {
     let config = hallgate::config::Config::load(&repo().join("hallgate.toml")).unwrap();
-    config.load_mappings(&Disk).unwrap().remove(node).unwrap()
+    hallgate::mapping::load_sets(&config, &Disk)
+        .unwrap()
+        .remove(node)
+        .unwrap()
 }
 
 /// Every sample decodes, renders back to its node's native format, and decodes to

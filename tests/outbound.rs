@@ -42,8 +42,7 @@ async fn gateway_tokens_verify_with_the_published_jwks() {
             )
         },
         |dir: &Path| {
-            hallgate::audit::checkpoint::generate_key(&dir.join("certs/next.key.pem"))
-                .expect("next key");
+            hallgate::keys::generate_key(&dir.join("certs/next.key.pem")).expect("next key");
         },
     )
     .await;

@@ -8,13 +8,14 @@ use common::pg;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hallgate::audit::{Event, EventKind};
+use hallgate::event::{Event, EventKind};
 use hallgate::record::Kind;
 use hallgate::store::{
     AcceptOutcome, AuditFilter, CatalogueItem, Completion, DeliveryFilter, DeliveryResult,
     DeliveryState, LeaseRequest, LeasedDelivery, NewMessage, NewRecord, OpenMode, PullAdvance,
-    Store, StoreError, StoreOptions, StoreUrl, SyncControl, now_ms,
+    Store, StoreError, StoreOptions, StoreUrl, SyncControl,
 };
+use hallgate::time::now_ms;
 
 async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -108,7 +109,7 @@ fn message(source: &str, key: Option<&str>, recs: Vec<Rec>) -> NewMessage {
                 version: r.version,
                 step_no: r.step,
                 label: format!("{} {}", r.kind, r.step),
-                sha256: hallgate::audit::sha256_hex(canonical.as_bytes()),
+                sha256: hallgate::hash::sha256_hex(canonical.as_bytes()),
                 canonical,
                 destinations: r.to.iter().map(|s| s.to_string()).collect(),
                 flags: Vec::new(),
@@ -555,7 +556,7 @@ async fn a_jti_belongs_to_one_token(store: Arc<dyn Store>) {
     let s = store.as_ref();
     let with_token = |sha: &str, case: &'static str| {
         let mut m = message("a", None, vec![rec(Kind::Application, case, 0, &["city"])]);
-        m.token = Some(hallgate::auth::token::TokenUse {
+        m.token = Some(hallgate::store::TokenUse {
             node: "a".into(),
             jti: "jti-1".into(),
             token_sha256: sha.into(),
@@ -595,7 +596,7 @@ async fn a_jti_belongs_to_one_token(store: Arc<dyn Store>) {
     // does not grow without end.
     let token = |jti: &str, sha: &str, exp_ms: i64, case: &'static str| {
         let mut m = message("a", None, vec![rec(Kind::Application, case, 0, &["city"])]);
-        m.token = Some(hallgate::auth::token::TokenUse {
+        m.token = Some(hallgate::store::TokenUse {
             node: "a".into(),
             jti: jti.into(),
             token_sha256: sha.into(),

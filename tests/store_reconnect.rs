@@ -7,8 +7,9 @@ mod common;
 
 use common::pg;
 
-use hallgate::audit::{Event, EventKind};
-use hallgate::store::{AuditFilter, OpenMode, StoreError, StoreOptions, StoreUrl, now_ms};
+use hallgate::event::{Event, EventKind};
+use hallgate::store::{AuditFilter, OpenMode, StoreError, StoreOptions, StoreUrl};
+use hallgate::time::now_ms;
 
 /// Cut every server connection named `app`; how many there were.
 async fn cut(app: &str) -> usize {

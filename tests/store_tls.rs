@@ -7,8 +7,9 @@ mod common;
 
 use common::pg;
 
-use hallgate::audit::{Event, EventKind};
-use hallgate::store::{AuditFilter, OpenMode, StoreError, StoreOptions, StoreUrl, now_ms};
+use hallgate::event::{Event, EventKind};
+use hallgate::store::{AuditFilter, OpenMode, StoreError, StoreOptions, StoreUrl};
+use hallgate::time::now_ms;
 
 fn ca() -> String {
     std::env::var("HALLGATE_TEST_POSTGRES_CA").unwrap_or_else(|_| {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::load::{free_port, spawn_gateway, wait_healthy};
 use hallgate::receiver::Receiver;
-use hallgate::sync::hall::{Hall, ITEMS, sample_case};
+use hallgate::receiver::hall::{Hall, ITEMS, sample_case};
 use serde_json::{Value, json};
 
 /// A config with a sender `district-a` (refuses records for items not in force in the
@@ -232,7 +232,7 @@ async fn sigkill_mid_pull_loses_nothing_and_doubles_nothing() {
     } = setup(&listen, CASES, 40, |t| t).await;
     let log = dir.path().join("gateway.log");
     let gw = format!("http://{listen}");
-    let client = hallgate::delivery::http_client()
+    let client = hallgate::tls::http_client()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
@@ -310,7 +310,7 @@ async fn reconciliation_finds_what_one_side_lacks_and_requeue_repairs_it() {
     } = setup("127.0.0.1:0", 5, 100, |t| t).await;
     let running = start(&path).await;
     let gw = running.url();
-    let client = hallgate::delivery::http_client().build().expect("client");
+    let client = hallgate::tls::http_client().build().expect("client");
     // Four applications from the district, routed to the city and the hall.
     for i in 101..=104 {
         let mut case = sample_case(i, 0);
@@ -329,7 +329,7 @@ async fn reconciliation_finds_what_one_side_lacks_and_requeue_repairs_it() {
         hall.receiver.accepted().len() == 4 && arrivals_per_case(&city).len() == 9
     })
     .await;
-    let today = hallgate::sync::today();
+    let today = hallgate::time::today();
     let reconcile = |extra: &'static [&'static str]| {
         let mut args = vec![
             "sync",
@@ -521,7 +521,7 @@ async fn a_withdrawn_item_is_refused_or_flagged_as_configured() {
     } = setup("127.0.0.1:0", 0, 100, |t| t).await;
     let running = start(&path).await;
     let gw = running.url();
-    let client = hallgate::delivery::http_client().build().expect("client");
+    let client = hallgate::tls::http_client().build().expect("client");
     wait_for(30, "the catalogue", async || {
         get(&client, &format!("{gw}/v1/sync")).await["catalogue"]["active"] == json!(ITEMS.len())
     })
@@ -685,7 +685,7 @@ async fn two_gateways_on_one_postgres_pull_each_case_once() {
     let per_case = arrivals_per_case(&city);
     assert_eq!(per_case.len(), CASES as usize);
     assert!(per_case.values().all(|n| *n == 1), "a case arrived twice");
-    let client = hallgate::delivery::http_client().build().expect("client");
+    let client = hallgate::tls::http_client().build().expect("client");
     let status = get(&client, &format!("{}/v1/sync", b.url())).await;
     assert_eq!(
         status["sources"][0]["records_pulled"].as_i64(),
@@ -706,7 +706,7 @@ async fn a_failing_list_api_is_retried_and_shown_until_it_recovers() {
     } = setup("127.0.0.1:0", 3, 100, |t| t).await;
     hall.fail_pulls(2);
     let running = start(&path).await;
-    let client = hallgate::delivery::http_client().build().expect("client");
+    let client = hallgate::tls::http_client().build().expect("client");
     let url = format!("{}/v1/sync", running.url());
     wait_for(30, "the failure to show", async || {
         get(&client, &url).await["sources"][0]["last_error"]
@@ -760,7 +760,7 @@ async fn sequence_and_token_cursors_pull_everything_once() {
             arrivals_per_case(&city).len() == 300
         })
         .await;
-        let client = hallgate::delivery::http_client().build().expect("client");
+        let client = hallgate::tls::http_client().build().expect("client");
         let status = get(&client, &format!("{}/v1/sync", running.url())).await;
         let shown = status["sources"][0]["cursor"]
             .as_str()

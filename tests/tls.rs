@@ -9,8 +9,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use common::{DEFAULT_ROUTES, Harness, wait_until};
-use hallgate::auth::tls::{PeerCert, Reloading};
 use hallgate::config::{Config, ServerTls};
+use hallgate::tls::{PeerCert, Reloading};
 
 /// Development certificates for district-a and district-b under certs/dev.
 fn dev_certs(dir: &Path) {
@@ -221,7 +221,7 @@ async fn https_receiver(dir: &Path) -> (String, Arc<Mutex<Vec<Option<PeerCert>>>
     let reloading = Reloading::new(&tls, dir).expect("receiver TLS");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    hallgate::auth::tls::serve(
+    hallgate::tls::serve(
         listener,
         app,
         reloading,

@@ -30,7 +30,7 @@ keys = [\"keys/district-b.pub.pem\"]
 }
 
 fn now() -> i64 {
-    hallgate::store::now_ms() / 1000
+    hallgate::time::now_ms() / 1000
 }
 
 fn claims(iss: &str) -> Value {

@@ -15,7 +15,9 @@ use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{AuditError, AuditRow, HashAlg, Verifier, parse_hash};
+use super::AuditError;
+use crate::event::{AuditRow, Verifier};
+use crate::hash::{HashAlg, parse_hash};
 
 /// First line of an archive file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

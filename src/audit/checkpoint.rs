@@ -2,16 +2,15 @@
 //! gateway's ES256 key, so an outside party holding only the public key can later
 //! prove the log still contains that head unaltered.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use p256::ecdsa::signature::{Signer, Verifier as _};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
-use p256::pkcs8::{
-    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
-};
 use serde::{Deserialize, Serialize};
 
-use super::{AuditError, HashAlg, sha256_hex};
+use super::AuditError;
+use crate::hash::HashAlg;
+use crate::keys::key_id;
 
 /// A signed chain head, as written by `hallgate audit checkpoint`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,80 +86,10 @@ impl Checkpoint {
     }
 }
 
-pub fn key_id(key: &VerifyingKey) -> Result<String, AuditError> {
-    let der = key
-        .to_public_key_der()
-        .map_err(|e| AuditError::Checkpoint(e.to_string()))?;
-    Ok(sha256_hex(der.as_bytes()))
-}
-
-/// Read a PKCS#8 PEM private key (ES256 / P-256).
-pub fn load_signing_key(path: &Path) -> Result<SigningKey, AuditError> {
-    let err = |reason: String| AuditError::Key {
-        path: path.display().to_string(),
-        reason,
-    };
-    let pem = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    SigningKey::from_pkcs8_pem(&pem).map_err(|e| err(format!("not a PKCS#8 P-256 key: {e}")))
-}
-
-/// Read a PEM public key (SPKI, P-256).
-pub fn load_public_key(path: &Path) -> Result<VerifyingKey, AuditError> {
-    let err = |reason: String| AuditError::Key {
-        path: path.display().to_string(),
-        reason,
-    };
-    let pem = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    VerifyingKey::from_public_key_pem(&pem).map_err(|e| err(format!("not a P-256 public key: {e}")))
-}
-
-/// Public key path beside a private key: `x.key.pem` → `x.pub.pem`.
-pub fn public_key_path(private: &Path) -> PathBuf {
-    let name = private
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("gateway.key.pem");
-    let stem = name
-        .strip_suffix(".key.pem")
-        .or_else(|| name.strip_suffix(".pem"))
-        .unwrap_or(name);
-    private.with_file_name(format!("{stem}.pub.pem"))
-}
-
-/// Make a new ES256 key pair: the private key (mode 0600) and its public key beside it.
-pub fn generate_key(private: &Path) -> Result<PathBuf, AuditError> {
-    let err = |reason: String| AuditError::Key {
-        path: private.display().to_string(),
-        reason,
-    };
-    if private.exists() {
-        return Err(err("already exists; refusing to overwrite a key".into()));
-    }
-    if let Some(dir) = private.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let key = SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
-    let pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| err(e.to_string()))?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    use std::io::Write;
-    opts.open(private)?.write_all(pem.as_bytes())?;
-    let public = public_key_path(private);
-    let pub_pem = key
-        .verifying_key()
-        .to_public_key_pem(LineEnding::LF)
-        .map_err(|e| err(e.to_string()))?;
-    std::fs::write(&public, pub_pem)?;
-    Ok(public)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{generate_key, load_public_key, load_signing_key};
 
     #[test]
     fn signed_checkpoint_verifies_and_detects_changes() {

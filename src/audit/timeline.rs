@@ -5,8 +5,9 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::AuditRow;
-use crate::store::rfc3339;
+use crate::event::AuditRow;
+use crate::store::{AuditFilter, Store};
+use crate::time::rfc3339;
 
 /// One line of a timeline.
 #[derive(Debug, Clone, Serialize)]
@@ -168,12 +169,12 @@ pub fn render(case_no: &str, steps: &[Step]) -> String {
 /// the `received` events of the messages that carried its records. With `node`, only
 /// events naming that node.
 pub async fn case_rows(
-    store: &dyn crate::store::Store,
+    store: &dyn Store,
     case_no: &str,
     node: Option<String>,
 ) -> Result<Vec<AuditRow>, super::AuditError> {
     let mut rows = Vec::new();
-    let filter = crate::store::AuditFilter {
+    let filter = AuditFilter {
         case_no: Some(case_no.to_string()),
         node: node.clone(),
         ..Default::default()
@@ -188,7 +189,7 @@ pub async fn case_rows(
     messages.dedup();
     for m in messages {
         let received = store
-            .audit_events(crate::store::AuditFilter {
+            .audit_events(AuditFilter {
                 message_id: Some(m),
                 event: Some("received".into()),
                 node: node.clone(),

@@ -9,19 +9,21 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::checkpoint::{self, Checkpoint};
-use super::{
-    AuditError, AuditRow, Event, EventKind, Verifier, VerifyReport, archive, parse_hash, timeline,
-};
+use super::checkpoint::Checkpoint;
+use super::{AuditError, VerifyReport, archive, timeline};
 use crate::config::Config;
+use crate::event::{AuditRow, Event, EventKind, Verifier};
+use crate::hash::parse_hash;
+use crate::keys;
 use crate::record::mask_personal;
-use crate::store::{self, AuditFilter, OpenMode, Store, now_ms, rfc3339};
+use crate::store::{self, AuditFilter, OpenMode, Store, StoreOptions, StoreUrl};
+use crate::time::{now_ms, rfc3339};
 
 /// Open the config's store for a tool.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, AuditError> {
     Ok(store::open(
-        &config.store_url()?,
-        &config.store_options(),
+        &StoreUrl::from_config(config)?,
+        &StoreOptions::from_config(config),
         OpenMode::Tool,
     )
     .await?)
@@ -36,7 +38,7 @@ pub async fn verify(
     let cp = match check {
         Some((cp_path, key_path)) => {
             let cp = Checkpoint::load(cp_path)?;
-            cp.verify_signature(&checkpoint::load_public_key(key_path)?)?;
+            cp.verify_signature(&keys::load_public_key(key_path)?)?;
             Some(cp)
         }
         None => None,
@@ -90,7 +92,7 @@ pub async fn checkpoint(
     key_path: &Path,
     out: Option<PathBuf>,
 ) -> Result<(PathBuf, Checkpoint), AuditError> {
-    let key = checkpoint::load_signing_key(key_path)?;
+    let key = keys::load_signing_key(key_path)?;
     let meta = store.audit_meta().await?;
     let last = meta
         .live_last_seq
@@ -302,7 +304,7 @@ pub async fn archive(
                 reason: "archived head hash unreadable".into(),
             })?,
         ),
-        _ => (0, super::GENESIS),
+        _ => (0, crate::event::GENESIS),
     };
     // Pass 1: the contiguous run of events before the cut, verified.
     let mut verifier = Verifier::resume(meta.alg, start_seq, start_hash);

@@ -9,14 +9,15 @@
 
 pub mod certs;
 pub mod outbound;
-pub mod tls;
 pub mod token;
 
 use axum::http::HeaderMap;
 
 use crate::config::Config;
 use crate::record::Record;
-use token::{TokenError, TokenUse, Verifier};
+use crate::store::TokenUse;
+use crate::tls;
+use token::{TokenError, Verifier};
 
 /// Header naming the sender when `trust_node_header` is on (development only).
 pub const NODE_HEADER: &str = "x-hallgate-node";

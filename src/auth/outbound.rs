@@ -15,7 +15,7 @@ use sha2::Sha256;
 
 use super::token::KeyError;
 use crate::config::{Config, Destination, OutboundAuth};
-use crate::store::now_ms;
+use crate::time::now_ms;
 
 /// Longest lifetime of an outbound token.
 pub const TOKEN_TTL_SECONDS: i64 = 300;
@@ -28,14 +28,13 @@ struct GatewayKey {
 
 impl GatewayKey {
     fn load(path: &std::path::Path) -> Result<GatewayKey, String> {
-        let key: SigningKey =
-            crate::audit::checkpoint::load_signing_key(path).map_err(|e| e.to_string())?;
+        let key: SigningKey = crate::keys::load_signing_key(path).map_err(|e| e.to_string())?;
         let pem = key
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|e| e.to_string())?;
         let encoding = EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| e.to_string())?;
         let public = *key.verifying_key();
-        let kid = crate::audit::checkpoint::key_id(&public).map_err(|e| e.to_string())?;
+        let kid = crate::keys::key_id(&public).map_err(|e| e.to_string())?;
         Ok(GatewayKey {
             kid: kid.chars().take(16).collect(),
             public,

@@ -19,9 +19,10 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::audit::sha256_hex;
 use crate::config::{Config, TokenAuth};
-use crate::store::now_ms;
+use crate::hash::sha256_hex;
+use crate::store::TokenUse;
+use crate::time::now_ms;
 
 /// Why a token was refused. Messages never contain the token.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -56,15 +57,6 @@ pub enum TokenError {
 pub struct KeyError {
     pub node: String,
     pub reason: String,
-}
-
-/// A verified token, as the store records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenUse {
-    pub node: String,
-    pub jti: String,
-    pub token_sha256: String,
-    pub exp_ms: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,7 +272,7 @@ impl Verifier {
             by_issuer.insert(keys.issuer.clone(), keys);
         }
         Ok(Verifier {
-            client: crate::delivery::http_client()
+            client: crate::tls::http_client()
                 .timeout(Duration::from_secs(5))
                 .build()
                 .map_err(|e| KeyError {

@@ -38,6 +38,18 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The limits `[limits]` of the configuration sets for one body.
+    pub fn of(config: &crate::config::Limits) -> Limits {
+        Limits {
+            max_body_bytes: config.max_body_bytes,
+            max_depth: config.max_depth,
+            max_records: config.max_records_per_body,
+            max_string_bytes: config.max_string_bytes,
+        }
+    }
+}
+
 /// Documents inside documents (a SOAP string holding XML): at most this deep.
 const MAX_NESTED_DOCUMENTS: usize = 3;
 

@@ -10,7 +10,7 @@ use compact_str::CompactString;
 
 use super::Format;
 use super::eval::{Coerce, CondSubject, Rule, Source, Unknown};
-use crate::record::checks::{Known, Shape, shapes};
+use crate::record::schema::{Known, Shape, shapes};
 use crate::record::{Kind, Obj, Val};
 
 /// A field no rule writes.
@@ -288,7 +288,7 @@ mod tests {
 
     use super::super::{Disk, Limits, Mapping, MappingSet};
     use crate::record::Kind;
-    use crate::record::checks::{Known, shapes};
+    use crate::record::schema::{Known, shapes};
 
     fn names(kind: Kind, bits: u64) -> Vec<&'static str> {
         shapes(kind)

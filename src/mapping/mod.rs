@@ -80,7 +80,7 @@ pub struct Mapping {
     /// Where the rules' values are staged and how the record is built from them.
     pub(crate) layout: layout::Layout,
     /// The canonical shape checks its rules guarantee (not looked up again).
-    pub(crate) known: crate::record::checks::Known,
+    pub(crate) known: crate::record::schema::Known,
     pub(crate) render: render::RenderSpec,
     pub examples: Vec<examples::Example>,
     /// Canonical field (dotted, list indexes removed) to the source path it came from.
@@ -238,6 +238,38 @@ pub(crate) fn source_for(
         }
     }
     mapping.source_of(field)
+}
+
+/// Compile every node's mappings (each file once), keyed by node id. Nodes without
+/// mappings are left out.
+pub fn load_sets(
+    config: &crate::config::Config,
+    files: &dyn Files,
+) -> Result<std::collections::BTreeMap<String, MappingSet>, MappingError> {
+    let base = config.base_dir();
+    let mut compiled: std::collections::BTreeMap<PathBuf, Arc<Mapping>> = Default::default();
+    let mut out = std::collections::BTreeMap::new();
+    for (id, node) in &config.nodes {
+        let node = node.get_ref();
+        if node.mappings.is_empty() {
+            continue;
+        }
+        let mut set = Vec::new();
+        for m in &node.mappings {
+            let path = base.join(m);
+            let mapping = match compiled.get(&path) {
+                Some(m) => m.clone(),
+                None => {
+                    let m = Arc::new(Mapping::load(&path, files)?);
+                    compiled.insert(path, m.clone());
+                    m
+                }
+            };
+            set.push(mapping);
+        }
+        out.insert(id.clone(), MappingSet::new(set));
+    }
+    Ok(out)
 }
 
 /// The mappings of one node, in the order its configuration lists them: the inbound

@@ -481,12 +481,12 @@ fn compile_rules(
                 "canonical field names are snake_case, dotted for nesting (applicant.id_no)",
             ));
         }
-        let within = (scope == Scope::Materials).then_some(crate::record::checks::MATERIAL_FIELDS);
+        let within = (scope == Scope::Materials).then_some(crate::record::schema::MATERIAL_FIELDS);
         if scope != Scope::Free
             && !matches!(field.as_str(), "kind" | "source")
-            && !crate::record::checks::is_known_field(ctx.kind, within, field)
+            && !crate::record::schema::is_known_field(ctx.kind, within, field)
         {
-            let hint = match crate::record::checks::closest_field(ctx.kind, within, field) {
+            let hint = match crate::record::schema::closest_field(ctx.kind, within, field) {
                 Some(c) => format!("; did you mean `{c}`?"),
                 None => ";".to_string(),
             };

@@ -8,6 +8,8 @@
 use std::fmt;
 
 pub mod checks;
+mod json;
+pub mod schema;
 pub mod value;
 
 pub use value::{Obj, Val};
@@ -123,7 +125,7 @@ impl Record {
         fields: Obj,
         expected: Option<Kind>,
     ) -> Result<Record, Vec<FieldError>> {
-        Record::from_obj_known(index, fields, expected, checks::Known::default())
+        Record::from_obj_known(index, fields, expected, schema::Known::default())
     }
 
     /// [`Record::from_obj`] for a record whose maker guarantees the shape checks in
@@ -132,7 +134,7 @@ impl Record {
         index: usize,
         mut fields: Obj,
         expected: Option<Kind>,
-        known: checks::Known,
+        known: schema::Known,
     ) -> Result<Record, Vec<FieldError>> {
         let mut errors = Vec::new();
         let e = |field: &str, rule: &str, message: String| FieldError {
@@ -233,7 +235,7 @@ impl Record {
             }
         }
         if let Some(kind) = kind {
-            checks::validate(kind, &mut fields, index, None, &mut errors, known);
+            schema::validate(kind, &mut fields, index, None, &mut errors, known);
         }
         match (kind, case_no, errors.is_empty()) {
             (Some(kind), Some(case_no), true) => {

@@ -221,7 +221,7 @@ impl Obj {
             if i > 0 {
                 out.push(b',');
             }
-            crate::codec::write_str(&m.key, out);
+            super::json::write_str(&m.key, out);
             out.push(b':');
             m.val.write_json(out);
         }
@@ -345,7 +345,7 @@ impl Val {
                 // A number always serialises.
                 let _ = serde_json::to_writer(&mut *out, n);
             }
-            Val::Str(s) => crate::codec::write_str(s, out),
+            Val::Str(s) => super::json::write_str(s, out),
             Val::Arr(items) => {
                 out.push(b'[');
                 for (i, item) in items.iter().enumerate() {

@@ -253,7 +253,7 @@ impl Connector {
                 encrypted: Arc::default(),
             });
         }
-        let provider = crate::auth::tls::provider();
+        let provider = crate::tls::provider();
         let verifier: Arc<dyn ServerCertVerifier> = match &s.root_cert {
             None => Arc::new(Unauthenticated(provider.clone())),
             Some(path) => {
@@ -263,7 +263,7 @@ impl Connector {
                     path.clone()
                 };
                 let mut roots = rustls::RootCertStore::empty();
-                let certs = crate::auth::tls::load_certs(&path)
+                let certs = crate::tls::load_certs(&path)
                     .map_err(|e| tls_err(format!("sslrootcert {e}")))?;
                 if s.root_cert.as_deref() == Some(Path::new("system")) {
                     // A system bundle may hold a certificate webpki cannot read: skip it.

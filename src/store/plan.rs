@@ -7,9 +7,10 @@ use serde_json::{Value, json};
 
 use super::{
     AcceptResponse, Completion, DeliveryResult, NewMessage, NewRecord, RecordReceipt, StaleRecord,
-    rfc3339,
 };
-use crate::audit::{Event, EventKind, sha256_hex};
+use crate::event::{Event, EventKind};
+use crate::hash::sha256_hex;
+use crate::time::rfc3339;
 
 /// What to do with a message, given the versions already stored for its records.
 pub enum AcceptPlan {

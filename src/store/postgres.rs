@@ -24,10 +24,11 @@ use super::{
     Completion, DeliveryFilter, DeliveryResult, DeliveryState, DeliveryView, Exchange, Exchanged,
     LeaseRequest, LeasedDelivery, MessageView, NewMessage, OpenMode, PullAdvance, QueueDepth,
     RecordView, Store, StoreError, StoreFuture, StoreOptions, SyncControl, SyncSource, plan,
-    rfc3339,
 };
-use crate::audit::{self, AuditRow, Event, HashAlg};
+use crate::event::{self, AuditRow, Event};
+use crate::hash::HashAlg;
 use crate::record::Kind;
+use crate::time::rfc3339;
 
 const MAX_BATCH: usize = 512;
 
@@ -613,7 +614,7 @@ impl Chain {
         Chain {
             alg: HashAlg::Sha256,
             seq: 0,
-            hash: audit::GENESIS,
+            hash: event::GENESIS,
             locked: false,
             pending: Vec::new(),
         }
@@ -1164,7 +1165,7 @@ async fn accept(
                 // Token ids are kept until their tokens can no longer be used.
                 tx.execute(
                     "DELETE FROM token_ids WHERE exp < $1",
-                    &[&plan::token_ids_expired_before(super::now_ms())],
+                    &[&plan::token_ids_expired_before(crate::time::now_ms())],
                 )
                 .await?;
             }

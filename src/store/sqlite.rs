@@ -19,10 +19,11 @@ use super::{
     Completion, DeliveryFilter, DeliveryResult, DeliveryState, DeliveryView, Exchange, Exchanged,
     LeaseRequest, LeasedDelivery, MessageView, NewMessage, OpenMode, PullAdvance, QueueDepth,
     RecordView, Store, StoreError, StoreFuture, StoreOptions, SyncControl, SyncSource, plan,
-    rfc3339,
 };
-use crate::audit::{self, AuditRow, Event, HashAlg};
+use crate::event::{self, AuditRow, Event};
+use crate::hash::{HashAlg, parse_hash};
 use crate::record::Kind;
+use crate::time::rfc3339;
 
 /// Most jobs committed together.
 const MAX_BATCH: usize = 512;
@@ -398,11 +399,11 @@ impl Chain {
                     seq.parse().map_err(|_| {
                         StoreError::Corrupt("audit_meta archived_through_seq".into())
                     })?,
-                    audit::parse_hash(&hash).ok_or_else(|| {
+                    parse_hash(&hash).ok_or_else(|| {
                         StoreError::Corrupt("audit_meta archived_head_hash".into())
                     })?,
                 ),
-                _ => (0, audit::GENESIS),
+                _ => (0, event::GENESIS),
             },
         };
         Ok(Chain { alg, seq, hash })
@@ -830,7 +831,9 @@ fn accept(
                 .execute(params![t.node, t.jti, t.token_sha256, t.exp_ms])?;
                 // Token ids are kept until their tokens can no longer be used.
                 conn.prepare_cached("DELETE FROM token_ids WHERE exp < ?1")?
-                    .execute(params![plan::token_ids_expired_before(super::now_ms())])?;
+                    .execute(params![plan::token_ids_expired_before(
+                        crate::time::now_ms()
+                    )])?;
             }
         }
     }

@@ -124,13 +124,11 @@ impl Harness {
         // ES256 key pairs for the two senders, for tests that configure tokens.
         for node in ["district-a", "district-b"] {
             let key = dir.path().join(format!("keys/{node}.key.pem"));
-            hallgate::audit::checkpoint::generate_key(&key).expect("key pair");
+            hallgate::keys::generate_key(&key).expect("key pair");
         }
         // The gateway's own signing key, where the config looks for it by default.
-        hallgate::audit::checkpoint::generate_key(
-            &dir.path().join("certs/gateway-signing.key.pem"),
-        )
-        .expect("gateway key");
+        hallgate::keys::generate_key(&dir.path().join("certs/gateway-signing.key.pem"))
+            .expect("gateway key");
         setup(dir.path());
         let city = Receiver::start("city", "127.0.0.1:0")
             .await
@@ -148,7 +146,7 @@ impl Harness {
             supervision,
             gateway: None,
             url: String::new(),
-            client: hallgate::delivery::http_client().build().expect("client"),
+            client: hallgate::tls::http_client().build().expect("client"),
             routes: routes.to_string(),
             edit,
         };

@@ -22,9 +22,10 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::receiver::{Receiver, ReceiverError};
+use super::{Receiver, ReceiverError};
 use crate::record::{Kind, identity_of};
-use crate::store::{CatalogueItem, now_ms, rfc3339};
+use crate::store::CatalogueItem;
+use crate::time::{now_ms, parse_time, rfc3339};
 
 /// A case applied for at the hall.
 #[derive(Debug, Clone)]
@@ -205,7 +206,7 @@ impl Hall {
 }
 
 fn ms(text: &Option<String>) -> Option<i64> {
-    text.as_deref().and_then(crate::ingress::parse_time)
+    text.as_deref().and_then(parse_time)
 }
 
 fn bad(msg: &str) -> Response {

@@ -1,6 +1,10 @@
-//! Wiring: opens the store, starts the HTTP server and the delivery workers, and
-//! stops them in order (stop accepting, finish or release in-flight deliveries,
-//! close the store) so that nothing acknowledged is lost.
+//! Wiring (layer 6): loads the configuration whole ([`load`]), opens the store,
+//! builds intake, the sinks and the sources, starts the HTTP server, the delivery
+//! workers and the pull sources, and stops them in order (stop accepting, finish or
+//! release in-flight deliveries, close the store) so that nothing acknowledged is
+//! lost.
+
+mod load;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,25 +15,36 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{Event, EventKind, sha256_hex};
+use crate::api::{self, AppState};
+use crate::auth::outbound::GatewayKeys;
+use crate::auth::token::Verifier;
 use crate::config::Config;
-use crate::delivery::{self, DeliveryError, Wake};
-use crate::ingress::{self, AppState};
+use crate::delivery::{self, Wake};
+use crate::event::{Event, EventKind};
+use crate::hash::sha256_hex;
+use crate::intake::Intake;
+use crate::limits::SenderLimits;
 use crate::route::Router;
-use crate::store::{self, OpenMode, Store, StoreError, now_ms};
+use crate::sinks::{self, SinkError};
+use crate::sources::http::HttpSource;
+use crate::store::{self, OpenMode, Store, StoreError, StoreOptions, StoreUrl};
+use crate::sync::Catalogue;
+use crate::time::now_ms;
+
+pub use load::{file_problems, load, parse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Delivery(#[from] DeliveryError),
+    Sink(#[from] SinkError),
     #[error("token keys: {0}")]
     Auth(String),
     #[error(transparent)]
     Mapping(#[from] crate::mapping::MappingError),
     #[error(transparent)]
-    Tls(#[from] crate::auth::tls::TlsError),
+    Tls(#[from] crate::tls::TlsError),
     #[error("sync: {0}")]
     Sync(#[from] crate::sync::SyncError),
     #[error("cannot listen on {addr}: {source}")]
@@ -64,15 +79,15 @@ pub async fn start_with(
 ) -> Result<Running, GatewayError> {
     crate::observe::prometheus();
     // Mappings first: one that cannot compile stops start-up with file and line.
-    let mappings = Arc::new(config.load_mappings(files)?);
+    let mappings = Arc::new(crate::mapping::load_sets(&config, files)?);
     // Certificates next: HTTPS that cannot start must not fall back to plain HTTP.
     let tls = match &config.gateway.tls {
-        Some(t) => Some(crate::auth::tls::Reloading::new(t, &config.base_dir())?),
+        Some(t) => Some(crate::tls::Reloading::new(t, &config.base_dir())?),
         None => None,
     };
     let store = store::open(
-        &config.store_url()?,
-        &config.store_options(),
+        &StoreUrl::from_config(&config)?,
+        &StoreOptions::from_config(&config),
         OpenMode::Serve,
     )
     .await?;
@@ -102,41 +117,63 @@ pub async fn start_with(
         })?;
     let shutdown = CancellationToken::new();
     let wake = Wake::new(&config);
-    let keys = Arc::new(
-        crate::auth::outbound::GatewayKeys::load(&config)
-            .map_err(|e| GatewayError::Auth(e.to_string()))?,
-    );
-    let workers = delivery::spawn_workers(
+    let keys = Arc::new(GatewayKeys::load(&config).map_err(|e| GatewayError::Auth(e.to_string()))?);
+    // Sinks and their workers: retries, order and leases are the workers'.
+    let sinks = sinks::build(&config, &mappings, &keys)?;
+    let mut workers = delivery::spawn_workers(
         &config,
-        &mappings,
-        &keys,
+        &sinks,
         store.clone(),
         wake.clone(),
         shutdown.clone(),
-    )?;
-    let tokens = crate::auth::token::Verifier::new(&config)
-        .map_err(|e| GatewayError::Auth(e.to_string()))?;
-    let catalogue = crate::sync::Catalogue::default();
+    );
+    let tokens = Arc::new(Verifier::new(&config).map_err(|e| GatewayError::Auth(e.to_string()))?);
+    let catalogue = Catalogue::default();
     catalogue.load(&*store).await?;
-    let state = Arc::new(AppState {
-        gateway_keys: keys,
-        tokens,
-        limits: crate::limits::SenderLimits::new(&config),
-        router: Router::new(&config),
-        in_flight: Semaphore::new(config.limits.max_in_flight),
-        config: Arc::new(config),
+    let config = Arc::new(config);
+    // Intake: the one admit-and-store path of every source.
+    let intake = Arc::new(Intake {
+        config: config.clone(),
         store: store.clone(),
-        wake,
-        mappings: mappings.clone(),
-        catalogue,
+        router: Router::new(&config),
+        mappings,
+        catalogue: catalogue.clone(),
+        wake: wake.clone(),
     });
-    let mut workers = workers;
-    crate::sync::pull::spawn(&state, &mut workers, &shutdown)?;
-    let app = ingress::router(state);
+    // Sources that read on their own schedule, and the catalogue they are checked by.
+    for source in crate::sources::pull::pullers(&intake, &keys)? {
+        workers.spawn(source.run(shutdown.clone()));
+    }
+    if let Some(c) = &config.catalogue {
+        let api = crate::sync::Api::new(&config, &c.source, &keys)?;
+        crate::sync::spawn_refresh(
+            config.clone(),
+            store.clone(),
+            catalogue,
+            api,
+            &mut workers,
+            shutdown.clone(),
+        )?;
+    }
+    let push = HttpSource {
+        intake,
+        tokens: tokens.clone(),
+        limits: SenderLimits::new(&config),
+        in_flight: Semaphore::new(config.limits.max_in_flight),
+    };
+    let state = Arc::new(AppState {
+        config,
+        store: store.clone(),
+        tokens,
+        gateway_keys: keys,
+        wake,
+        push,
+    });
+    let app = api::router(state);
     let stop = shutdown.clone();
     let https = tls.is_some();
     let server = match tls {
-        Some(tls) => crate::auth::tls::serve(listener, app, tls, stop),
+        Some(tls) => crate::tls::serve(listener, app, tls, stop),
         None => tokio::spawn(async move {
             let serve = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await });

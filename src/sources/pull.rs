@@ -1,6 +1,6 @@
-//! The pull loop: a node's list API read page by page, each page fed through the
+//! The pull source: a node's list API read page by page, each page fed through the
 //! same decode, validation, catalogue, authorisation and routing as a pushed body
-//! ([`crate::ingress::admit`]) and stored with the cursor that covers it in one
+//! ([`Intake::admit`]) and stored with the cursor that covers it in one
 //! transaction. A crash between pages resumes at the stored cursor: nothing is
 //! skipped, and what is read twice (the overlap window, a page whose commit was
 //! lost) is deduplicated by record identity and version.
@@ -16,20 +16,22 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Answer, Api, Cursor, SyncError, Window, settings};
-use crate::audit::{Event, EventKind, sha256_hex};
+use super::{Source, SourceFuture};
+use crate::auth::outbound::GatewayKeys;
 use crate::config::SyncSettings;
-use crate::ingress::{Admission, AppState};
-use crate::store::{AcceptOutcome, NewMessage, PullAdvance, StoreError, now_ms};
+use crate::event::{Event, EventKind};
+use crate::hash::sha256_hex;
+use crate::intake::{Admission, Intake};
+use crate::store::{AcceptOutcome, NewMessage, PullAdvance, StoreError};
+use crate::sync::{Answer, Api, Cursor, SyncError, Window, backoff, settings};
+use crate::time::{now_ms, rfc3339};
 
 /// How long a puller holds a source without committing before another may take it.
 const LEASE_MS: i64 = 30_000;
-/// Longest wait after repeated failures.
-const MAX_BACKOFF_MS: u64 = 300_000;
 
 /// One pull source's loop.
 pub struct Puller {
-    state: Arc<AppState>,
+    intake: Arc<Intake>,
     api: Api,
     node: String,
     owner: String,
@@ -48,10 +50,15 @@ pub struct PageOutcome {
 }
 
 impl Puller {
-    pub fn new(state: Arc<AppState>, node: &str, owner: &str) -> Result<Puller, SyncError> {
-        let api = Api::new(&state.config, node, &state.gateway_keys)?;
+    pub fn new(
+        intake: Arc<Intake>,
+        keys: &Arc<GatewayKeys>,
+        node: &str,
+        owner: &str,
+    ) -> Result<Puller, SyncError> {
+        let api = Api::new(&intake.config, node, keys)?;
         Ok(Puller {
-            state,
+            intake,
             api,
             node: node.to_string(),
             owner: owner.to_string(),
@@ -59,7 +66,7 @@ impl Puller {
     }
 
     fn settings(&self) -> Result<&SyncSettings, SyncError> {
-        settings(&self.state.config, &self.node)
+        settings(&self.intake.config, &self.node)
     }
 
     /// Run until `shutdown`: pull while there is something to pull, then wait the
@@ -81,7 +88,7 @@ impl Puller {
                     metrics::counter!("hallgate_sync_errors_total", "source" => self.node.clone())
                         .increment(1);
                     if let Err(err) = self
-                        .state
+                        .intake
                         .store
                         .sync_failed(&self.node, text, now_ms())
                         .await
@@ -91,7 +98,7 @@ impl Puller {
                     backoff(failures, &e).max(Duration::from_millis(200))
                 }
             };
-            crate::sync::publish_metrics(&self.state.config, &*self.state.store).await;
+            crate::sync::publish_metrics(&self.intake.config, &*self.intake.store).await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
@@ -110,7 +117,7 @@ impl Puller {
             }
             let now = now_ms();
             let Some(source) = self
-                .state
+                .intake
                 .store
                 .sync_take(
                     &self.node,
@@ -158,8 +165,8 @@ impl Puller {
                 });
                 (
                     vec![
-                        ("from", crate::store::rfc3339(w.from_ms)),
-                        ("to", crate::store::rfc3339(w.to_ms)),
+                        ("from", rfc3339(w.from_ms)),
+                        ("to", rfc3339(w.to_ms)),
                         ("page", w.page.to_string()),
                         ("size", size.to_string()),
                     ],
@@ -177,21 +184,22 @@ impl Puller {
         };
         let answer = self
             .api
-            .get(url, &query, self.state.config.limits.max_body_bytes)
+            .get(url, &query, self.intake.config.limits.max_body_bytes)
             .await?;
         let kind = s.kind;
-        let admitted = crate::ingress::admit(
-            &self.state,
-            &self.node,
-            kind,
-            &answer.body,
-            answer.content_type.as_deref(),
-            Admission::Page,
-        )
-        .map_err(|e| SyncError::BadAnswer {
-            url: answer.url.clone(),
-            reason: format!("{}: {}", e.code, e.message),
-        })?;
+        let admitted = self
+            .intake
+            .admit(
+                &self.node,
+                kind,
+                &answer.body,
+                answer.content_type.as_deref(),
+                Admission::Page,
+            )
+            .map_err(|e| SyncError::BadAnswer {
+                url: answer.url.clone(),
+                reason: format!("{}: {}", e.code, e.message),
+            })?;
         let count = admitted.records.len() + admitted.rejected.len();
         let full = count >= size;
         let (next, more) = match (&cursor, window) {
@@ -290,7 +298,7 @@ impl Puller {
             events,
         };
         if admitted.new_records.is_empty() {
-            self.state.store.sync_advance(advance).await?;
+            self.intake.store.sync_advance(advance).await?;
         } else {
             out.new = self
                 .store_page(answer, admitted.new_records, advance)
@@ -326,15 +334,13 @@ impl Puller {
             records,
             pull: Some(advance),
         };
-        match self.state.store.accept(msg).await? {
+        match self.intake.commit(msg).await? {
             AcceptOutcome::Accepted(resp) | AcceptOutcome::Replayed(resp) => {
-                let mut new = 0;
-                for r in resp.records.iter().filter(|r| r.status == "accepted") {
-                    new += 1;
-                    for d in &r.destinations {
-                        self.state.wake.wake(d);
-                    }
-                }
+                let new = resp
+                    .records
+                    .iter()
+                    .filter(|r| r.status == "accepted")
+                    .count();
                 metrics::counter!("hallgate_records_accepted_total", "node" => self.node.clone())
                     .increment(new as u64);
                 Ok(new)
@@ -346,80 +352,28 @@ impl Puller {
     }
 }
 
-/// Exponential backoff (a random wait between half the cap and the cap, the cap
-/// doubling per failure up to five minutes), or the answer's `Retry-After` (at most
-/// five minutes).
-fn backoff(failures: u32, e: &SyncError) -> Duration {
-    if let SyncError::Status {
-        retry_after: Some(s),
-        ..
-    } = e
-    {
-        return Duration::from_secs(*s).min(Duration::from_millis(MAX_BACKOFF_MS));
+impl Source for Puller {
+    fn run(self: Box<Self>, shutdown: CancellationToken) -> SourceFuture {
+        Box::pin(Puller::run(*self, shutdown))
     }
-    let cap = 1000u64
-        .saturating_mul(1u64 << failures.min(20))
-        .min(MAX_BACKOFF_MS);
-    Duration::from_millis(fastrand::u64(cap / 2..=cap))
 }
 
-/// Start a puller for every node with `sync.pull_url`, and the catalogue refresh.
-pub fn spawn(
-    state: &Arc<AppState>,
-    set: &mut tokio::task::JoinSet<()>,
-    shutdown: &CancellationToken,
-) -> Result<(), SyncError> {
-    let owner = format!("{}-pull-{}", state.config.gateway.id, uuid::Uuid::now_v7());
-    for (id, node) in &state.config.nodes {
-        let Some(s) = &node.get_ref().sync else {
-            continue;
-        };
-        if s.pull_url.is_some() {
-            let puller = Puller::new(state.clone(), id, &owner)?;
-            set.spawn(puller.run(shutdown.clone()));
+/// A puller for every node with `sync.pull_url`.
+pub fn pullers(
+    intake: &Arc<Intake>,
+    keys: &Arc<GatewayKeys>,
+) -> Result<Vec<Box<dyn Source>>, SyncError> {
+    let owner = format!("{}-pull-{}", intake.config.gateway.id, uuid::Uuid::now_v7());
+    let mut out: Vec<Box<dyn Source>> = Vec::new();
+    for (id, node) in &intake.config.nodes {
+        if node
+            .get_ref()
+            .sync
+            .as_ref()
+            .is_some_and(|s| s.pull_url.is_some())
+        {
+            out.push(Box::new(Puller::new(intake.clone(), keys, id, &owner)?));
         }
     }
-    if let Some(c) = &state.config.catalogue {
-        let api = Api::new(&state.config, &c.source, &state.gateway_keys)?;
-        let every =
-            Duration::from_secs(settings(&state.config, &c.source)?.catalogue_interval_seconds);
-        let state = state.clone();
-        let shutdown = shutdown.clone();
-        set.spawn(async move {
-            let mut failures = 0u32;
-            loop {
-                let wait = match super::refresh_catalogue(
-                    &state.config,
-                    &api,
-                    &*state.store,
-                    &state.catalogue,
-                )
-                .await
-                {
-                    Ok(change) => {
-                        failures = 0;
-                        if !change.added.is_empty()
-                            || !change.changed.is_empty()
-                            || !change.withdrawn.is_empty()
-                        {
-                            tracing::info!(source = %api.node, added = change.added.len(), changed = change.changed.len(), withdrawn = change.withdrawn.len(), items = change.total, "item catalogue updated");
-                        }
-                        metrics::gauge!("hallgate_catalogue_items").set(state.catalogue.len() as f64);
-                        every
-                    }
-                    Err(e) => {
-                        failures = failures.saturating_add(1);
-                        tracing::warn!(source = %api.node, error = %e, "item catalogue pull failed");
-                        metrics::counter!("hallgate_catalogue_errors_total").increment(1);
-                        backoff(failures, &e).min(every)
-                    }
-                };
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-        });
-    }
-    Ok(())
+    Ok(out)
 }

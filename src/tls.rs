@@ -1,7 +1,9 @@
-//! TLS with rustls: the gateway's HTTPS listener (HTTP/2 or HTTP/1.1 by ALPN, optional
-//! client certificates checked against a CA bundle, files reloaded when they change), the client certificate a
-//! request came with, and the client side for destinations (extra CA roots, a client
-//! certificate).
+//! TLS with rustls on the pure-Rust `ring` provider (layer 1): the gateway's HTTPS
+//! listener (HTTP/2 or HTTP/1.1 by ALPN, optional client certificates checked against
+//! a CA bundle, files reloaded when they change), the client certificate a request
+//! came with, and the client side: the one HTTP client builder every outbound call
+//! uses ([`http_client`]: deliveries, JWKS fetches, sync APIs), with a destination's
+//! extra CA roots and client certificate ([`client_builder`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -245,6 +247,13 @@ pub fn serve(
         })
         .await;
     })
+}
+
+/// A reqwest client builder on rustls with the pure-Rust `ring` provider (installed
+/// as the process default on first use).
+pub fn http_client() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
 }
 
 /// A client builder with the CA roots and client certificate of `tls`.

@@ -5,7 +5,10 @@
 //! A receiver records every request it gets (Idempotency-Key, kind, case, body) and
 //! answers by a script an operator or test can change while it runs: a fixed status,
 //! failing the first N attempts of each delivery, a delay. It drops repeats by
-//! Idempotency-Key as a well-behaved receiver should, answering 409.
+//! Idempotency-Key as a well-behaved receiver should, answering 409. [`hall`] is a
+//! simulated provincial hall that also serves the sync APIs.
+
+pub mod hall;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -328,7 +331,7 @@ async fn receive(
             .iter()
             .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
             .collect(),
-        at_ms: crate::store::now_ms(),
+        at_ms: crate::time::now_ms(),
     });
     drop(g);
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -1,0 +1,37 @@
+//! Liveness (`/healthz`), readiness (`/readyz`: the store takes writes) and the
+//! gateway's public keys (`/.well-known/jwks.json`) for destinations that check its
+//! tokens.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::AppState;
+
+pub(super) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/.well-known/jwks.json",
+            get(
+                |State(state): State<Arc<AppState>>| async move { Json(state.gateway_keys.jwks()) },
+            ),
+        )
+        .route("/readyz", get(readyz))
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, Json(json!({"ready": true}))).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "reason": e.to_string()})),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,32 @@
+//! `GET /metrics`: the Prometheus text of every series (`observe`), with the queue
+//! gauges read from the store at the moment of asking.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::AppState;
+
+pub(super) fn router() -> Router<Arc<AppState>> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    if let Ok(depths) = state.store.queue_depths().await {
+        for (dest, _) in state.config.destinations() {
+            let d = depths.iter().find(|d| d.destination == dest);
+            metrics::gauge!("hallgate_queue_depth", "destination" => dest.to_string())
+                .set(d.map_or(0.0, |d| d.pending as f64));
+            metrics::gauge!("hallgate_dead_letters", "destination" => dest.to_string())
+                .set(d.map_or(0.0, |d| d.dead as f64));
+        }
+    }
+    let text = crate::observe::prometheus()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}

@@ -1,0 +1,60 @@
+//! The HTTP API (layer 5; axum), one module per resource in the manner of
+//! realworld-axum-sqlx: each says its routes in a `router()`, and [`router`] merges
+//! them. Every error is a [`crate::intake::Refusal`], answered as one JSON shape (`error.rs`).
+//!
+//! - `records`: intake, `POST /v1/records` (the HTTP source, `sources::http`);
+//! - `messages`, `cases`, `deliveries`: what the store holds, for the node that may
+//!   read it;
+//! - `audit`: events and case timelines;
+//! - `sync`: pull sources and the item catalogue;
+//! - `health`: liveness, readiness and the gateway's public keys;
+//! - `metrics`: Prometheus.
+//!
+//! A new resource is a sibling module with a `router()`, merged below.
+
+mod access;
+mod audit;
+mod cases;
+mod deliveries;
+mod error;
+mod health;
+mod messages;
+mod metrics;
+mod records;
+mod sync;
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::auth::outbound::GatewayKeys;
+use crate::auth::token::Verifier;
+use crate::config::Config;
+use crate::delivery::Wake;
+use crate::sources::http::HttpSource;
+use crate::store::Store;
+
+/// Shared state of the HTTP handlers.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub tokens: Arc<Verifier>,
+    pub gateway_keys: Arc<GatewayKeys>,
+    pub wake: Wake,
+    /// The push source behind `POST /v1/records`.
+    pub push: HttpSource,
+}
+
+/// The router with every resource.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(records::router())
+        .merge(health::router())
+        .merge(metrics::router())
+        .merge(messages::router())
+        .merge(cases::router())
+        .merge(deliveries::router())
+        .merge(audit::router())
+        .merge(sync::router())
+        .with_state(state)
+}

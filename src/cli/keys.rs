@@ -1,0 +1,123 @@
+//! `hallgate keys` (the gateway's signing key), `hallgate token` (tokens for trying a
+//! node's set-up) and `hallgate certs` (development certificates).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Print a token for NODE signed with its private key, as the node would send it.
+    Issue {
+        #[arg(long)]
+        node: String,
+        /// The node's private key (PKCS#8 PEM; for HS256 a file holding the secret).
+        #[arg(long)]
+        key: PathBuf,
+        /// Lifetime, e.g. 10m, 1h, 300s.
+        #[arg(long, default_value = "10m")]
+        ttl: String,
+        /// Print this many tokens, one per line, each with its own jti (load tests).
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+    },
+}
+
+fn ttl_seconds(s: &str) -> anyhow::Result<i64> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("--ttl `{s}`: a number and s, m or h"))?;
+    Ok(match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => anyhow::bail!("--ttl `{s}`: use s, m or h"),
+    })
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Make the gateway's ES256 signing key (PKCS#8 PEM) and its public key beside it.
+    Generate {
+        /// Private key path (default: [gateway].signing_key of the config).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CertsCommand {
+    /// A development CA, the gateway's server certificate (localhost, 127.0.0.1) and
+    /// one client certificate per sending node, under `--out`.
+    Dev {
+        #[arg(long, default_value = "certs/dev")]
+        out: PathBuf,
+    },
+}
+
+/// `hallgate token issue`.
+pub fn token(cmd: TokenCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TokenCommand::Issue {
+            node,
+            key,
+            ttl,
+            count,
+        } => {
+            use std::io::Write;
+            let config = super::config(config_path)?;
+            let ttl = ttl_seconds(&ttl)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for _ in 0..count {
+                writeln!(
+                    out,
+                    "{}",
+                    hallgate::auth::token::issue(&config, &node, &key, ttl)?
+                )?;
+            }
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `hallgate certs dev`.
+pub fn certs(cmd: CertsCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CertsCommand::Dev { out } => {
+            let config = super::config(config_path)?;
+            let written = hallgate::auth::certs::dev(&config, &out)?;
+            for p in &written {
+                println!("wrote {}", p.display());
+            }
+            println!(
+                "\nTo serve HTTPS with client certificates, add to {0}:\n\n[gateway.tls]\ncert = \"{1}/server.pem\"\nkey = \"{1}/server.key.pem\"\nclient_ca = \"{1}/ca.pem\"\n\nand per node: client_cert = {{ names = [\"ID.nodes.hallgate.test\"], required = true }}",
+                config_path.display(),
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `hallgate keys generate`.
+pub fn keys(cmd: KeysCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KeysCommand::Generate { out } => {
+            let path = match out {
+                Some(p) => p,
+                None => super::config(config_path)?.signing_key_path(),
+            };
+            let public = hallgate::keys::generate_key(&path)?;
+            println!(
+                "private key {} (keep it secret, never commit it)",
+                path.display()
+            );
+            println!("public key  {}", public.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! `hallgate serve` (the gateway), `hallgate receive` (a simulated receiving
+//! platform or provincial hall) and `hallgate demo`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use hallgate::config::Config;
+use hallgate::mapping::Disk;
+
+use super::runtime;
+
+/// `hallgate serve`: run until SIGTERM or Ctrl-C, then stop in order.
+pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = super::config(config_path)?;
+    runtime()?.block_on(async {
+        let running = hallgate::gateway::start(config, None).await?;
+        tracing::info!(addr = %running.addr, "hallgate serving");
+        hallgate::gateway::signal().await;
+        tracing::info!("shutting down: no new requests, finishing in-flight deliveries");
+        running.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// What `hallgate receive` is asked to be.
+pub struct Receive {
+    pub listen: String,
+    pub name: String,
+    pub status: u16,
+    pub hall_cases: Option<u64>,
+}
+
+/// `hallgate receive`: serve until SIGTERM or Ctrl-C.
+pub fn receive(args: Receive, config_path: &Path) -> anyhow::Result<ExitCode> {
+    let Receive {
+        listen,
+        name,
+        status,
+        hall_cases,
+    } = args;
+    runtime()?.block_on(async {
+        let r = match hall_cases {
+            None => hallgate::receiver::Receiver::start(&name, &listen).await?,
+            Some(n) => {
+                let hall = hallgate::receiver::hall::Hall::start(&name, &listen).await?;
+                if let Ok(config) = Config::load(config_path)
+                    && let Some(set) = hallgate::mapping::load_sets(&config, &Disk)?.remove(&name)
+                {
+                    hall.set_mappings(set);
+                }
+                hall.add_cases(
+                    (1..=n)
+                        .map(|i| hallgate::receiver::hall::sample_case(i, i as usize))
+                        .collect(),
+                );
+                println!(
+                    "{name}: provincial hall sync APIs at {0}/api/cases, {0}/api/holdings, {0}/api/items ({n} cases)",
+                    hall.base()
+                );
+                hall.receiver.clone()
+            }
+        };
+        r.limit_log(10_000);
+        r.set_script(hallgate::receiver::Script {
+            status,
+            ..Default::default()
+        });
+        println!("{name} receiving at {}", r.url());
+        hallgate::gateway::signal().await;
+        println!("{name}: {} record(s) acknowledged", r.accepted_total());
+        r.stop();
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `hallgate demo`.
+pub fn demo(data_dir: &Path, once: bool) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        hallgate::demo::run(data_dir, once).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,147 @@
+//! The gateway's own tables: `[gateway]` (with `[gateway.tls]`), `[limits]`,
+//! `[delivery]` and `[audit]`.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// `[gateway]`: who this gateway is and where it listens and stores.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    /// Gateway id, used as token audience and in idempotency keys it sends.
+    pub id: String,
+    /// Listen address, e.g. `127.0.0.1:8080`.
+    pub listen: Spanned<String>,
+    /// Store URL: `sqlite://data/hallgate.db` (relative to the config's folder).
+    #[serde(default = "default_store")]
+    pub store: Spanned<String>,
+    /// Development only: the sender names itself with the `X-Hallgate-Node` header.
+    /// Off by default; must stay off in production.
+    #[serde(default)]
+    pub trust_node_header: bool,
+    /// Seconds to wait for in-flight deliveries on shutdown.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_seconds: u64,
+    /// The gateway's ES256 signing key (PKCS#8 PEM, relative to the config's folder):
+    /// it signs the tokens of outbound deliveries and audit checkpoints. Made by
+    /// `hallgate keys generate`.
+    #[serde(default = "default_signing_key")]
+    pub signing_key: String,
+    /// The key that will replace it, published in the JWKS ahead of the switch.
+    #[serde(default)]
+    pub next_signing_key: Option<String>,
+    /// HTTPS: without this table the gateway speaks plain HTTP (bind it to loopback).
+    #[serde(default)]
+    pub tls: Option<ServerTls>,
+}
+
+/// `[gateway.tls]`: the gateway's certificate and, optionally, client certificates.
+/// Files are PEM, relative to the config's folder, and reloaded when they change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    /// Certificate chain, leaf first.
+    pub cert: String,
+    /// Its private key (PKCS#8, SEC1 or PKCS#1).
+    pub key: String,
+    /// CA bundle client certificates are checked against; without it none are asked for.
+    #[serde(default)]
+    pub client_ca: Option<String>,
+    /// Refuse connections that present no client certificate (else only the nodes
+    /// whose `client_cert.required` is set need one).
+    #[serde(default)]
+    pub require_client_cert: bool,
+    /// How often the files are checked for changes.
+    #[serde(default = "default_reload_seconds")]
+    pub reload_seconds: u64,
+}
+
+fn default_reload_seconds() -> u64 {
+    5
+}
+
+fn default_signing_key() -> String {
+    "certs/gateway-signing.key.pem".into()
+}
+
+fn default_store() -> Spanned<String> {
+    Spanned::new(0..0, "sqlite://data/hallgate.db".to_string())
+}
+fn default_shutdown_grace() -> u64 {
+    15
+}
+
+/// `[limits]`: enforced before any work is done on a request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_records_per_body: usize,
+    /// Requests being decoded or committed at once; past it, 503 with Retry-After.
+    pub max_in_flight: usize,
+    /// Nesting of XML elements or JSON arrays/objects.
+    pub max_depth: usize,
+    /// Longest text value, attribute or JSON string.
+    pub max_string_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_records_per_body: 1000,
+            max_in_flight: 4096,
+            max_depth: 64,
+            max_string_bytes: 1 << 20,
+        }
+    }
+}
+
+/// `[delivery]`: defaults for every destination (a destination may override some).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryDefaults {
+    /// How long a worker holds a delivery before another may take it.
+    pub lease_seconds: u64,
+    /// First retry delay; doubles each attempt (full jitter), capped at `max_backoff_ms`.
+    pub base_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Dead-letter after this many attempts...
+    pub max_attempts: u32,
+    /// ...or when the delivery is older than this.
+    pub max_age_seconds: u64,
+    /// How often an idle worker looks for due deliveries (new work also wakes it).
+    pub poll_ms: u64,
+}
+
+impl Default for DeliveryDefaults {
+    fn default() -> Self {
+        DeliveryDefaults {
+            lease_seconds: 60,
+            base_backoff_ms: 500,
+            max_backoff_ms: 300_000,
+            max_attempts: 25,
+            max_age_seconds: 3 * 24 * 3600,
+            poll_ms: 500,
+        }
+    }
+}
+
+/// `[audit]`: the tamper-evident log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Chain hash: `sha256` or `sm3` (GB/T 32905). Fixed when the store is created.
+    pub hash: String,
+    /// Keep raw request bodies as evidence (their hashes are always kept).
+    pub retain_payloads: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            hash: "sha256".into(),
+            retain_payloads: true,
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! Configuration: the gateway, its nodes and its routes, read from one TOML file
+//! (`hallgate.toml` by default) and validated as a whole before anything starts.
+//!
+//! Every error names the file, the line and the key, so an integrator can fix a
+//! config without reading Rust. Unknown keys are errors (serde `deny_unknown_fields`);
+//! cross references (routes naming nodes) are checked after parsing, with the span of
+//! the offending value. This is layer 1: what only a higher layer can check (that
+//! key files, CA files and mappings load) is checked by `gateway::load`, which
+//! `hallgate check` and every command run.
+
+mod gateway;
+mod node;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use gateway::*;
+pub use node::*;
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Many(Vec<ConfigError>),
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub gateway: Gateway,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub delivery: DeliveryDefaults,
+    /// Every system at the other end, keyed by node id.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, Spanned<Node>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<Route>>,
+    #[serde(default)]
+    pub routing: Routing,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// `[catalogue] source = "NODE"`: whose item catalogue is the reference (the
+    /// provincial hall's); it is pulled from that node's `sync.catalogue_url`.
+    #[serde(default)]
+    pub catalogue: Option<CatalogueSource>,
+    /// Where the file was read from; relative paths in it resolve against its folder.
+    #[serde(skip)]
+    pub source_path: PathBuf,
+    /// The text it was read from (to name the line of a problem).
+    #[serde(skip)]
+    text: String,
+}
+
+impl ConfigError {
+    /// `Ok` when there are no problems, else the one problem or all of them.
+    pub fn all(mut errors: Vec<ConfigError>) -> Result<(), ConfigError> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(ConfigError::Many(errors)),
+        }
+    }
+}
+
+impl Config {
+    /// Read and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse and validate configuration text; `path` is used in messages and to
+    /// resolve relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config = Config::parse_unchecked(text, path)?;
+        let errors = config.problems();
+        ConfigError::all(errors).map(|()| config)
+    }
+
+    /// Parse configuration text without checking it beyond its syntax and types
+    /// (callers then run [`Config::problems`], and more).
+    pub fn parse_unchecked(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            ConfigError::Invalid {
+                path: shown.clone(),
+                line,
+                message: e.message().to_string(),
+            }
+        })?;
+        config.source_path = path.to_path_buf();
+        config.text = text.to_string();
+        Ok(config)
+    }
+
+    /// A problem at a place in the file (a value's span).
+    pub fn problem(&self, span: std::ops::Range<usize>, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.source_path.display().to_string(),
+            line: line_of(&self.text, span.start),
+            message,
+        }
+    }
+
+    /// What is wrong with the configuration as a whole: values, cross references.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut err = |span: std::ops::Range<usize>, message: String| {
+            errors.push(self.problem(span, message));
+        };
+        let listen = self.gateway.listen.get_ref();
+        if listen.parse::<SocketAddr>().is_err() {
+            err(
+                self.gateway.listen.span(),
+                format!("gateway.listen: `{listen}` is not an address such as 127.0.0.1:8080"),
+            );
+        }
+        if let Err(e) = crate::hash::HashAlg::parse(&self.audit.hash) {
+            err(0..0, format!("audit.hash: {e}"));
+        }
+        for (id, node) in &self.nodes {
+            let n = node.get_ref();
+            if !valid_id(id) {
+                err(
+                    node.span(),
+                    format!("nodes.{id}: a node id is lower-case letters, digits and '-'"),
+                );
+            }
+            if let Some(region) = &n.region
+                && !crate::record::is_region_code(region)
+            {
+                err(
+                    node.span(),
+                    format!("nodes.{id}.region: `{region}` is not a 6 or 12 digit 行政区划代码"),
+                );
+            }
+            if let Some(sync) = &n.sync {
+                for e in sync.problems(id) {
+                    err(node.span(), e);
+                }
+            }
+            if let Some(d) = &n.destination {
+                let url = d.url.get_ref();
+                if !(url.starts_with("http://") || url.starts_with("https://"))
+                    || reqwest::Url::parse(url).is_err()
+                {
+                    err(
+                        d.url.span(),
+                        format!("nodes.{id}.destination.url: `{url}` is not an http(s) URL"),
+                    );
+                }
+                if d.concurrency == 0 {
+                    err(
+                        node.span(),
+                        format!("nodes.{id}.destination.concurrency: must be at least 1"),
+                    );
+                }
+            }
+        }
+        for route in &self.routes {
+            let r = route.get_ref();
+            if r.to.is_empty() {
+                err(
+                    route.span(),
+                    format!("routes `{}`: `to` names no destination", r.name),
+                );
+            }
+            for to in &r.to {
+                self.check_destination(to, &format!("routes `{}`.to", r.name), &mut err);
+            }
+            for s in &r.sources {
+                if !self.nodes.contains_key(s.get_ref()) {
+                    err(
+                        s.span(),
+                        format!(
+                            "routes `{}`.sources: unknown node `{}`",
+                            r.name,
+                            s.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+        for to in &self.routing.default {
+            self.check_destination(to, "routing.default", &mut err);
+        }
+        if let Some(c) = &self.catalogue {
+            let has_url = self
+                .nodes
+                .get(&c.source)
+                .and_then(|n| n.get_ref().sync.as_ref())
+                .is_some_and(|s| s.catalogue_url.is_some());
+            if !has_url {
+                err(
+                    0..0,
+                    format!(
+                        "catalogue.source: node `{}` must exist and have sync.catalogue_url",
+                        c.source
+                    ),
+                );
+            }
+        }
+        errors
+    }
+
+    fn check_destination(
+        &self,
+        to: &Spanned<String>,
+        key: &str,
+        err: &mut impl FnMut(std::ops::Range<usize>, String),
+    ) {
+        match self.nodes.get(to.get_ref()) {
+            None => err(to.span(), format!("{key}: unknown node `{}`", to.get_ref())),
+            Some(n) if n.get_ref().destination.is_none() => err(
+                to.span(),
+                format!(
+                    "{key}: node `{}` has no [nodes.{}.destination]",
+                    to.get_ref(),
+                    to.get_ref()
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    /// The folder relative paths in the config resolve against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.source_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
+    /// Path of the gateway's signing key.
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.base_dir().join(&self.gateway.signing_key)
+    }
+
+    pub fn is_auditor(&self, node: &str) -> bool {
+        self.node(node)
+            .is_some_and(|n| n.roles.contains(&Role::Auditor))
+    }
+
+    /// Operators (and auditors) read every node's messages, cases and deliveries.
+    pub fn reads_everything(&self, node: &str) -> bool {
+        self.node(node)
+            .is_some_and(|n| n.roles.contains(&Role::Operator) || n.roles.contains(&Role::Auditor))
+    }
+
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.get(id).map(Spanned::get_ref)
+    }
+
+    /// Nodes that receive deliveries, with their destination settings.
+    pub fn destinations(&self) -> impl Iterator<Item = (&str, &Destination)> {
+        self.nodes
+            .iter()
+            .filter_map(|(id, n)| n.get_ref().destination.as_ref().map(|d| (id.as_str(), d)))
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[gateway]
+id = "gw"
+listen = "127.0.0.1:0"
+
+[nodes.a]
+name = "甲"
+level = "district"
+accept = { kinds = ["application"] }
+
+[nodes.b]
+name = "乙"
+level = "city"
+destination = { url = "http://127.0.0.1:9/x" }
+
+[[routes]]
+name = "all"
+to = ["b"]
+"#;
+
+    #[test]
+    fn minimal_config_loads() {
+        let c = Config::parse(MINIMAL, Path::new("t.toml")).expect("valid");
+        assert_eq!(c.nodes.len(), 2);
+        assert_eq!(c.destinations().count(), 1);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let text = MINIMAL.replace("level = \"city\"", "level = \"city\"\ncolour = \"red\"");
+        let e = Config::parse(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("t.toml:14:"), "{e}");
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn route_to_unknown_node_names_line() {
+        let text = MINIMAL.replace("to = [\"b\"]", "to = [\"b\", \"nowhere\"]");
+        let e = Config::parse(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "t.toml:18: routes `all`.to: unknown node `nowhere`");
+    }
+
+    #[test]
+    fn route_to_node_without_destination_is_refused() {
+        let text = MINIMAL.replace("to = [\"b\"]", "to = [\"a\"]");
+        let e = Config::parse(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node `a` has no [nodes.a.destination]"), "{e}");
+    }
+}

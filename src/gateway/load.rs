@@ -1,0 +1,50 @@
+//! Loading the configuration whole: what `config` checks on its own (values, cross
+//! references), and what only the layers above it can check, that the files and
+//! settings it names can be used: the store URL with its TLS settings and CA file,
+//! and each node's token keys. Every command and `hallgate check` load through
+//! here, so a problem is named with file, line and key before anything starts.
+
+use std::path::Path;
+
+use crate::config::{Config, ConfigError};
+use crate::store::{self, StoreUrl};
+
+/// Read, parse and check a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parse and check configuration text (`path` names it in messages and anchors its
+/// relative paths).
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let config = Config::parse_unchecked(text, path)?;
+    let mut problems = config.problems();
+    problems.extend(file_problems(&config));
+    ConfigError::all(problems).map(|()| config)
+}
+
+/// What is wrong with the files and settings the config names.
+pub fn file_problems(config: &Config) -> Vec<ConfigError> {
+    let mut out = Vec::new();
+    let store_span = config.gateway.store.span();
+    match StoreUrl::parse(config.gateway.store.get_ref()) {
+        Err(e) => out.push(config.problem(store_span, format!("gateway.store: {e}"))),
+        Ok(url) => {
+            if let Err(e) = store::check_url(&url.resolve(&config.base_dir())) {
+                out.push(config.problem(store_span, format!("gateway.store: {e}")));
+            }
+        }
+    }
+    for (id, node) in &config.nodes {
+        if let Some(auth) = &node.get_ref().auth
+            && let Err(e) = crate::auth::token::check_node(config, id, auth)
+        {
+            out.push(config.problem(node.span(), e.to_string()));
+        }
+    }
+    out
+}

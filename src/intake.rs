@@ -1,0 +1,337 @@
+//! Intake (layer 4): the one admit-and-store path every source hands its records to
+//! (DESIGN.md section 1, steps 3 to 7). A source brings bytes and the node that sent
+//! them; [`Intake::admit`] decodes them with the node's mappings (or as canonical
+//! JSON), validates, checks the item catalogue, authorises and routes each record;
+//! the source then builds the message and [`Intake::commit`] stores it in one
+//! transaction and wakes the delivery workers. What a source cannot take is a
+//! [`Refusal`], the gateway's one error shape.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+
+use crate::auth;
+use crate::codec::{self, Format};
+use crate::config::Config;
+use crate::delivery::Wake;
+use crate::hash::sha256_hex;
+use crate::mapping::MappingSet;
+use crate::record::{FieldError, Kind, Record};
+use crate::route::Router;
+use crate::store::{AcceptOutcome, NewMessage, NewRecord, Store, StoreError};
+use crate::sync::Catalogue;
+
+/// What intake needs: the config, the store, the router, each node's mappings, the
+/// item catalogue, and the delivery workers' wake-up.
+pub struct Intake {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub router: Router,
+    /// Each node's mappings (nodes without any send canonical JSON).
+    pub mappings: Arc<BTreeMap<String, MappingSet>>,
+    /// The item catalogue as last pulled (kept in the store, cached here).
+    pub catalogue: Catalogue,
+    pub wake: Wake,
+}
+
+/// Why records were not taken: the one error shape of the gateway. The HTTP API
+/// answers with it as `{"error": {"code", "message", "details": [...]}}`
+/// (api/error.rs); the pull source records its code and message; `details` name the
+/// record, field and rule.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Vec<FieldError>,
+    pub retry_after: Option<u64>,
+}
+
+impl Refusal {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: Vec<FieldError>) -> Refusal {
+        self.details = details;
+        self
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Refusal {
+        match e {
+            StoreError::NotFound => {
+                Refusal::new(StatusCode::NOT_FOUND, "not_found", "no such item")
+            }
+            StoreError::NotDead(_) => Refusal::new(StatusCode::CONFLICT, "not_dead", e.to_string()),
+            other => {
+                tracing::error!(error = %other, "store failure");
+                let mut err = Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the store could not commit; send again with the same Idempotency-Key (a repeat is recognised)",
+                );
+                err.retry_after = Some(1);
+                err
+            }
+        }
+    }
+}
+
+/// How [`admit`] treats a record it cannot authorise or route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// A pushed body: the whole request is refused (403, 422 `no_route`), so the
+    /// sender learns at once.
+    Body,
+    /// A pulled page: the record is left out with its error, and the rest goes on.
+    Page,
+}
+
+/// The records of one body, decoded with the sender's mappings, validated, checked
+/// against the item catalogue, authorised and routed.
+pub struct Admitted {
+    /// The valid records…
+    pub records: Vec<Record>,
+    /// …as the store takes them.
+    pub new_records: Vec<NewRecord>,
+    /// What is wrong with the records that were left out.
+    pub errors: Vec<FieldError>,
+    /// Indexes of the records left out.
+    pub rejected: BTreeSet<usize>,
+}
+
+impl Intake {
+    /// Run a body through decode, validate, catalogue, authorise and route (DESIGN.md
+    /// section 1, steps 3 to 6) for `node`. Pushed bodies and pulled pages both come
+    /// through here. Counts what it sees in the metrics.
+    pub fn admit(
+        &self,
+        node: &str,
+        kind: Option<Kind>,
+        bytes: &[u8],
+        content_type: Option<&str>,
+        admission: Admission,
+    ) -> Result<Admitted, Refusal> {
+        let limits = &self.config.limits;
+        let mut records = Vec::new();
+        // Place of each record in the body (a record's index in answers).
+        let mut indices = Vec::new();
+        let mut errors = Vec::new();
+        match self.mappings.get(node) {
+            Some(set) => {
+                let checked = match crate::mapping::decode_and_check(
+                    set,
+                    bytes,
+                    content_type,
+                    kind,
+                    &crate::mapping::Limits::of(&self.config.limits),
+                ) {
+                    Ok(c) => c,
+                    // An empty page: nothing new at the source.
+                    Err(crate::mapping::DecodeError::NoRecords(_))
+                        if admission == Admission::Page =>
+                    {
+                        Vec::new()
+                    }
+                    Err(e) => return Err(decode_error(e)),
+                };
+                for c in checked {
+                    match c.result {
+                        Ok(mut r) => {
+                            r.set_source(node);
+                            records.push(r);
+                            indices.push(c.index);
+                        }
+                        Err(mut e) => errors.append(&mut e),
+                    }
+                }
+            }
+            None => {
+                let format = Format::from_content_type(content_type).map_err(|e| {
+                    Refusal::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "unsupported_media_type",
+                        e.to_string(),
+                    )
+                })?;
+                let values =
+                    match codec::decode_canonical(bytes, format, limits.max_records_per_body) {
+                        Ok(v) => v,
+                        // An empty page: nothing new at the source.
+                        Err(codec::CodecError::Empty) if admission == Admission::Page => Vec::new(),
+                        Err(e @ codec::CodecError::TooManyRecords { .. }) => {
+                            return Err(Refusal::new(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "too_many_records",
+                                e.to_string(),
+                            ));
+                        }
+                        Err(e) => {
+                            return Err(Refusal::new(
+                                StatusCode::BAD_REQUEST,
+                                "bad_body",
+                                e.to_string(),
+                            ));
+                        }
+                    };
+                for (i, v) in values.into_iter().enumerate() {
+                    match Record::from_value(i, v, kind) {
+                        Ok(mut r) => {
+                            r.set_source(node);
+                            records.push(r);
+                            indices.push(i);
+                        }
+                        Err(mut e) => errors.append(&mut e),
+                    }
+                }
+            }
+        }
+        let policy = self
+            .config
+            .nodes
+            .get(node)
+            .map(|n| n.get_ref().catalogue)
+            .unwrap_or_default();
+        let mut kept = Vec::with_capacity(records.len());
+        let mut new_records = Vec::with_capacity(records.len());
+        for (r, i) in records.into_iter().zip(indices) {
+            let mut flags = Vec::new();
+            if let Some(problem) = self.catalogue.check(policy, &r) {
+                match policy {
+                    crate::config::CataloguePolicy::Refuse => {
+                        errors.push(problem.field_error(i));
+                        continue;
+                    }
+                    _ => flags.push(problem.code().to_string()),
+                }
+            }
+            if let Err(f) = auth::authorize(&self.config, node, i, &r) {
+                let e = FieldError {
+                    record: f.index,
+                    field: f.field.to_string(),
+                    source_path: None,
+                    rule: "not_allowed".into(),
+                    message: f.to_string(),
+                };
+                if admission == Admission::Body {
+                    return Err(
+                        Refusal::new(StatusCode::FORBIDDEN, "forbidden", f.to_string())
+                            .with_details(vec![e]),
+                    );
+                }
+                errors.push(e);
+                continue;
+            }
+            let destinations = match self.router.route(node, &r) {
+                Ok(d) => d,
+                Err(e) => {
+                    let fe = FieldError {
+                        record: i,
+                        field: "kind".into(),
+                        source_path: None,
+                        rule: "no_route".into(),
+                        message: e.to_string(),
+                    };
+                    if admission == Admission::Body {
+                        return Err(Refusal::new(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "no_route",
+                            e.to_string(),
+                        )
+                        .with_details(vec![fe]));
+                    }
+                    errors.push(fe);
+                    continue;
+                }
+            };
+            let canonical = r.to_json();
+            new_records.push(NewRecord {
+                index: i,
+                kind: r.kind,
+                case_no: r.case_no.clone(),
+                identity: r.identity(),
+                version: r.version(),
+                step_no: r.step_no(),
+                label: r.label(),
+                sha256: sha256_hex(canonical.as_bytes()),
+                canonical,
+                destinations,
+                flags,
+            });
+            kept.push(r);
+        }
+        let rejected: BTreeSet<usize> = errors.iter().map(|e| e.record).collect();
+        metrics::counter!("hallgate_records_received_total", "node" => node.to_string())
+            .increment((kept.len() + rejected.len()) as u64);
+        Ok(Admitted {
+            records: kept,
+            new_records,
+            errors,
+            rejected,
+        })
+    }
+
+    /// Store a message with its records, deliveries and audit events in one transaction
+    /// (DESIGN.md section 1, step 7), then wake the delivery workers of the destinations
+    /// of the records it accepted.
+    pub async fn commit(&self, msg: NewMessage) -> Result<AcceptOutcome, StoreError> {
+        let outcome = self.store.accept(msg).await?;
+        if let AcceptOutcome::Accepted(resp) | AcceptOutcome::Replayed(resp) = &outcome {
+            for r in resp.records.iter().filter(|r| r.status == "accepted") {
+                for d in &r.destinations {
+                    self.wake.wake(d);
+                }
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+/// A body no mapping could read: 415 for a content type, 413 over a limit, else 400,
+/// with the stable code and the reason (and byte offset) in the message.
+fn decode_error(e: crate::mapping::DecodeError) -> Refusal {
+    let status = match &e {
+        crate::mapping::DecodeError::UnsupportedContentType(_) => {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        }
+        e if e.is_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    Refusal::new(
+        status,
+        crate::mapping::examples::error_code(&e),
+        crate::record::mask_text(&e.to_string()),
+    )
+}
+
+/// The refusal of a body over `max_body_bytes`.
+pub fn too_large(limit: usize) -> Refusal {
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("body is larger than the limit of {limit} bytes"),
+    )
+}
+
+/// With no `Idempotency-Key` from the sender: when every record carries a record id
+/// and a version, a key derived from them (so a blind resend gets the first answer).
+pub fn derived_key(records: &[Record]) -> Option<String> {
+    let mut parts = Vec::with_capacity(records.len());
+    for r in records {
+        match (r.str_field("record_id"), r.version()) {
+            (Some(id), Some(v)) => parts.push(format!("{}\u{1f}{id}\u{1f}{v}", r.kind)),
+            _ => return None,
+        }
+    }
+    Some(format!("r:{}", sha256_hex(parts.join("\u{1e}").as_bytes())))
+}

@@ -1,0 +1,83 @@
+//! Sinks: the ways records go out (layer 4), in the manner of Vector's `sinks/`.
+//!
+//! A sink takes one leased delivery and makes one attempt to hand it over: it renders
+//! the canonical record as the destination expects, proves the gateway to it, sends
+//! it, and says how the attempt ended ([`Attempt`]). That is all a sink does.
+//! Retries and backoff, attempt and age limits, per-case order, leases, pacing to the
+//! destination's rate, metrics and the audit of every attempt live once, above the
+//! sinks, in [`crate::delivery`].
+//!
+//! - [`http`]: POST to the destination's URL (JSON or its mapped format, signed).
+//!
+//! A new sink (a 前置库 table writer, say) is a module here that implements [`Sink`]
+//! and is chosen in [`build`].
+
+pub mod http;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::auth::outbound::GatewayKeys;
+use crate::config::Config;
+use crate::mapping::MappingSet;
+use crate::store::LeasedDelivery;
+
+/// Why a sink could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot build the HTTP client for `{destination}`: {reason}")]
+    Client { destination: String, reason: String },
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The destination has it (`duplicate`: it already had it).
+    Delivered {
+        status: u16,
+        receipt: String,
+        duplicate: bool,
+    },
+    /// Worth trying again: a timeout, a network error, 408, 429 or 5xx. The delivery
+    /// layer decides when, or whether attempts are used up.
+    Retry {
+        status: Option<u16>,
+        error: String,
+        /// The destination's `Retry-After`, in milliseconds from now.
+        retry_after_ms: Option<u64>,
+    },
+    /// No retry can help: refused by the destination, or not sendable at all.
+    Dead { status: Option<u16>, reason: String },
+}
+
+/// One attempt: how it ended and the SHA-256 of the bytes sent (for the audit log).
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub outcome: Outcome,
+    pub request_sha256: String,
+}
+
+/// The future of one attempt.
+pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Attempt> + Send + 'a>>;
+
+/// A destination the gateway delivers to.
+pub trait Sink: Send + Sync {
+    /// Make one attempt to hand `delivery` over. Never retries by itself.
+    fn send<'a>(&'a self, delivery: &'a LeasedDelivery) -> SinkFuture<'a>;
+}
+
+/// The sink of every destination in the config, keyed by node id.
+pub fn build(
+    config: &Config,
+    mappings: &BTreeMap<String, MappingSet>,
+    keys: &Arc<GatewayKeys>,
+) -> Result<BTreeMap<String, Arc<dyn Sink>>, SinkError> {
+    let mut out: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::new();
+    for (id, d) in config.destinations() {
+        let sink = http::HttpSink::new(config, id, d, mappings.get(id).cloned(), keys)?;
+        out.insert(id.to_string(), Arc::new(sink));
+    }
+    Ok(out)
+}
