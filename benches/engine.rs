@@ -1,7 +1,7 @@
 //! The mapping engine against the raw decoders on the same bytes (criterion).
 //!
 //! Workloads are made by `bash benches/mapping.sh` (50,000 records each with
-//! ../shared/tools/gen_records.py) in target/bench-data; run this after it, or on
+//! benches/baselines/gen_records.py) in target/bench-data; run this after it, or on
 //! its own once the files exist: `cargo bench --bench engine`.
 //!
 //! For each workload: `raw` is the floor (quick-xml event loop decoding every text

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mapping throughput on 50,000-record workloads from ../shared/tools/gen_records.py:
+# Mapping throughput on 50,000-record workloads from benches/baselines/gen_records.py:
 # `hallgate map` (decode + validate + print JSON lines) against the same mapping as
 # XSLT 1.0 under xsltproc and as a jq program, all in one run; then the engine alone
 # against the raw decoders in criterion (`cargo bench --bench engine`).
@@ -10,13 +10,13 @@
 # Needs python3, xsltproc and jq (Debian: xsltproc jq); installs them when run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=${RUNS:-3} COUNT=${COUNT:-50000} SHARED=${SHARED:-../shared}
+RUNS=${RUNS:-3} COUNT=${COUNT:-50000} BASE=benches/baselines
 DATA=target/bench-data
 mkdir -p "$DATA"
 if ! command -v xsltproc >/dev/null || ! command -v jq >/dev/null; then
   apt-get update -qq && apt-get install -y -qq xsltproc jq >/dev/null
 fi
-GEN="python3 $SHARED/tools/gen_records.py --count $COUNT --seed 1"
+GEN="python3 $BASE/gen_records.py --count $COUNT --seed 1"
 [ -s "$DATA/zj-utf8.xml" ] || $GEN --format zj-xml > "$DATA/zj-utf8.xml"
 [ -s "$DATA/zj-gb18030.xml" ] || $GEN --format zj-xml --encoding gb18030 > "$DATA/zj-gb18030.xml"
 [ -s "$DATA/nat.jsonl" ] || $GEN --format nat-jsonl > "$DATA/nat.jsonl"
@@ -50,11 +50,11 @@ cmp <("$BIN" map --mapping mappings/zj/application.toml "$DATA/zj-utf8.xml") \
 
 echo "== $COUNT records, median of $RUNS runs, $(nproc) cores"
 t1=$(median "$BIN" map --mapping mappings/zj/application.toml "$DATA/zj-utf8.xml")
-t2=$(median xsltproc "$SHARED/bench/to-canonical.xsl" "$DATA/zj-utf8.xml")
+t2=$(median xsltproc "$BASE/to-canonical.xsl" "$DATA/zj-utf8.xml")
 t3=$(median "$BIN" map --mapping mappings/zj/application.toml "$DATA/zj-gb18030.xml")
-t4=$(median xsltproc "$SHARED/bench/to-canonical.xsl" "$DATA/zj-gb18030.xml")
+t4=$(median xsltproc "$BASE/to-canonical.xsl" "$DATA/zj-gb18030.xml")
 t5=$(median "$BIN" map --mapping mappings/nat/application.toml "$DATA/nat.jsonl")
-t6=$(median jq -c -f "$SHARED/bench/to-canonical.jq" "$DATA/nat.jsonl")
+t6=$(median jq -c -f "$BASE/to-canonical.jq" "$DATA/nat.jsonl")
 t7=$(median jq -c . "$DATA/nat.jsonl")
 s1=$(median "$BIN" map --jobs 1 --mapping mappings/zj/application.toml "$DATA/zj-utf8.xml")
 s3=$(median "$BIN" map --jobs 1 --mapping mappings/zj/application.toml "$DATA/zj-gb18030.xml")
@@ -77,7 +77,7 @@ for f in zj-utf8.xml nat.jsonl; do
   m=mappings/zj/application.toml; [ "$f" = nat.jsonl ] && m=mappings/nat/application.toml
   /usr/bin/time -f "peak RSS hallgate map $f: %M KiB" "$BIN" map --mapping "$m" "$DATA/$f" > /dev/null
 done
-/usr/bin/time -f "peak RSS xsltproc zj-utf8.xml: %M KiB" xsltproc "$SHARED/bench/to-canonical.xsl" "$DATA/zj-utf8.xml" > /dev/null
+/usr/bin/time -f "peak RSS xsltproc zj-utf8.xml: %M KiB" xsltproc "$BASE/to-canonical.xsl" "$DATA/zj-utf8.xml" > /dev/null
 
 echo "== engine alone vs raw decoders (criterion)"
 cargo bench -q --bench engine 2>/dev/null | grep -E '^(zj|nat)|thrpt' || true

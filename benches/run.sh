@@ -7,18 +7,23 @@
 #   bash benches/run.sh            # 3 rounds of 15 s each, 64 connections
 #   ROUNDS=5 DURATION=20s CONNS=64 bash benches/run.sh
 #
-# Needs wrk and nginx (Debian: wrk nginx-light); installs them when run as root.
+#   BIN=/path/to/hallgate bash benches/run.sh   # another build, for a before/after
+#
+# Needs wrk and nginx (Debian: wrk nginx-light); installs them when run as root. The
+# nginx ceiling's config comes from benches/baselines/nginx-conf.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-15s} CONNS=${CONNS:-64} THREADS=${THREADS:-2}
-SHARED=${SHARED:-../shared}
 OUT=/tmp/hgbench
 mkdir -p "$OUT"
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
   apt-get update -qq && apt-get install -y -qq wrk nginx-light >/dev/null
 fi
-cargo build --release -q
-BIN=target/release/hallgate
+# BIN=PATH measures another build (a before/after comparison) instead of this tree's.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q
+  BIN=target/release/hallgate
+fi
 RESULTS=$OUT/intake-results.txt
 : > "$RESULTS"
 pids=()
@@ -28,7 +33,7 @@ trap cleanup EXIT
 wait_port() { for _ in $(seq 100); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 
 "$BIN" receive --listen 127.0.0.1:18201 --name city-platform >/dev/null 2>&1 & pids+=($!)
-bash "$SHARED/bench/nginx-conf.sh" "$OUT/nginx" >/dev/null
+bash benches/baselines/nginx-conf.sh "$OUT/nginx" >/dev/null
 
 run_gateway() { # label config
   rm -f "$OUT"/hallgate.db*

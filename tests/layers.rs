@@ -550,3 +550,37 @@ fn g<'a>(x: &'a str) -> &'a str { super::super::audit::y(x) }
     let imp = imports(&code_only(src), 3);
     assert!(!imp.contains_key("audit"));
 }
+
+/// Text files of the repository (not build output, not git's own).
+fn repo_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let p = entry.expect("entry").path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if p.is_dir() {
+            if !matches!(name, "target" | ".git" | "corpus" | "artifacts") {
+                repo_files(&p, out);
+            }
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn the_repository_stands_alone() {
+    // Nothing may need a folder beside the clone (the design notes, baselines and
+    // generators the project grew up with are its own files now).
+    let beside = concat!("..", "/shared");
+    let mut files = Vec::new();
+    repo_files(&root(), &mut files);
+    let mut found = Vec::new();
+    for p in files {
+        let Ok(text) = std::fs::read_to_string(&p) else {
+            continue; // not text
+        };
+        if text.contains(beside) {
+            found.push(p.strip_prefix(root()).unwrap_or(&p).display().to_string());
+        }
+    }
+    assert!(found.is_empty(), "files that refer to {beside}: {found:?}");
+}
