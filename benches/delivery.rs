@@ -81,6 +81,8 @@ async fn preload(config: &Config, n: usize) {
                     canonical,
                     destinations: vec!["city-platform".into()],
                     flags: Vec::new(),
+                    region: None,
+                    item_code: None,
                 }
             })
             .collect();
@@ -96,6 +98,7 @@ async fn preload(config: &Config, n: usize) {
                 body_sha256: String::new(),
                 records,
                 pull: None,
+                grants: Default::default(),
             })
             .await
             .expect("preload");

@@ -74,6 +74,7 @@ fn engine(set: &MappingSet, bytes: &[u8], ct: &str, json: bool) -> usize {
     let limits = Limits {
         max_body_bytes: 1 << 30,
         max_records: usize::MAX,
+        max_elements: usize::MAX,
         ..Limits::default()
     };
     let mut n = 0;

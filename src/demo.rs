@@ -169,6 +169,19 @@ pub fn demo_config(
     config.delivery.base_backoff_ms = 300;
     config.delivery.max_backoff_ms = 2000;
     config.delivery.poll_ms = 200;
+    // Every sender proves itself with a signed token, as in production: the demo
+    // makes each one a key pair in its data folder (the shipped config names
+    // certs/nodes/, made by `hallgate keys nodes`).
+    let keys = data_dir.join("keys");
+    for (id, node) in config.nodes.iter_mut() {
+        if let Some(auth) = node.get_mut().auth.as_mut() {
+            let private = keys.join(format!("{id}.key.pem"));
+            if !private.exists() {
+                crate::keys::generate_key(&private).map_err(|e| DemoError::Send(e.to_string()))?;
+            }
+            auth.keys = vec![keys.join(format!("{id}.pub.pem")).display().to_string()];
+        }
+    }
     for hall in halls {
         let Some(node) = config.nodes.get_mut(&hall.name) else {
             continue;
@@ -281,10 +294,13 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
         .map_err(|e| DemoError::Send(e.to_string()))?;
     let mut cases: Vec<String> = Vec::new();
     for s in SAMPLES {
+        let key = data_dir.join("keys").join(format!("{}.key.pem", s.sender));
+        let token = crate::auth::mint::issue(&kept, s.sender, &key, 300, None)
+            .map_err(|e| DemoError::Send(e.to_string()))?;
         let resp = client
             .post(format!("{}/v1/records", running.url()))
             .header("content-type", s.content_type)
-            .header("x-hallgate-node", s.sender)
+            .header("authorization", format!("Bearer {token}"))
             .body(s.body)
             .send()
             .await

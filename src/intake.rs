@@ -17,9 +17,9 @@ use crate::config::Config;
 use crate::delivery::Wake;
 use crate::hash::sha256_hex;
 use crate::mapping::MappingSet;
-use crate::record::{FieldError, Kind, Record};
+use crate::record::{FieldError, Kind, Record, checks};
 use crate::route::Router;
-use crate::store::{AcceptOutcome, NewMessage, NewRecord, Store, StoreError};
+use crate::store::{AcceptOutcome, Grants, NewMessage, NewRecord, Store, StoreError};
 use crate::sync::Catalogue;
 
 /// What intake needs: the config, the store, the router, each node's mappings, the
@@ -33,6 +33,74 @@ pub struct Intake {
     /// The item catalogue as last pulled (kept in the store, cached here).
     pub catalogue: Catalogue,
     pub wake: Wake,
+    /// Bodies decoded at once on the blocking pool (one per core).
+    decoders: tokio::sync::Semaphore,
+    /// Nodes whose identifiers have a syntax of their own.
+    ids: BTreeMap<String, IdSyntax>,
+}
+
+/// A node's own syntax of case numbers and other identifiers (`accept.case_no_pattern`,
+/// `accept.id_pattern`), anchored; where absent, [`checks::plain_identifier`].
+#[derive(Debug, Default)]
+struct IdSyntax {
+    case_no: Option<(String, regex::Regex)>,
+    other: Option<(String, regex::Regex)>,
+}
+
+/// Identifiers checked besides the case number.
+const IDENTIFIERS: &[&str] = &["record_id", "material_id", "item_code"];
+
+/// What is wrong with a record's case number or identifiers, if anything.
+fn identifier_problem(syntax: Option<&IdSyntax>, r: &Record, index: usize) -> Option<FieldError> {
+    let check = |field: &str, value: &str, pattern: Option<&(String, regex::Regex)>| {
+        let (ok, shape) = match pattern {
+            Some((text, re)) => (re.is_match(value), format!("must match `{text}`")),
+            None => (
+                checks::plain_identifier(value),
+                "is 1 to 64 letters, digits, `-`, `_` or `.`".to_string(),
+            ),
+        };
+        (!ok).then(|| FieldError {
+            record: index,
+            field: field.to_string(),
+            source_path: None,
+            rule: if field == "case_no" {
+                "case_no"
+            } else {
+                "identifier"
+            }
+            .into(),
+            message: format!(
+                "{field} {shape} (it is {} characters long)",
+                value.chars().count()
+            ),
+        })
+    };
+    if let Some(e) = check(
+        "case_no",
+        &r.case_no,
+        syntax.and_then(|s| s.case_no.as_ref()),
+    ) {
+        return Some(e);
+    }
+    let other = syntax.and_then(|s| s.other.as_ref());
+    for field in IDENTIFIERS {
+        if let Some(v) = r.str_field(field)
+            && let Some(e) = check(field, v, other)
+        {
+            return Some(e);
+        }
+    }
+    if let Some(crate::record::Val::Arr(items)) = r.fields.get("materials") {
+        for (n, m) in items.iter().enumerate() {
+            if let Some(v) = m.get("material_id").and_then(crate::record::Val::as_str)
+                && let Some(e) = check(&format!("materials[{n}].material_id"), v, other)
+            {
+                return Some(e);
+            }
+        }
+    }
+    None
 }
 
 /// Why records were not taken: the one error shape of the gateway. The HTTP API
@@ -47,6 +115,8 @@ pub struct Refusal {
     pub message: String,
     pub details: Vec<FieldError>,
     pub retry_after: Option<u64>,
+    /// Close the connection after answering (a body cut short is not read on).
+    pub close: bool,
 }
 
 impl Refusal {
@@ -57,6 +127,7 @@ impl Refusal {
             message: message.into(),
             details: Vec::new(),
             retry_after: None,
+            close: false,
         }
     }
 
@@ -111,6 +182,84 @@ pub struct Admitted {
 }
 
 impl Intake {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        mappings: Arc<BTreeMap<String, MappingSet>>,
+        catalogue: Catalogue,
+        wake: Wake,
+    ) -> Intake {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // The patterns were checked with the config (`Config::problems`).
+        let anchored = |p: &Option<String>| {
+            p.as_ref().and_then(|text| {
+                regex::Regex::new(&format!("^(?:{text})$"))
+                    .ok()
+                    .map(|re| (text.clone(), re))
+            })
+        };
+        let ids = config
+            .nodes
+            .iter()
+            .filter_map(|(id, n)| {
+                let a = n.get_ref().accept.as_ref()?;
+                let s = IdSyntax {
+                    case_no: anchored(&a.case_no_pattern),
+                    other: anchored(&a.id_pattern),
+                };
+                (s.case_no.is_some() || s.other.is_some()).then(|| (id.clone(), s))
+            })
+            .collect();
+        Intake {
+            ids,
+            router: Router::new(&config),
+            config,
+            store,
+            mappings,
+            catalogue,
+            wake,
+            decoders: tokio::sync::Semaphore::new(cores),
+        }
+    }
+
+    /// [`Intake::admit`] without holding up the threads that answer requests: a body
+    /// over `[limits] blocking_decode_bytes` is decoded on the blocking pool, at most
+    /// one per core at a time (others wait their turn), so health checks and other
+    /// nodes' small requests are answered meanwhile.
+    pub async fn admit_async(
+        self: &Arc<Self>,
+        node: &str,
+        kind: Option<Kind>,
+        bytes: bytes::Bytes,
+        content_type: Option<String>,
+        admission: Admission,
+    ) -> Result<Admitted, Refusal> {
+        if bytes.len() < self.config.limits.blocking_decode_bytes {
+            return self.admit(node, kind, &bytes, content_type.as_deref(), admission);
+        }
+        let _slot = self.decoders.acquire().await.map_err(|_| {
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the gateway is stopping",
+            )
+        })?;
+        let this = self.clone();
+        let node = node.to_string();
+        tokio::task::spawn_blocking(move || {
+            this.admit(&node, kind, &bytes, content_type.as_deref(), admission)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "a decode task failed");
+            Err(Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "decode_failed",
+                "the body could not be decoded; nothing was stored",
+            ))
+        })
+    }
+
     /// Run a body through decode, validate, catalogue, authorise and route (DESIGN.md
     /// section 1, steps 3 to 6) for `node`. Pushed bodies and pulled pages both come
     /// through here. Counts what it sees in the metrics.
@@ -164,26 +313,35 @@ impl Intake {
                         e.to_string(),
                     )
                 })?;
-                let values =
-                    match codec::decode_canonical(bytes, format, limits.max_records_per_body) {
-                        Ok(v) => v,
-                        // An empty page: nothing new at the source.
-                        Err(codec::CodecError::Empty) if admission == Admission::Page => Vec::new(),
-                        Err(e @ codec::CodecError::TooManyRecords { .. }) => {
-                            return Err(Refusal::new(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                "too_many_records",
-                                e.to_string(),
-                            ));
-                        }
-                        Err(e) => {
-                            return Err(Refusal::new(
-                                StatusCode::BAD_REQUEST,
-                                "bad_body",
-                                e.to_string(),
-                            ));
-                        }
-                    };
+                let bounds = codec::Bounds {
+                    max_depth: limits.max_depth,
+                    max_string_bytes: limits.max_string_bytes,
+                    max_elements: limits.max_elements,
+                };
+                let values = match codec::decode_canonical(
+                    bytes,
+                    format,
+                    limits.max_records_per_body,
+                    &bounds,
+                ) {
+                    Ok(v) => v,
+                    // An empty page: nothing new at the source.
+                    Err(codec::CodecError::Empty) if admission == Admission::Page => Vec::new(),
+                    Err(e @ codec::CodecError::TooManyRecords { .. }) => {
+                        return Err(Refusal::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "too_many_records",
+                            e.to_string(),
+                        ));
+                    }
+                    Err(e) => {
+                        return Err(Refusal::new(
+                            StatusCode::BAD_REQUEST,
+                            e.code(),
+                            e.to_string(),
+                        ));
+                    }
+                };
                 for (i, v) in values.into_iter().enumerate() {
                     match Record::from_value(i, v, kind) {
                         Ok(mut r) => {
@@ -204,7 +362,12 @@ impl Intake {
             .unwrap_or_default();
         let mut kept = Vec::with_capacity(records.len());
         let mut new_records = Vec::with_capacity(records.len());
+        let syntax = self.ids.get(node);
         for (r, i) in records.into_iter().zip(indices) {
+            if let Some(e) = identifier_problem(syntax, &r, i) {
+                errors.push(e);
+                continue;
+            }
             let mut flags = Vec::new();
             if let Some(problem) = self.catalogue.check(policy, &r) {
                 match policy {
@@ -267,6 +430,8 @@ impl Intake {
                 canonical,
                 destinations,
                 flags,
+                region: r.str_field("region").map(str::to_string),
+                item_code: r.str_field("item_code").map(str::to_string),
             });
             kept.push(r);
         }
@@ -321,6 +486,18 @@ pub fn too_large(limit: usize) -> Refusal {
         "body_too_large",
         format!("body is larger than the limit of {limit} bytes"),
     )
+}
+
+/// The cases `node` may add to, and read, without being their party: those of the
+/// regions and items its `accept` entry names (an empty list grants nothing).
+pub fn grants(config: &Config, node: &str) -> Grants {
+    match config.node(node).and_then(|n| n.accept.as_ref()) {
+        Some(a) => Grants {
+            regions: a.regions.clone(),
+            item_codes: a.item_codes.clone(),
+        },
+        None => Grants::default(),
+    }
 }
 
 /// With no `Idempotency-Key` from the sender: when every record carries a record id

@@ -579,7 +579,7 @@ async fn sm3_chains_verify_and_the_hash_cannot_change_later() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_audited_with_their_reason() {
-    let h = Harness::with_config(ONE_ROUTE, with_auditor).await;
+    let mut h = Harness::with_config(ONE_ROUTE, with_auditor).await;
     let r = h
         .client
         .post(format!("{}/v1/records", h.url))
@@ -599,6 +599,9 @@ async fn refusals_are_audited_with_their_reason() {
     assert_eq!(s, 403);
     let (s, _, _) = h.post("district-a", &json!({"kind": "result"}), None).await;
     assert_eq!(s, 422);
+    // A refusal that names no configured node is tallied per peer and written when
+    // the tally is flushed (every refusal_audit_seconds, and at shutdown).
+    h.stop_gateway().await;
     let c = db(&h);
     let events: Vec<(String, String)> = c
         .prepare("SELECT event, detail FROM audit WHERE event IN ('token_refused', 'authorization_refused', 'rejected') ORDER BY seq")
@@ -610,8 +613,18 @@ async fn refusals_are_audited_with_their_reason() {
     let kinds: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
     assert_eq!(
         kinds,
-        ["token_refused", "authorization_refused", "rejected"]
+        ["authorization_refused", "rejected", "token_refused"]
     );
-    assert!(events[1].1.contains("region"), "{}", events[1].1);
-    assert!(events[2].1.contains("case_no"), "{}", events[2].1);
+    assert!(events[0].1.contains("region"), "{}", events[0].1);
+    assert!(events[1].1.contains("case_no"), "{}", events[1].1);
+    let tally: serde_json::Value = serde_json::from_str(&events[2].1).unwrap();
+    assert_eq!(tally["count"], 1, "{tally}");
+    assert_eq!(tally["peer"], "127.0.0.1", "{tally}");
+    assert!(
+        tally["first"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stranger"),
+        "{tally}"
+    );
 }

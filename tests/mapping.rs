@@ -274,7 +274,29 @@ fn hostile_inputs_are_unusable_with_a_reason() {
 
 #[test]
 fn check_passes_and_shows_a_diff_when_an_expected_output_is_edited() {
-    let (code, stdout, stderr) = run(&["--config", "hallgate.toml", "check"], &repo());
+    // The shipped config authenticates its senders: until their key pairs are made
+    // (`hallgate keys nodes`), check names the missing public key.
+    let fresh = tempfile::tempdir().unwrap();
+    copy_tree(&repo().join("mappings"), &fresh.path().join("mappings"));
+    copy_tree(&repo().join("examples"), &fresh.path().join("examples"));
+    std::fs::copy(
+        repo().join("hallgate.toml"),
+        fresh.path().join("hallgate.toml"),
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["--config", "hallgate.toml", "check"], fresh.path());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("nodes.zj-tonglu.auth:") && stderr.contains("zj-tonglu.pub.pem"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = run(
+        &["--config", "hallgate.toml", "keys", "nodes"],
+        fresh.path(),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("4 key pair(s) made"), "{stdout}");
+    let (code, stdout, stderr) = run(&["--config", "hallgate.toml", "check"], fresh.path());
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("ok    zj-tonglu mappings/zj/application.toml: form with baseInfoXml"));
     assert!(
@@ -282,15 +304,8 @@ fn check_passes_and_shows_a_diff_when_an_expected_output_is_edited() {
         "{stdout}"
     );
 
-    // A copy of the config, mappings and samples, with one expected value edited.
-    let dir = tempfile::tempdir().unwrap();
-    copy_tree(&repo().join("mappings"), &dir.path().join("mappings"));
-    copy_tree(&repo().join("examples"), &dir.path().join("examples"));
-    std::fs::copy(
-        repo().join("hallgate.toml"),
-        dir.path().join("hallgate.toml"),
-    )
-    .unwrap();
+    // The same copy, with one expected value edited.
+    let dir = fresh;
     let expected = dir
         .path()
         .join("examples/samples/nat/application.expected.jsonl");

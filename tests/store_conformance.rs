@@ -113,6 +113,8 @@ fn message(source: &str, key: Option<&str>, recs: Vec<Rec>) -> NewMessage {
                 canonical,
                 destinations: r.to.iter().map(|s| s.to_string()).collect(),
                 flags: Vec::new(),
+                region: None,
+                item_code: None,
             }
         })
         .collect();
@@ -127,6 +129,7 @@ fn message(source: &str, key: Option<&str>, recs: Vec<Rec>) -> NewMessage {
         body_sha256: "00".into(),
         records,
         pull: None,
+        grants: Default::default(),
     }
 }
 

@@ -260,6 +260,10 @@ fn config_with_store(dir: &std::path::Path, store: &str) -> std::path::PathBuf {
         text.replacen(line, &format!("store = \"{store}\""), 1),
     )
     .expect("write config");
+    // The shipped config authenticates its senders: their key pairs, made as a
+    // newcomer makes them.
+    let (code, out) = hallgate(&path, &["keys", "nodes"]);
+    assert_eq!(code, 0, "{out}");
     path
 }
 

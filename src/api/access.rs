@@ -11,15 +11,40 @@ use crate::auth;
 use crate::event::{Event, EventKind};
 use crate::intake::Refusal;
 use crate::record::mask_personal;
+use crate::sources::http;
 use crate::time::now_ms;
-use crate::tls::PeerCert;
+use crate::tls::{self, PeerCert};
 
-/// The TLS client certificate of the connection, when the gateway serves HTTPS and
-/// the client presented one.
-pub(super) type Peer = Option<axum::Extension<Option<PeerCert>>>;
+/// The connection of a request: its address and, under HTTPS, the client certificate
+/// it presented.
+pub(super) type Peer = Option<axum::Extension<tls::Peer>>;
 
-pub(super) fn peer_cert(p: &Peer) -> Option<&PeerCert> {
-    p.as_ref().and_then(|e| e.0.as_ref())
+pub(super) fn peer_of(p: &Peer) -> Option<&tls::Peer> {
+    p.as_ref().map(|e| &e.0)
+}
+
+fn peer_cert(p: &Peer) -> Option<&PeerCert> {
+    peer_of(p).and_then(|p| p.cert.as_ref())
+}
+
+/// The node behind a read, its token claimed when the node takes each token once;
+/// a refusal is counted against the peer's budget and audited.
+async fn who(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: &Peer,
+) -> Result<Result<auth::Authenticated, auth::AuthError>, Refusal> {
+    if let Err(wait) = state.push.refusals.admit(peer_of(peer)) {
+        return Err(http::throttled(&state.push.refusals, peer_of(peer), wait).await);
+    }
+    let who = match auth::caller(&state.config, &state.tokens, headers, peer_cert(peer)).await {
+        Ok(who) => who,
+        Err(e) => return Ok(Err(e)),
+    };
+    if let Err(e) = auth::claim_once(&*state.store, &who).await {
+        return Err(http::unauthenticated(&state.push.refusals, peer_of(peer), &e).await);
+    }
+    Ok(Ok(who))
 }
 
 pub(super) fn masked<T: Serialize>(v: &T) -> Value {
@@ -40,7 +65,7 @@ pub(super) async fn reader(
     headers: &HeaderMap,
     peer: &Peer,
 ) -> Result<Reader, Refusal> {
-    match auth::caller(&state.config, &state.tokens, headers, peer_cert(peer)).await {
+    match who(state, headers, peer).await? {
         Ok(who) if state.config.reads_everything(&who.node) => Ok(Reader::All),
         Ok(who) => Ok(Reader::Node(who.node)),
         Err(auth::AuthError::NoCredentials | auth::AuthError::MissingNode)
@@ -48,11 +73,7 @@ pub(super) async fn reader(
         {
             Ok(Reader::All)
         }
-        Err(e) => Err(Refusal::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            e.to_string(),
-        )),
+        Err(e) => Err(http::unauthenticated(&state.push.refusals, peer_of(peer), &e).await),
     }
 }
 
@@ -72,13 +93,13 @@ pub(super) async fn refuse_read(state: &AppState, node: &str, what: String) -> R
 pub(super) async fn audit_scope(
     state: &AppState,
     headers: &HeaderMap,
-    peer: Option<&PeerCert>,
+    peer: &Peer,
     asked: Option<String>,
 ) -> Result<Option<String>, Refusal> {
-    let caller = auth::caller(&state.config, &state.tokens, headers, peer)
-        .await
-        .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()))?
-        .node;
+    let caller = match who(state, headers, peer).await? {
+        Ok(who) => who.node,
+        Err(e) => return Err(http::unauthenticated(&state.push.refusals, peer_of(peer), &e).await),
+    };
     if state.config.is_auditor(&caller) {
         return Ok(asked);
     }

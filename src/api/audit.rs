@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::access::{Peer, audit_scope, peer_cert};
+use super::access::{Peer, audit_scope};
 use crate::intake::Refusal;
 use crate::record::mask_personal;
 use crate::time::{parse_time, rfc3339};
@@ -41,7 +41,7 @@ async fn audit_query(
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Value>, Refusal> {
-    let node = audit_scope(&state, &headers, peer_cert(&peer), q.node).await?;
+    let node = audit_scope(&state, &headers, &peer, q.node).await?;
     let time = |v: &Option<String>, name: &str| -> Result<Option<i64>, Refusal> {
         match v.as_deref() {
             None | Some("") => Ok(None),
@@ -101,7 +101,7 @@ async fn case_timeline(
     headers: HeaderMap,
     Path(case_no): Path<String>,
 ) -> Result<Json<Value>, Refusal> {
-    let node = audit_scope(&state, &headers, peer_cert(&peer), None).await?;
+    let node = audit_scope(&state, &headers, &peer, None).await?;
     let rows = crate::audit::timeline::case_rows(state.store.as_ref(), &case_no, node).await?;
     if rows.is_empty() {
         return Err(Refusal::new(

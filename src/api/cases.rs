@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::access::{Peer, Reader, masked, reader, refuse_read};
 use crate::intake::Refusal;
+use crate::store::CaseStanding;
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new().route("/v1/cases/{case_no}", get(get_case))
@@ -33,14 +34,21 @@ async fn get_case(
             "no records for that case",
         ));
     }
-    // A node reads a case it sent records of or receives records of.
-    if let Reader::Node(n) = &who
-        && !records
-            .iter()
-            .any(|r| r.source == *n || r.deliveries.iter().any(|d| d.destination == *n))
-    {
-        let what = format!("node `{n}` neither sent nor receives records of this case");
-        return Err(refuse_read(&state, n, what).await);
+    // A node reads a case it is a party of: it opened it, sent records to it, or
+    // receives its records; or one its config grants it by region or item.
+    if let Reader::Node(n) = &who {
+        let party = match state.store.case_standing(&case_no, n).await? {
+            CaseStanding::Party => true,
+            CaseStanding::Other { region, item_code } => crate::intake::grants(&state.config, n)
+                .cover(region.as_deref(), item_code.as_deref()),
+            CaseStanding::New => false,
+        };
+        if !party {
+            let what = format!(
+                "node `{n}` neither sent nor receives records of this case, and its config grants it neither the case's region nor its item"
+            );
+            return Err(refuse_read(&state, n, what).await);
+        }
     }
     Ok(Json(
         json!({ "case_no": case_no, "records": masked(&records) }),

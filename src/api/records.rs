@@ -12,7 +12,7 @@ use axum::response::Response;
 use axum::routing::post;
 
 use super::AppState;
-use super::access::{Peer, peer_cert};
+use super::access::{Peer, peer_of};
 use crate::intake::Refusal;
 use crate::record::Kind;
 use crate::sources::http::Push;
@@ -44,7 +44,7 @@ async fn post_records_any(
             kind: None,
             partial: q.partial,
             headers: &headers,
-            peer: peer_cert(&peer),
+            peer: peer_of(&peer),
             body,
         })
         .await
@@ -71,7 +71,7 @@ async fn post_records_kind(
             kind: Some(kind),
             partial: q.partial,
             headers: &headers,
-            peer: peer_cert(&peer),
+            peer: peer_of(&peer),
             body,
         })
         .await

@@ -8,7 +8,9 @@
 //! so a district system cannot inject a case for another district.
 
 pub mod certs;
+pub mod mint;
 pub mod outbound;
+pub mod refusals;
 pub mod token;
 
 use axum::http::HeaderMap;
@@ -38,6 +40,28 @@ pub enum AuthError {
     CertRequired(String),
     #[error("the TLS client certificate is not one issued to node `{0}`")]
     CertMismatch(String),
+    #[error(
+        "node `{0}` must send a token bound to its TLS client certificate (cnf.x5t#S256, RFC 8705)"
+    )]
+    TokenNotBound(String),
+    #[error("the store could not check the token: {0}")]
+    Store(String),
+}
+
+impl AuthError {
+    /// The node the refused credentials named, when they named one: such refusals
+    /// are audited on their own (others are counted per peer address).
+    pub fn named_node(&self) -> Option<&str> {
+        match self {
+            AuthError::UnknownNode(_) | AuthError::NoCredentials | AuthError::MissingNode => None,
+            AuthError::NotASender(n)
+            | AuthError::CertRequired(n)
+            | AuthError::CertMismatch(n)
+            | AuthError::TokenNotBound(n) => Some(n),
+            AuthError::Token(t) => t.node(),
+            AuthError::Store(_) => None,
+        }
+    }
 }
 
 /// The node behind a request, and the token that proved it.
@@ -45,6 +69,24 @@ pub enum AuthError {
 pub struct Authenticated {
     pub node: String,
     pub token: Option<TokenUse>,
+    /// The node takes each token once: the caller claims its `jti` ([`claim_once`]).
+    pub once: bool,
+}
+
+/// For a node that takes each token once: record the token's `jti` in the store,
+/// refusing one seen before (on any instance, before or after a restart).
+pub async fn claim_once(
+    store: &dyn crate::store::Store,
+    who: &Authenticated,
+) -> Result<(), AuthError> {
+    let (true, Some(t)) = (who.once, &who.token) else {
+        return Ok(());
+    };
+    match store.claim_token(t.clone()).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(AuthError::Token(TokenError::UsedOnce(who.node.clone()))),
+        Err(e) => Err(AuthError::Store(e.to_string())),
+    }
 }
 
 /// A record the sender may not send.
@@ -79,7 +121,7 @@ pub async fn caller(
     headers: &HeaderMap,
     peer: Option<&tls::PeerCert>,
 ) -> Result<Authenticated, AuthError> {
-    let who = caller_unbound(config, tokens, headers, peer).await?;
+    let (who, bound) = caller_unbound(config, tokens, headers, peer).await?;
     // A node bound to a client certificate: the connection must carry one valid for
     // the node's names (when required), and never one issued to someone else.
     if let Some(cc) = config.node(&who.node).and_then(|n| n.client_cert.as_ref()) {
@@ -87,25 +129,40 @@ pub async fn caller(
             Some(p) if !p.valid_for(&cc.names) => {
                 return Err(AuthError::CertMismatch(who.node));
             }
-            None if cc.required => return Err(AuthError::CertRequired(who.node)),
+            None if cc.required || cc.bind_token => {
+                return Err(AuthError::CertRequired(who.node));
+            }
             _ => {}
+        }
+        // Both the certificate and a token bound to it.
+        if cc.bind_token {
+            let presented = peer.map(|p| mint::cert_thumbprint(p.0.as_ref()));
+            if who.token.is_none() || bound.is_none() || bound != presented {
+                return Err(AuthError::TokenNotBound(who.node));
+            }
         }
     }
     Ok(who)
 }
 
+/// The node a request's credentials name, and the certificate thumbprint its token
+/// is bound to, if any.
 async fn caller_unbound(
     config: &Config,
     tokens: &Verifier,
     headers: &HeaderMap,
     peer: Option<&tls::PeerCert>,
-) -> Result<Authenticated, AuthError> {
+) -> Result<(Authenticated, Option<String>), AuthError> {
     if let Some(token) = Verifier::bearer(headers)? {
-        let used = tokens.verify(token).await?;
-        return Ok(Authenticated {
-            node: used.node.clone(),
-            token: Some(used),
-        });
+        let v = tokens.verify(token).await?;
+        return Ok((
+            Authenticated {
+                node: v.used.node.clone(),
+                token: Some(v.used),
+                once: v.once,
+            },
+            v.cert_thumbprint,
+        ));
     }
     // A verified client certificate names the node it was issued for.
     if let Some(p) = peer
@@ -116,10 +173,14 @@ async fn caller_unbound(
                 .is_some_and(|cc| p.valid_for(&cc.names))
         })
     {
-        return Ok(Authenticated {
-            node: id.clone(),
-            token: None,
-        });
+        return Ok((
+            Authenticated {
+                node: id.clone(),
+                token: None,
+                once: false,
+            },
+            None,
+        ));
     }
     if !config.gateway.trust_node_header {
         return Err(AuthError::NoCredentials);
@@ -133,10 +194,14 @@ async fn caller_unbound(
     config
         .node(id)
         .ok_or_else(|| AuthError::UnknownNode(id.chars().take(64).collect()))?;
-    Ok(Authenticated {
-        node: id.to_string(),
-        token: None,
-    })
+    Ok((
+        Authenticated {
+            node: id.to_string(),
+            token: None,
+            once: false,
+        },
+        None,
+    ))
 }
 
 /// Check one record against what its sender may send.

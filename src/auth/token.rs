@@ -39,8 +39,8 @@ pub enum TokenError {
     AlgorithmNotAllowed { alg: String, node: String },
     #[error("key id `{kid}` is not a key of node `{node}`")]
     UnknownKid { kid: String, node: String },
-    #[error("token refused: {0}")]
-    Invalid(String),
+    #[error("token refused: {reason}")]
+    Invalid { node: String, reason: String },
     #[error("token lifetime {lifetime} s is over the maximum of {max} s for node `{node}`")]
     TooLong {
         lifetime: i64,
@@ -49,6 +49,43 @@ pub enum TokenError {
     },
     #[error("token jti was already used by another token")]
     Replayed,
+    #[error("token jti was already used: node `{0}` takes each token once")]
+    UsedOnce(String),
+    #[error(
+        "token header lists critical extensions ({0}) this gateway does not understand (RFC 7515 section 4.1.11)"
+    )]
+    Crit(String),
+    /// A refusal of a token whose issuer is a configured node.
+    #[error("{error}")]
+    ForNode {
+        node: String,
+        error: Box<TokenError>,
+    },
+}
+
+/// A verified token: its use as the store records it, and the client certificate it
+/// is bound to (RFC 8705 `cnf.x5t#S256`), if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub used: TokenUse,
+    pub cert_thumbprint: Option<String>,
+    /// The node takes each token once (`auth.one_time_jti`).
+    pub once: bool,
+}
+
+impl TokenError {
+    /// The configured node the token was for, once its issuer was recognised.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            TokenError::AlgorithmNotAllowed { node, .. }
+            | TokenError::UnknownKid { node, .. }
+            | TokenError::TooLong { node, .. }
+            | TokenError::Invalid { node, .. }
+            | TokenError::ForNode { node, .. }
+            | TokenError::UsedOnce(node) => Some(node),
+            _ => None,
+        }
+    }
 }
 
 /// Why the token configuration of a node cannot be used.
@@ -60,14 +97,14 @@ pub struct KeyError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
+pub(super) enum Family {
     Ec,
     Rsa,
     Ed,
     Hmac,
 }
 
-fn family(alg: Algorithm) -> Family {
+pub(super) fn family(alg: Algorithm) -> Family {
     match alg {
         Algorithm::ES256 | Algorithm::ES384 => Family::Ec,
         Algorithm::EdDSA => Family::Ed,
@@ -109,6 +146,7 @@ struct NodeKeys {
     jwks: Option<Jwks>,
     max_lifetime: i64,
     skew: u64,
+    once: bool,
 }
 
 impl NodeKeys {
@@ -201,6 +239,15 @@ struct Claims {
     exp: i64,
     iat: i64,
     jti: String,
+    #[serde(default)]
+    cnf: Option<Confirmation>,
+}
+
+/// RFC 8705: the certificate a token is bound to.
+#[derive(Debug, Deserialize)]
+struct Confirmation {
+    #[serde(rename = "x5t#S256", default)]
+    x5t_s256: Option<String>,
 }
 
 /// Verifies inbound tokens against the nodes' pinned keys.
@@ -208,7 +255,7 @@ pub struct Verifier {
     client: reqwest::Client,
     audience: String,
     by_issuer: HashMap<String, NodeKeys>,
-    cache: Mutex<HashMap<String, TokenUse>>,
+    cache: Mutex<HashMap<String, Verified>>,
 }
 
 /// Parse an algorithm name as configured.
@@ -311,22 +358,43 @@ impl Verifier {
     }
 
     /// Verify a token; the node it proves, and the use to record.
-    pub async fn verify(&self, token: &str) -> Result<TokenUse, TokenError> {
+    pub async fn verify(&self, token: &str) -> Result<Verified, TokenError> {
         let sha = sha256_hex(token.as_bytes());
         let now = now_ms();
         if let Ok(cache) = self.cache.lock()
             && let Some(hit) = cache.get(&sha)
-            && hit.exp_ms > now
+            && hit.used.exp_ms > now
         {
             return Ok(hit.clone());
         }
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
         let issuer = peek_issuer(token)?;
         let node = self
             .by_issuer
             .get(&issuer)
             .ok_or_else(|| TokenError::UnknownIssuer(issuer.chars().take(64).collect()))?;
+        // From here on the token names a configured node: its refusal is that node's.
+        self.verify_for(node, token, sha, now)
+            .await
+            .map_err(|e| match e.node() {
+                Some(_) => e,
+                None => TokenError::ForNode {
+                    node: node.node.clone(),
+                    error: Box::new(e),
+                },
+            })
+    }
+
+    /// Verify a token whose issuer is `node`.
+    async fn verify_for(
+        &self,
+        node: &NodeKeys,
+        token: &str,
+        sha: String,
+        now: i64,
+    ) -> Result<Verified, TokenError> {
+        refuse_critical(token)?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
         if !node.algorithms.contains(&header.alg) {
             return Err(TokenError::AlgorithmNotAllowed {
                 alg: format!("{:?}", header.alg),
@@ -369,8 +437,9 @@ impl Verifier {
                 Err(e) => last = Some(e),
             }
         }
-        let claims = claims.ok_or_else(|| {
-            TokenError::Invalid(last.map_or_else(|| "no key verified it".into(), |e| e.to_string()))
+        let claims = claims.ok_or_else(|| TokenError::Invalid {
+            node: node.node.clone(),
+            reason: last.map_or_else(|| "no key verified it".into(), |e| e.to_string()),
         })?;
         let lifetime = claims.exp - claims.iat;
         if lifetime > node.max_lifetime {
@@ -381,17 +450,24 @@ impl Verifier {
             });
         }
         if claims.iat * 1000 > now + (node.skew as i64) * 1000 {
-            return Err(TokenError::Invalid("issued in the future".into()));
+            return Err(TokenError::Invalid {
+                node: node.node.clone(),
+                reason: "issued in the future".into(),
+            });
         }
-        let used = TokenUse {
-            node: node.node.clone(),
-            jti: claims.jti.chars().take(200).collect(),
-            token_sha256: sha.clone(),
-            exp_ms: claims.exp.saturating_mul(1000),
+        let used = Verified {
+            used: TokenUse {
+                node: node.node.clone(),
+                jti: claims.jti.chars().take(200).collect(),
+                token_sha256: sha.clone(),
+                exp_ms: claims.exp.saturating_mul(1000),
+            },
+            cert_thumbprint: claims.cnf.and_then(|c| c.x5t_s256),
+            once: node.once,
         };
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() > 100_000 {
-                cache.retain(|_, t| t.exp_ms > now);
+                cache.retain(|_, t| t.used.exp_ms > now);
             }
             cache.insert(sha, used.clone());
         }
@@ -457,6 +533,7 @@ fn node_keys(config: &Config, id: &str, auth: &TokenAuth) -> Result<NodeKeys, Ke
         jwks,
         max_lifetime: auth.max_lifetime_seconds as i64,
         skew: auth.clock_skew_seconds,
+        once: auth.one_time_jti,
     })
 }
 
@@ -477,54 +554,27 @@ fn peek_issuer(token: &str) -> Result<String, TokenError> {
         .ok_or_else(|| TokenError::Malformed("no iss claim".into()))
 }
 
-/// `hallgate token issue`: a token for `node` signed with `key` (PEM private key).
-pub fn issue(
-    config: &Config,
-    node: &str,
-    key: &Path,
-    ttl_seconds: i64,
-) -> Result<String, KeyError> {
-    let err = |reason: String| KeyError {
-        node: node.to_string(),
-        reason,
-    };
-    let n = config
-        .node(node)
-        .ok_or_else(|| err("no such node".into()))?;
-    let auth = n
-        .auth
-        .as_ref()
-        .ok_or_else(|| err("node has no [auth]".into()))?;
-    let alg = auth
-        .algorithms
-        .first()
-        .and_then(|a| parse_algorithm(a))
-        .ok_or_else(|| err("no usable algorithm".into()))?;
-    let pem = std::fs::read(key).map_err(|e| err(format!("{}: {e}", key.display())))?;
-    let encoding = match family(alg) {
-        Family::Ec => jsonwebtoken::EncodingKey::from_ec_pem(&pem),
-        Family::Rsa => jsonwebtoken::EncodingKey::from_rsa_pem(&pem),
-        Family::Ed => jsonwebtoken::EncodingKey::from_ed_pem(&pem),
-        Family::Hmac => Ok(jsonwebtoken::EncodingKey::from_secret(&pem)),
+/// Refuse a token whose header has `crit`: it names extensions the recipient must
+/// understand, and this gateway understands none (RFC 7515 section 4.1.11).
+fn refuse_critical(token: &str) -> Result<(), TokenError> {
+    let head = token.split('.').next().unwrap_or("");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head.trim_end_matches('='))
+        .map_err(|_| TokenError::Malformed("header is not base64url".into()))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|_| TokenError::Malformed("header is not JSON".into()))?;
+    match v.get("crit") {
+        None => Ok(()),
+        Some(c) => {
+            let names: Vec<String> = match c.as_array() {
+                Some(a) => a
+                    .iter()
+                    .map(|n| n.as_str().unwrap_or("?").chars().take(32).collect())
+                    .take(8)
+                    .collect(),
+                None => vec!["not a list".into()],
+            };
+            Err(TokenError::Crit(names.join(", ")))
+        }
     }
-    .map_err(|e| err(format!("{}: {e}", key.display())))?;
-    let now = now_ms() / 1000;
-    let claims = serde_json::json!({
-        "iss": auth.issuer.clone().unwrap_or_else(|| node.to_string()),
-        "aud": config.gateway.id,
-        "iat": now,
-        "nbf": now,
-        "exp": now + ttl_seconds,
-        "jti": uuid::Uuid::now_v7().to_string(),
-    });
-    let mut header = jsonwebtoken::Header::new(alg);
-    header.kid = key
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| {
-            n.strip_suffix(".key.pem")
-                .or_else(|| n.strip_suffix(".pem"))
-        })
-        .map(str::to_string);
-    jsonwebtoken::encode(&header, &claims, &encoding).map_err(|e| err(e.to_string()))
 }

@@ -22,6 +22,10 @@ pub enum TokenCommand {
         /// Print this many tokens, one per line, each with its own jti (load tests).
         #[arg(long, default_value_t = 1)]
         count: usize,
+        /// Bind the token to this client certificate (PEM): its `cnf.x5t#S256`, for a
+        /// node whose `client_cert.bind_token` is set.
+        #[arg(long)]
+        cert: Option<PathBuf>,
     },
 }
 
@@ -46,6 +50,11 @@ pub enum KeysCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Make an ES256 key pair for each sending node whose `auth.keys` names a public
+    /// key file that does not exist yet (`x.pub.pem`, with its private key `x.key.pem`
+    /// beside it, mode 0600). Give each node its private key; the gateway keeps only
+    /// the public ones.
+    Nodes,
 }
 
 #[derive(Subcommand)]
@@ -66,6 +75,7 @@ pub fn token(cmd: TokenCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
             key,
             ttl,
             count,
+            cert,
         } => {
             use std::io::Write;
             let config = super::config(config_path)?;
@@ -75,7 +85,7 @@ pub fn token(cmd: TokenCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
                 writeln!(
                     out,
                     "{}",
-                    hallgate::auth::token::issue(&config, &node, &key, ttl)?
+                    hallgate::auth::mint::issue(&config, &node, &key, ttl, cert.as_deref())?
                 )?;
             }
             out.flush()?;
@@ -106,6 +116,39 @@ pub fn certs(cmd: CertsCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
 /// `hallgate keys generate`.
 pub fn keys(cmd: KeysCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
     match cmd {
+        KeysCommand::Nodes => {
+            // The config as written: its key files are what this makes.
+            let config = hallgate::config::Config::load(config_path)?;
+            let mut made = 0;
+            for (id, node) in &config.nodes {
+                let Some(auth) = &node.get_ref().auth else {
+                    continue;
+                };
+                if !auth.algorithms.iter().any(|a| a == "ES256") {
+                    continue;
+                }
+                for public in &auth.keys {
+                    let public = config.base_dir().join(public);
+                    let name = public.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    let Some(stem) = name.strip_suffix(".pub.pem") else {
+                        continue;
+                    };
+                    if public.exists() {
+                        continue;
+                    }
+                    let private = public.with_file_name(format!("{stem}.key.pem"));
+                    hallgate::keys::generate_key(&private)?;
+                    println!(
+                        "{id}: private key {} (give it to the node), public key {}",
+                        private.display(),
+                        public.display()
+                    );
+                    made += 1;
+                }
+            }
+            println!("{made} key pair(s) made");
+            Ok(ExitCode::SUCCESS)
+        }
         KeysCommand::Generate { out } => {
             let path = match out {
                 Some(p) => p,

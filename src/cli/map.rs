@@ -61,12 +61,15 @@ pub fn map(args: MapArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
             let limits = hallgate::mapping::Limits {
                 max_body_bytes: 1 << 30,
                 max_records: usize::MAX,
+                max_elements: usize::MAX,
                 ..hallgate::mapping::Limits::default()
             };
             (MappingSet::new(vec![Arc::new(m)]), limits, None)
         }
         (None, Some(node)) => {
-            let config = super::config(config_path)?;
+            // The mappings only: the files the config names for other purposes (keys,
+            // certificates) need not exist where mappings are tried out.
+            let config = hallgate::config::Config::load(config_path)?;
             let mut sets = hallgate::mapping::load_sets(&config, &Disk)?;
             let set = sets.remove(&node).with_context(|| {
                 format!("node `{node}` has no mappings in {}", config_path.display())

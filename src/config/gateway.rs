@@ -71,7 +71,7 @@ fn default_shutdown_grace() -> u64 {
     15
 }
 
-/// `[limits]`: enforced before any work is done on a request.
+/// `[limits]`: enforced before any work is done on a request (docs/security.md).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -79,10 +79,39 @@ pub struct Limits {
     pub max_records_per_body: usize,
     /// Requests being decoded or committed at once; past it, 503 with Retry-After.
     pub max_in_flight: usize,
+    /// Of those, what one node may hold (0: a quarter of `max_in_flight`); a node's
+    /// `accept.max_in_flight` overrides it.
+    pub max_in_flight_per_node: usize,
+    /// Bytes of request bodies being read, decoded or committed at once; past it, a
+    /// new body waits a moment, then gets 503 with Retry-After.
+    pub max_in_flight_body_bytes: usize,
     /// Nesting of XML elements or JSON arrays/objects.
     pub max_depth: usize,
     /// Longest text value, attribute or JSON string.
     pub max_string_bytes: usize,
+    /// Attributes on one XML element.
+    pub max_attributes: usize,
+    /// XML elements, or JSON values, in one body.
+    pub max_elements: usize,
+    /// Bodies larger than this are decoded on the blocking pool, off the threads that
+    /// answer requests.
+    pub blocking_decode_bytes: usize,
+    /// The head of a request must arrive within this time of the connection being
+    /// ready for it: just opened, or idle after its last answer (so this is also the
+    /// keep-alive idle timeout).
+    pub header_timeout_seconds: u64,
+    /// A request head larger than this gets 431 and the connection is closed.
+    pub max_header_bytes: usize,
+    /// A body must arrive within this time plus its size at `min_body_bytes_per_second`.
+    pub body_timeout_seconds: u64,
+    pub min_body_bytes_per_second: u64,
+    /// Refused requests (no or bad credentials) a peer address may cause per second,
+    /// and in a burst; past it, its requests get 429 before authentication.
+    pub refusals_per_second: u32,
+    pub refusal_burst: u32,
+    /// Refusals without a known node are audited as one event per peer and reason
+    /// per this many seconds, with their count and first and last sample.
+    pub refusal_audit_seconds: u64,
 }
 
 impl Default for Limits {
@@ -91,9 +120,33 @@ impl Default for Limits {
             max_body_bytes: 4 * 1024 * 1024,
             max_records_per_body: 1000,
             max_in_flight: 4096,
+            max_in_flight_per_node: 0,
+            max_in_flight_body_bytes: 64 * 1024 * 1024,
             max_depth: 64,
             max_string_bytes: 1 << 20,
+            max_attributes: 256,
+            max_elements: 200_000,
+            blocking_decode_bytes: 64 * 1024,
+            header_timeout_seconds: 15,
+            max_header_bytes: 64 * 1024,
+            body_timeout_seconds: 30,
+            min_body_bytes_per_second: 1024,
+            refusals_per_second: 20,
+            refusal_burst: 100,
+            refusal_audit_seconds: 60,
         }
+    }
+}
+
+impl Limits {
+    /// The in-flight slots one node may hold.
+    pub fn node_share(&self, node_override: Option<usize>) -> usize {
+        node_override
+            .unwrap_or(match self.max_in_flight_per_node {
+                0 => self.max_in_flight / 4,
+                n => n,
+            })
+            .clamp(1, self.max_in_flight.max(1))
     }
 }
 

@@ -131,11 +131,18 @@ impl Config {
             errors.push(self.problem(span, message));
         };
         let listen = self.gateway.listen.get_ref();
-        if listen.parse::<SocketAddr>().is_err() {
-            err(
+        match listen.parse::<SocketAddr>() {
+            Err(_) => err(
                 self.gateway.listen.span(),
                 format!("gateway.listen: `{listen}` is not an address such as 127.0.0.1:8080"),
-            );
+            ),
+            Ok(addr) if self.gateway.trust_node_header && !addr.ip().is_loopback() => err(
+                self.gateway.listen.span(),
+                format!(
+                    "gateway.trust_node_header: only for development on loopback, and gateway.listen is `{listen}`; senders prove who they are with tokens ([nodes.ID.auth]) or certificates"
+                ),
+            ),
+            Ok(_) => {}
         }
         if let Err(e) = crate::hash::HashAlg::parse(&self.audit.hash) {
             err(0..0, format!("audit.hash: {e}"));
@@ -155,6 +162,21 @@ impl Config {
                     node.span(),
                     format!("nodes.{id}.region: `{region}` is not a 6 or 12 digit 行政区划代码"),
                 );
+            }
+            if let Some(a) = &n.accept {
+                for (key, pattern) in [
+                    ("case_no_pattern", &a.case_no_pattern),
+                    ("id_pattern", &a.id_pattern),
+                ] {
+                    if let Some(p) = pattern
+                        && let Err(e) = regex::Regex::new(&format!("^(?:{p})$"))
+                    {
+                        err(
+                            node.span(),
+                            format!("nodes.{id}.accept.{key}: not a regular expression: {e}"),
+                        );
+                    }
+                }
             }
             if let Some(sync) = &n.sync {
                 for e in sync.problems(id) {

@@ -81,6 +81,11 @@ pub struct ClientCert {
     /// Refuse this node's requests that come without such a certificate.
     #[serde(default)]
     pub required: bool,
+    /// Also require a token bound to the certificate presented (RFC 8705: its
+    /// `cnf.x5t#S256` is the certificate's SHA-256 thumbprint); the certificate alone
+    /// no longer names the node.
+    #[serde(default)]
+    pub bind_token: bool,
 }
 
 /// `tls` of a destination: whom to trust and what to present.
@@ -251,6 +256,10 @@ pub struct TokenAuth {
     pub max_lifetime_seconds: u64,
     #[serde(default = "default_skew")]
     pub clock_skew_seconds: u64,
+    /// Each token is taken once: a `jti` seen before is refused, also after a restart
+    /// and on another instance (the ids are kept in the store until they expire).
+    #[serde(default)]
+    pub one_time_jti: bool,
 }
 
 fn default_jwks_ttl() -> u64 {
@@ -277,6 +286,18 @@ pub struct Accept {
     /// How fast it may send (requests per second); over it: 429 with Retry-After.
     #[serde(default)]
     pub rate: Option<RateLimit>,
+    /// Requests of this node in progress at once (default: `[limits]
+    /// max_in_flight_per_node`); past it, 503 with Retry-After.
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
+    /// The syntax of its case numbers (办件编号), a regular expression the whole value
+    /// must match (default: letters, digits and `-_.`, 1 to 64).
+    #[serde(default)]
+    pub case_no_pattern: Option<String>,
+    /// The syntax of its other identifiers (`record_id`, `material_id`, `item_code`),
+    /// likewise (default: the same as case numbers).
+    #[serde(default)]
+    pub id_pattern: Option<String>,
 }
 
 /// A rate: `per_second` on average, bursts of up to `burst` (default: one second's

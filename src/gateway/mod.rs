@@ -11,25 +11,24 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::auth::outbound::GatewayKeys;
+use crate::auth::refusals::{Refusals, Refused};
 use crate::auth::token::Verifier;
 use crate::config::Config;
 use crate::delivery::{self, Wake};
 use crate::event::{Event, EventKind};
 use crate::hash::sha256_hex;
 use crate::intake::Intake;
-use crate::limits::SenderLimits;
-use crate::route::Router;
 use crate::sinks::{self, SinkError};
 use crate::sources::http::HttpSource;
 use crate::store::{self, OpenMode, Store, StoreError, StoreOptions, StoreUrl};
 use crate::sync::Catalogue;
 use crate::time::now_ms;
+use crate::tls::{ConnLimits, Cut};
 
 pub use load::{file_problems, load, parse};
 
@@ -115,6 +114,14 @@ pub async fn start_with(
             addr: config.gateway.listen.get_ref().clone(),
             source,
         })?;
+    if config.gateway.trust_node_header {
+        if !addr.ip().is_loopback() {
+            return Err(GatewayError::Auth(format!(
+                "gateway.trust_node_header is for development on loopback only, and the gateway listens on {addr}"
+            )));
+        }
+        tracing::warn!(%addr, "gateway.trust_node_header is on: any local process may name itself as any node (development only)");
+    }
     let shutdown = CancellationToken::new();
     let wake = Wake::new(&config);
     let keys = Arc::new(GatewayKeys::load(&config).map_err(|e| GatewayError::Auth(e.to_string()))?);
@@ -130,16 +137,16 @@ pub async fn start_with(
     let tokens = Arc::new(Verifier::new(&config).map_err(|e| GatewayError::Auth(e.to_string()))?);
     let catalogue = Catalogue::default();
     catalogue.load(&*store).await?;
+    let limits = config.limits.clone();
     let config = Arc::new(config);
     // Intake: the one admit-and-store path of every source.
-    let intake = Arc::new(Intake {
-        config: config.clone(),
-        store: store.clone(),
-        router: Router::new(&config),
+    let intake = Arc::new(Intake::new(
+        config.clone(),
+        store.clone(),
         mappings,
-        catalogue: catalogue.clone(),
-        wake: wake.clone(),
-    });
+        catalogue.clone(),
+        wake.clone(),
+    ));
     // Sources that read on their own schedule, and the catalogue they are checked by.
     for source in crate::sources::pull::pullers(&intake, &keys)? {
         workers.spawn(source.run(shutdown.clone()));
@@ -155,12 +162,10 @@ pub async fn start_with(
             shutdown.clone(),
         )?;
     }
-    let push = HttpSource {
-        intake,
-        tokens: tokens.clone(),
-        limits: SenderLimits::new(&config),
-        in_flight: Semaphore::new(config.limits.max_in_flight),
-    };
+    // Refusals before a node is known: budgets per peer, audited in tallies.
+    let refusals = Refusals::new(&config.limits, store.clone());
+    workers.spawn(refusals.clone().flush_every_interval(shutdown.clone()));
+    let push = HttpSource::new(intake, tokens.clone(), refusals.clone());
     let state = Arc::new(AppState {
         config,
         store: store.clone(),
@@ -170,18 +175,14 @@ pub async fn start_with(
         push,
     });
     let app = api::router(state);
-    let stop = shutdown.clone();
     let https = tls.is_some();
-    let server = match tls {
-        Some(tls) => crate::tls::serve(listener, app, tls, stop),
-        None => tokio::spawn(async move {
-            let serve = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "server stopped with an error");
-            }
-        }),
-    };
+    let server = crate::tls::serve_with(
+        listener,
+        app,
+        tls,
+        conn_limits(&limits, refusals),
+        shutdown.clone(),
+    );
     Ok(Running {
         addr,
         https,
@@ -190,6 +191,30 @@ pub async fn start_with(
         server,
         workers,
     })
+}
+
+/// The listener's limits; a request head too large to read is a refusal like any
+/// other (counted per peer, audited in tallies).
+fn conn_limits(limits: &crate::config::Limits, refusals: Arc<Refusals>) -> ConnLimits {
+    ConnLimits {
+        header_timeout: std::time::Duration::from_secs(limits.header_timeout_seconds.max(1)),
+        max_header_bytes: limits.max_header_bytes,
+        on_cut: Some(Arc::new(move |addr, cut| {
+            if cut == Cut::HeaderTooLarge {
+                let refusals = refusals.clone();
+                let peer = crate::tls::Peer { addr, cert: None };
+                tokio::spawn(async move {
+                    let r = Refused::of(
+                        Some(&peer),
+                        431,
+                        cut.as_str(),
+                        "request head larger than [limits] max_header_bytes".into(),
+                    );
+                    refusals.refused(r).await;
+                });
+            }
+        })),
+    }
 }
 
 impl Running {

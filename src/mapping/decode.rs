@@ -25,6 +25,10 @@ pub struct Limits {
     pub max_depth: usize,
     pub max_records: usize,
     pub max_string_bytes: usize,
+    /// Attributes on one XML element.
+    pub max_attributes: usize,
+    /// XML elements, or JSON values, in one body.
+    pub max_elements: usize,
 }
 
 impl Default for Limits {
@@ -34,6 +38,8 @@ impl Default for Limits {
             max_depth: 64,
             max_records: 1000,
             max_string_bytes: 1 << 20,
+            max_attributes: 256,
+            max_elements: 200_000,
         }
     }
 }
@@ -46,6 +52,8 @@ impl Limits {
             max_depth: config.max_depth,
             max_records: config.max_records_per_body,
             max_string_bytes: config.max_string_bytes,
+            max_attributes: config.max_attributes,
+            max_elements: config.max_elements,
         }
     }
 }
@@ -80,6 +88,14 @@ pub enum DecodeError {
     TooDeep { limit: usize, offset: usize },
     #[error("a string longer than {limit} bytes at byte offset {offset}")]
     StringTooLong { limit: usize, offset: usize },
+    #[error(
+        "more than {limit} attributes on one element at byte offset {offset} (limit max_attributes)"
+    )]
+    TooManyAttributes { limit: usize, offset: usize },
+    #[error(
+        "more than {limit} elements or values in the body at byte offset {offset} (limit max_elements)"
+    )]
+    TooManyElements { limit: usize, offset: usize },
     #[error("body holds more than {limit} records")]
     TooManyRecords { limit: usize },
     #[error("documents nested inside documents more than {MAX_NESTED_DOCUMENTS} deep")]
@@ -110,7 +126,9 @@ impl DecodeError {
             | DecodeError::Doctype { offset }
             | DecodeError::Entity { offset, .. }
             | DecodeError::TooDeep { offset, .. }
-            | DecodeError::StringTooLong { offset, .. } => Some(*offset),
+            | DecodeError::StringTooLong { offset, .. }
+            | DecodeError::TooManyAttributes { offset, .. }
+            | DecodeError::TooManyElements { offset, .. } => Some(*offset),
             _ => None,
         }
     }
@@ -563,61 +581,25 @@ fn local(name: &str) -> &str {
     name.rsplit(':').next().unwrap_or(name)
 }
 
-/// Check depth and string lengths of a JSON text in one pass, before parsing.
-fn json_scan(text: &str, limits: &Limits) -> Result<(), DecodeError> {
-    let b = text.as_bytes();
-    let mut depth = 0usize;
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                let start = i;
-                i += 1;
-                // Eight bytes at a time while none is a quote or a backslash.
-                while i + 8 <= b.len() {
-                    let mut w = [0u8; 8];
-                    w.copy_from_slice(&b[i..i + 8]);
-                    if quote_or_backslash(u64::from_le_bytes(w)) {
-                        break;
-                    }
-                    i += 8;
-                }
-                while i < b.len() && b[i] != b'"' {
-                    if b[i] == b'\\' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-                if i - start > limits.max_string_bytes {
-                    return Err(DecodeError::StringTooLong {
-                        limit: limits.max_string_bytes,
-                        offset: start,
-                    });
-                }
-            }
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > limits.max_depth {
-                    return Err(DecodeError::TooDeep {
-                        limit: limits.max_depth,
-                        offset: i,
-                    });
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
+/// Check depth, string lengths and the number of values of a JSON text in one pass,
+/// before parsing ([`crate::codec::scan_json`]).
+pub(crate) fn json_scan(text: &str, limits: &Limits) -> Result<(), DecodeError> {
+    let bounds = crate::codec::Bounds {
+        max_depth: limits.max_depth,
+        max_string_bytes: limits.max_string_bytes,
+        max_elements: limits.max_elements,
+    };
+    crate::codec::scan_json(text, &bounds).map_err(|e| match e {
+        crate::codec::ScanError::TooDeep { limit, offset } => {
+            DecodeError::TooDeep { limit, offset }
         }
-        i += 1;
-    }
-    Ok(())
-}
-
-/// Whether any of the eight bytes in `x` is `"` or `\\`.
-fn quote_or_backslash(x: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let zero = |y: u64| y.wrapping_sub(ONES) & !y & HIGHS;
-    zero(x ^ (ONES * b'"' as u64)) | zero(x ^ (ONES * b'\\' as u64)) != 0
+        crate::codec::ScanError::StringTooLong { limit, offset } => {
+            DecodeError::StringTooLong { limit, offset }
+        }
+        crate::codec::ScanError::TooManyElements { limit, offset } => {
+            DecodeError::TooManyElements { limit, offset }
+        }
+    })
 }
 
 fn json_offset(text: &str, e: &serde_json::Error) -> usize {

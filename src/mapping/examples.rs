@@ -270,6 +270,8 @@ pub fn error_code(e: &DecodeError) -> &'static str {
         DecodeError::Entity { .. } => "entity",
         DecodeError::TooDeep { .. } | DecodeError::NestedTooDeep => "too_deep",
         DecodeError::StringTooLong { .. } => "string_too_long",
+        DecodeError::TooManyAttributes { .. } => "too_many_attributes",
+        DecodeError::TooManyElements { .. } => "too_many_elements",
         DecodeError::TooManyRecords { .. } => "too_many_records",
         DecodeError::Empty => "empty",
         DecodeError::NoMapping(_) | DecodeError::NoRecords(_) => "no_mapping",

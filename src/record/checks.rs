@@ -189,6 +189,37 @@ pub fn date(s: &str) -> Result<(), &'static str> {
     }
 }
 
+/// The first character text may not hold, with its place (in characters): C0 and C1
+/// control characters other than tab, line feed and carriage return (which free text
+/// legitimately holds), DEL, and the invisible bidirectional controls that make text
+/// display other than it reads (U+202A–U+202E overrides and embeddings, U+2066–U+2069
+/// isolates, U+200E/U+200F/U+061C marks).
+pub fn forbidden_char(s: &str) -> Option<(usize, char)> {
+    // Most text is printable ASCII or CJK: one pass over the bytes finds the
+    // candidates (a control byte, or the lead bytes of the characters above).
+    let b = s.as_bytes();
+    if !b
+        .iter()
+        .any(|&c| c < 0x20 || c == 0x7f || c == 0xc2 || c == 0xd8 || c == 0xe2)
+    {
+        return None;
+    }
+    s.chars().enumerate().find(|(_, c)| {
+        matches!(c,
+            '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{7f}'..='\u{9f}'
+            | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            | '\u{200e}' | '\u{200f}' | '\u{61c}')
+    })
+}
+
+/// The default syntax of case numbers and other identifiers: letters, digits and
+/// `-`, `_`, `.`, 1 to 64 of them.
+pub fn plain_identifier(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +246,23 @@ mod tests {
         assert_eq!(org_code("8R1PEH3X3"), Ok(()));
         assert_eq!(org_code("8R1PEH3X-3"), Ok(()));
         assert!(org_code("8R1PEH3X4").is_err());
+    }
+
+    #[test]
+    fn control_and_bidi_characters_are_found() {
+        assert_eq!(forbidden_char("营业执照 line\nbreak\ttab\r"), None);
+        assert_eq!(forbidden_char("a\u{0}b"), Some((1, '\u{0}')));
+        assert_eq!(forbidden_char("许可\u{202e}gpj.exe"), Some((2, '\u{202e}')));
+        assert_eq!(forbidden_char("x\u{85}"), Some((1, '\u{85}')));
+        assert_eq!(forbidden_char("\u{2067}"), Some((0, '\u{2067}')));
+        // Characters sharing those lead bytes are fine.
+        assert_eq!(forbidden_char("é ‘quoted’ … €"), None);
+        assert!(plain_identifier("350205260401000123"));
+        assert!(plain_identifier("SD-JN-2026_0000918.v2"));
+        assert!(!plain_identifier(""));
+        assert!(!plain_identifier(&"9".repeat(65)));
+        assert!(!plain_identifier("1; DROP TABLE records"));
+        assert!(!plain_identifier("办件123"));
     }
 
     #[test]

@@ -233,6 +233,18 @@ impl Record {
                     "empty values are left out, never sent as empty strings".into(),
                 ));
             }
+            if let Some((path, at, c)) = forbidden_in(key, value)
+                .or_else(|| checks::forbidden_char(key).map(|(at, c)| (key.to_string(), at, c)))
+            {
+                errors.push(e(
+                    &path,
+                    "control_char",
+                    format!(
+                        "holds U+{:04X} at character {at}: control characters and bidirectional overrides are refused (line breaks and tabs are kept)",
+                        c as u32
+                    ),
+                ));
+            }
         }
         if let Some(kind) = kind {
             schema::validate(kind, &mut fields, index, None, &mut errors, known);
@@ -323,6 +335,40 @@ impl Record {
 
     pub fn to_json(&self) -> String {
         self.fields.to_json()
+    }
+}
+
+/// The first forbidden character ([`checks::forbidden_char`]) in a value or the keys
+/// and values inside it: the field's dotted path, the character's place, the char.
+fn forbidden_in(path: &str, v: &Val) -> Option<(String, usize, char)> {
+    // The path is only built for a value that holds one (this runs for every value).
+    fn any(v: &Val) -> bool {
+        match v {
+            Val::Str(s) => checks::forbidden_char(s).is_some(),
+            Val::Arr(items) => items.iter().any(any),
+            Val::Obj(m) => m
+                .iter()
+                .any(|(k, item)| checks::forbidden_char(k).is_some() || any(item)),
+            _ => false,
+        }
+    }
+    if !any(v) {
+        return None;
+    }
+    match v {
+        Val::Str(s) => checks::forbidden_char(s).map(|(at, c)| (path.to_string(), at, c)),
+        Val::Arr(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| forbidden_in(&format!("{path}[{i}]"), item)),
+        Val::Obj(m) => m.iter().find_map(|(k, item)| {
+            let inner = format!("{path}.{k}");
+            match checks::forbidden_char(k) {
+                Some((at, c)) => Some((inner, at, c)),
+                None => forbidden_in(&inner, item),
+            }
+        }),
+        _ => None,
     }
 }
 

@@ -189,13 +189,14 @@ impl Puller {
         let kind = s.kind;
         let admitted = self
             .intake
-            .admit(
+            .admit_async(
                 &self.node,
                 kind,
-                &answer.body,
-                answer.content_type.as_deref(),
+                answer.body.clone(),
+                answer.content_type.clone(),
                 Admission::Page,
             )
+            .await
             .map_err(|e| SyncError::BadAnswer {
                 url: answer.url.clone(),
                 reason: format!("{}: {}", e.code, e.message),
@@ -333,6 +334,7 @@ impl Puller {
             body: answer.body,
             records,
             pull: Some(advance),
+            grants: crate::intake::grants(&self.intake.config, &self.node),
         };
         match self.intake.commit(msg).await? {
             AcceptOutcome::Accepted(resp) | AcceptOutcome::Replayed(resp) => {
@@ -345,9 +347,11 @@ impl Puller {
                     .increment(new as u64);
                 Ok(new)
             }
-            AcceptOutcome::Stale(_) | AcceptOutcome::TokenReplayed => Err(SyncError::Other(
-                "the store refused a pulled page as if it were pushed".into(),
-            )),
+            AcceptOutcome::Stale(_) | AcceptOutcome::TokenReplayed | AcceptOutcome::NotParty(_) => {
+                Err(SyncError::Other(
+                    "the store refused a pulled page as if it were pushed".into(),
+                ))
+            }
         }
     }
 }

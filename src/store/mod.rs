@@ -115,6 +115,9 @@ pub trait Store: Send + Sync {
     fn accept(&self, msg: NewMessage) -> StoreFuture<'_, AcceptOutcome>;
     /// Append an audit event on its own (a refused request, a config load, an export).
     fn audit(&self, event: Event) -> StoreFuture<'_, ()>;
+    /// Record a token's `jti` for a node that takes each token once: `false` when the
+    /// node's `jti` was seen before (kept until the token expires).
+    fn claim_token(&self, token: TokenUse) -> StoreFuture<'_, bool>;
     /// After the events up to `through_seq` were written to an archive file: remove
     /// them from the live log, remember where the chain stands, and append `event`.
     fn archive_audit(
@@ -145,6 +148,8 @@ pub trait Store: Send + Sync {
     fn ping(&self) -> StoreFuture<'_, ()>;
     fn message(&self, id: &str) -> StoreFuture<'_, Option<MessageView>>;
     fn case(&self, case_no: &str) -> StoreFuture<'_, Vec<RecordView>>;
+    /// Where `node` stands with a case: party, someone else's, or no such case.
+    fn case_standing(&self, case_no: &str, node: &str) -> StoreFuture<'_, CaseStanding>;
     fn deliveries(&self, filter: DeliveryFilter) -> StoreFuture<'_, Vec<DeliveryView>>;
     fn queue_depths(&self) -> StoreFuture<'_, Vec<QueueDepth>>;
     /// Flush and stop accepting work.

@@ -6,7 +6,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    AcceptResponse, Completion, DeliveryResult, NewMessage, NewRecord, RecordReceipt, StaleRecord,
+    AcceptResponse, CaseStanding, Completion, DeliveryResult, NewMessage, NewRecord, NotParty,
+    RecordReceipt, StaleRecord,
 };
 use crate::event::{Event, EventKind};
 use crate::hash::sha256_hex;
@@ -17,6 +18,11 @@ pub enum AcceptPlan {
     /// Refuse the whole body; append `event` only.
     Stale {
         stale: Vec<StaleRecord>,
+        event: Event,
+    },
+    /// Refuse the whole body: records for cases the sender is not a party of.
+    NotParty {
+        records: Vec<NotParty>,
         event: Event,
     },
     /// Store it: `statuses[i]` is `accepted` or `duplicate` for record `i`.
@@ -40,13 +46,59 @@ pub enum AcceptPlan {
 /// A pushed body with a stale record is refused whole (the sender can fix it); in a
 /// pulled page a stale record is stored as `stale` and not delivered, so that one
 /// old record on the other side cannot stop the source.
-pub fn accept(msg: &NewMessage, stored: &[Option<i64>], unchanged: &[bool]) -> AcceptPlan {
+///
+/// `standing[i]` is where the sender stands with record `i`'s case. A record for a
+/// case it is not a party of (and its grants do not cover) refuses a pushed body
+/// whole; in a pulled page it is left out as `not_party`.
+pub fn accept(
+    msg: &NewMessage,
+    stored: &[Option<i64>],
+    unchanged: &[bool],
+    standing: &[CaseStanding],
+) -> AcceptPlan {
     let mut statuses = Vec::with_capacity(msg.records.len());
     let mut stale = Vec::new();
     let pulled = msg.pull.is_some();
+    let outsider = |i: usize| match standing.get(i) {
+        Some(CaseStanding::Other { region, item_code }) => {
+            !msg.grants.cover(region.as_deref(), item_code.as_deref())
+        }
+        _ => false,
+    };
+    let strangers: Vec<NotParty> = msg
+        .records
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| outsider(*i))
+        .map(|(_, r)| NotParty {
+            index: r.index,
+            case_no: r.case_no.clone(),
+        })
+        .collect();
+    if !strangers.is_empty() && !pulled {
+        let mut event = Event::new(msg.received_at_ms, EventKind::AuthorizationRefused);
+        event.node = Some(msg.source.clone());
+        event.message_id = Some(msg.id.clone());
+        event.case_no = strangers.first().map(|s| s.case_no.clone());
+        event.detail = json!({
+            "status": 403,
+            "code": "not_a_party",
+            "message": "records for cases the node did not open, is not routed and is not granted by its config",
+            "body_sha256": msg.body_sha256,
+            "records": strangers,
+        });
+        return AcceptPlan::NotParty {
+            records: strangers,
+            event,
+        };
+    }
     // Records earlier in the same body count as stored.
     let mut seen: Vec<(&NewRecord, i64)> = Vec::new();
     for (i, (r, stored)) in msg.records.iter().zip(stored).enumerate() {
+        if outsider(i) {
+            statuses.push("not_party");
+            continue;
+        }
         let Some(v) = r.version else {
             let same = unchanged.get(i).copied().unwrap_or(false)
                 || (pulled
@@ -370,5 +422,5 @@ pub fn parse_flags(column: Option<&str>) -> Vec<String> {
 
 /// Whether a record of `msg` with this status is written (pulled duplicates are not).
 pub fn stored(msg: &NewMessage, status: &str) -> bool {
-    msg.pull.is_none() || status != "duplicate"
+    status != "not_party" && (msg.pull.is_none() || status != "duplicate")
 }

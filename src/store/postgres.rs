@@ -20,10 +20,11 @@ use tokio_postgres::{Client, Row, Statement, Transaction};
 use super::pg_tls::{Connector, SslMode};
 
 use super::{
-    AcceptOutcome, AcceptResponse, AuditFilter, AuditMeta, CatalogueChange, CatalogueItem,
-    Completion, DeliveryFilter, DeliveryResult, DeliveryState, DeliveryView, Exchange, Exchanged,
-    LeaseRequest, LeasedDelivery, MessageView, NewMessage, OpenMode, PullAdvance, QueueDepth,
-    RecordView, Store, StoreError, StoreFuture, StoreOptions, SyncControl, SyncSource, plan,
+    AcceptOutcome, AcceptResponse, AuditFilter, AuditMeta, CaseStanding, CatalogueChange,
+    CatalogueItem, Completion, DeliveryFilter, DeliveryResult, DeliveryState, DeliveryView,
+    Exchange, Exchanged, LeaseRequest, LeasedDelivery, MessageView, NewMessage, NewRecord,
+    OpenMode, PullAdvance, QueueDepth, RecordView, Store, StoreError, StoreFuture, StoreOptions,
+    SyncControl, SyncSource, TokenUse, plan,
 };
 use crate::event::{self, AuditRow, Event};
 use crate::hash::HashAlg;
@@ -178,12 +179,33 @@ CREATE INDEX records_source_time ON records (source, received_at);
 CREATE INDEX deliveries_dest_created ON deliveries (destination, created_at);
 CREATE INDEX deliveries_dest_delivered ON deliveries (destination, delivered_at);
 "#,
+    r#"
+CREATE TABLE cases (
+    case_no TEXT PRIMARY KEY,
+    opened_by TEXT NOT NULL,
+    region TEXT,
+    item_code TEXT,
+    opened_at BIGINT NOT NULL
+);
+CREATE TABLE case_parties (
+    case_no TEXT NOT NULL,
+    node TEXT NOT NULL,
+    PRIMARY KEY (case_no, node)
+);
+INSERT INTO cases (case_no, opened_by, region, item_code, opened_at)
+    SELECT DISTINCT ON (case_no) case_no, source, canonical::jsonb ->> 'region',
+           canonical::jsonb ->> 'item_code', received_at
+    FROM records ORDER BY case_no, id
+    ON CONFLICT DO NOTHING;
+INSERT INTO case_parties (case_no, node) SELECT DISTINCT case_no, source FROM records ON CONFLICT DO NOTHING;
+INSERT INTO case_parties (case_no, node) SELECT DISTINCT case_no, destination FROM deliveries ON CONFLICT DO NOTHING;
+"#,
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Job {
-    Accept(NewMessage, Reply<AcceptOutcome>),
+    Accept(Box<NewMessage>, Reply<AcceptOutcome>),
     Audit(Event, Reply<()>),
     ArchiveAudit(i64, String, Event, Reply<()>),
     /// Record finished attempts (leases run outside the writer).
@@ -492,6 +514,9 @@ struct Stmts {
     delivered: Statement,
     retry: Statement,
     dead: Statement,
+    case_get: Statement,
+    case_open: Statement,
+    case_party: Statement,
 }
 
 const RETURNING_COMPLETED: &str =
@@ -514,6 +539,23 @@ impl Stmts {
                 .await?,
             version_get: c
                 .prepare("SELECT version FROM record_versions WHERE source = $1 AND kind = $2 AND identity = $3")
+                .await?,
+            case_get: c
+                .prepare(
+                    "SELECT c.region, c.item_code,
+                            EXISTS (SELECT 1 FROM case_parties p WHERE p.case_no = c.case_no AND p.node = $2)
+                     FROM cases c WHERE c.case_no = $1",
+                )
+                .await?,
+            case_open: c
+                .prepare(
+                    "INSERT INTO cases (case_no, opened_by, region, item_code, opened_at) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (case_no) DO UPDATE SET region = coalesce(cases.region, excluded.region),
+                                                         item_code = coalesce(cases.item_code, excluded.item_code)",
+                )
+                .await?,
+            case_party: c
+                .prepare("INSERT INTO case_parties (case_no, node) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .await?,
             latest_sha: c
                 .prepare(
@@ -871,7 +913,7 @@ async fn run_job(
     }
     match job {
         Job::Accept(msg, reply) => {
-            in_savepoint!(reply, |sp, ch| accept(sp, st, ch, msg, retain).await)
+            in_savepoint!(reply, |sp, ch| accept(sp, st, ch, *msg, retain).await)
         }
         Job::Audit(e, reply) => in_savepoint!(reply, |_sp, ch| ch.push(e)),
         Job::ArchiveAudit(through, sha, e, reply) => {
@@ -1199,7 +1241,37 @@ async fn accept(
             _ => Ok(false),
         }
     }));
-    let ((prior, stored), unchanged) = try_join(try_join(prior, lookups), same).await?;
+    // Where the sender stands with each case (a case named twice is asked once).
+    let cases = try_join_all(msg.records.iter().enumerate().map(|(i, r)| async move {
+        if msg.records[..i].iter().any(|e| e.case_no == r.case_no) {
+            return Ok(None);
+        }
+        tx.query_opt(&st.case_get, &[&r.case_no, &msg.source])
+            .await
+            .map(|row| {
+                Some(match row {
+                    None => CaseStanding::New,
+                    Some(row) if row.get::<_, bool>(2) => CaseStanding::Party,
+                    Some(row) => CaseStanding::Other {
+                        region: row.get(0),
+                        item_code: row.get(1),
+                    },
+                })
+            })
+    }));
+    let (((prior, stored), unchanged), cases) =
+        try_join(try_join(try_join(prior, lookups), same), cases).await?;
+    let mut standing: Vec<CaseStanding> = Vec::with_capacity(cases.len());
+    for (i, c) in cases.into_iter().enumerate() {
+        let first = msg.records[..i]
+            .iter()
+            .position(|e| e.case_no == msg.records[i].case_no);
+        standing.push(match (c, first) {
+            (Some(c), _) => c,
+            (None, Some(j)) => standing[j].clone(),
+            (None, None) => CaseStanding::New,
+        });
+    }
     if let Some(row) = prior {
         let resp: String = row.get(0);
         let parsed: AcceptResponse = serde_json::from_str(&resp)
@@ -1207,19 +1279,23 @@ async fn accept(
         return Ok(AcceptOutcome::Replayed(parsed));
     }
     // A stale record refuses the whole body.
-    let (statuses, response, response_json, received) = match plan::accept(msg, &stored, &unchanged)
-    {
-        plan::AcceptPlan::Stale { stale, event } => {
-            chain.push(event)?;
-            return Ok(AcceptOutcome::Stale(stale));
-        }
-        plan::AcceptPlan::Store {
-            statuses,
-            response,
-            response_json,
-            received,
-        } => (statuses, response, response_json, received),
-    };
+    let (statuses, response, response_json, received) =
+        match plan::accept(msg, &stored, &unchanged, &standing) {
+            plan::AcceptPlan::Stale { stale, event } => {
+                chain.push(event)?;
+                return Ok(AcceptOutcome::Stale(stale));
+            }
+            plan::AcceptPlan::NotParty { records, event } => {
+                chain.push(event)?;
+                return Ok(AcceptOutcome::NotParty(records));
+            }
+            plan::AcceptPlan::Store {
+                statuses,
+                response,
+                response_json,
+                received,
+            } => (statuses, response, response_json, received),
+        };
     if let Some(adv) = &msg.pull {
         let new_records = statuses.iter().filter(|s| **s == "accepted").count() as i64;
         advance(tx, chain, adv, new_records).await?;
@@ -1347,6 +1423,45 @@ async fn accept(
         try_join(records, try_join(versions, deliveries)),
     )
     .await?;
+    // New cases are opened; the sender and the destinations become parties.
+    let mut party_rows: Vec<(&str, &str)> = Vec::new();
+    let mut open_rows: Vec<&NewRecord> = Vec::new();
+    for ((r, status), st) in msg.records.iter().zip(&statuses).zip(&standing) {
+        if !plan::stored(msg, status) {
+            continue;
+        }
+        if *st != CaseStanding::Party {
+            open_rows.push(r);
+            party_rows.push((&r.case_no, &msg.source));
+        }
+        if *status == "accepted" {
+            party_rows.extend(
+                r.destinations
+                    .iter()
+                    .map(|d| (r.case_no.as_str(), d.as_str())),
+            );
+        }
+    }
+    party_rows.sort_unstable();
+    party_rows.dedup();
+    let opens = try_join_all(open_rows.iter().map(|r| async move {
+        tx.execute(
+            &st.case_open,
+            &[
+                &r.case_no,
+                &msg.source,
+                &r.region,
+                &r.item_code,
+                &msg.received_at_ms,
+            ],
+        )
+        .await
+    }));
+    let parties =
+        try_join_all(party_rows.iter().map(|(case_no, node)| async move {
+            tx.execute(&st.case_party, &[case_no, node]).await
+        }));
+    try_join(opens, parties).await?;
     chain.push(received)?;
     for (r, status) in msg.records.iter().zip(&statuses) {
         if !plan::stored(msg, status) {
@@ -1566,11 +1681,26 @@ async fn records_where(c: &Client, clause: &str, arg: &str) -> Result<Vec<Record
 
 impl Store for PostgresStore {
     fn accept(&self, msg: NewMessage) -> StoreFuture<'_, AcceptOutcome> {
-        self.submit(|r| Job::Accept(msg, r))
+        self.submit(|r| Job::Accept(Box::new(msg), r))
     }
 
     fn audit(&self, event: Event) -> StoreFuture<'_, ()> {
         self.submit(|r| Job::Audit(event, r))
+    }
+
+    fn claim_token(&self, token: TokenUse) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let c = self.reader().await?;
+            // One statement: atomic across instances (the key is (node, jti)).
+            let n = c
+                .execute(
+                    "INSERT INTO token_ids (node, jti, token_sha256, exp) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[&token.node, &token.jti, &token.token_sha256, &token.exp_ms],
+                )
+                .await?;
+            Ok(n == 1)
+        })
     }
 
     fn archive_audit(
@@ -1760,6 +1890,29 @@ impl Store for PostgresStore {
         Box::pin(
             async move { records_where(&*self.reader().await?, "case_no = $1", &case_no).await },
         )
+    }
+
+    fn case_standing(&self, case_no: &str, node: &str) -> StoreFuture<'_, CaseStanding> {
+        let (case_no, node) = (case_no.to_string(), node.to_string());
+        Box::pin(async move {
+            let c = self.reader().await?;
+            let row = c
+                .query_opt(
+                    "SELECT c.region, c.item_code,
+                            EXISTS (SELECT 1 FROM case_parties p WHERE p.case_no = c.case_no AND p.node = $2)
+                     FROM cases c WHERE c.case_no = $1",
+                    &[&case_no, &node],
+                )
+                .await?;
+            Ok(match row {
+                None => CaseStanding::New,
+                Some(row) if row.get::<_, bool>(2) => CaseStanding::Party,
+                Some(row) => CaseStanding::Other {
+                    region: row.get(0),
+                    item_code: row.get(1),
+                },
+            })
+        })
     }
 
     fn deliveries(&self, f: DeliveryFilter) -> StoreFuture<'_, Vec<DeliveryView>> {

@@ -15,10 +15,11 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AcceptOutcome, AcceptResponse, AuditFilter, AuditMeta, CatalogueChange, CatalogueItem,
-    Completion, DeliveryFilter, DeliveryResult, DeliveryState, DeliveryView, Exchange, Exchanged,
-    LeaseRequest, LeasedDelivery, MessageView, NewMessage, OpenMode, PullAdvance, QueueDepth,
-    RecordView, Store, StoreError, StoreFuture, StoreOptions, SyncControl, SyncSource, plan,
+    AcceptOutcome, AcceptResponse, AuditFilter, AuditMeta, CaseStanding, CatalogueChange,
+    CatalogueItem, Completion, DeliveryFilter, DeliveryResult, DeliveryState, DeliveryView,
+    Exchange, Exchanged, LeaseRequest, LeasedDelivery, MessageView, NewMessage, OpenMode,
+    PullAdvance, QueueDepth, RecordView, Store, StoreError, StoreFuture, StoreOptions, SyncControl,
+    SyncSource, TokenUse, plan,
 };
 use crate::event::{self, AuditRow, Event};
 use crate::hash::{HashAlg, parse_hash};
@@ -160,12 +161,31 @@ CREATE INDEX records_source_time ON records (source, received_at);
 CREATE INDEX deliveries_dest_created ON deliveries (destination, created_at);
 CREATE INDEX deliveries_dest_delivered ON deliveries (destination, delivered_at);
 "#,
+    r#"
+CREATE TABLE cases (
+    case_no TEXT PRIMARY KEY,
+    opened_by TEXT NOT NULL,
+    region TEXT,
+    item_code TEXT,
+    opened_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE case_parties (
+    case_no TEXT NOT NULL,
+    node TEXT NOT NULL,
+    PRIMARY KEY (case_no, node)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO cases (case_no, opened_by, region, item_code, opened_at)
+    SELECT case_no, source, json_extract(canonical, '$.region'), json_extract(canonical, '$.item_code'), received_at
+    FROM records ORDER BY id;
+INSERT OR IGNORE INTO case_parties (case_no, node) SELECT DISTINCT case_no, source FROM records;
+INSERT OR IGNORE INTO case_parties (case_no, node) SELECT DISTINCT case_no, destination FROM deliveries;
+"#,
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Job {
-    Accept(NewMessage, Reply<AcceptOutcome>),
+    Accept(Box<NewMessage>, Reply<AcceptOutcome>),
     Audit(Event, Reply<()>),
     ArchiveAudit(i64, String, Event, Reply<()>),
     Exchange(Vec<Completion>, Option<LeaseRequest>, Reply<Exchange>),
@@ -179,6 +199,7 @@ enum Job {
     SyncControl(String, SyncControl, Event, Reply<SyncSource>),
     CatalogueReplace(String, Vec<CatalogueItem>, i64, Reply<CatalogueChange>),
     Requeue(Vec<i64>, i64, Event, Reply<usize>),
+    ClaimToken(TokenUse, Reply<bool>),
 }
 
 /// The arguments of [`Store::sync_take`].
@@ -515,6 +536,7 @@ impl Job {
             Job::SyncControl(_, _, _, r) => drop(r.send(Err(e()))),
             Job::CatalogueReplace(_, _, _, r) => drop(r.send(Err(e()))),
             Job::Requeue(_, _, _, r) => drop(r.send(Err(e()))),
+            Job::ClaimToken(_, r) => drop(r.send(Err(e()))),
         }
     }
 }
@@ -522,7 +544,7 @@ impl Job {
 fn run_job(conn: &Connection, chain: &mut Chain, job: Job, retain_payloads: bool) -> Finish {
     match job {
         Job::Accept(msg, reply) => in_savepoint(conn, chain, reply, |c, ch| {
-            accept(c, ch, msg, retain_payloads)
+            accept(c, ch, *msg, retain_payloads)
         }),
         Job::Audit(e, reply) => in_savepoint(conn, chain, reply, |c, ch| ch.append(c, &e)),
         Job::ArchiveAudit(through, sha, e, reply) => in_savepoint(conn, chain, reply, |c, ch| {
@@ -570,6 +592,15 @@ fn run_job(conn: &Connection, chain: &mut Chain, job: Job, retain_payloads: bool
             in_savepoint(conn, chain, reply, |c, ch| retry_dead(c, ch, id, at))
         }
         Job::Ping(reply) => in_savepoint(conn, chain, reply, |_, _| Ok(())),
+        Job::ClaimToken(t, reply) => in_savepoint(conn, chain, reply, |c, _| {
+            let n = c
+                .prepare_cached(
+                    "INSERT INTO token_ids (node, jti, token_sha256, exp) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![t.node, t.jti, t.token_sha256, t.exp_ms])?;
+            Ok(n == 1)
+        }),
         Job::Close(reply) => Box::new(move |_| drop(reply.send(Ok(())))),
         Job::SyncTake(t, reply) => in_savepoint(conn, chain, reply, |c, _| sync_take(c, &t)),
         Job::SyncAdvance(adv, reply) => {
@@ -868,11 +899,16 @@ fn accept(
             });
         }
     }
+    let standing = standing(conn, &msg)?;
     let (statuses, response, response_json, received) =
-        match plan::accept(&msg, &stored, &unchanged) {
+        match plan::accept(&msg, &stored, &unchanged, &standing) {
             plan::AcceptPlan::Stale { stale, event } => {
                 chain.append(conn, &event)?;
                 return Ok(AcceptOutcome::Stale(stale));
+            }
+            plan::AcceptPlan::NotParty { records, event } => {
+                chain.append(conn, &event)?;
+                return Ok(AcceptOutcome::NotParty(records));
             }
             plan::AcceptPlan::Store {
                 statuses,
@@ -973,7 +1009,78 @@ fn accept(
         }
         chain.append(conn, &plan::routed_event(&msg, r))?;
     }
+    join_cases(conn, &msg, &statuses, &standing)?;
     Ok(AcceptOutcome::Accepted(response))
+}
+
+/// Where the sender stands with the case of each record.
+fn standing(conn: &Connection, msg: &NewMessage) -> Result<Vec<CaseStanding>, StoreError> {
+    let mut case = conn.prepare_cached(
+        "SELECT c.region, c.item_code,
+                EXISTS (SELECT 1 FROM case_parties p WHERE p.case_no = c.case_no AND p.node = ?2)
+         FROM cases c WHERE c.case_no = ?1",
+    )?;
+    let mut out: Vec<CaseStanding> = Vec::with_capacity(msg.records.len());
+    for (i, r) in msg.records.iter().enumerate() {
+        // A case named twice in one body is looked up once.
+        if let Some(j) = msg.records[..i].iter().position(|e| e.case_no == r.case_no) {
+            out.push(out[j].clone());
+            continue;
+        }
+        let found = case
+            .query_row(params![r.case_no, msg.source], |row| {
+                Ok(if row.get::<_, bool>(2)? {
+                    CaseStanding::Party
+                } else {
+                    CaseStanding::Other {
+                        region: row.get(0)?,
+                        item_code: row.get(1)?,
+                    }
+                })
+            })
+            .optional()?;
+        out.push(found.unwrap_or(CaseStanding::New));
+    }
+    Ok(out)
+}
+
+/// Open the new cases of a stored message, and make its sender and the
+/// destinations of its records parties of theirs.
+fn join_cases(
+    conn: &Connection,
+    msg: &NewMessage,
+    statuses: &[&str],
+    standing: &[CaseStanding],
+) -> Result<(), StoreError> {
+    let mut open = conn.prepare_cached(
+        "INSERT INTO cases (case_no, opened_by, region, item_code, opened_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (case_no) DO UPDATE SET region = coalesce(cases.region, excluded.region),
+                                             item_code = coalesce(cases.item_code, excluded.item_code)",
+    )?;
+    let mut party = conn.prepare_cached(
+        "INSERT INTO case_parties (case_no, node) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+    )?;
+    for ((r, status), st) in msg.records.iter().zip(statuses).zip(standing) {
+        if !plan::stored(msg, status) {
+            continue;
+        }
+        if *st != CaseStanding::Party {
+            open.execute(params![
+                r.case_no,
+                msg.source,
+                r.region,
+                r.item_code,
+                msg.received_at_ms
+            ])?;
+            party.execute(params![r.case_no, msg.source])?;
+        }
+        if *status == "accepted" {
+            for d in &r.destinations {
+                party.execute(params![r.case_no, d])?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn lease(
@@ -1192,11 +1299,15 @@ fn records_where(
 
 impl Store for SqliteStore {
     fn accept(&self, msg: NewMessage) -> StoreFuture<'_, AcceptOutcome> {
-        self.submit(|r| Job::Accept(msg, r))
+        self.submit(|r| Job::Accept(Box::new(msg), r))
     }
 
     fn audit(&self, event: Event) -> StoreFuture<'_, ()> {
         self.submit(|r| Job::Audit(event, r))
+    }
+
+    fn claim_token(&self, token: TokenUse) -> StoreFuture<'_, bool> {
+        self.submit(|r| Job::ClaimToken(token, r))
     }
 
     fn archive_audit(
@@ -1277,6 +1388,29 @@ impl Store for SqliteStore {
     fn case(&self, case_no: &str) -> StoreFuture<'_, Vec<RecordView>> {
         let case_no = case_no.to_string();
         self.read(move |c| records_where(c, "case_no = ?1", &case_no))
+    }
+
+    fn case_standing(&self, case_no: &str, node: &str) -> StoreFuture<'_, CaseStanding> {
+        let (case_no, node) = (case_no.to_string(), node.to_string());
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT c.region, c.item_code,
+                        EXISTS (SELECT 1 FROM case_parties p WHERE p.case_no = c.case_no AND p.node = ?2)
+                 FROM cases c WHERE c.case_no = ?1",
+            )?
+            .query_row(params![case_no, node], |row| {
+                Ok(if row.get::<_, bool>(2)? {
+                    CaseStanding::Party
+                } else {
+                    CaseStanding::Other {
+                        region: row.get(0)?,
+                        item_code: row.get(1)?,
+                    }
+                })
+            })
+            .optional()?
+            .unwrap_or(CaseStanding::New))
+        })
     }
 
     fn deliveries(&self, f: DeliveryFilter) -> StoreFuture<'_, Vec<DeliveryView>> {

@@ -20,6 +20,46 @@ pub struct TokenUse {
     pub exp_ms: i64,
 }
 
+/// The cases a sender may add to without being a party of them: those its config
+/// grants it by region or item-code prefix (`accept.regions`, `accept.item_codes`;
+/// an empty list grants nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    pub regions: Vec<String>,
+    pub item_codes: Vec<String>,
+}
+
+impl Grants {
+    /// Whether a case of this region and item is granted.
+    pub fn cover(&self, region: Option<&str>, item_code: Option<&str>) -> bool {
+        let prefixed = |list: &[String], v: Option<&str>| {
+            v.is_some_and(|v| list.iter().any(|p| v.starts_with(p.as_str())))
+        };
+        prefixed(&self.regions, region) || prefixed(&self.item_codes, item_code)
+    }
+}
+
+/// Where a node stands with a case, as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaseStanding {
+    /// There is no such case yet: the node opens it.
+    New,
+    /// The node opened it, sent records to it, or receives its records.
+    Party,
+    /// Someone else's case, of this region and item.
+    Other {
+        region: Option<String>,
+        item_code: Option<String>,
+    },
+}
+
+/// A record refused because its case belongs to others.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NotParty {
+    pub index: usize,
+    pub case_no: String,
+}
+
 /// One record of a message, checked and routed, ready to store.
 #[derive(Debug, Clone)]
 pub struct NewRecord {
@@ -38,6 +78,10 @@ pub struct NewRecord {
     pub destinations: Vec<String>,
     /// Warnings the record was accepted with (`item_unknown`, `item_withdrawn`).
     pub flags: Vec<String>,
+    /// The case's region and item, as this record gives them (kept with the case,
+    /// for the grants of nodes that are not its parties).
+    pub region: Option<String>,
+    pub item_code: Option<String>,
 }
 
 /// A message as received, with its records.
@@ -58,6 +102,8 @@ pub struct NewMessage {
     /// For a page pulled from a source: the cursor it advances, in the same
     /// transaction as the records it covers.
     pub pull: Option<PullAdvance>,
+    /// The cases the sender may add to without being their party.
+    pub grants: Grants,
 }
 
 /// What the sender is told: stored with the message, so a repeat gets it again.
@@ -98,6 +144,9 @@ pub enum AcceptOutcome {
     Stale(Vec<StaleRecord>),
     /// The token's `jti` was already used by another token; nothing stored.
     TokenReplayed,
+    /// Refused whole: records for cases the sender is not a party of; nothing stored
+    /// but the audit event.
+    NotParty(Vec<NotParty>),
 }
 
 /// A delivery handed to a worker.

@@ -3,18 +3,21 @@
 //! a CA bundle, files reloaded when they change), the client certificate a request
 //! came with, and the client side: the one HTTP client builder every outbound call
 //! uses ([`http_client`]: deliveries, JWKS fetches, sync APIs), with a destination's
-//! extra CA roots and client certificate ([`client_builder`]).
+//! extra CA roots and client certificate ([`client_builder`]). The listener itself,
+//! plain or TLS, with its connection limits, is in [`serve`].
+
+mod serve;
+
+pub use serve::{ConnLimits, Cut, Peer, serve, serve_with};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{ClientTls, ServerTls};
 
@@ -158,6 +161,17 @@ impl Reloading {
 pub struct PeerCert(pub CertificateDer<'static>);
 
 impl PeerCert {
+    /// How audit events name the certificate: its DNS names and the start of its
+    /// SHA-256 thumbprint.
+    pub fn describe(&self) -> String {
+        use sha2::Digest;
+        let names: Vec<String> = webpki::EndEntityCert::try_from(&self.0)
+            .map(|c| c.valid_dns_names().take(4).map(str::to_string).collect())
+            .unwrap_or_default();
+        let sha = hex::encode(sha2::Sha256::digest(self.0.as_ref()));
+        format!("{} (sha256 {})", names.join(" "), &sha[..16])
+    }
+
     /// Whether the certificate is valid for one of `names` (DNS subjectAltName).
     pub fn valid_for(&self, names: &[String]) -> bool {
         let Ok(cert) = webpki::EndEntityCert::try_from(&self.0) else {
@@ -169,84 +183,6 @@ impl PeerCert {
                 .unwrap_or(false)
         })
     }
-}
-
-/// Serve `app` over TLS on `listener` until `stop`; each request carries the
-/// connection's client certificate (if any) as an `Option<PeerCert>` extension.
-pub fn serve(
-    listener: TcpListener,
-    app: axum::Router,
-    tls: Arc<Reloading>,
-    stop: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let every = Duration::from_secs(tls.tls.reload_seconds.max(1));
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut conns = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tick.tick() => tls.reload_if_changed(),
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                accepted = listener.accept() => {
-                    let Ok((tcp, _)) = accepted else { continue };
-                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-                    let app = app.clone();
-                    let stop = stop.clone();
-                    conns.spawn(async move {
-                        let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => return,
-                        };
-                        let peer = stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(|c| c.first())
-                            .map(|c| PeerCert(c.clone().into_owned()));
-                        let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                            let mut req = req.map(axum::body::Body::new);
-                            req.extensions_mut().insert(peer.clone());
-                            let app = app.clone();
-                            async move { tower::ServiceExt::oneshot(app, req).await }
-                        });
-                        // HTTP/2 when the client asked for it in the handshake (ALPN),
-                        // else HTTP/1.1; either way in-flight requests finish on stop.
-                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                        let io = hyper_util::rt::TokioIo::new(stream);
-                        macro_rules! run {
-                            ($conn:expr) => {{
-                                let conn = $conn;
-                                tokio::pin!(conn);
-                                tokio::select! {
-                                    _ = conn.as_mut() => {}
-                                    _ = stop.cancelled() => {
-                                        conn.as_mut().graceful_shutdown();
-                                        let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
-                                    }
-                                }
-                            }};
-                        }
-                        if h2 {
-                            run!(hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                                .serve_connection(io, service));
-                        } else {
-                            run!(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
-                        }
-                    });
-                }
-            }
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), async {
-            while conns.join_next().await.is_some() {}
-        })
-        .await;
-    })
 }
 
 /// A reqwest client builder on rustls with the pure-Rust `ring` provider (installed

@@ -15,6 +15,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+mod body;
+
+use crate::auth::refusals::{self, Refusals, Refused};
 use crate::auth::{self, token::Verifier};
 use crate::codec::Format;
 use crate::event::{Event, EventKind};
@@ -24,15 +27,19 @@ use crate::limits::SenderLimits;
 use crate::record::{FieldError, Kind, Record};
 use crate::store::{AcceptOutcome, NewMessage};
 use crate::time::now_ms;
-use crate::tls::PeerCert;
+use crate::tls::Peer;
 
-/// The push source: intake, the token verifier, the senders' rates, and the budget
-/// of requests decoded or committed at once.
+/// The push source: intake, the token verifier, the senders' rates, the refusals
+/// before a node is known, and the budgets of requests and body bytes in progress
+/// (the gateway's, and each node's share).
 pub struct HttpSource {
     pub intake: Arc<Intake>,
     pub tokens: Arc<Verifier>,
     pub limits: SenderLimits,
-    pub in_flight: Semaphore,
+    pub refusals: Arc<Refusals>,
+    in_flight: Semaphore,
+    node_slots: std::collections::HashMap<String, Semaphore>,
+    body_budget: Arc<Semaphore>,
 }
 
 /// One pushed request.
@@ -42,12 +49,36 @@ pub struct Push<'a> {
     /// `?partial=true`: store the valid records and report the rest.
     pub partial: bool,
     pub headers: &'a HeaderMap,
-    /// The TLS client certificate of the connection, if any.
-    pub peer: Option<&'a PeerCert>,
+    /// The connection: its address and TLS client certificate.
+    pub peer: Option<&'a Peer>,
     pub body: Body,
 }
 
 impl HttpSource {
+    pub fn new(intake: Arc<Intake>, tokens: Arc<Verifier>, refusals: Arc<Refusals>) -> HttpSource {
+        let config = intake.config.clone();
+        let l = &config.limits;
+        let node_slots = config
+            .nodes
+            .iter()
+            .filter_map(|(id, n)| {
+                let a = n.get_ref().accept.as_ref()?;
+                Some((id.clone(), Semaphore::new(l.node_share(a.max_in_flight))))
+            })
+            .collect();
+        HttpSource {
+            limits: SenderLimits::new(&config),
+            in_flight: Semaphore::new(l.max_in_flight),
+            node_slots,
+            body_budget: Arc::new(Semaphore::new(
+                l.max_in_flight_body_bytes.min(Semaphore::MAX_PERMITS),
+            )),
+            intake,
+            tokens,
+            refusals,
+        }
+    }
+
     /// Take one pushed body: the sender, its limits, the body, then
     /// [`Intake::admit`] and [`Intake::commit`]; `202` only after the commit.
     pub async fn receive(&self, push: Push<'_>) -> Result<Response, Refusal> {
@@ -60,35 +91,42 @@ impl HttpSource {
         } = push;
         let state = self;
         let started = Instant::now();
+        // A peer that spent its budget of refusals is turned away before any work.
+        if let Err(wait) = state.refusals.admit(peer) {
+            return Err(throttled(&state.refusals, peer, wait).await);
+        }
         let Ok(_permit) = state.in_flight.try_acquire() else {
-            let mut e = Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
+            return Err(overloaded(
                 "too many requests in progress; send again shortly",
-            );
-            e.retry_after = Some(1);
-            return Err(e);
+            ));
         };
-        let (node, token) =
-            match auth::identify(&state.intake.config, &state.tokens, headers, peer).await {
-                Ok(who) => (who.node, who.token),
-                Err(e) => {
-                    let mut ev = Event::new(now_ms(), EventKind::TokenRefused);
-                    ev.detail = json!({
-                        "status": 401,
-                        "code": "unauthenticated",
-                        "message": e.to_string(),
-                    });
-                    if let Err(err) = state.intake.store.audit(ev).await {
-                        tracing::error!(error = %err, "could not audit a refused request");
-                    }
-                    return Err(Refusal::new(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthenticated",
-                        e.to_string(),
-                    ));
-                }
-            };
+        let who = match auth::identify(
+            &state.intake.config,
+            &state.tokens,
+            headers,
+            peer.and_then(|p| p.cert.as_ref()),
+        )
+        .await
+        {
+            Ok(who) => who,
+            Err(e) => return Err(unauthenticated(&state.refusals, peer, &e).await),
+        };
+        if let Err(e) = auth::claim_once(&*state.intake.store, &who).await {
+            return Err(unauthenticated(&state.refusals, peer, &e).await);
+        }
+        let (node, token) = (who.node, who.token);
+        // The node's share of the in-flight budget: one node never holds the others' slots.
+        let _node_slot = match state.node_slots.get(&node).map(Semaphore::try_acquire) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(_)) => {
+                metrics::counter!("hallgate_records_rejected_total", "node" => node.clone(), "reason" => "node_busy")
+                    .increment(1);
+                return Err(overloaded(&format!(
+                    "node `{node}` has its share of requests in progress ([limits] max_in_flight_per_node); send again shortly"
+                )));
+            }
+            None => None,
+        };
         if let Err(wait) = state.limits.check(&node) {
             metrics::counter!("hallgate_records_rejected_total", "node" => node.clone(), "reason" => "rate_limited")
             .increment(1);
@@ -108,12 +146,11 @@ impl HttpSource {
             .map(str::to_string);
         let result =
         async {
-            if let Some(len) = headers
+            let declared = headers
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<usize>().ok())
-                && len > limits.max_body_bytes
-            {
+                .and_then(|v| v.parse::<usize>().ok());
+            if declared.is_some_and(|len| len > limits.max_body_bytes) {
                 return Err(too_large(limits.max_body_bytes));
             }
             if !state.intake.mappings.contains_key(&node) {
@@ -126,10 +163,9 @@ impl HttpSource {
                     )
                 })?;
             }
-            let bytes = axum::body::to_bytes(body, limits.max_body_bytes)
-                .await
-                .map_err(|_| too_large(limits.max_body_bytes))?;
-            let admitted = state.intake.admit(&node, kind, &bytes, content_type.as_deref(), Admission::Body)?;
+            let read = body::read(body, declared, limits, &state.body_budget).await?;
+            let bytes = read.bytes.clone();
+            let admitted = state.intake.admit_async(&node, kind, bytes.clone(), content_type.clone(), Admission::Body).await?;
             let Admitted { records, new_records, errors, rejected: rejected_records } = admitted;
             if !errors.is_empty() && (!partial || records.is_empty()) {
                 return Err(Refusal::new(
@@ -155,6 +191,7 @@ impl HttpSource {
                 body: bytes,
                 records: new_records,
                 pull: None,
+                grants: crate::intake::grants(&state.intake.config, &node),
             };
             let count = msg.records.len() as u64;
             match state.intake.commit(msg).await? {
@@ -188,6 +225,25 @@ impl HttpSource {
                     .insert("idempotent-replayed", HeaderValue::from_static("true"));
                 Ok(r)
             }
+            AcceptOutcome::NotParty(records) => Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "not_a_party",
+                "records for cases this node is not a party of; nothing was stored",
+            )
+            .with_details(
+                records
+                    .iter()
+                    .map(|r| FieldError {
+                        record: r.index,
+                        field: "case_no".into(),
+                        source_path: None,
+                        rule: "not_a_party".into(),
+                        message: format!(
+                            "node `{node}` did not open this case, is not routed its records and is not granted its region or item"
+                        ),
+                    })
+                    .collect(),
+            )),
             AcceptOutcome::TokenReplayed => Err(Refusal::new(
                 StatusCode::UNAUTHORIZED,
                 "token_replayed",
@@ -225,6 +281,7 @@ impl HttpSource {
             if e.status != StatusCode::SERVICE_UNAVAILABLE
                 && e.code != "stale_version"
                 && e.code != "token_replayed"
+                && e.code != "not_a_party"
             {
                 let kind = if e.status == StatusCode::FORBIDDEN {
                     EventKind::AuthorizationRefused
@@ -240,6 +297,8 @@ impl HttpSource {
                     "code": e.code,
                     "reasons": e.details,
                     "message": e.message,
+                    "peer": peer.map(|p| p.addr.to_string()),
+                    "client_cert": peer.and_then(|p| p.cert.as_ref()).map(|c| c.describe()),
                 });
                 if let Err(err) = state.intake.store.audit(ev).await {
                     tracing::error!(error = %err, "could not audit a rejection");
@@ -248,6 +307,39 @@ impl HttpSource {
         }
         result
     }
+}
+
+/// 503 with Retry-After.
+fn overloaded(message: &str) -> Refusal {
+    let mut e = Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message);
+    e.retry_after = Some(1);
+    e
+}
+
+/// 401, counted against the peer's refusal budget and audited (at once when the
+/// credentials named a node, else with the other refusals of that peer).
+pub async fn unauthenticated(
+    refusals: &Refusals,
+    peer: Option<&Peer>,
+    e: &auth::AuthError,
+) -> Refusal {
+    let mut r = Refused::of(peer, 401, "unauthenticated", e.to_string());
+    r.node = e.named_node().map(str::to_string);
+    refusals.refused(r).await;
+    Refusal::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
+}
+
+/// 429 before authentication: the peer spent its budget of refusals.
+pub async fn throttled(refusals: &Refusals, peer: Option<&Peer>, wait: u64) -> Refusal {
+    let message = format!(
+        "too many refused requests from this address; send again in {wait} s with valid credentials"
+    );
+    refusals
+        .refused(Refused::of(peer, 429, refusals::THROTTLED, message.clone()))
+        .await;
+    let mut e = Refusal::new(StatusCode::TOO_MANY_REQUESTS, refusals::THROTTLED, message);
+    e.retry_after = Some(wait.max(1));
+    e
 }
 
 /// The sender's `Idempotency-Key`, or, when every record carries a record id and a
