@@ -408,10 +408,16 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
     }
     print_account(&running, &cases, &halls, &name_of).await?;
     reconcile(&kept, &running).await?;
+    // Reads need a token too: one from the first case's sender, with the key the
+    // demo made for it.
+    let first = cases.first().map(String::as_str).unwrap_or("");
+    let sender = SAMPLES.first().map_or("zj-tonglu", |s| s.sender);
     println!(
-        "\nTry:  curl {0}/v1/cases/{1}   ·   curl {0}/metrics   ·   curl {0}/healthz",
+        "\nTry:  curl {0}/metrics   ·   curl {0}/healthz\n      T=$(hallgate token issue --node {2} --key {3}/keys/{2}.key.pem)\n      curl -H \"authorization: Bearer $T\" {0}/v1/cases/{1}",
         running.url(),
-        cases.first().map(String::as_str).unwrap_or("")
+        first,
+        sender,
+        data_dir.display()
     );
     if once {
         running.shutdown().await;

@@ -106,6 +106,46 @@ pub fn list(dir: &Path) -> Result<Vec<PathBuf>, AuditError> {
     Ok(files)
 }
 
+/// The events of one archive file, in order (its header skipped).
+pub struct Rows {
+    path: String,
+    lines: std::io::Lines<BufReader<GzDecoder<File>>>,
+}
+
+impl Rows {
+    pub fn open(path: &Path) -> Result<Rows, AuditError> {
+        let mut lines = BufReader::new(GzDecoder::new(File::open(path)?)).lines();
+        let shown = path.display().to_string();
+        match lines.next() {
+            Some(Ok(_)) => Ok(Rows { path: shown, lines }),
+            Some(Err(e)) => Err(AuditError::Archive {
+                path: shown,
+                reason: e.to_string(),
+            }),
+            None => Err(AuditError::Archive {
+                path: shown,
+                reason: "empty".into(),
+            }),
+        }
+    }
+
+    pub fn next_row(&mut self) -> Result<Option<AuditRow>, AuditError> {
+        let bad = |reason: String| AuditError::Archive {
+            path: self.path.clone(),
+            reason,
+        };
+        match self.lines.next() {
+            None => Ok(None),
+            Some(line) => {
+                let line = line.map_err(|e| bad(e.to_string()))?;
+                serde_json::from_str(&line)
+                    .map(Some)
+                    .map_err(|e| bad(format!("bad event line: {e}")))
+            }
+        }
+    }
+}
+
 /// Verify every archive in `dir` as one chain, starting with `verifier` (at the
 /// beginning of the chain); it is left after the last archived event, with the last
 /// archive's SHA-256.

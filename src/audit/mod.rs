@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod checkpoint;
+pub mod evidence;
 pub mod timeline;
 pub mod tools;
 
@@ -30,6 +31,9 @@ pub enum AuditError {
     CheckpointUnchecked(String),
     #[error("archive {path}: {reason}")]
     Archive { path: String, reason: String },
+    /// What the store holds is not what the chain vouches for (a finding).
+    #[error("evidence: {0}")]
+    Evidence(String),
     #[error("archive folder {path}: {reason}")]
     ArchiveFolder { path: String, reason: String },
     #[error("signing key {path}: {reason}")]

@@ -85,6 +85,19 @@ pub async fn verify(
     Ok((report, cp))
 }
 
+/// The evidence part of `hallgate audit verify`: every retained body and stored
+/// record hashed again against the chain ([`super::evidence`]), with a progress bar
+/// on a terminal.
+pub async fn verify_evidence(
+    store: &dyn Store,
+    archives: Option<&Path>,
+) -> Result<super::evidence::EvidenceReport, AuditError> {
+    let bar = progress_bar(store.audit_meta().await?.live_last_seq.unwrap_or(0));
+    let report = super::evidence::verify(store, archives, |n| bar.set_position(n)).await?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
 /// `hallgate audit checkpoint`: sign the current head and record that it was taken.
 pub async fn checkpoint(
     store: &dyn Store,

@@ -146,10 +146,12 @@ impl Refusals {
 
     /// Note a refusal: audited at once when it names a node, else tallied.
     pub async fn refused(&self, r: Refused) {
-        metrics::counter!("hallgate_refusals_total", "code" => r.code).increment(1);
-        if r.code != THROTTLED {
-            self.spend(r.peer.ip());
+        if r.node.is_none() {
+            self.tally(r);
+            return;
         }
+        metrics::counter!("hallgate_refusals_total", "code" => r.code).increment(1);
+        self.spend(r.peer.ip());
         if let Some(node) = &r.node {
             let mut ev = Event::new(now_ms(), kind_of(r.status));
             ev.node = Some(node.clone());
@@ -163,7 +165,15 @@ impl Refusals {
             if let Err(e) = self.store.audit(ev).await {
                 tracing::error!(error = %e, "could not audit a refused request");
             }
-            return;
+        }
+    }
+
+    /// Count a refusal that names no node in its peer's tally (audited at the next
+    /// flush).
+    pub fn tally(&self, r: Refused) {
+        metrics::counter!("hallgate_refusals_total", "code" => r.code).increment(1);
+        if r.code != THROTTLED {
+            self.spend(r.peer.ip());
         }
         let Ok(mut tallies) = self.tallies.lock() else {
             return;

@@ -22,6 +22,10 @@ pub enum AuditCommand {
         /// The gateway's public key (PEM) that signed the checkpoint.
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Walk the chain only; skip hashing every stored body and record again
+        /// against the events that vouch for them.
+        #[arg(long)]
+        chain_only: bool,
     },
     /// Sign the chain head with the gateway key and write it to a file.
     Checkpoint {
@@ -98,47 +102,10 @@ pub async fn run(cmd: AuditCommand, config: &Config) -> anyhow::Result<ExitCode>
             archives,
             checkpoint,
             public_key,
+            chain_only,
         } => {
             let check = checkpoint.as_deref().zip(public_key.as_deref());
-            match tools::verify(store, archives.as_deref(), check).await {
-                Ok((r, cp)) => {
-                    println!(
-                        "audit log intact: {} events checked ({} archived, {} live), {} chain, head #{} {}",
-                        r.archived + r.live,
-                        r.archived,
-                        r.live,
-                        r.alg.as_str(),
-                        r.head_seq,
-                        r.head_hash
-                    );
-                    if let Some(t) = r.trusted_through {
-                        println!(
-                            "events up to #{t} are archived and were not checked (pass --archives DIR)"
-                        );
-                    }
-                    if let Some(c) = cp {
-                        println!(
-                            "checkpoint #{} of {} ({}) is in the log unaltered",
-                            c.seq, c.gateway, c.at
-                        );
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                // A chain, archive or checkpoint that does not follow is a finding; a
-                // folder, key or store that cannot be read is not one (exit 2).
-                Err(
-                    e @ (hallgate::audit::AuditError::Broken { .. }
-                    | hallgate::audit::AuditError::Archive { .. }
-                    | hallgate::audit::AuditError::Checkpoint(_)),
-                ) => {
-                    eprintln!("audit log NOT intact: {e}");
-                    Ok(ExitCode::FAILURE)
-                }
-                Err(e) => {
-                    eprintln!("audit log not verified: {e}");
-                    Ok(ExitCode::from(2))
-                }
-            }
+            verify(store, archives.as_deref(), check, chain_only).await
         }
         AuditCommand::Checkpoint { key, out } => {
             let key = key.unwrap_or_else(|| config.signing_key_path());
@@ -237,6 +204,77 @@ pub async fn run(cmd: AuditCommand, config: &Config) -> anyhow::Result<ExitCode>
                 None => println!("nothing to archive before {before}"),
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `hallgate audit verify`: the chain (with archives and a checkpoint when given),
+/// then, unless `chain_only`, the evidence it vouches for.
+async fn verify(
+    store: &dyn hallgate::store::Store,
+    archives: Option<&std::path::Path>,
+    check: Option<(&std::path::Path, &std::path::Path)>,
+    chain_only: bool,
+) -> anyhow::Result<ExitCode> {
+    use hallgate::audit::tools;
+    let (r, cp) = match tools::verify(store, archives, check).await {
+        Ok(v) => v,
+        Err(e) => return Ok(not_intact(e)),
+    };
+    println!(
+        "audit log intact: {} events checked ({} archived, {} live), {} chain, head #{} {}",
+        r.archived + r.live,
+        r.archived,
+        r.live,
+        r.alg.as_str(),
+        r.head_seq,
+        r.head_hash
+    );
+    if let Some(t) = r.trusted_through {
+        println!("events up to #{t} are archived and were not checked (pass --archives DIR)");
+    }
+    if let Some(c) = cp {
+        println!(
+            "checkpoint #{} of {} ({}) is in the log unaltered",
+            c.seq, c.gateway, c.at
+        );
+    }
+    if chain_only {
+        println!("evidence not checked (--chain-only)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    match tools::verify_evidence(store, archives).await {
+        Ok(e) => {
+            println!(
+                "evidence intact: {} message(s), {} body(ies) and {} record(s) hash to what the chain recorded ({} body(ies) not retained, their hashes compared)",
+                e.messages, e.bodies, e.records, e.not_retained
+            );
+            if e.unchecked_archived {
+                println!(
+                    "messages whose events are archived were not checked (pass --archives DIR)"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Ok(not_intact(e)),
+    }
+}
+
+/// A chain, archive, checkpoint or evidence that does not hold is a finding (exit 1);
+/// a folder, key or store that cannot be read is not one (exit 2).
+fn not_intact(e: hallgate::audit::AuditError) -> ExitCode {
+    use hallgate::audit::AuditError;
+    match e {
+        e @ (AuditError::Broken { .. }
+        | AuditError::Archive { .. }
+        | AuditError::Evidence(_)
+        | AuditError::Checkpoint(_)) => {
+            eprintln!("audit log NOT intact: {e}");
+            ExitCode::FAILURE
+        }
+        e => {
+            eprintln!("audit log not verified: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -78,7 +78,8 @@ pub fn token(cmd: TokenCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
             cert,
         } => {
             use std::io::Write;
-            let config = super::config(config_path)?;
+            // The node's entry is all a token needs (its key files may be elsewhere).
+            let config = hallgate::config::Config::load(config_path)?;
             let ttl = ttl_seconds(&ttl)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for _ in 0..count {

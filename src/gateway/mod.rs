@@ -201,17 +201,13 @@ fn conn_limits(limits: &crate::config::Limits, refusals: Arc<Refusals>) -> ConnL
         max_header_bytes: limits.max_header_bytes,
         on_cut: Some(Arc::new(move |addr, cut| {
             if cut == Cut::HeaderTooLarge {
-                let refusals = refusals.clone();
                 let peer = crate::tls::Peer { addr, cert: None };
-                tokio::spawn(async move {
-                    let r = Refused::of(
-                        Some(&peer),
-                        431,
-                        cut.as_str(),
-                        "request head larger than [limits] max_header_bytes".into(),
-                    );
-                    refusals.refused(r).await;
-                });
+                refusals.tally(Refused::of(
+                    Some(&peer),
+                    431,
+                    cut.as_str(),
+                    "request head larger than [limits] max_header_bytes".into(),
+                ));
             }
         })),
     }

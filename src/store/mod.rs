@@ -147,6 +147,9 @@ pub trait Store: Send + Sync {
     /// Prove the store is writable (readiness).
     fn ping(&self) -> StoreFuture<'_, ()>;
     fn message(&self, id: &str) -> StoreFuture<'_, Option<MessageView>>;
+    /// The bodies and records of these messages (those that exist), for audit
+    /// verification to hash again.
+    fn evidence(&self, message_ids: Vec<String>) -> StoreFuture<'_, Vec<Evidence>>;
     fn case(&self, case_no: &str) -> StoreFuture<'_, Vec<RecordView>>;
     /// Where `node` stands with a case: party, someone else's, or no such case.
     fn case_standing(&self, case_no: &str, node: &str) -> StoreFuture<'_, CaseStanding>;

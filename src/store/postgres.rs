@@ -22,9 +22,9 @@ use super::pg_tls::{Connector, SslMode};
 use super::{
     AcceptOutcome, AcceptResponse, AuditFilter, AuditMeta, CaseStanding, CatalogueChange,
     CatalogueItem, Completion, DeliveryFilter, DeliveryResult, DeliveryState, DeliveryView,
-    Exchange, Exchanged, LeaseRequest, LeasedDelivery, MessageView, NewMessage, NewRecord,
-    OpenMode, PullAdvance, QueueDepth, RecordView, Store, StoreError, StoreFuture, StoreOptions,
-    SyncControl, SyncSource, TokenUse, plan,
+    Evidence, Exchange, Exchanged, LeaseRequest, LeasedDelivery, MessageView, NewMessage,
+    NewRecord, OpenMode, PullAdvance, QueueDepth, RecordView, Store, StoreError, StoreFuture,
+    StoreOptions, StoredRecord, SyncControl, SyncSource, TokenUse, plan,
 };
 use crate::event::{self, AuditRow, Event};
 use crate::hash::HashAlg;
@@ -1890,6 +1890,47 @@ impl Store for PostgresStore {
         Box::pin(
             async move { records_where(&*self.reader().await?, "case_no = $1", &case_no).await },
         )
+    }
+
+    fn evidence(&self, ids: Vec<String>) -> StoreFuture<'_, Vec<Evidence>> {
+        Box::pin(async move {
+            let c = self.reader().await?;
+            let messages = c
+                .query(
+                    "SELECT id, body, body_sha256 FROM messages WHERE id = ANY($1)",
+                    &[&ids],
+                )
+                .await?;
+            let records = c
+                .query(
+                    "SELECT message_id, idx, canonical, sha256 FROM records WHERE message_id = ANY($1)
+                     ORDER BY message_id, idx",
+                    &[&ids],
+                )
+                .await?;
+            let mut by_message: std::collections::HashMap<String, Vec<StoredRecord>> =
+                std::collections::HashMap::new();
+            for r in records {
+                by_message.entry(r.get(0)).or_default().push(StoredRecord {
+                    index: r.get::<_, i64>(1).try_into().unwrap_or(usize::MAX),
+                    canonical: r.get(2),
+                    sha256: r.get(3),
+                });
+            }
+            Ok(messages
+                .into_iter()
+                .map(|m| {
+                    let id: String = m.get(0);
+                    let records = by_message.remove(&id).unwrap_or_default();
+                    Evidence {
+                        message_id: id,
+                        body: bytes::Bytes::from(m.get::<_, Vec<u8>>(1)),
+                        body_sha256: m.get(2),
+                        records,
+                    }
+                })
+                .collect())
+        })
     }
 
     fn case_standing(&self, case_no: &str, node: &str) -> StoreFuture<'_, CaseStanding> {

@@ -17,9 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     AcceptOutcome, AcceptResponse, AuditFilter, AuditMeta, CaseStanding, CatalogueChange,
     CatalogueItem, Completion, DeliveryFilter, DeliveryResult, DeliveryState, DeliveryView,
-    Exchange, Exchanged, LeaseRequest, LeasedDelivery, MessageView, NewMessage, OpenMode,
-    PullAdvance, QueueDepth, RecordView, Store, StoreError, StoreFuture, StoreOptions, SyncControl,
-    SyncSource, TokenUse, plan,
+    Evidence, Exchange, Exchanged, LeaseRequest, LeasedDelivery, MessageView, NewMessage, OpenMode,
+    PullAdvance, QueueDepth, RecordView, Store, StoreError, StoreFuture, StoreOptions,
+    StoredRecord, SyncControl, SyncSource, TokenUse, plan,
 };
 use crate::event::{self, AuditRow, Event};
 use crate::hash::{HashAlg, parse_hash};
@@ -1388,6 +1388,43 @@ impl Store for SqliteStore {
     fn case(&self, case_no: &str) -> StoreFuture<'_, Vec<RecordView>> {
         let case_no = case_no.to_string();
         self.read(move |c| records_where(c, "case_no = ?1", &case_no))
+    }
+
+    fn evidence(&self, ids: Vec<String>) -> StoreFuture<'_, Vec<Evidence>> {
+        self.read(move |c| {
+            let mut out: Vec<Evidence> = Vec::with_capacity(ids.len());
+            let mut message =
+                c.prepare_cached("SELECT body, body_sha256 FROM messages WHERE id = ?1")?;
+            let mut records = c.prepare_cached(
+                "SELECT idx, canonical, sha256 FROM records WHERE message_id = ?1 ORDER BY idx",
+            )?;
+            for id in ids {
+                let Some((body, body_sha256)) = message
+                    .query_row([&id], |r| {
+                        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+                    })
+                    .optional()?
+                else {
+                    continue;
+                };
+                let records = records
+                    .query_map([&id], |r| {
+                        Ok(StoredRecord {
+                            index: r.get::<_, i64>(0)?.try_into().unwrap_or(usize::MAX),
+                            canonical: r.get(1)?,
+                            sha256: r.get(2)?,
+                        })
+                    })?
+                    .collect::<Result<_, _>>()?;
+                out.push(Evidence {
+                    message_id: id,
+                    body: body.into(),
+                    body_sha256,
+                    records,
+                });
+            }
+            Ok(out)
+        })
     }
 
     fn case_standing(&self, case_no: &str, node: &str) -> StoreFuture<'_, CaseStanding> {

@@ -434,3 +434,22 @@ pub struct AuditMeta {
     pub live_first_seq: Option<i64>,
     pub live_last_seq: Option<i64>,
 }
+
+/// What the store holds of a message, for verification to hash again.
+#[derive(Debug, Clone)]
+pub struct Evidence {
+    pub message_id: String,
+    /// The body as kept (empty when payloads are not retained).
+    pub body: Bytes,
+    /// The body hash as stored beside it.
+    pub body_sha256: String,
+    pub records: Vec<StoredRecord>,
+}
+
+/// A stored record of a message: its place, canonical text and stored hash.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub index: usize,
+    pub canonical: String,
+    pub sha256: String,
+}
