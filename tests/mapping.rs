@@ -374,7 +374,7 @@ fn a_mapping_that_cannot_compile_names_file_line_and_reason() {
         ),
         (
             "kind = \"process\"\nformat = \"xml\"\nroot = \"R/R\"\n[fields]\ncase_no = \"A\"\nnodename = \"B\"\n",
-            ":6: field `nodename`: not a canonical process field (DESIGN.md section 3); did you mean `node_name`?",
+            ":6: field `nodename`: not a canonical process field (docs/records.md); did you mean `node_name`?",
         ),
         (
             "kind = \"process\"\nformat = \"json\"\nroot = \"\"\n[fields]\nstarted_at = { path = \"B\", time = \"yyyy-MM-dd HH:MM:ss\" }\n",

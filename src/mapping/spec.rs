@@ -499,7 +499,7 @@ fn compile_rules(
                 line,
                 &what,
                 format!(
-                    "not a canonical {whose} field (DESIGN.md section 3){hint} source fields without a canonical home go under `ext.`"
+                    "not a canonical {whose} field (docs/records.md){hint} source fields without a canonical home go under `ext.`"
                 ),
             ));
         }
