@@ -140,7 +140,7 @@ fn check(
                 r.index, v.id
             ));
         };
-        if r.sha256 != *sha || sha256_hex(r.canonical.as_bytes()) != *sha {
+        if r.sha256 != *sha || sha256_hex(&r.canonical) != *sha {
             return found(format!(
                 "record {} of message {}: its stored content does not hash to the record_sha256 event {seq} recorded (the record was changed)",
                 r.index, v.id

@@ -11,7 +11,8 @@ use super::time_arg;
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Walk the hash chain; exit 1 naming the first event that does not follow.
+    /// Walk the hash chain, then hash every stored body and record again against the
+    /// events that vouch for them; exit 1 naming what does not follow.
     Verify {
         /// Also walk the archive files in this folder, as one chain with the live log.
         #[arg(long)]

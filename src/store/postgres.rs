@@ -1913,7 +1913,7 @@ impl Store for PostgresStore {
             for r in records {
                 by_message.entry(r.get(0)).or_default().push(StoredRecord {
                     index: r.get::<_, i64>(1).try_into().unwrap_or(usize::MAX),
-                    canonical: r.get(2),
+                    canonical: r.get::<_, String>(2).into_bytes(),
                     sha256: r.get(3),
                 });
             }

@@ -1393,15 +1393,24 @@ impl Store for SqliteStore {
     fn evidence(&self, ids: Vec<String>) -> StoreFuture<'_, Vec<Evidence>> {
         self.read(move |c| {
             let mut out: Vec<Evidence> = Vec::with_capacity(ids.len());
-            let mut message =
-                c.prepare_cached("SELECT body, body_sha256 FROM messages WHERE id = ?1")?;
-            let mut records = c.prepare_cached(
-                "SELECT idx, canonical, sha256 FROM records WHERE message_id = ?1 ORDER BY idx",
+            // Read as bytes whatever their storage class: an edit in the file may
+            // have turned a blob into text or the other way round, and that must be
+            // a mismatch named like any other, not a read error.
+            let mut message = c.prepare_cached(
+                "SELECT CAST(body AS BLOB), CAST(body_sha256 AS BLOB) FROM messages WHERE id = ?1",
             )?;
+            let mut records = c.prepare_cached(
+                "SELECT idx, CAST(canonical AS BLOB), CAST(sha256 AS BLOB) FROM records
+                 WHERE message_id = ?1 ORDER BY idx",
+            )?;
+            let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
             for id in ids {
                 let Some((body, body_sha256)) = message
                     .query_row([&id], |r| {
-                        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+                        Ok((
+                            r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default(),
+                            text(r.get::<_, Option<Vec<u8>>>(1)?.unwrap_or_default()),
+                        ))
                     })
                     .optional()?
                 else {
@@ -1411,8 +1420,8 @@ impl Store for SqliteStore {
                     .query_map([&id], |r| {
                         Ok(StoredRecord {
                             index: r.get::<_, i64>(0)?.try_into().unwrap_or(usize::MAX),
-                            canonical: r.get(1)?,
-                            sha256: r.get(2)?,
+                            canonical: r.get::<_, Option<Vec<u8>>>(1)?.unwrap_or_default(),
+                            sha256: text(r.get::<_, Option<Vec<u8>>>(2)?.unwrap_or_default()),
                         })
                     })?
                     .collect::<Result<_, _>>()?;

@@ -446,10 +446,11 @@ pub struct Evidence {
     pub records: Vec<StoredRecord>,
 }
 
-/// A stored record of a message: its place, canonical text and stored hash.
+/// A stored record of a message: its place, canonical text (as the bytes stored, which
+/// an edit may have left as no text at all) and stored hash.
 #[derive(Debug, Clone)]
 pub struct StoredRecord {
     pub index: usize,
-    pub canonical: String,
+    pub canonical: Vec<u8>,
     pub sha256: String,
 }
