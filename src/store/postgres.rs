@@ -200,6 +200,13 @@ INSERT INTO cases (case_no, opened_by, region, item_code, opened_at)
 INSERT INTO case_parties (case_no, node) SELECT DISTINCT case_no, source FROM records ON CONFLICT DO NOTHING;
 INSERT INTO case_parties (case_no, node) SELECT DISTINCT case_no, destination FROM deliveries ON CONFLICT DO NOTHING;
 "#,
+    // The lease reads due deliveries in (next_attempt_at, id) order: with `id` in the
+    // index it stops after the rows it needs instead of sorting the whole backlog.
+    r#"
+CREATE INDEX deliveries_due_order ON deliveries (destination, next_attempt_at, id)
+    WHERE state = 'pending';
+DROP INDEX deliveries_due;
+"#,
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -1520,6 +1527,14 @@ async fn exchange(
 
 /// Lease due deliveries in one statement (its own transaction): outside the writer's
 /// batches, so a slow lease never holds up intake.
+///
+/// A delivery is due when it is the first pending one of its case (per-case order).
+/// That is asked as a scalar subquery with `LIMIT 1`, which PostgreSQL always runs as
+/// one index probe per candidate. Written as `NOT EXISTS` (an earlier pending one),
+/// the planner was free to turn it into an anti-join, and with statistics taken while
+/// the backlog was small it chose a nested loop that probed on `destination` alone:
+/// every candidate against every pending row, 16.8 s for one lease over 6,220 pending
+/// deliveries (BENCHMARKS.md, issue 19), against 20 ms this way.
 async fn lease(tx: &Client, l: &LeaseRequest) -> Result<Vec<LeasedDelivery>, StoreError> {
     let limit = l.limit as i64;
     let until = l.now_ms + l.lease_ms;
@@ -1529,10 +1544,11 @@ async fn lease(tx: &Client, l: &LeaseRequest) -> Result<Vec<LeasedDelivery>, Sto
                  SELECT d.id FROM deliveries d
                  WHERE d.state = 'pending' AND d.destination = $1 AND d.next_attempt_at <= $2
                    AND (d.lease_until IS NULL OR d.lease_until <= $2)
-                   AND NOT EXISTS (
-                       SELECT 1 FROM deliveries e
+                   AND d.id = (
+                       SELECT e.id FROM deliveries e
                        WHERE e.state = 'pending' AND e.destination = d.destination AND e.case_no = d.case_no
-                         AND (e.ord_kind, e.ord_step, e.id) < (d.ord_kind, d.ord_step, d.id))
+                       ORDER BY e.ord_kind, e.ord_step, e.id
+                       LIMIT 1)
                  ORDER BY d.next_attempt_at, d.id
                  LIMIT $3
                  FOR UPDATE OF d SKIP LOCKED)
