@@ -321,6 +321,12 @@ impl Send {
             DeliveryResult::Dead { .. } => "hallgate_deliveries_dead_total",
         };
         metrics::counter!(counter, "destination" => p.destination.clone()).increment(1);
+        if matches!(outcome, DeliveryResult::Delivered { .. }) {
+            // Accepted → delivered: what the backlog costs a record.
+            let waited = now_ms().saturating_sub(d.created_at_ms).max(0);
+            metrics::histogram!("hallgate_delivery_latency_seconds", "destination" => p.destination.clone())
+                .record(waited as f64 / 1000.0);
+        }
         match &outcome {
             DeliveryResult::Retry { error, .. } => {
                 tracing::warn!(destination = %p.destination, delivery = d.id, attempt = d.attempts + 1, %error, "delivery will be retried");

@@ -6,8 +6,13 @@
 //!   `records_rejected_total{node,reason}`: inbound, per sending node;
 //! - `deliveries_delivered_total{destination}`, `deliveries_retried_total{destination}`,
 //!   `deliveries_dead_total{destination}`: outbound, per destination;
-//! - `queue_depth{destination}`, `dead_letters{destination}`: gauges, read from the store;
-//! - `accept_seconds`, `delivery_seconds{destination}`: latency histograms.
+//! - `queue_depth{destination}`, `dead_letters{destination}`,
+//!   `oldest_pending_seconds{destination}`: gauges, read from the store;
+//! - `accept_seconds`, `delivery_seconds{destination}` (one attempt): latency histograms;
+//! - `delivery_latency_seconds{destination}`: accepted → delivered, per record
+//!   (buckets up to an hour: a backlog shows here);
+//! - `store_commit_jobs` (histogram: jobs per writer transaction) and
+//!   `store_writer_queue` (gauge: jobs waiting for the writer).
 
 use std::sync::OnceLock;
 
@@ -18,13 +23,30 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+/// Accepted → delivered spans a backlog: up to an hour.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+/// Jobs per writer transaction (the store's MAX_BATCH is 512).
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
 /// The process-wide Prometheus recorder (installed on first use).
 pub fn prometheus() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
+            // A full match wins over a suffix match.
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full("hallgate_delivery_latency_seconds".into()),
+                    LATENCY_BUCKETS,
+                )
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full("hallgate_store_commit_jobs".into()),
+                    BATCH_BUCKETS,
+                )
                 .ok()?;
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -70,6 +92,22 @@ fn describe() {
         "Time from request to durable commit"
     );
     metrics::describe_histogram!("hallgate_delivery_seconds", "Time of one delivery attempt");
+    metrics::describe_histogram!(
+        "hallgate_delivery_latency_seconds",
+        "Time from acceptance to delivery, per record and destination"
+    );
+    metrics::describe_gauge!(
+        "hallgate_oldest_pending_seconds",
+        "Age of the oldest pending delivery, per destination"
+    );
+    metrics::describe_histogram!(
+        "hallgate_store_commit_jobs",
+        "Jobs committed together in one store transaction"
+    );
+    metrics::describe_gauge!(
+        "hallgate_store_writer_queue",
+        "Jobs waiting for the store's writer"
+    );
 }
 
 /// Log to stderr; `RUST_LOG` filters (default `default_level`).

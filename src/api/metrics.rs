@@ -1,5 +1,6 @@
 //! `GET /metrics`: the Prometheus text of every series (`observe`), with the queue
-//! gauges read from the store at the moment of asking.
+//! gauges (depth, dead letters, the oldest pending delivery's age) read from the store
+//! at the moment of asking.
 
 use std::sync::Arc;
 
@@ -23,6 +24,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
                 .set(d.map_or(0.0, |d| d.pending as f64));
             metrics::gauge!("hallgate_dead_letters", "destination" => dest.to_string())
                 .set(d.map_or(0.0, |d| d.dead as f64));
+            let oldest = d.and_then(|d| d.oldest_pending_ms).map_or(0.0, |at| {
+                (crate::time::now_ms().saturating_sub(at)).max(0) as f64 / 1000.0
+            });
+            metrics::gauge!("hallgate_oldest_pending_seconds", "destination" => dest.to_string())
+                .set(oldest);
         }
     }
     let text = crate::observe::prometheus()

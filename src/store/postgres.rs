@@ -781,6 +781,7 @@ async fn writer_loop(
                 Err(_) => break,
             }
         }
+        super::observe_batch(jobs.len(), rx.len());
         // The connection died (a database restart, a network cut): connect again
         // before this batch. Until that works, batches fail as unavailable (the
         // sender gets 503 and retries; nothing was written) and a close is honoured.
@@ -2001,7 +2002,8 @@ impl Store for PostgresStore {
                 .await?
                 .query(
                     "SELECT destination,
-                            count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'dead')
+                            count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'dead'),
+                            min(created_at) FILTER (WHERE state = 'pending')
                      FROM deliveries WHERE state IN ('pending', 'dead') GROUP BY destination ORDER BY destination",
                     &[],
                 )
@@ -2012,6 +2014,7 @@ impl Store for PostgresStore {
                     destination: r.get(0),
                     pending: r.get(1),
                     dead: r.get(2),
+                    oldest_pending_ms: r.get(3),
                 })
                 .collect())
         })

@@ -475,6 +475,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        super::observe_batch(jobs.len(), rx.len());
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let msg = e.to_string();
             for job in jobs {
@@ -1485,7 +1486,8 @@ impl Store for SqliteStore {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT destination,
-                        sum(state = 'pending'), sum(state = 'dead')
+                        sum(state = 'pending'), sum(state = 'dead'),
+                        min(CASE WHEN state = 'pending' THEN created_at END)
                  FROM deliveries INDEXED BY deliveries_state
                  WHERE state IN ('pending', 'dead') GROUP BY destination ORDER BY destination",
             )?;
@@ -1494,6 +1496,7 @@ impl Store for SqliteStore {
                     destination: r.get(0)?,
                     pending: r.get(1)?,
                     dead: r.get(2)?,
+                    oldest_pending_ms: r.get(3)?,
                 })
             })?;
             rows.collect::<Result<_, _>>().map_err(StoreError::from)

@@ -310,6 +310,8 @@ pub struct QueueDepth {
     pub destination: String,
     pub pending: i64,
     pub dead: i64,
+    /// When the oldest pending delivery was created (ms since the epoch), if any.
+    pub oldest_pending_ms: Option<i64>,
 }
 
 /// A pull source's durable state (DESIGN.md section 1, step 10).
