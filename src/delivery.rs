@@ -402,6 +402,7 @@ mod tests {
             rate: None,
             auth: None,
             tls: None,
+            max_backlog: None,
         };
         let p = Policy::new("x", &dest, &d, Duration::ZERO);
         for attempt in 0..40 {

@@ -52,10 +52,13 @@ pub enum EventKind {
     Reconciled,
     /// Deliveries put back in the queue by a reconciliation or a backfill.
     Requeued,
+    /// A destination's backlog crossed its `max_backlog`, up (intake refused, pull
+    /// sources paused) or back down.
+    Backpressure,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::ConfigLoaded,
         EventKind::Received,
         EventKind::Rejected,
@@ -77,6 +80,7 @@ impl EventKind {
         EventKind::Flagged,
         EventKind::Reconciled,
         EventKind::Requeued,
+        EventKind::Backpressure,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +106,7 @@ impl EventKind {
             EventKind::Flagged => "flagged",
             EventKind::Reconciled => "reconciled",
             EventKind::Requeued => "requeued",
+            EventKind::Backpressure => "backpressure",
         }
     }
 

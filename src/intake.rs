@@ -12,6 +12,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 
 use crate::auth;
+use crate::backlog::Backlog;
 use crate::codec::{self, Format};
 use crate::config::Config;
 use crate::delivery::Wake;
@@ -33,6 +34,8 @@ pub struct Intake {
     /// The item catalogue as last pulled (kept in the store, cached here).
     pub catalogue: Catalogue,
     pub wake: Wake,
+    /// Destinations over their `max_backlog` (measured by [`Backlog::watch`]).
+    pub backlog: Arc<Backlog>,
     /// Bodies decoded at once on the blocking pool (one per core).
     decoders: tokio::sync::Semaphore,
     /// Nodes whose identifiers have a syntax of their own.
@@ -210,9 +213,11 @@ impl Intake {
                 (s.case_no.is_some() || s.other.is_some()).then(|| (id.clone(), s))
             })
             .collect();
+        let router = Router::new(&config);
         Intake {
             ids,
-            router: Router::new(&config),
+            backlog: Arc::new(Backlog::new(&config, &router)),
+            router,
             config,
             store,
             mappings,
@@ -438,6 +443,26 @@ impl Intake {
         let rejected: BTreeSet<usize> = errors.iter().map(|e| e.record).collect();
         metrics::counter!("hallgate_records_received_total", "node" => node.to_string())
             .increment((kept.len() + rejected.len()) as u64);
+        // Back-pressure: a pushed body waits while a destination of its records is
+        // full. (A pull source pauses before it fetches; a page fetched is stored.)
+        if admission == Admission::Body
+            && let Some((dest, level)) = self.backlog.over(
+                new_records
+                    .iter()
+                    .flat_map(|r| r.destinations.iter().map(String::as_str)),
+            )
+        {
+            let mut e = Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backlog_full",
+                format!(
+                    "{}; nothing was stored, send again later",
+                    self.backlog.describe(&dest, &level)
+                ),
+            );
+            e.retry_after = Some(self.backlog.retry_after());
+            return Err(e);
+        }
         Ok(Admitted {
             records: kept,
             new_records,

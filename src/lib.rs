@@ -34,6 +34,7 @@ pub mod store;
 // 4. the pipeline
 pub mod audit;
 pub mod auth;
+pub mod backlog;
 pub mod delivery;
 pub mod intake;
 pub mod limits;

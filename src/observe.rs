@@ -11,6 +11,7 @@
 //! - `accept_seconds`, `delivery_seconds{destination}` (one attempt): latency histograms;
 //! - `delivery_latency_seconds{destination}`: accepted → delivered, per record
 //!   (buckets up to an hour: a backlog shows here);
+//! - `backlog_full{destination}`: 1 while a destination is over its `max_backlog`;
 //! - `store_commit_jobs` (histogram: jobs per writer transaction) and
 //!   `store_writer_queue` (gauge: jobs waiting for the writer).
 
@@ -99,6 +100,10 @@ fn describe() {
     metrics::describe_gauge!(
         "hallgate_oldest_pending_seconds",
         "Age of the oldest pending delivery, per destination"
+    );
+    metrics::describe_gauge!(
+        "hallgate_backlog_full",
+        "1 while a destination's backlog is over its max_backlog"
     );
     metrics::describe_histogram!(
         "hallgate_store_commit_jobs",

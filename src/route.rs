@@ -123,6 +123,22 @@ impl Router {
         Ok(out)
     }
 
+    /// Every destination a record from `source` could be routed to (the rules that may
+    /// match its sender, and the default): what a paused source would feed.
+    pub fn reachable(&self, source: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let rules = self
+            .rules
+            .iter()
+            .filter(|r| r.sources.is_empty() || r.sources.iter().any(|s| s == source));
+        for to in rules.flat_map(|r| &r.to).chain(&self.default) {
+            if to != source && !out.contains(to) {
+                out.push(to.clone());
+            }
+        }
+        out
+    }
+
     /// Names of the rules that match (for explaining a routing decision).
     pub fn matching_rules(&self, source: &str, record: &Record) -> Vec<&str> {
         self.rules

@@ -36,6 +36,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("auth", 4),
     ("delivery", 4),
     ("intake", 4),
+    ("backlog", 4),
     ("limits", 4),
     ("route", 4),
     ("sinks", 4),

@@ -191,12 +191,24 @@ async fn accept_lease_complete_and_views(store: Arc<dyn Store>) {
         ],
     );
     let id = msg.id.clone();
+    let city_bytes: usize = msg.records.iter().map(|r| r.canonical.len()).sum();
+    let prov_bytes = msg.records[0].canonical.len();
     let AcceptOutcome::Accepted(resp) = s.accept(msg).await.expect("accept") else {
         panic!("not accepted")
     };
     assert_eq!(resp.records.len(), 2);
     assert_eq!(resp.records[0].destinations, ["city", "prov"]);
+    // What back-pressure measures: bytes waiting, and the oldest waiting.
+    assert_eq!(s.pending_bytes("city").await.unwrap(), city_bytes as i64);
+    assert_eq!(s.pending_bytes("prov").await.unwrap(), prov_bytes as i64);
+    assert_eq!(s.pending_bytes("nobody").await.unwrap(), 0);
     let depths = s.queue_depths().await.unwrap();
+    assert!(
+        depths.iter().all(|d| d
+            .oldest_pending_ms
+            .is_some_and(|at| at > 0 && at <= now_ms())),
+        "{depths:?}"
+    );
     assert_eq!(
         depths
             .iter()

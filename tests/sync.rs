@@ -810,3 +810,48 @@ async fn sequence_and_token_cursors_pull_everything_once() {
         running.shutdown().await;
     }
 }
+
+/// Back-pressure reaches the pull: while the city platform's backlog is at its
+/// `max_backlog`, the provincial hall is not read further; once it drains, the pull
+/// goes on and every case arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_destination_pauses_the_pull_that_feeds_it() {
+    let Setup {
+        dir: _dir,
+        city,
+        hall: _hall,
+        path,
+    } = setup("127.0.0.1:0", 200, 5, |t| {
+        t.replace(
+            "level = \"city\"\ndestination = { ",
+            "level = \"city\"\ndestination = { max_backlog = { records = 5 }, ",
+        )
+        .replace("poll_ms = 50\n", "poll_ms = 50\nbacklog_poll_ms = 50\n")
+    })
+    .await;
+    city.set_script(hallgate::receiver::Script {
+        fail_first: 1_000_000,
+        ..Default::default()
+    });
+    let running = start(&path).await;
+    let client = hallgate::tls::http_client().build().expect("client");
+    let gw = running.url();
+    wait_for(30, "the pull to start", async || {
+        pulled(&client, &gw).await >= 5
+    })
+    .await;
+    // Paused: two more intervals of the source pull nothing more.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let paused_at = pulled(&client, &gw).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(pulled(&client, &gw).await, paused_at, "the pull went on");
+    assert!(paused_at < 200, "everything was pulled: {paused_at}");
+    // The city platform is back: the pull resumes and finishes.
+    city.set_script(hallgate::receiver::Script::default());
+    wait_for(60, "every case delivered", async || {
+        arrivals_per_case(&city).len() == 200
+    })
+    .await;
+    assert!(arrivals_per_case(&city).values().all(|n| *n == 1));
+    running.shutdown().await;
+}

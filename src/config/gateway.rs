@@ -165,6 +165,8 @@ pub struct DeliveryDefaults {
     pub max_age_seconds: u64,
     /// How often an idle worker looks for due deliveries (new work also wakes it).
     pub poll_ms: u64,
+    /// How often the backlog of destinations with `max_backlog` is measured.
+    pub backlog_poll_ms: u64,
 }
 
 impl Default for DeliveryDefaults {
@@ -176,6 +178,7 @@ impl Default for DeliveryDefaults {
             max_attempts: 25,
             max_age_seconds: 3 * 24 * 3600,
             poll_ms: 500,
+            backlog_poll_ms: 500,
         }
     }
 }

@@ -199,6 +199,18 @@ impl Config {
                         format!("nodes.{id}.destination.concurrency: must be at least 1"),
                     );
                 }
+                if let Some(b) = &d.max_backlog
+                    && (b.records.unwrap_or(0) == 0 && b.bytes.unwrap_or(0) == 0
+                        || b.records == Some(0)
+                        || b.bytes == Some(0))
+                {
+                    err(
+                        node.span(),
+                        format!(
+                            "nodes.{id}.destination.max_backlog: give `records`, `bytes` or both, each at least 1"
+                        ),
+                    );
+                }
             }
         }
         for route in &self.routes {

@@ -334,6 +334,21 @@ pub struct Destination {
     /// Client certificate and CA roots for this destination.
     #[serde(default)]
     pub tls: Option<ClientTls>,
+    /// Back-pressure: while this many records (or bytes of canonical records) wait
+    /// for this destination, intake of records routed here answers 503 with
+    /// Retry-After and the pull sources that feed it pause.
+    #[serde(default)]
+    pub max_backlog: Option<MaxBacklog>,
+}
+
+/// `max_backlog = { records = N, bytes = M }`: either bound, or both.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MaxBacklog {
+    #[serde(default)]
+    pub records: Option<u64>,
+    #[serde(default)]
+    pub bytes: Option<u64>,
 }
 
 /// `[nodes.ID.destination.auth]`: the scheme a destination expects.

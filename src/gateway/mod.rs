@@ -147,6 +147,13 @@ pub async fn start_with(
         catalogue.clone(),
         wake.clone(),
     ));
+    // Back-pressure: which bounded destinations are full, measured in the store.
+    workers.spawn(
+        intake
+            .backlog
+            .clone()
+            .watch(store.clone(), shutdown.clone()),
+    );
     // Sources that read on their own schedule, and the catalogue they are checked by.
     for source in crate::sources::pull::pullers(&intake, &keys)? {
         workers.spawn(source.run(shutdown.clone()));

@@ -134,6 +134,12 @@ impl Puller {
             if source.paused {
                 return Ok(());
             }
+            // Back-pressure: a destination this source feeds is full; the next
+            // round (after the interval) looks again.
+            if let Some((dest, level)) = self.intake.backlog.feeds_full(&self.node) {
+                tracing::info!(source = %self.node, "pull paused: {}", self.intake.backlog.describe(&dest, &level));
+                return Ok(());
+            }
             let cursor = Cursor::parse(&source.cursor)?;
             match self.page(s, cursor).await {
                 Ok(out) if out.more => continue,

@@ -163,6 +163,8 @@ pub trait Store: Send + Sync {
     fn case_standing(&self, case_no: &str, node: &str) -> StoreFuture<'_, CaseStanding>;
     fn deliveries(&self, filter: DeliveryFilter) -> StoreFuture<'_, Vec<DeliveryView>>;
     fn queue_depths(&self) -> StoreFuture<'_, Vec<QueueDepth>>;
+    /// Bytes of the canonical records waiting for `destination` (back-pressure).
+    fn pending_bytes(&self, destination: &str) -> StoreFuture<'_, i64>;
     /// Flush and stop accepting work.
     fn close(&self) -> StoreFuture<'_, ()>;
 

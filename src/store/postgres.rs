@@ -2020,6 +2020,23 @@ impl Store for PostgresStore {
         })
     }
 
+    fn pending_bytes(&self, destination: &str) -> StoreFuture<'_, i64> {
+        let destination = destination.to_string();
+        Box::pin(async move {
+            let row = self
+                .reader()
+                .await?
+                .query_one(
+                    "SELECT coalesce(sum(octet_length(r.canonical)), 0)::BIGINT
+                     FROM deliveries d JOIN records r ON r.id = d.record_id
+                     WHERE d.state = 'pending' AND d.destination = $1",
+                    &[&destination],
+                )
+                .await?;
+            Ok(row.get(0))
+        })
+    }
+
     fn sync_sources(&self) -> StoreFuture<'_, Vec<SyncSource>> {
         Box::pin(async move {
             let rows = self

@@ -1503,6 +1503,18 @@ impl Store for SqliteStore {
         })
     }
 
+    fn pending_bytes(&self, destination: &str) -> StoreFuture<'_, i64> {
+        let destination = destination.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT coalesce(sum(length(CAST(r.canonical AS BLOB))), 0)
+                 FROM deliveries d JOIN records r ON r.id = d.record_id
+                 WHERE d.state = 'pending' AND d.destination = ?1",
+            )?
+            .query_row([destination], |r| r.get(0))?)
+        })
+    }
+
     fn audit_meta(&self) -> StoreFuture<'_, AuditMeta> {
         let alg = self.alg;
         self.read(move |c| {
