@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeliveryDefaults, Destination};
 use crate::sinks::{Attempt, Outcome, Sink};
-use crate::store::{Completion, DeliveryResult, LeaseRequest, LeasedDelivery, Store};
+use crate::store::{
+    Completion, DeliveryResult, Exchange, LeaseRequest, LeasedDelivery, Store, StoreError,
+};
 use crate::time::now_ms;
 
 /// Wakes the worker of a destination when new work is stored for it.
@@ -55,8 +57,11 @@ impl Wake {
 struct Policy {
     /// Paces requests to the destination's configured rate.
     pace: Option<Arc<governor::DefaultDirectRateLimiter>>,
-    /// How many deliveries a worker holds leased at once (in flight and waiting).
+    /// How many deliveries a worker holds leased at once (in flight and waiting), at
+    /// least…
     prefetch: usize,
+    /// …and at most, when the destination has shown it takes them fast enough.
+    prefetch_max: usize,
     destination: String,
     concurrency: usize,
     lease_ms: i64,
@@ -78,6 +83,12 @@ impl Policy {
                 Some(r) => (u64::from(r.per_second) * defaults.lease_seconds / 2)
                     .clamp(1, d.concurrency.max(1) as u64 * 4) as usize,
                 None => d.concurrency.max(1) * 4,
+            },
+            // A paced destination keeps to the bound above; another may be sent as
+            // many as it has shown it takes (see `Prefetch`).
+            prefetch_max: match &d.rate {
+                Some(_) => 0,
+                None => MAX_PREFETCH,
             },
             destination: id.to_string(),
             concurrency: d.concurrency.max(1),
@@ -104,6 +115,54 @@ impl Policy {
             .saturating_mul(1u64 << attempt.min(32))
             .min(self.max_backoff_ms);
         fastrand::u64(0..=exp)
+    }
+}
+
+/// The most deliveries a worker leases at once when a destination keeps up with more.
+const MAX_PREFETCH: usize = 1024;
+
+/// How many deliveries a worker holds leased: four per request slot, and, when the
+/// destination has taken more in the last second, as many as it would take in a
+/// quarter of a lease (at most [`MAX_PREFETCH`]). A worker's store round trip waits
+/// its turn behind intake at the single writer, and the queue must keep every slot
+/// busy meanwhile (BENCHMARKS.md, issue 19).
+struct Prefetch {
+    min: usize,
+    max: usize,
+    lease_ms: i64,
+    since: Instant,
+    done: usize,
+    now: usize,
+}
+
+impl Prefetch {
+    fn new(p: &Policy) -> Prefetch {
+        Prefetch {
+            min: p.prefetch,
+            max: p.prefetch_max.max(p.prefetch),
+            lease_ms: p.lease_ms,
+            since: Instant::now(),
+            done: 0,
+            now: p.prefetch,
+        }
+    }
+
+    /// Deliveries finished (whatever their outcome).
+    fn finished(&mut self, n: usize) {
+        self.done += n;
+    }
+
+    /// How many to hold now (re-estimated once a second).
+    fn allowed(&mut self) -> usize {
+        let elapsed = self.since.elapsed();
+        if elapsed >= Duration::from_secs(1) {
+            let per_second = self.done as f64 / elapsed.as_secs_f64();
+            let quarter_lease = per_second * (self.lease_ms as f64 / 1000.0) / 4.0;
+            self.now = (quarter_lease as usize).clamp(self.min, self.max);
+            self.since = Instant::now();
+            self.done = 0;
+        }
+        self.now
     }
 }
 
@@ -147,17 +206,25 @@ struct Worker {
 
 impl Worker {
     /// Lease, send, record — with one store round trip at a time that both records
-    /// finished attempts and leases more, and a small local queue (four times the
-    /// concurrency) so a freed slot is filled without waiting for a commit.
+    /// finished attempts and leases more, and a local queue of leased deliveries
+    /// (`Prefetch`) so a freed slot is filled without waiting for a commit. The round
+    /// trip runs beside the sends: waiting for it, a worker sent only as many as it
+    /// had slots per commit (16 per ~8 ms at a busy writer, 2,000/s).
     async fn run(self, shutdown: CancellationToken) {
         let p = self.policy.clone();
-        let prefetch = p.prefetch;
-        let mut ready: VecDeque<LeasedDelivery> = VecDeque::new();
+        let mut prefetch = Prefetch::new(&p);
+        // Leased and waiting for a slot, with the time by which each must be sent:
+        // half its lease, so that it is never sent after another took it.
+        let mut ready: VecDeque<(Instant, LeasedDelivery)> = VecDeque::new();
+        let half_lease = Duration::from_millis(u64::try_from(p.lease_ms / 2).unwrap_or(0));
         let mut finished: Vec<Completion> = Vec::new();
         let mut in_flight: JoinSet<Completion> = JoinSet::new();
         let mut running: HashMap<tokio::task::Id, i64> = HashMap::new();
         // The last lease found fewer due deliveries than asked: wait for news.
         let mut exhausted = false;
+        // The store round trip under way (at most one): it records finished attempts
+        // and leases more while the sends go on.
+        let mut exchange: Option<PendingExchange> = None;
         let collect = |r: Result<(tokio::task::Id, Completion), tokio::task::JoinError>,
                        running: &mut HashMap<tokio::task::Id, i64>,
                        finished: &mut Vec<Completion>| {
@@ -180,7 +247,14 @@ impl Worker {
                 break;
             }
             while in_flight.len() < p.concurrency {
-                let Some(d) = ready.pop_front() else { break };
+                let Some((by, d)) = ready.pop_front() else {
+                    break;
+                };
+                if Instant::now() > by {
+                    // Its lease runs out soon: leave it to be leased again.
+                    tracing::warn!(destination = %p.destination, delivery = d.id, "leased delivery not sent within half its lease; it is sent after the lease expires");
+                    continue;
+                }
                 let id = d.id;
                 let send = Send {
                     policy: p.clone(),
@@ -190,49 +264,52 @@ impl Worker {
                 let handle = in_flight.spawn(send.deliver(d));
                 running.insert(handle.id(), id);
             }
-            let want = prefetch.saturating_sub(in_flight.len() + ready.len());
-            let lease_now = want > 0 && (!exhausted || !finished.is_empty());
-            if lease_now || !finished.is_empty() {
-                let request = lease_now.then(|| LeaseRequest {
-                    destination: p.destination.clone(),
-                    owner: self.owner.clone(),
-                    limit: want,
-                    now_ms: now_ms(),
-                    lease_ms: p.lease_ms,
-                });
-                match self
-                    .store
-                    .exchange(std::mem::take(&mut finished), request)
-                    .await
-                {
-                    Ok(x) => {
-                        if x.lost > 0 {
-                            tracing::warn!(destination = %p.destination, lost = x.lost, "attempts not recorded; those deliveries are sent again after their lease");
-                        }
-                        if lease_now {
-                            exhausted = x.leased.len() < want;
-                        }
-                        ready.extend(x.leased);
-                    }
-                    Err(e) => {
-                        tracing::error!(destination = %p.destination, error = %e, "store round trip failed; unrecorded attempts are sent again after their lease");
-                        exhausted = true;
+            if exchange.is_none() {
+                let want = prefetch
+                    .allowed()
+                    .saturating_sub(in_flight.len() + ready.len());
+                let lease_now = want > 0 && (!exhausted || !finished.is_empty());
+                if lease_now || !finished.is_empty() {
+                    let request = lease_now.then(|| LeaseRequest {
+                        destination: p.destination.clone(),
+                        owner: self.owner.clone(),
+                        limit: want,
+                        now_ms: now_ms(),
+                        lease_ms: p.lease_ms,
+                    });
+                    prefetch.finished(finished.len());
+                    let store = self.store.clone();
+                    let done = std::mem::take(&mut finished);
+                    let asked = lease_now.then_some(want);
+                    exchange = Some(Box::pin(async move {
+                        (store.exchange(done, request).await, asked)
+                    }));
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                (result, asked) = outstanding(&mut exchange) => {
+                    exchange = None;
+                    if !self.exchanged(result, asked, &mut ready, &mut exhausted, half_lease) {
                         tokio::select! {
                             _ = shutdown.cancelled() => {}
                             _ = tokio::time::sleep(p.poll) => {}
                         }
                     }
                 }
-                continue;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = self.notify.notified() => exhausted = false,
-                _ = tokio::time::sleep(p.poll) => exhausted = false,
                 Some(r) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
                     collect(r, &mut running, &mut finished);
                 }
+                // New work, or the poll, matter only between round trips (a wake-up
+                // during one is kept for the next wait).
+                _ = self.notify.notified(), if exchange.is_none() => exhausted = false,
+                _ = tokio::time::sleep(p.poll), if exchange.is_none() => exhausted = false,
             }
+        }
+        // A round trip under way is finished first: what it leased is given back below.
+        if let Some(x) = exchange.take() {
+            let (result, asked) = x.await;
+            self.exchanged(result, asked, &mut ready, &mut exhausted, half_lease);
         }
         // Shutdown: let in-flight requests finish within the grace period, record
         // them, and give back everything else.
@@ -255,7 +332,7 @@ impl Worker {
         }
         let unfinished: Vec<i64> = running
             .into_values()
-            .chain(ready.iter().map(|d| d.id))
+            .chain(ready.iter().map(|(_, d)| d.id))
             .collect();
         if !unfinished.is_empty() {
             tracing::info!(destination = %p.destination, count = unfinished.len(), "releasing unfinished deliveries");
@@ -263,6 +340,57 @@ impl Worker {
                 tracing::error!(error = %e, "could not release leases; they expire by themselves");
             }
         }
+    }
+}
+
+impl Worker {
+    /// Take a round trip's answer: what it leased joins the queue. False when it
+    /// failed (the caller waits a poll before the next).
+    fn exchanged(
+        &self,
+        result: Result<Exchange, StoreError>,
+        asked: Option<usize>,
+        ready: &mut VecDeque<(Instant, LeasedDelivery)>,
+        exhausted: &mut bool,
+        half_lease: Duration,
+    ) -> bool {
+        let p = &self.policy;
+        match result {
+            Ok(x) => {
+                if x.lost > 0 {
+                    tracing::warn!(destination = %p.destination, lost = x.lost, "attempts not recorded; those deliveries are sent again after their lease");
+                }
+                if let Some(want) = asked {
+                    *exhausted = x.leased.len() < want;
+                }
+                let by = Instant::now() + half_lease;
+                ready.extend(x.leased.into_iter().map(|d| (by, d)));
+                true
+            }
+            Err(e) => {
+                tracing::error!(destination = %p.destination, error = %e, "store round trip failed; unrecorded attempts are sent again after their lease");
+                *exhausted = true;
+                false
+            }
+        }
+    }
+}
+
+/// A store round trip under way, with how many deliveries it asked to lease.
+type PendingExchange = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = (Result<Exchange, StoreError>, Option<usize>)>
+            + std::marker::Send,
+    >,
+>;
+
+/// The round trip under way, or never (a `select!` branch that waits for nothing).
+async fn outstanding(
+    x: &mut Option<PendingExchange>,
+) -> (Result<Exchange, StoreError>, Option<usize>) {
+    match x {
+        Some(f) => f.await,
+        None => std::future::pending().await,
     }
 }
 
