@@ -13,7 +13,7 @@
 //!   (buckets up to an hour: a backlog shows here);
 //! - `backlog_full{destination}`: 1 while a destination is over its `max_backlog`;
 //! - `store_commit_jobs` (histogram: jobs per writer transaction) and
-//!   `store_writer_queue` (gauge: jobs waiting for the writer).
+//!   `store_writer_queue` (gauge: jobs waiting when the writer took its last batch).
 
 use std::sync::OnceLock;
 

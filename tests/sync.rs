@@ -826,7 +826,12 @@ async fn a_full_destination_pauses_the_pull_that_feeds_it() {
             "level = \"city\"\ndestination = { ",
             "level = \"city\"\ndestination = { max_backlog = { records = 5 }, ",
         )
-        .replace("poll_ms = 50\n", "poll_ms = 50\nbacklog_poll_ms = 50\n")
+        // The city platform is down for a while: its deliveries must not run out of
+        // attempts meanwhile.
+        .replace(
+            "poll_ms = 50\n",
+            "poll_ms = 50\nbacklog_poll_ms = 50\nmax_attempts = 100000\n",
+        )
     })
     .await;
     city.set_script(hallgate::receiver::Script {

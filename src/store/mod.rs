@@ -98,9 +98,9 @@ impl StoreUrl {
 
 /// Check a store URL's settings without connecting (for `hallgate check`): the
 /// PostgreSQL TLS options and the CA file they name.
-/// What the single writer reports per transaction: the jobs it committed together
-/// and the jobs still waiting behind them (`hallgate_store_commit_jobs`,
-/// `hallgate_store_writer_queue`).
+/// What the single writer reports per transaction: the jobs it committed together,
+/// and the jobs that were waiting when it took them (those and any beyond the batch
+/// limit) (`hallgate_store_commit_jobs`, `hallgate_store_writer_queue`).
 fn observe_batch(jobs: usize, waiting: usize) {
     metrics::histogram!("hallgate_store_commit_jobs").record(jobs as f64);
     metrics::gauge!("hallgate_store_writer_queue").set(waiting as f64);

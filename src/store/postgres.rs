@@ -535,7 +535,8 @@ impl Stmts {
             audit: c
                 .prepare(
                     "INSERT INTO audit (seq, at, event, node, case_no, kind, message_id, delivery_id, detail, hash)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                     SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
+                                          $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::TEXT[], $10::BYTEA[])",
                 )
                 .await?,
             idem_get: c
@@ -683,35 +684,51 @@ impl Chain {
         Ok(())
     }
 
-    /// Write the pushed events, pipelined.
+    /// Write the pushed events in one statement (arrays of their columns): a
+    /// statement per event cost a send and a wake-up each on the server.
     async fn flush(&mut self, tx: &Transaction<'_>, st: &Stmts) -> Result<(), StoreError> {
         let pending = std::mem::take(&mut self.pending);
-        let details: Vec<String> = pending
-            .iter()
-            .map(|(_, _, e)| e.detail.to_string())
-            .collect();
-        let inserts = pending
-            .iter()
-            .zip(&details)
-            .map(|((seq, hash, e), detail)| async move {
-                tx.execute(
-                    &st.audit,
-                    &[
-                        seq,
-                        &e.at_ms,
-                        &e.event.as_str(),
-                        &e.node,
-                        &e.case_no,
-                        &e.kind,
-                        &e.message_id,
-                        &e.delivery_id,
-                        detail,
-                        &hash.as_slice(),
-                    ],
-                )
-                .await
-            });
-        try_join_all(inserts).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut seq = Vec::with_capacity(pending.len());
+        let mut at = Vec::with_capacity(pending.len());
+        let mut event = Vec::with_capacity(pending.len());
+        let mut node = Vec::with_capacity(pending.len());
+        let mut case_no = Vec::with_capacity(pending.len());
+        let mut kind = Vec::with_capacity(pending.len());
+        let mut message_id = Vec::with_capacity(pending.len());
+        let mut delivery_id = Vec::with_capacity(pending.len());
+        let mut detail = Vec::with_capacity(pending.len());
+        let mut hash: Vec<&[u8]> = Vec::with_capacity(pending.len());
+        for (s, h, e) in &pending {
+            seq.push(*s);
+            at.push(e.at_ms);
+            event.push(e.event.as_str());
+            node.push(e.node.as_deref());
+            case_no.push(e.case_no.as_deref());
+            kind.push(e.kind.as_deref());
+            message_id.push(e.message_id.as_deref());
+            delivery_id.push(e.delivery_id);
+            detail.push(e.detail.to_string());
+            hash.push(h.as_slice());
+        }
+        tx.execute(
+            &st.audit,
+            &[
+                &seq,
+                &at,
+                &event,
+                &node,
+                &case_no,
+                &kind,
+                &message_id,
+                &delivery_id,
+                &detail,
+                &hash,
+            ],
+        )
+        .await?;
         Ok(())
     }
 
@@ -781,7 +798,7 @@ async fn writer_loop(
                 Err(_) => break,
             }
         }
-        super::observe_batch(jobs.len(), rx.len());
+        super::observe_batch(jobs.len(), jobs.len() + rx.len());
         // The connection died (a database restart, a network cut): connect again
         // before this batch. Until that works, batches fail as unavailable (the
         // sender gets 503 and retries; nothing was written) and a close is honoured.
@@ -1426,11 +1443,6 @@ async fn accept(
         )
         .await
     }));
-    try_join(
-        try_join(message, key),
-        try_join(records, try_join(versions, deliveries)),
-    )
-    .await?;
     // New cases are opened; the sender and the destinations become parties.
     let mut party_rows: Vec<(&str, &str)> = Vec::new();
     let mut open_rows: Vec<&NewRecord> = Vec::new();
@@ -1469,7 +1481,13 @@ async fn accept(
         try_join_all(party_rows.iter().map(|(case_no, node)| async move {
             tx.execute(&st.case_party, &[case_no, node]).await
         }));
-    try_join(opens, parties).await?;
+    // One round trip for all of it: the case rows depend only on the standings read
+    // before, not on the rows above.
+    try_join(
+        try_join(try_join(message, key), try_join(opens, parties)),
+        try_join(records, try_join(versions, deliveries)),
+    )
+    .await?;
     chain.push(received)?;
     for (r, status) in msg.records.iter().zip(&statuses) {
         if !plan::stored(msg, status) {

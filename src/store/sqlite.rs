@@ -475,7 +475,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        super::observe_batch(jobs.len(), rx.len());
+        super::observe_batch(jobs.len(), jobs.len() + rx.len());
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let msg = e.to_string();
             for job in jobs {
