@@ -327,6 +327,18 @@ async fn connect(
             tracing::error!(error = %e, "PostgreSQL connection closed");
         }
     });
+    // Plan every execution of a prepared statement with the tables as they are. A
+    // generic plan made while the tables were empty kept a sequential scan of
+    // `records` inside each delivery and version insert as the tables grew: one
+    // instance fell from ~650 to ~130 records/s within a minute, until autovacuum
+    // analysed (BENCHMARKS.md, issue 19). Servers before PostgreSQL 12 (and some
+    // compatible ones) lack the setting; they keep their default.
+    if let Err(e) = client
+        .batch_execute("SET plan_cache_mode = force_custom_plan")
+        .await
+    {
+        tracing::debug!(error = %e, "plan_cache_mode not set");
+    }
     Ok(client)
 }
 
