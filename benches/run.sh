@@ -9,6 +9,9 @@
 #
 #   BIN=/path/to/hallgate bash benches/run.sh   # another build, for a before/after
 #
+# Sustained figures (60 s, accepted and delivered, the backlog over time) come from
+# benches/sustained.sh.
+#
 # Needs wrk and nginx (Debian: wrk nginx-light); installs them when run as root. The
 # nginx ceiling's config comes from benches/baselines/nginx-conf.sh.
 set -euo pipefail
