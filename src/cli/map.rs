@@ -12,10 +12,11 @@ use hallgate::mapping::{Disk, Mapping, MappingSet, tool};
 /// The arguments of `hallgate map`.
 #[derive(Args)]
 pub struct MapArgs {
-    /// One mapping file. Without it, `--node` uses that node's mappings from the
+    /// A mapping file; give it again for several (the parts of a whole-case
+    /// package). Without it, `--node` uses that node's mappings from the
     /// configuration (forms, SOAP, several kinds per body).
     #[arg(long, conflicts_with = "node", required_unless_present = "node")]
-    mapping: Option<PathBuf>,
+    mapping: Vec<PathBuf>,
     /// A node of the configuration.
     #[arg(long)]
     node: Option<String>,
@@ -55,18 +56,21 @@ pub fn map(args: MapArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("--kind {k}: not a record kind"))?,
         ),
     };
-    let (set, limits, source) = match (mapping, node) {
-        (Some(file), _) => {
-            let m = Mapping::load(&file, &Disk)?;
+    let (set, limits, source) = match (mapping.is_empty(), node) {
+        (false, _) => {
+            let mut set = Vec::new();
+            for file in &mapping {
+                set.push(Arc::new(Mapping::load(file, &Disk)?));
+            }
             let limits = hallgate::mapping::Limits {
                 max_body_bytes: 1 << 30,
                 max_records: usize::MAX,
                 max_elements: usize::MAX,
                 ..hallgate::mapping::Limits::default()
             };
-            (MappingSet::new(vec![Arc::new(m)]), limits, None)
+            (MappingSet::new(set), limits, None)
         }
-        (None, Some(node)) => {
+        (true, Some(node)) => {
             // The mappings only: the files the config names for other purposes (keys,
             // certificates) need not exist where mappings are tried out.
             let config = hallgate::config::Config::load(config_path)?;
@@ -80,7 +84,7 @@ pub fn map(args: MapArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
                 Some(node),
             )
         }
-        (None, None) => anyhow::bail!("give --mapping FILE or --node ID"),
+        (true, None) => anyhow::bail!("give --mapping FILE or --node ID"),
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
@@ -108,14 +112,26 @@ pub fn map(args: MapArgs, config_path: &Path) -> anyhow::Result<ExitCode> {
 pub fn check(config_path: &Path, mapping_files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     if !mapping_files.is_empty() {
-        let mut sets = Vec::new();
+        // Each file on its own, except the parts of one package, which read their
+        // examples together.
+        let mut sets: Vec<(String, MappingSet)> = Vec::new();
         for f in mapping_files {
-            match Mapping::load(f, &Disk) {
-                Ok(m) => sets.push((f.display().to_string(), MappingSet::new(vec![Arc::new(m)]))),
+            let m = match Mapping::load(f, &Disk) {
+                Ok(m) => Arc::new(m),
                 Err(e) => {
                     eprintln!("{e}");
                     return Ok(ExitCode::FAILURE);
                 }
+            };
+            let together = m.package().and_then(|p| {
+                sets.iter_mut().find(|(_, s)| {
+                    s.mappings.first().and_then(|x| x.package()) == Some(p)
+                        && s.mappings[0].format == m.format
+                })
+            });
+            match together {
+                Some((_, s)) => s.mappings.push(m),
+                None => sets.push((f.display().to_string(), MappingSet::new(vec![m]))),
             }
         }
         let refs: Vec<(String, &MappingSet)> = sets.iter().map(|(n, s)| (n.clone(), s)).collect();

@@ -135,9 +135,9 @@ impl DecodeError {
 }
 
 /// What a decode is working with: the candidate mappings and where records go.
-struct Run<'s> {
-    limits: &'s Limits,
-    count: usize,
+pub(super) struct Run<'s> {
+    pub(super) limits: &'s Limits,
+    pub(super) count: usize,
     emit: &'s mut dyn FnMut(Decoded) -> Result<(), DecodeError>,
     /// The values of the record being evaluated (kept for the next one).
     staged: Staged,
@@ -328,6 +328,18 @@ fn xml_text(
     }) else {
         return Err(no_xml_mapping(candidates, &root));
     };
+    // A package, or rules that read outside the record: the whole document is read
+    // with every mapping that has a record root in it.
+    let under_root: Vec<&Arc<Mapping>> = candidates
+        .iter()
+        .copied()
+        .filter(|m| {
+            m.format == Format::Xml && m.roots.iter().any(|r| first_name(&r.steps) == Some(&root))
+        })
+        .collect();
+    if super::document::needed(&under_root) {
+        return super::document::xml(run, &under_root, text, &root);
+    }
     let roots = Roots {
         paths: mapping
             .roots
@@ -412,7 +424,7 @@ impl<'a, T: Tree<Node = u32>> Sink<'a, T> for RecordSink<'_, '_, '_> {
 }
 
 /// The first mapping whose `match` holds for this record.
-fn choose<'m, T: Tree>(
+pub(super) fn choose<'m, T: Tree>(
     mappings: &[&'m Arc<Mapping>],
     tree: &T,
     node: T::Node,
@@ -440,7 +452,7 @@ fn choose<'m, T: Tree>(
 }
 
 /// Evaluate one record and keep it.
-fn push_record<T: Tree>(
+pub(super) fn push_record<T: Tree>(
     run: &mut Run,
     mapping: &Arc<Mapping>,
     tree: &T,
@@ -621,6 +633,14 @@ fn json_text(run: &mut Run, candidates: &[&Arc<Mapping>], text: &str) -> Result<
             reason: e.to_string(),
         })?;
         any = true;
+        let json: Vec<&Arc<Mapping>> = candidates
+            .iter()
+            .copied()
+            .filter(|m| m.format == Format::Json)
+            .collect();
+        if super::document::needed(&json) && super::document::json(run, &json, &doc)? {
+            continue;
+        }
         let found = candidates.iter().find_map(|m| {
             if m.format != Format::Json {
                 return None;
@@ -657,7 +677,7 @@ fn json_text(run: &mut Run, candidates: &[&Arc<Mapping>], text: &str) -> Result<
             .copied()
             .filter(|m| m.format == Format::Json && m.roots.iter().any(|r| r.steps == root.steps))
             .collect();
-        let tree = JsonTree(std::marker::PhantomData);
+        let tree = JsonTree::plain();
         let items: &[eval::Json] = match at {
             eval::Json::Arr(items) => items,
             other => std::slice::from_ref(other),

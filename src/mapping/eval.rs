@@ -888,24 +888,66 @@ impl<'a> Json<'a> {
     }
 }
 
-/// A JSON document as a record tree.
-pub(crate) struct JsonTree<'v, 'a>(pub std::marker::PhantomData<&'v Json<'a>>);
+/// A JSON document as a record tree. Read with its document around it (a package,
+/// `..` or `/` paths), it knows each object's enclosing object and the document.
+#[derive(Default)]
+pub(crate) struct JsonTree<'v, 'a> {
+    /// A value's address to its enclosing object (lists are not a level of their own).
+    parents: HashMap<usize, &'v Json<'a>>,
+    root: Option<&'v Json<'a>>,
+}
 
-fn json_at<'v, 'a>(mut v: &'v Json<'a>, steps: &[Step]) -> Option<&'v Json<'a>> {
-    for s in steps {
-        v = match (s, v) {
-            (Step::Name(n), Json::Obj(_)) => v.get(n)?,
-            (Step::Index(i), Json::Arr(a)) => a.get(*i)?,
-            _ => return None,
-        };
+fn address(v: &Json) -> usize {
+    v as *const Json as usize
+}
+
+impl<'v, 'a> JsonTree<'v, 'a> {
+    /// A tree that reads below each record only.
+    pub fn plain() -> JsonTree<'v, 'a> {
+        JsonTree::default()
     }
-    Some(v)
+
+    /// A tree over the whole document `doc` (linear in its values, which the body's
+    /// limits bound).
+    pub fn document(doc: &'v Json<'a>) -> JsonTree<'v, 'a> {
+        let mut parents = HashMap::new();
+        let mut stack: Vec<(&'v Json<'a>, &'v Json<'a>)> = Vec::new();
+        let push_children = |v: &'v Json<'a>, owner: &'v Json<'a>, stack: &mut Vec<_>| match v {
+            Json::Obj(members) => stack.extend(members.iter().map(|(_, c)| (c, v))),
+            // The items of a list belong to the object that holds the list.
+            Json::Arr(items) => stack.extend(items.iter().map(|c| (c, owner))),
+            _ => {}
+        };
+        push_children(doc, doc, &mut stack);
+        while let Some((v, owner)) = stack.pop() {
+            parents.insert(address(v), owner);
+            push_children(v, owner, &mut stack);
+        }
+        JsonTree {
+            parents,
+            root: Some(doc),
+        }
+    }
+
+    fn at(&self, node: &'v Json<'a>, steps: &[Step]) -> Option<&'v Json<'a>> {
+        let mut v = node;
+        for s in steps {
+            v = match (s, v) {
+                (Step::Up, _) => self.parents.get(&address(v)).copied()?,
+                (Step::Top, _) => self.root?,
+                (Step::Name(n), Json::Obj(_)) => v.get(n)?,
+                (Step::Index(i), Json::Arr(a)) => a.get(*i)?,
+                _ => return None,
+            };
+        }
+        Some(v)
+    }
 }
 
 impl<'v, 'a> Tree for JsonTree<'v, 'a> {
     type Node = &'v Json<'a>;
     fn lookup(&self, node: &'v Json<'a>, path: &NPath) -> Lookup<'v> {
-        match json_at(node, &path.steps) {
+        match self.at(node, &path.steps) {
             None | Some(Json::Null) => Lookup::Absent,
             Some(Json::Str(s)) => Lookup::Str(s),
             Some(Json::Num(n)) => Lookup::Num(n),
@@ -914,7 +956,7 @@ impl<'v, 'a> Tree for JsonTree<'v, 'a> {
         }
     }
     fn each(&self, node: &'v Json<'a>, path: &NPath, out: &mut Vec<&'v Json<'a>>) {
-        match json_at(node, &path.steps) {
+        match self.at(node, &path.steps) {
             Some(Json::Arr(items)) => out.extend(items.iter()),
             Some(v @ Json::Obj(_)) => out.push(v),
             _ => {}

@@ -10,9 +10,12 @@
 //! is parsed, and every limit on hostile input is enforced there.
 
 pub mod decode;
+mod document;
 mod eval;
 pub mod examples;
 mod layout;
+mod namespaces;
+mod package;
 mod plan;
 mod render;
 mod spec;
@@ -49,6 +52,19 @@ pub(crate) enum Step {
     Index(usize),
     /// An attribute (XML only), written `@name`.
     Attr(String),
+    /// The enclosing element (XML) or object (JSON), written `..` at the start of a
+    /// path. A list between an object and its items is not a step of its own.
+    Up,
+    /// The document: a path written from `/` (`/Package/Head/SenderCode` in XML,
+    /// where the first name is the document element; `/head/senderCode` in JSON).
+    Top,
+}
+
+impl NPath {
+    /// Whether the path reads outside the record (`..` or `/`).
+    pub(crate) fn is_context(&self) -> bool {
+        matches!(self.steps.first(), Some(Step::Up | Step::Top))
+    }
 }
 
 /// A compiled path with the text the integrator wrote, for error messages.
@@ -85,6 +101,13 @@ pub struct Mapping {
     pub examples: Vec<examples::Example>,
     /// Canonical field (dotted, list indexes removed) to the source path it came from.
     sources: HashMap<String, String>,
+    /// `package`: the element (or JSON object) that holds one whole case, when this
+    /// mapping reads one kind of a whole-case package.
+    pub(crate) package: Option<NPath>,
+    /// Whether a record is read with its document around it: a package part, or rules
+    /// reading outside the record (`..`, `/`). Such mappings read through the element
+    /// tree of the whole document, never a read plan, and their files are not cut.
+    pub(crate) needs_document: bool,
 }
 
 impl Mapping {
@@ -120,6 +143,11 @@ impl Mapping {
             Some(i) => src.replacen("[*]", &format!("[{}]", i + 1), 1),
             None => src.clone(),
         })
+    }
+
+    /// The package this mapping is a part of (`package = "CasePackage/Case"`).
+    pub fn package(&self) -> Option<&str> {
+        self.package.as_ref().map(|p| p.text.as_str())
     }
 
     /// The content type rendered bodies carry.
@@ -373,4 +401,14 @@ fn check_one(d: Decoded) -> Checked {
 /// Render canonical records (all of the mapping's kind) into one native body.
 pub fn render(mapping: &Mapping, records: &[Value]) -> Result<Vec<u8>, RenderError> {
     render::render(mapping, records)
+}
+
+/// Render the records of whole cases (any kinds the parts map) into one package
+/// document: each case under its package element, its records in delivery order.
+pub fn render_package(parts: &[&Mapping], records: &[Value]) -> Result<Vec<u8>, RenderError> {
+    let mut objects = Vec::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        objects.push(r.as_object().ok_or(RenderError::NotObject(i))?);
+    }
+    package::render(parts, &objects)
 }

@@ -14,6 +14,8 @@ use super::{Format, Mapping, NPath, Step};
 #[derive(Debug, Default)]
 pub(crate) struct RenderSpec {
     pub constants: Vec<(NPath, String)>,
+    /// Namespace declarations and prefixes (XML).
+    pub namespaces: super::namespaces::Namespaces,
 }
 
 /// Why records cannot be rendered.
@@ -36,6 +38,24 @@ pub enum RenderError {
     },
     #[error("record {0}: not a JSON object")]
     NotObject(usize),
+    #[error("no package mapping given")]
+    NotPackage,
+    #[error("{first} and {other} are parts of different packages (their `package` differs)")]
+    Packages { first: String, other: String },
+    #[error("record {record}: no part of the package of {file} renders {kind} records")]
+    NoPart {
+        record: usize,
+        kind: String,
+        file: String,
+    },
+    #[error(
+        "{file}: the package `{package}` is the whole document, which holds one case, and {count} cases were given"
+    )]
+    OneCase {
+        file: String,
+        package: String,
+        count: usize,
+    },
     #[error("{file}: one XML record root ({root}) holds one record, and {count} were given")]
     OneRoot {
         file: String,
@@ -45,14 +65,14 @@ pub enum RenderError {
 }
 
 /// A value ready to be written.
-enum Out {
+pub(crate) enum Out {
     Str(String),
     Num(Number),
     Bool(bool),
 }
 
 impl Out {
-    fn text(self) -> String {
+    pub(crate) fn text(self) -> String {
         match self {
             Out::Str(s) => s,
             Out::Num(n) => n.to_string(),
@@ -60,7 +80,7 @@ impl Out {
         }
     }
 
-    fn json(self, native: Option<Native>) -> Value {
+    pub(crate) fn json(self, native: Option<Native>) -> Value {
         match (native, self) {
             (Some(Native::String), o) => Value::String(o.text()),
             (Some(Native::Number), Out::Str(s)) => s
@@ -118,21 +138,86 @@ fn native_of(rule: &Rule, v: &Value) -> Result<Out, String> {
 }
 
 /// A native record being built: an XML element or a JSON object.
-trait Target {
+pub(crate) trait Target {
     fn put(&mut self, steps: &[Step], value: Out, native: Option<Native>);
     /// A new item under `steps` (the container path, then the item name).
     fn item(&mut self, steps: &[Step]) -> &mut Self;
 }
 
 #[derive(Default)]
-struct Elem {
-    name: String,
-    attrs: Vec<(String, String)>,
+pub(crate) struct Elem {
+    pub name: String,
+    pub attrs: Vec<(String, String)>,
     text: Option<String>,
-    children: Vec<Elem>,
+    pub children: Vec<Elem>,
 }
 
 impl Elem {
+    pub fn new(name: &str) -> Elem {
+        Elem {
+            name: name.to_string(),
+            ..Elem::default()
+        }
+    }
+
+    /// Write `value` at `steps` unless something is there already: values from
+    /// outside the record (`..`, `/`) are shared by the records written into one
+    /// document, and the first one's stays.
+    pub fn put_once(&mut self, steps: &[Step], value: Out) {
+        let mut cur = self;
+        for (i, s) in steps.iter().enumerate() {
+            match s {
+                Step::Name(n) => match steps.get(i + 1) {
+                    Some(Step::Index(k)) => cur = cur.nth_child(n, *k),
+                    _ => cur = cur.child(n),
+                },
+                Step::Attr(a) => {
+                    if !cur.attrs.iter().any(|(k, _)| k == a) {
+                        cur.attrs.push((a.clone(), value.text()));
+                    }
+                    return;
+                }
+                Step::Index(_) | Step::Up | Step::Top => {}
+            }
+        }
+        if cur.text.is_none() {
+            cur.text = Some(value.text());
+        }
+    }
+
+    /// The element at the names `path` below this one, made if missing.
+    pub fn at(&mut self, path: &[&str]) -> &mut Elem {
+        let mut cur = self;
+        for n in path {
+            cur = cur.child(n);
+        }
+        cur
+    }
+
+    /// Prefix element names and add the document element's declarations.
+    pub fn qualify(&mut self, ns: &super::namespaces::Namespaces) {
+        fn rename(e: &mut Elem, ns: &super::namespaces::Namespaces, document: bool) {
+            e.name = ns.name(&e.name, document);
+            if ns.all {
+                for c in &mut e.children {
+                    rename(c, ns, false);
+                }
+            }
+        }
+        rename(self, ns, true);
+        let mut attrs = ns.document_attributes();
+        attrs.append(&mut self.attrs);
+        self.attrs = attrs;
+    }
+
+    /// The XML document: declaration, this element, a final newline, in `encoding`.
+    pub fn document(&self, encoding: &'static encoding_rs::Encoding) -> Vec<u8> {
+        let mut text = format!("<?xml version=\"1.0\" encoding=\"{}\"?>", encoding.name());
+        self.write(&mut text);
+        text.push('\n');
+        let (bytes, _, _) = encoding.encode(&text);
+        bytes.into_owned()
+    }
     /// The `nth` child named `name` (from 0), made with any before it.
     fn nth_child(&mut self, name: &str, nth: usize) -> &mut Elem {
         let mut have = self.children.iter().filter(|c| c.name == name).count();
@@ -204,7 +289,7 @@ impl Target for Elem {
                     Some(Step::Index(k)) => cur = cur.nth_child(n, *k),
                     _ => cur = cur.child(n),
                 },
-                Step::Index(_) => {}
+                Step::Index(_) | Step::Up | Step::Top => {}
                 Step::Attr(a) => {
                     cur.attrs.push((a.clone(), value.text()));
                     return;
@@ -246,10 +331,37 @@ impl Target for Elem {
     }
 }
 
-struct Obj(Map<String, Value>);
+pub(crate) struct Obj(pub Map<String, Value>);
 
 impl Obj {
-    fn put_value(&mut self, steps: &[Step], value: Value) {
+    /// Write `value` at `steps` unless a value is there already (see [`Elem::put_once`]).
+    pub fn put_once(&mut self, steps: &[Step], value: Value) {
+        let mut root = Value::Object(std::mem::take(&mut self.0));
+        let mut at = &mut root;
+        for s in steps {
+            let Step::Name(n) = s else {
+                continue;
+            };
+            if !at.is_object() {
+                if !at.is_null() {
+                    break;
+                }
+                *at = Value::Object(Map::new());
+            }
+            let Value::Object(m) = at else {
+                break;
+            };
+            at = m.entry(n.clone()).or_insert(Value::Null);
+        }
+        if at.is_null() {
+            *at = value;
+        }
+        if let Value::Object(m) = root {
+            self.0 = m;
+        }
+    }
+
+    pub fn put_value(&mut self, steps: &[Step], value: Value) {
         // A path starts with a key (a JSON path cannot start with an index).
         if !matches!(steps.first(), Some(Step::Name(_))) {
             return;
@@ -276,6 +388,15 @@ impl Target for Obj {
 type EachFn<'e, T> =
     dyn FnMut(&NPath, &[Rule], &[Value], &mut T, &str) -> Result<(), RenderError> + 'e;
 
+/// A value read from outside the record (`..`, `/`), written where its path leads
+/// once the record's place in the document is known.
+pub(crate) struct Lifted {
+    pub steps: Vec<Step>,
+    pub value: Out,
+    pub native: Option<Native>,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn fill<T: Target>(
     rules: &[Rule],
     record: &Map<String, Value>,
@@ -283,6 +404,7 @@ fn fill<T: Target>(
     index: usize,
     prefix: &str,
     each: &mut EachFn<'_, T>,
+    lifted: &mut Vec<Lifted>,
 ) -> Result<(), RenderError> {
     for rule in rules {
         if !rule.render {
@@ -298,7 +420,15 @@ fn fill<T: Target>(
                     field: format!("{prefix}{}", rule.field),
                     reason,
                 })?;
-                target.put(&paths[0].steps, out, rule.native);
+                if paths[0].is_context() {
+                    lifted.push(Lifted {
+                        steps: paths[0].steps.clone(),
+                        value: out,
+                        native: rule.native,
+                    });
+                } else {
+                    target.put(&paths[0].steps, out, rule.native);
+                }
             }
             Source::Each { path, rules, .. } => {
                 let Value::Array(items) = v else {
@@ -322,12 +452,14 @@ fn fill<T: Target>(
     Ok(())
 }
 
-fn fill_xml(
+/// Fill an XML record element; values from outside it go to `lifted`.
+pub(crate) fn fill_xml(
     rules: &[Rule],
     record: &Map<String, Value>,
     elem: &mut Elem,
     index: usize,
     prefix: &str,
+    lifted: &mut Vec<Lifted>,
 ) -> Result<(), RenderError> {
     let mut each = |path: &NPath, rules: &[Rule], items: &[Value], elem: &mut Elem, field: &str| {
         for (i, item) in items.iter().enumerate() {
@@ -339,19 +471,29 @@ fn fill_xml(
                 });
             };
             let child = elem.item(&path.steps);
-            fill_xml(rules, m, child, index, &format!("{field}[{i}]."))?;
+            // Item rules never read outside the item (refused at compile time).
+            fill_xml(
+                rules,
+                m,
+                child,
+                index,
+                &format!("{field}[{i}]."),
+                &mut Vec::new(),
+            )?;
         }
         Ok(())
     };
-    fill(rules, record, elem, index, prefix, &mut each)
+    fill(rules, record, elem, index, prefix, &mut each, lifted)
 }
 
-fn fill_json(
+/// Fill a JSON record object; values from outside it go to `lifted`.
+pub(crate) fn fill_json(
     rules: &[Rule],
     record: &Map<String, Value>,
     obj: &mut Obj,
     index: usize,
     prefix: &str,
+    lifted: &mut Vec<Lifted>,
 ) -> Result<(), RenderError> {
     let mut each = |path: &NPath, rules: &[Rule], items: &[Value], obj: &mut Obj, field: &str| {
         let mut list = Vec::with_capacity(items.len());
@@ -364,13 +506,58 @@ fn fill_json(
                 });
             };
             let mut child = Obj(Map::new());
-            fill_json(rules, m, &mut child, index, &format!("{field}[{i}]."))?;
+            fill_json(
+                rules,
+                m,
+                &mut child,
+                index,
+                &format!("{field}[{i}]."),
+                &mut Vec::new(),
+            )?;
             list.push(Value::Object(child.0));
         }
         obj.put_value(&path.steps, Value::Array(list));
         Ok(())
     };
-    fill(rules, record, obj, index, prefix, &mut each)
+    fill(rules, record, obj, index, prefix, &mut each, lifted)
+}
+
+/// Where a value from outside the record goes, as steps below the document element
+/// (XML) or the document (JSON): `record` is the names from the document (element)
+/// to the record. `None` for a `/` path into another document element.
+pub(crate) fn absolute(steps: &[Step], record: &[&str], format: Format) -> Option<Vec<Step>> {
+    let name = |n: &&str| Step::Name(n.to_string());
+    match steps.first() {
+        Some(Step::Up) => {
+            let ups = steps.iter().take_while(|s| **s == Step::Up).count();
+            let keep = record.len().checked_sub(ups)?;
+            let from = usize::from(format == Format::Xml);
+            let mut out: Vec<Step> = record.get(from..keep.max(from))?.iter().map(name).collect();
+            out.extend(steps[ups..].iter().cloned());
+            Some(out)
+        }
+        Some(Step::Top) => match format {
+            Format::Xml => match steps.get(1) {
+                Some(Step::Name(d)) if record.first() == Some(&d.as_str()) => {
+                    Some(steps[2..].to_vec())
+                }
+                _ => None,
+            },
+            Format::Json => Some(steps[1..].to_vec()),
+        },
+        _ => Some(steps.to_vec()),
+    }
+}
+
+/// The element names of a path (indexes and attributes left out).
+pub(crate) fn names(path: &NPath) -> Vec<&str> {
+    path.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Name(n) => Some(n.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Write `value` at `steps` below `at`: names are keys of objects, indexes places in
@@ -401,11 +588,20 @@ fn json_put(at: &mut Value, steps: &[Step], value: Value) {
                 json_put(&mut items[*k], rest, value);
             }
         }
-        Step::Attr(_) => {}
+        Step::Attr(_) | Step::Up | Step::Top => {}
     }
 }
 
 pub(crate) fn render(mapping: &Mapping, records: &[Value]) -> Result<Vec<u8>, RenderError> {
+    let objects = objects(mapping, records)?;
+    render_objects(mapping, &objects)
+}
+
+/// The records as objects of the mapping's kind.
+pub(crate) fn objects<'r>(
+    mapping: &Mapping,
+    records: &'r [Value],
+) -> Result<Vec<&'r Map<String, Value>>, RenderError> {
     let mut objects = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
         let Value::Object(m) = r else {
@@ -423,6 +619,16 @@ pub(crate) fn render(mapping: &Mapping, records: &[Value]) -> Result<Vec<u8>, Re
         }
         objects.push(m);
     }
+    Ok(objects)
+}
+
+fn render_objects(
+    mapping: &Mapping,
+    objects: &[&Map<String, Value>],
+) -> Result<Vec<u8>, RenderError> {
+    if mapping.package.is_some() {
+        return super::package::render(&[mapping], objects);
+    }
     match mapping.format {
         Format::Xml => {
             let root = if objects.len() > 1 {
@@ -438,58 +644,63 @@ pub(crate) fn render(mapping: &Mapping, records: &[Value]) -> Result<Vec<u8>, Re
             } else {
                 &mapping.roots[0]
             };
-            let names: Vec<&str> = root
-                .steps
-                .iter()
-                .filter_map(|s| match s {
-                    Step::Name(n) => Some(n.as_str()),
-                    _ => None,
-                })
-                .collect();
-            let mut doc = Elem {
-                name: names.first().copied().unwrap_or("RECORDS").to_string(),
-                ..Elem::default()
-            };
+            let names = names(root);
+            let mut doc = Elem::new(names.first().copied().unwrap_or("RECORDS"));
             for (i, m) in objects.iter().enumerate() {
-                let mut elem = Elem {
-                    name: names.last().copied().unwrap_or("RECORD").to_string(),
-                    ..Elem::default()
-                };
-                fill_xml(&mapping.rules, m, &mut elem, i, "")?;
+                let mut elem = Elem::new(names.last().copied().unwrap_or("RECORD"));
+                let mut lifted = Vec::new();
+                fill_xml(&mapping.rules, m, &mut elem, i, "", &mut lifted)?;
                 for (p, v) in &mapping.render.constants {
                     elem.put(&p.steps, Out::Str(v.clone()), None);
+                }
+                // Values from around the record go into the document first, so an
+                // envelope's `Head` comes before the records' `Body`.
+                let around = if names.len() == 1 {
+                    &mut elem
+                } else {
+                    &mut doc
+                };
+                for l in lifted {
+                    if let Some(steps) = absolute(&l.steps, &names, Format::Xml) {
+                        around.put_once(&steps, l.value);
+                    }
                 }
                 if names.len() == 1 {
                     doc = elem;
                 } else {
                     // the path between the document element and the record element
-                    let mut parent = &mut doc;
-                    for n in &names[1..names.len() - 1] {
-                        parent = parent.child(n);
-                    }
-                    parent.children.push(elem);
+                    doc.at(&names[1..names.len() - 1]).children.push(elem);
                 }
             }
-            let mut text = format!(
-                "<?xml version=\"1.0\" encoding=\"{}\"?>",
-                mapping.encoding.name()
-            );
-            doc.write(&mut text);
-            text.push('\n');
-            let (bytes, _, _) = mapping.encoding.encode(&text);
-            Ok(bytes.into_owned())
+            if !mapping.render.namespaces.is_empty() || mapping.render.namespaces.prefix.is_some() {
+                doc.qualify(&mapping.render.namespaces);
+            }
+            Ok(doc.document(mapping.encoding))
         }
         Format::Json => {
+            let root = &mapping.roots[0];
+            let names = names(root);
+            let mut wrapper = Obj(Map::new());
             let mut out = Vec::with_capacity(objects.len());
             for (i, m) in objects.iter().enumerate() {
                 let mut obj = Obj(Map::new());
-                fill_json(&mapping.rules, m, &mut obj, i, "")?;
+                let mut lifted = Vec::new();
+                fill_json(&mapping.rules, m, &mut obj, i, "", &mut lifted)?;
                 for (p, v) in &mapping.render.constants {
                     obj.put(&p.steps, Out::Str(v.clone()), None);
                 }
+                let around = if root.steps.is_empty() {
+                    &mut obj
+                } else {
+                    &mut wrapper
+                };
+                for l in lifted {
+                    if let Some(steps) = absolute(&l.steps, &names, Format::Json) {
+                        around.put_once(&steps, l.value.json(l.native));
+                    }
+                }
                 out.push(Value::Object(obj.0));
             }
-            let root = &mapping.roots[0];
             let body = if root.steps.is_empty() {
                 if out.len() == 1 {
                     out.pop().unwrap_or(Value::Null)
@@ -497,13 +708,17 @@ pub(crate) fn render(mapping: &Mapping, records: &[Value]) -> Result<Vec<u8>, Re
                     Value::Array(out)
                 }
             } else {
-                let mut wrapper = Obj(Map::new());
                 wrapper.put_value(&root.steps, Value::Array(out));
                 Value::Object(wrapper.0)
             };
-            let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
-            bytes.push(b'\n');
-            Ok(bytes)
+            Ok(json_body(&body))
         }
     }
+}
+
+/// A JSON body with its final newline.
+pub(crate) fn json_body(body: &Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(body).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
 }

@@ -66,6 +66,10 @@ struct FileSpec {
     render: Option<toml::Spanned<RenderFile>>,
     #[serde(default)]
     examples: Vec<toml::Spanned<toml::Table>>,
+    #[serde(default)]
+    package: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    namespaces: Option<toml::Spanned<IndexMap<String, String>>>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +77,12 @@ struct FileSpec {
 struct RenderFile {
     #[serde(default)]
     constants: IndexMap<String, String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    qualify: Option<String>,
+    #[serde(default)]
+    attributes: IndexMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -220,8 +230,8 @@ pub fn compile(text: &str, path: &Path, files: &dyn Files) -> Result<Mapping, Ma
     };
     let mut roots = Vec::new();
     for r in spec.root.get_ref().list() {
-        let p =
-            parse_path(&r, format).map_err(|reason| rule_err(spec.root.span(), "root", reason))?;
+        let p = parse_root_path(&r, format)
+            .map_err(|reason| rule_err(spec.root.span(), "root", reason))?;
         if p.steps.iter().any(|s| matches!(s, Step::Attr(_))) {
             return Err(rule_err(
                 spec.root.span(),
@@ -293,10 +303,51 @@ pub fn compile(text: &str, path: &Path, files: &dyn Files) -> Result<Mapping, Ma
         for (p, v) in &r.get_ref().constants {
             let path = parse_path(p, format)
                 .map_err(|reason| rule_err(r.span(), "render.constants", reason))?;
+            if path.is_context() {
+                return Err(rule_err(
+                    r.span(),
+                    "render.constants",
+                    format!(
+                        "`{p}`: constants are written in each record; `..` and `/` are for field rules"
+                    ),
+                ));
+            }
             render.constants.push((path, v.clone()));
         }
     }
+    super::namespaces::compile(
+        &mut render,
+        format,
+        spec.namespaces.as_ref().map(|n| n.get_ref()),
+        spec.render.as_ref().map(|r| {
+            let r = r.get_ref();
+            (r.namespace.as_deref(), r.qualify.as_deref(), &r.attributes)
+        }),
+    )
+    .map_err(|reason| {
+        let span = spec
+            .namespaces
+            .as_ref()
+            .map(|n| n.span())
+            .or_else(|| spec.render.as_ref().map(|r| r.span()))
+            .unwrap_or(0..0);
+        rule_err(span, "namespaces", reason)
+    })?;
     check_render_targets(&ctx, &rules)?;
+    let package = match &spec.package {
+        None => None,
+        Some(p) => Some(
+            package_path(p.get_ref(), format, &roots)
+                .map_err(|reason| rule_err(p.span(), "package", reason))?,
+        ),
+    };
+    let mut context = check_context(&ctx, &rules, &roots, false)?;
+    if let (Some(cond), Some(v)) = (&select, &spec.select)
+        && let super::eval::CondSubject::Path(p) = &cond.subject
+    {
+        context |= context_path(p, format, &roots).map_err(|r| rule_err(v.span(), "match", r))?;
+    }
+    let needs_document = context || package.is_some();
     let mut examples = Vec::new();
     for ex in &spec.examples {
         examples.push(
@@ -307,8 +358,8 @@ pub fn compile(text: &str, path: &Path, files: &dyn Files) -> Result<Mapping, Ma
     let mut sources = HashMap::new();
     collect_sources(&rules, "", "", &mut sources);
     let plan = match format {
-        Format::Xml => super::plan::Plan::build(&mut rules, select.as_mut()),
-        Format::Json => None,
+        Format::Xml if !needs_document => super::plan::Plan::build(&mut rules, select.as_mut()),
+        _ => None,
     };
     let layout = super::layout::Layout::build(&mut rules);
     let known = super::layout::known(kind, format, &rules);
@@ -328,7 +379,152 @@ pub fn compile(text: &str, path: &Path, files: &dyn Files) -> Result<Mapping, Ma
         render,
         examples,
         sources,
+        package,
+        needs_document,
     })
+}
+
+/// `package`: the element (XML) or object (JSON) holding one case, a proper prefix
+/// of every record root (JSON may give `""`: the document is the case).
+fn package_path(text: &str, format: Format, roots: &[NPath]) -> Result<NPath, String> {
+    let p = parse_root_path(text, format)?;
+    if p.steps.iter().any(|s| !matches!(s, Step::Name(_))) {
+        return Err(format!(
+            "`{text}`: a package is a path of element names (no index, no attribute)"
+        ));
+    }
+    if format == Format::Xml && p.steps.is_empty() {
+        return Err("an XML package names at least the document element (CasePackage/Case)".into());
+    }
+    for r in roots {
+        let names: Vec<&Step> = r
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Name(_)))
+            .collect();
+        let inside =
+            names.len() > p.steps.len() && p.steps.iter().zip(&names).all(|(a, b)| a == *b);
+        if !inside {
+            return Err(format!(
+                "the record root `{}` does not lie inside the package `{text}`: each part's root starts with the package's path (`{text}/…`)",
+                r.text
+            ));
+        }
+    }
+    Ok(p)
+}
+
+/// Check every path of `rules` that reads outside the record; whether any does.
+fn check_context(
+    ctx: &Ctx,
+    rules: &[Rule],
+    roots: &[NPath],
+    in_item: bool,
+) -> Result<bool, MappingError> {
+    let mut any = false;
+    for r in rules {
+        let what = format!("field `{}`", r.field);
+        let mut paths: Vec<&NPath> = Vec::new();
+        match &r.source {
+            Source::Path(p) => paths.extend(p),
+            Source::Template(parts) => paths.extend(parts.iter().filter_map(|p| match p {
+                TPart::Path(p) => Some(p),
+                TPart::Lit(_) => None,
+            })),
+            Source::Each { rules, .. } => {
+                check_context(ctx, rules, roots, true)?;
+            }
+            Source::Const(_) => {}
+        }
+        if let Some(c) = &r.when
+            && let super::eval::CondSubject::Path(p) = &c.subject
+        {
+            paths.push(p);
+        }
+        for p in paths {
+            if in_item && p.is_context() {
+                return Err(ctx.err(
+                    r.line,
+                    &what,
+                    format!(
+                        "`{}`: inside `each`, paths read the item; `..` and `/` are for the record's own fields",
+                        p.text
+                    ),
+                ));
+            }
+            any |= context_path(p, ctx.format, roots).map_err(|m| ctx.err(r.line, &what, m))?;
+        }
+    }
+    Ok(any)
+}
+
+/// Whether `p` reads outside the record, and an error if it climbs above the
+/// document or names another document element.
+fn context_path(p: &NPath, format: Format, roots: &[NPath]) -> Result<bool, String> {
+    let depth = |r: &NPath| {
+        r.steps
+            .iter()
+            .filter(|s| matches!(s, Step::Name(_)))
+            .count()
+    };
+    match p.steps.first() {
+        Some(Step::Up) => {
+            let ups = p.steps.iter().take_while(|s| **s == Step::Up).count();
+            // XML: the document element is the highest; JSON: the document itself.
+            let (r, room) = roots
+                .iter()
+                .map(|r| {
+                    let d = depth(r);
+                    (
+                        r,
+                        if format == Format::Xml {
+                            d.saturating_sub(1)
+                        } else {
+                            d
+                        },
+                    )
+                })
+                .min_by_key(|(_, room)| *room)
+                .unwrap_or((&roots[0], 0));
+            if ups > room {
+                return Err(format!(
+                    "`{}` climbs {ups} levels, above the document: records at `{}` have {room} enclosing {} (use `/…` to read from the document)",
+                    p.text,
+                    r.text,
+                    if format == Format::Xml {
+                        "elements"
+                    } else {
+                        "objects"
+                    }
+                ));
+            }
+            Ok(true)
+        }
+        Some(Step::Top) => {
+            if format == Format::Xml
+                && let Some(Step::Name(first)) = p.steps.get(1)
+                && !roots
+                    .iter()
+                    .any(|r| r.steps.first() == Some(&Step::Name(first.clone())))
+            {
+                let docs: Vec<String> = roots
+                    .iter()
+                    .filter_map(|r| match r.steps.first() {
+                        Some(Step::Name(n)) => Some(format!("`{n}`")),
+                        _ => None,
+                    })
+                    .collect();
+                return Err(format!(
+                    "`{}` starts at `{first}`, but the records' document element is {}: a path from `/` names the document element first (`/{}/…`)",
+                    p.text,
+                    docs.join(" or "),
+                    docs.first().map(|d| d.trim_matches('`')).unwrap_or("DOC"),
+                ));
+            }
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 pub(crate) fn default_zone() -> jiff::tz::Offset {
@@ -635,6 +831,15 @@ fn compile_rule(
         rule.source = Source::Const(to_json(c).map_err(|r| ctx.err(line, what, r))?);
     } else if let Some(each) = s("each")? {
         let path = parse_path(&each, ctx.format).map_err(|r| ctx.err(line, what, r))?;
+        if path.is_context() {
+            return Err(ctx.err(
+                line,
+                what,
+                format!(
+                    "`each = \"{each}\"`: a list is read inside the record; `..` and `/` are for single values"
+                ),
+            ));
+        }
         let Some(toml::Value::Table(sub)) = t.get("fields") else {
             return Err(ctx.err(
                 line,
@@ -966,33 +1171,69 @@ fn to_json(v: &toml::Value) -> Result<Value, String> {
     })
 }
 
-/// `RECORDS/RECORD`, `ATTRS/ATTR[2]/UNID`, `@id`, `param/postdata`, `.` (the node).
-/// XML names may carry a namespace prefix, which is ignored.
+/// `RECORDS/RECORD`, `ATTRS/ATTR[2]/UNID`, `@id`, `param/postdata`, `.` (the node),
+/// `../@caseNo` (the enclosing element), `/Package/Head/SenderCode` (from the document).
+/// XML names may carry a namespace prefix, which is ignored. Anything else (XPath
+/// axes, wildcards, predicates, functions, JSONPath) is refused with the reason: a
+/// path that compiled but could never read anything would fail records as `required`
+/// with no hint why.
 pub(crate) fn parse_path(text: &str, format: Format) -> Result<NPath, String> {
     let mut steps = Vec::new();
-    let trimmed = text.trim().trim_matches('/');
+    let t = text.trim();
+    if t.starts_with("//") || t.contains("//") {
+        return Err(format!(
+            "path `{text}`: `//` (anywhere below) is not supported; write each step, or `each` for a list"
+        ));
+    }
+    let top = t.starts_with('/');
+    let trimmed = t.trim_matches('/');
+    if top {
+        steps.push(Step::Top);
+    }
     if !(trimmed.is_empty() || trimmed == ".") {
+        let mut named = false;
         for seg in trimmed.split('/') {
-            if seg.is_empty() {
-                return Err(format!("path `{text}` has an empty step"));
+            if seg == ".." {
+                if top || named {
+                    return Err(format!(
+                        "path `{text}`: `..` goes only at the start of a path (`../@caseNo`, `../../Head/SenderCode`)"
+                    ));
+                }
+                steps.push(Step::Up);
+                continue;
+            }
+            named = true;
+            if seg == "." {
+                return Err(format!(
+                    "path `{text}`: `.` is the element itself; write it alone, or leave it out of a longer path"
+                ));
             }
             if let Some(a) = seg.strip_prefix('@') {
                 if format == Format::Json {
                     return Err(format!("path `{text}`: attributes (@) are XML only"));
+                }
+                if let Some(reason) = bad_name(a, format) {
+                    return Err(format!("path `{text}`: {reason}"));
                 }
                 steps.push(Step::Attr(local(a).to_string()));
                 continue;
             }
             let (name, index) = match seg.find('[') {
                 Some(open) if seg.ends_with(']') => {
+                    let inside = &seg[open + 1..seg.len() - 1];
+                    if inside == "*" {
+                        return Err(format!(
+                            "path `{text}`: `[*]` is not supported; `each` reads every element of a list"
+                        ));
+                    }
                     // Bounded: rendering makes the elements before the one indexed.
-                    let n: usize = seg[open + 1..seg.len() - 1]
+                    let n: usize = inside
                         .parse()
                         .ok()
                         .filter(|n| (1..=MAX_INDEX).contains(n))
                         .ok_or_else(|| {
                             format!(
-                                "path `{text}`: an index is a number from 1 to {MAX_INDEX}, like NAME[1]"
+                                "path `{text}`: an index is a number from 1 to {MAX_INDEX}, like NAME[1] (predicates such as [@type='1'] are not supported; use `when`)"
                             )
                         })?;
                     (&seg[..open], Some(n - 1))
@@ -1004,6 +1245,9 @@ pub(crate) fn parse_path(text: &str, format: Format) -> Result<NPath, String> {
                 return Err(format!("path `{text}` has an empty step"));
             }
             if !name.is_empty() {
+                if let Some(reason) = bad_name(name, format) {
+                    return Err(format!("path `{text}`: {reason}"));
+                }
                 let name = if format == Format::Xml {
                     local(name)
                 } else {
@@ -1016,11 +1260,76 @@ pub(crate) fn parse_path(text: &str, format: Format) -> Result<NPath, String> {
             }
         }
     }
+    if top && !matches!(steps.get(1), Some(Step::Name(_))) {
+        return Err(format!(
+            "path `{text}`: a path from the document (`/`) names where to go: `/Package/Head/SenderCode`"
+        ));
+    }
     Ok(NPath {
         steps,
-        text: trimmed.to_string(),
+        text: if top {
+            format!("/{trimmed}")
+        } else {
+            trimmed.to_string()
+        },
         slot: super::plan::NO_SLOT,
     })
+}
+
+/// A path to a record root or list: written from the document element (a leading `/`
+/// is allowed and means the same), never with `..`.
+pub(crate) fn parse_root_path(text: &str, format: Format) -> Result<NPath, String> {
+    let mut p = parse_path(text, format)?;
+    if p.steps.first() == Some(&Step::Top) {
+        p.steps.remove(0);
+        p.text = p.text.trim_start_matches('/').to_string();
+    }
+    if p.steps.contains(&Step::Up) {
+        return Err(format!(
+            "path `{text}`: `..` has no meaning here; this path is written from the document element"
+        ));
+    }
+    Ok(p)
+}
+
+/// Why a step's name is not one this path syntax reads, if it is not.
+fn bad_name(name: &str, format: Format) -> Option<String> {
+    if name.contains('*') {
+        return Some(
+            "wildcards (`*`) are not supported; name the element, or use `each` for all of them"
+                .into(),
+        );
+    }
+    if name.contains('(') || name.contains(')') {
+        return Some(format!(
+            "`{name}`: functions and axes (text(), parent::) are not supported; a path to an element reads its text, `..` is the enclosing element"
+        ));
+    }
+    if name.contains("::") {
+        return Some(format!(
+            "`{name}`: axes (parent::, ancestor::) are not supported; `..` is the enclosing element"
+        ));
+    }
+    match format {
+        Format::Xml => {
+            let ok = |c: char| {
+                c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | ':') || !c.is_ascii()
+            };
+            let first = name.chars().next()?;
+            if !name.chars().all(ok) || first.is_ascii_digit() || matches!(first, '-' | '.') {
+                return Some(format!("`{name}` is not an XML name"));
+            }
+            None
+        }
+        Format::Json => {
+            if name.starts_with('$') {
+                return Some(format!(
+                    "`{name}`: JSONPath (`$.a.b`) is not the path syntax; write keys separated by `/` (`a/b`)"
+                ));
+            }
+            None
+        }
+    }
 }
 
 fn local(name: &str) -> &str {

@@ -200,6 +200,10 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 fn record_name<'m>(candidates: &[&'m Arc<Mapping>], root: &str) -> Option<(&'m str, usize)> {
     let mut found: Option<(&str, usize)> = None;
     for m in candidates.iter().filter(|m| m.format == Format::Xml) {
+        // Records read with their document around them are not cut apart from it.
+        if m.needs_document {
+            return None;
+        }
         for r in &m.roots {
             let names: Vec<&str> = r
                 .steps

@@ -535,6 +535,27 @@ pub fn render(
                 None => by_kind.push((kind, vec![v])),
             }
         }
+        // The parts of one package render together: one document, each case's
+        // records put back under its package element.
+        let parts: Option<Vec<&super::Mapping>> = by_kind
+            .iter()
+            .map(|(k, _)| set.for_render(*k).map(|m| &**m))
+            .collect();
+        if let Some(parts) =
+            parts.filter(|p| !p.is_empty() && p.iter().all(|m| m.package.is_some()))
+        {
+            let records: Vec<Value> = by_kind.into_iter().flat_map(|(_, r)| r).collect();
+            match super::render_package(&parts, &records) {
+                Ok(bytes) => {
+                    let _ = out.write_all(&bytes);
+                }
+                Err(e) => {
+                    let _ = writeln!(err, "{}: {e}", input.display());
+                    code = code.max(EXIT_REJECTED);
+                }
+            }
+            continue;
+        }
         for (kind, records) in by_kind {
             let Some(mapping) = set.for_render(kind) else {
                 let _ = writeln!(

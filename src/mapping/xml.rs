@@ -22,6 +22,8 @@ pub(crate) struct XNode<'a> {
     pub name: Cow<'a, str>,
     pub text: Cow<'a, str>,
     pub attrs: Vec<(String, String)>,
+    /// The enclosing element ([`NONE`] for the captured root).
+    parent: u32,
     first_child: u32,
     last_child: u32,
     has_children: bool,
@@ -75,6 +77,7 @@ impl<'a> Arena<'a> {
             name,
             text: Cow::Borrowed(""),
             attrs,
+            parent: parent.unwrap_or(NONE),
             first_child: NONE,
             last_child: NONE,
             has_children: false,
@@ -95,6 +98,14 @@ impl<'a> Arena<'a> {
             self.nodes[p].has_children = true;
         }
         id
+    }
+
+    /// The enclosing element, if it was captured.
+    pub fn parent(&self, node: u32) -> Option<u32> {
+        match self.nodes[node as usize].parent {
+            NONE => None,
+            p => Some(p),
+        }
     }
 
     pub fn children(&self, node: u32) -> impl Iterator<Item = u32> + '_ {
@@ -148,7 +159,7 @@ impl<'a> Arena<'a> {
                     None => return,
                 },
                 Step::Index(_) => {}
-                Step::Attr(_) => return,
+                Step::Attr(_) | Step::Up | Step::Top => return,
             }
             i += 1;
         }
@@ -158,7 +169,7 @@ impl<'a> Arena<'a> {
                     .filter(|c| self.nodes[*c as usize].name == n.as_str()),
             ),
             Step::Index(_) => out.push(cur),
-            Step::Attr(_) => {}
+            Step::Attr(_) | Step::Up | Step::Top => {}
         }
     }
 }
@@ -171,6 +182,19 @@ impl Tree for Arena<'_> {
         let mut i = 0;
         while i < steps.len() {
             match &steps[i] {
+                Step::Up => match self.nodes[cur as usize].parent {
+                    NONE => return Lookup::Absent,
+                    p => cur = p,
+                },
+                // `/DOC/…`: node 0 is the document element when a record is read
+                // with its document around it.
+                Step::Top => match steps.get(i + 1) {
+                    Some(Step::Name(n)) if self.nodes.first().is_some_and(|d| d.name == *n) => {
+                        cur = 0;
+                        i += 1;
+                    }
+                    _ => return Lookup::Absent,
+                },
                 Step::Name(n) => {
                     let nth = match steps.get(i + 1) {
                         Some(Step::Index(k)) => *k,
