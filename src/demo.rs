@@ -104,6 +104,13 @@ pub const SAMPLES: &[Sample] = &[
         body: include_bytes!("../examples/samples/sd/result.xml"),
         expected: include_str!("../examples/samples/sd/result.expected.jsonl"),
     },
+    Sample {
+        name: "js/case-package.xml",
+        sender: "js-jiangning",
+        content_type: "application/xml",
+        body: include_bytes!("../examples/samples/js/case-package.xml"),
+        expected: include_str!("../examples/samples/js/case-package.expected.jsonl"),
+    },
 ];
 
 /// The mapping files the demo configuration names, embedded so the demo runs from
@@ -116,6 +123,18 @@ pub const FILES: crate::mapping::Embedded = crate::mapping::Embedded(&[
     (
         "mappings/gz/result.toml",
         include_bytes!("../mappings/gz/result.toml"),
+    ),
+    (
+        "mappings/js/application.toml",
+        include_bytes!("../mappings/js/application.toml"),
+    ),
+    (
+        "mappings/js/process.toml",
+        include_bytes!("../mappings/js/process.toml"),
+    ),
+    (
+        "mappings/js/result.toml",
+        include_bytes!("../mappings/js/result.toml"),
     ),
     (
         "mappings/nat/application.toml",
@@ -533,6 +552,22 @@ async fn print_account(
                     }
                 );
             }
+        }
+        // A case of several records (a whole-case package): the order they reached
+        // the first platform in.
+        if records.len() > 1
+            && let Some(h) = halls.first()
+        {
+            let order: Vec<String> = h
+                .accepted()
+                .iter()
+                .filter(|a| a.case_no == *case)
+                .map(|a| match a.body.get("step_no").and_then(Value::as_u64) {
+                    Some(n) => format!("{} {n}", a.kind),
+                    None => a.kind.clone(),
+                })
+                .collect();
+            println!("  {} received them in order: {}", h.name, order.join(" → "));
         }
     }
     println!("\n— what each receiving platform got —");

@@ -149,6 +149,11 @@ pub(crate) fn compile(
         );
     }
     for (name, value) in attributes {
+        if name == "xmlns" || name.starts_with("xmlns:") {
+            return Err(format!(
+                "attribute `{name}`: declare namespaces in [namespaces], not as attributes"
+            ));
+        }
         match name.split_once(':') {
             Some((p, local)) if prefix_ok(p) && !local.is_empty() && !local.contains(':') => {
                 if !known(&ns, p) {
@@ -162,13 +167,7 @@ pub(crate) fn compile(
                 }
             }
             Some(_) => return Err(format!("attribute `{name}` is not an XML attribute name")),
-            None if prefix_ok(name) || name.starts_with("xml") => {
-                if name.starts_with("xmlns") {
-                    return Err(format!(
-                        "attribute `{name}`: declare namespaces in [namespaces], not as attributes"
-                    ));
-                }
-            }
+            None if prefix_ok(name) => {}
             None => return Err(format!("attribute `{name}` is not an XML attribute name")),
         }
         ns.attributes.push((name.clone(), value.clone()));
