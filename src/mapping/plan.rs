@@ -675,6 +675,44 @@ fields.cc = "C/C"
         }
     }
 
+    /// The test mapping reading with its document around it (`/RS/@v`, `../@v`), and
+    /// the same mapping with those two values as constants, read through its plan.
+    fn document_sets() -> (MappingSet, MappingSet) {
+        let one_root = MAPPING.replace(r#"root = ["RS/R", "R"]"#, r#"root = "RS/R""#);
+        let doc = one_root.replace(
+            "[fields.ext]\n",
+            "[fields.ext]\ndoc = \"/RS/@v\"\nup = { path = \"../@v\", render = false }\n",
+        );
+        let planned = one_root.replace(
+            "[fields.ext]\n",
+            "[fields.ext]\ndoc = { const = \"9\" }\nup = { const = \"9\" }\n",
+        );
+        let doc = Mapping::compile(&doc, Path::new("t.toml"), &Disk).expect("mapping");
+        assert!(doc.needs_document && doc.plan.is_none());
+        let planned = Mapping::compile(&planned, Path::new("t.toml"), &Disk).expect("mapping");
+        assert!(planned.plan.is_some());
+        (
+            MappingSet::new(vec![Arc::new(planned)]),
+            MappingSet::new(vec![Arc::new(doc)]),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Records read with the whole document around them (paths to the document
+        /// and the enclosing element) are the records the plan reads, value for
+        /// value and error for error, with the document's values added.
+        #[test]
+        fn the_document_reader_reads_as_the_plan(records in prop::collection::vec(record(), 1..4)) {
+            let (planned, doc) = document_sets();
+            let body = format!(r#"<RS v="9">{}</RS>"#, records.concat());
+            let a = run(&planned, body.as_bytes());
+            let b = run(&doc, body.as_bytes());
+            prop_assert_eq!(a, b, "{}", body);
+        }
+    }
+
     /// The test mapping without the rules that read elements with children (an
     /// error), so that the records below are valid and show their values.
     fn leafy() -> String {
