@@ -8,6 +8,11 @@
 //! node after transcoding; serde_json into `Value` line by line), `engine` is the
 //! shipped mapping decoding and validating every record, `engine+json` also writes
 //! each canonical record as a JSON line (what `hallgate map` does, without the I/O).
+//!
+//! `package`: whole-case packages (mappings/js, 10,000 cases of an application, three
+//! steps and a result, 50,000 records in one document read with the document around
+//! each record) against the same records sent one kind per message (three documents
+//! read through read plans by mappings with the same fields), made in memory.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -149,5 +154,100 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// 10,000 cases as one package document, and as three documents of one kind each.
+fn package_workloads() -> (String, [String; 3]) {
+    let mut pkg = String::from(
+        r#"<?xml version="1.0" encoding="UTF-8"?><ns2:CasePackage xmlns:ns2="http://yzw.js.gov.cn/exchange/v2"><ns2:Head><ns2:SenderCode>320115</ns2:SenderCode></ns2:Head>"#,
+    );
+    let mut apps = String::from("<BaseInfos>");
+    let mut steps = String::from("<Steps>");
+    let mut results = String::from("<Results>");
+    for i in 0..10_000 {
+        let case = format!("3201152612030{i:05}");
+        let app = "<ItemCode>320115-SP-0007</ItemCode><ItemName>食品经营许可（新办）</ItemName><ApplyTime>2026-12-03 09:12:40</ApplyTime><AcceptTime>2026-12-03 09:30:05</AcceptTime><ApplyerName>周敏</ApplyerName><ApplyerCardType>111</ApplyerCardType><ApplyerCardNo>320115198805121231</ApplyerCardNo><PromiseValue>5</PromiseValue><PromiseUnit>G</PromiseUnit>";
+        let step = |n: u32| {
+            format!(
+                "<StepNo>{n}</StepNo><NodeName>审批</NodeName><State>1</State><StartTime>2026-12-03 10:02:00</StartTime><EndTime>2026-12-04 15:20:00</EndTime><Handler>吴静</Handler><Opinion>同意</Opinion>"
+            )
+        };
+        let result = "<ResultCode>1</ResultCode><FinishTime>2026-12-04 15:30:00</FinishTime><DeptName>南京市江宁区行政审批局</DeptName><CertName>食品经营许可证</CertName><CertNo>JY13201150070007</CertNo>";
+        let ids = format!("<CaseNo>{case}</CaseNo><Area>320115</Area>");
+        pkg.push_str(&format!(
+            r#"<ns2:Case caseNo="{case}" area="320115"><ns2:BaseInfo>{app}</ns2:BaseInfo><ns2:Steps>"#
+        ));
+        apps.push_str(&format!("<BaseInfo>{ids}{app}</BaseInfo>"));
+        for n in 1..=3 {
+            pkg.push_str(&format!("<ns2:Step>{}</ns2:Step>", step(n)));
+            steps.push_str(&format!("<Step>{ids}{}</Step>", step(n)));
+        }
+        pkg.push_str(&format!(
+            "</ns2:Steps><ns2:Result>{result}</ns2:Result></ns2:Case>"
+        ));
+        results.push_str(&format!("<Result>{ids}{result}</Result>"));
+    }
+    pkg.push_str("</ns2:CasePackage>");
+    apps.push_str("</BaseInfos>");
+    steps.push_str("</Steps>");
+    results.push_str("</Results>");
+    (pkg, [apps, steps, results])
+}
+
+/// A part of the Jiangsu package as a mapping of its own: its own root, and the case
+/// number and region as child elements.
+fn one_kind(file: &str, root: &str, up: &str) -> MappingSet {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(dir.join(file))
+        .expect("shipped mapping")
+        .lines()
+        .filter(|l| !l.starts_with("package") && !l.starts_with("ext.sender_code"))
+        .map(|l| match l.split_once(" = ") {
+            Some(("root", _)) => format!("root = \"{root}\""),
+            _ => l
+                .replace(&format!("{up}@caseNo"), "CaseNo")
+                .replace(&format!("{up}@area"), "Area"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let m = Mapping::compile(&text, &dir.join(file), &Disk).expect("one-kind mapping");
+    MappingSet::new(vec![Arc::new(m)])
+}
+
+fn package(c: &mut Criterion) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let parts = ["application", "process", "result"].map(|k| {
+        Arc::new(Mapping::load(&dir.join(format!("mappings/js/{k}.toml")), &Disk).expect("js"))
+    });
+    let pkg_set = MappingSet::new(parts.to_vec());
+    let singles = [
+        one_kind("mappings/js/application.toml", "BaseInfos/BaseInfo", "../"),
+        one_kind("mappings/js/process.toml", "Steps/Step", "../../"),
+        one_kind("mappings/js/result.toml", "Results/Result", "../"),
+    ];
+    let (pkg, docs) = package_workloads();
+    let records = engine(&pkg_set, pkg.as_bytes(), "application/xml", false);
+    let apart: usize = singles
+        .iter()
+        .zip(&docs)
+        .map(|(s, d)| engine(s, d.as_bytes(), "application/xml", false))
+        .sum();
+    assert_eq!((records, apart), (50_000, 50_000), "every record valid");
+    let mut g = c.benchmark_group("package");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(records as u64));
+    g.bench_function(BenchmarkId::new("one-kind-per-message", records), |b| {
+        b.iter(|| {
+            singles
+                .iter()
+                .zip(&docs)
+                .map(|(s, d)| engine(s, d.as_bytes(), "application/xml", false))
+                .sum::<usize>()
+        })
+    });
+    g.bench_function(BenchmarkId::new("package", records), |b| {
+        b.iter(|| engine(&pkg_set, pkg.as_bytes(), "application/xml", false))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, package);
 criterion_main!(benches);

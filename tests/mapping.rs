@@ -28,6 +28,7 @@ const SAMPLES: &[(&str, &str, &str)] = &[
     ("gz/process.json", "gz-yunyan", "application/json"),
     ("gz/result.json", "gz-yunyan", "application/json"),
     ("sd/result.xml", "sd-xintai", "application/xml"),
+    ("js/case-package.xml", "js-jiangning", "application/xml"),
 ];
 
 fn expected_of(sample: &str) -> PathBuf {
@@ -295,12 +296,16 @@ fn check_passes_and_shows_a_diff_when_an_expected_output_is_edited() {
         fresh.path(),
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("4 key pair(s) made"), "{stdout}");
+    assert!(stdout.contains("5 key pair(s) made"), "{stdout}");
     let (code, stdout, stderr) = run(&["--config", "hallgate.toml", "check"], fresh.path());
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("ok    zj-tonglu mappings/zj/application.toml: form with baseInfoXml"));
     assert!(
-        stdout.contains("hallgate.toml: ok (7 nodes, 3 routes, 8 mappings)"),
+        stdout.contains("ok    js-jiangning mappings/js/application.toml: a package: the application, two steps and the result, in that order"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("hallgate.toml: ok (8 nodes, 3 routes, 11 mappings)"),
         "{stdout}"
     );
 

@@ -70,15 +70,23 @@ fn prefix_ok(p: &str) -> bool {
         && !p.to_ascii_lowercase().starts_with("xml")
 }
 
+/// The namespace keys of `[render]`: `namespace`, `qualify`, `attributes`.
+pub(crate) struct RenderKeys<'a> {
+    pub namespace: Option<&'a str>,
+    pub qualify: Option<&'a str>,
+    pub attributes: Option<&'a IndexMap<String, String>>,
+}
+
 /// Compile `[namespaces]` and the namespace keys of `[render]` into `spec.namespaces`.
 pub(crate) fn compile(
     spec: &mut super::render::RenderSpec,
     format: Format,
     declared: Option<&IndexMap<String, String>>,
-    render: Option<(Option<&str>, Option<&str>, &IndexMap<String, String>)>,
+    render: RenderKeys,
 ) -> Result<(), String> {
     let empty = IndexMap::new();
-    let (prefix, qualify, attributes) = render.unwrap_or((None, None, &empty));
+    let (prefix, qualify) = (render.namespace, render.qualify);
+    let attributes = render.attributes.unwrap_or(&empty);
     let declared_any = declared.is_some_and(|d| !d.is_empty());
     if format == Format::Json {
         if declared_any || prefix.is_some() || qualify.is_some() || !attributes.is_empty() {

@@ -31,7 +31,7 @@ pub(crate) fn render(
     let pkg = names(package);
     // The records of each case, cases in the order they first appear, each case's
     // records in delivery order (application, materials, steps, result).
-    let mut cases: Vec<(String, Vec<(usize, &Mapping, &Map<String, Value>)>)> = Vec::new();
+    let mut cases: Vec<Case> = Vec::new();
     for (i, r) in records.iter().enumerate() {
         let kind = r.get("kind").and_then(Value::as_str).and_then(Kind::parse);
         let part =
@@ -73,7 +73,9 @@ pub(crate) fn render(
     }
 }
 
-type Cases<'r> = [(String, Vec<(usize, &'r Mapping, &'r Map<String, Value>)>)];
+/// A case number and its records: (index given, part, record).
+type Case<'r> = (String, Vec<(usize, &'r Mapping, &'r Map<String, Value>)>);
+type Cases<'r> = [Case<'r>];
 
 fn xml(first: &Mapping, pkg: &[&str], cases: &Cases) -> Result<Vec<u8>, RenderError> {
     let mut doc = Elem::new(pkg[0]);

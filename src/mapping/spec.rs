@@ -319,10 +319,17 @@ pub fn compile(text: &str, path: &Path, files: &dyn Files) -> Result<Mapping, Ma
         &mut render,
         format,
         spec.namespaces.as_ref().map(|n| n.get_ref()),
-        spec.render.as_ref().map(|r| {
-            let r = r.get_ref();
-            (r.namespace.as_deref(), r.qualify.as_deref(), &r.attributes)
-        }),
+        super::namespaces::RenderKeys {
+            namespace: spec
+                .render
+                .as_ref()
+                .and_then(|r| r.get_ref().namespace.as_deref()),
+            qualify: spec
+                .render
+                .as_ref()
+                .and_then(|r| r.get_ref().qualify.as_deref()),
+            attributes: spec.render.as_ref().map(|r| &r.get_ref().attributes),
+        },
     )
     .map_err(|reason| {
         let span = spec
