@@ -499,9 +499,9 @@ fn context_path(p: &NPath, format: Format, roots: &[NPath]) -> Result<bool, Stri
                     p.text,
                     r.text,
                     if format == Format::Xml {
-                        "elements"
+                        "element(s)"
                     } else {
-                        "objects"
+                        "object(s)"
                     }
                 ));
             }
