@@ -199,6 +199,18 @@ impl Config {
                         format!("nodes.{id}.destination.concurrency: must be at least 1"),
                     );
                 }
+                if let Some(b) = &d.batch
+                    && (!(1..=1000).contains(&b.max_records)
+                        || b.max_bytes < 1024
+                        || b.max_wait_ms > 60_000)
+                {
+                    err(
+                        node.span(),
+                        format!(
+                            "nodes.{id}.destination.batch: max_records is 1 to 1000, max_bytes at least 1024, max_wait_ms at most 60000"
+                        ),
+                    );
+                }
                 if let Some(b) = &d.max_backlog
                     && (b.records.unwrap_or(0) == 0 && b.bytes.unwrap_or(0) == 0
                         || b.records == Some(0)

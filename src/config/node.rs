@@ -339,6 +339,37 @@ pub struct Destination {
     /// Retry-After and the pull sources that feed it pause.
     #[serde(default)]
     pub max_backlog: Option<MaxBacklog>,
+    /// Batched delivery: several records in one request.
+    #[serde(default)]
+    pub batch: Option<Batch>,
+}
+
+/// `batch = { max_records = 100, max_bytes = 1048576, max_wait_ms = 20, results =
+/// "results" }`: send up to `max_records` records (at most `max_bytes` of them) in
+/// one request, waiting up to `max_wait_ms` for a batch to fill. The destination's
+/// answer is read per record from the list at `results` when it gives one.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    pub max_records: usize,
+    #[serde(default = "default_batch_bytes")]
+    pub max_bytes: usize,
+    #[serde(default = "default_batch_wait_ms")]
+    pub max_wait_ms: u64,
+    #[serde(default = "default_batch_results")]
+    pub results: String,
+}
+
+fn default_batch_bytes() -> usize {
+    1 << 20
+}
+
+fn default_batch_wait_ms() -> u64 {
+    20
+}
+
+fn default_batch_results() -> String {
+    "results".to_string()
 }
 
 /// `max_backlog = { records = N, bytes = M }`: either bound, or both.

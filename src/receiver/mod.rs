@@ -5,9 +5,12 @@
 //! A receiver records every request it gets (Idempotency-Key, kind, case, body) and
 //! answers by a script an operator or test can change while it runs: a fixed status,
 //! failing the first N attempts of each delivery, a delay. It drops repeats by
-//! Idempotency-Key as a well-behaved receiver should, answering 409. [`hall`] is a
+//! Idempotency-Key as a well-behaved receiver should, answering 409. It takes
+//! batches too (several records in one request, each with its own key: `batch.rs`).
+//! [`hall`] is a
 //! simulated provincial hall that also serves the sync APIs.
 
+mod batch;
 pub mod hall;
 
 use std::collections::{HashMap, HashSet};
@@ -63,10 +66,18 @@ pub struct Script {
     pub fail_status: u16,
     /// Wait this long before answering.
     pub delay: Duration,
+    /// Wait this long after accepting, before answering: a platform that has
+    /// committed the records when the gateway stops waiting (or dies).
+    pub delay_after: Duration,
     /// Send `Retry-After` (seconds) with failures.
     pub retry_after: Option<u64>,
     /// Answer `fail_status` to every request for these cases (办件编号).
     pub fail_cases: Vec<String>,
+    /// Refuse records of these cases with 422 (a validation failure: no retry helps).
+    pub refuse_cases: Vec<String>,
+    /// Answer a batch per record (`{"results": […]}`); without, the status answers
+    /// for the whole batch (a refused record refuses all of it).
+    pub batch_results: bool,
 }
 
 impl Default for Script {
@@ -76,14 +87,17 @@ impl Default for Script {
             fail_first: 0,
             fail_status: 503,
             delay: Duration::ZERO,
+            delay_after: Duration::ZERO,
             retry_after: None,
             fail_cases: Vec::new(),
+            refuse_cases: Vec::new(),
+            batch_results: true,
         }
     }
 }
 
 #[derive(Default)]
-struct Inner {
+pub(crate) struct Inner {
     script: Script,
     started: usize,
     /// Keys acknowledged with 2xx: repeats get 409.
@@ -239,6 +253,9 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if headers.contains_key("x-hallgate-batch") {
+        return batch::receive(&name, &inner, &headers, &body).await;
+    }
     let header = |n: &str| {
         headers
             .get(n)
@@ -283,57 +300,63 @@ async fn receive(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
-    let script = g.script.clone();
-    let attempt = {
-        let n = g.attempts.entry(key.clone()).or_insert(0);
-        *n += 1;
-        *n
+    // The lock is held in this block only: never across an await.
+    let (status, answer, script) = {
+        let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
+        let script = g.script.clone();
+        let attempt = {
+            let n = g.attempts.entry(key.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let seen = g.acknowledged.contains(&key);
+        let (status, answer) = if key.is_empty() {
+            (400, json!({"code": "400", "msg": "缺少 Idempotency-Key"}))
+        } else if attempt <= script.fail_first || script.fail_cases.contains(&case_no) {
+            (
+                script.fail_status,
+                json!({"code": script.fail_status.to_string(), "msg": "系统繁忙，请稍后重试"}),
+            )
+        } else if seen {
+            (409, json!({"code": "409", "msg": "重复数据，已接收"}))
+        } else if (200..300).contains(&script.status) {
+            let receipt = format!("{}-{:06}", name, g.accepted_total + 1);
+            (
+                script.status,
+                json!({"code": "0", "msg": "接收成功", "receipt_no": receipt}),
+            )
+        } else {
+            (
+                script.status,
+                json!({"code": script.status.to_string(), "msg": "数据校验不通过"}),
+            )
+        };
+        if (200..300).contains(&status) {
+            g.acknowledged.insert(key.clone());
+            g.accepted_total += 1;
+        }
+        if g.log_limit > 0 && g.arrivals.len() >= g.log_limit {
+            g.arrivals.clear();
+        }
+        g.arrivals.push(Arrival {
+            idempotency_key: key,
+            kind,
+            case_no,
+            body,
+            raw,
+            status,
+            at: arrived,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
+            at_ms: crate::time::now_ms(),
+        });
+        (status, answer, script)
     };
-    let seen = g.acknowledged.contains(&key);
-    let (status, answer) = if key.is_empty() {
-        (400, json!({"code": "400", "msg": "缺少 Idempotency-Key"}))
-    } else if attempt <= script.fail_first || script.fail_cases.contains(&case_no) {
-        (
-            script.fail_status,
-            json!({"code": script.fail_status.to_string(), "msg": "系统繁忙，请稍后重试"}),
-        )
-    } else if seen {
-        (409, json!({"code": "409", "msg": "重复数据，已接收"}))
-    } else if (200..300).contains(&script.status) {
-        let receipt = format!("{}-{:06}", name, g.accepted_total + 1);
-        (
-            script.status,
-            json!({"code": "0", "msg": "接收成功", "receipt_no": receipt}),
-        )
-    } else {
-        (
-            script.status,
-            json!({"code": script.status.to_string(), "msg": "数据校验不通过"}),
-        )
-    };
-    if (200..300).contains(&status) {
-        g.acknowledged.insert(key.clone());
-        g.accepted_total += 1;
+    if !script.delay_after.is_zero() {
+        tokio::time::sleep(script.delay_after).await;
     }
-    if g.log_limit > 0 && g.arrivals.len() >= g.log_limit {
-        g.arrivals.clear();
-    }
-    g.arrivals.push(Arrival {
-        idempotency_key: key,
-        kind,
-        case_no,
-        body,
-        raw,
-        status,
-        at: arrived,
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect(),
-        at_ms: crate::time::now_ms(),
-    });
-    drop(g);
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (code, axum::Json(answer)).into_response();
     if !(200..300).contains(&status)

@@ -19,18 +19,20 @@ use crate::store::LeasedDelivery;
 use crate::time::now_ms;
 
 /// Largest receipt body kept.
-const MAX_RECEIPT: usize = 64 * 1024;
+pub(super) const MAX_RECEIPT: usize = 64 * 1024;
 
 /// One HTTP destination.
 pub struct HttpSink {
-    client: reqwest::Client,
-    url: String,
-    content_type: String,
+    pub(super) client: reqwest::Client,
+    pub(super) url: String,
+    pub(super) content_type: String,
     /// The destination's mappings: records of a kind it has a mapping for are sent in
     /// its native format, others as canonical JSON.
-    render: Option<MappingSet>,
+    pub(super) render: Option<MappingSet>,
     /// The headers that prove the gateway to the destination.
-    signer: Signer,
+    pub(super) signer: Signer,
+    /// Where a batch's answer lists one result per record (`batch.results`).
+    pub(super) results: String,
 }
 
 impl HttpSink {
@@ -63,6 +65,11 @@ impl HttpSink {
             content_type: d.content_type.clone(),
             render,
             signer: Signer::new(config, id, d, keys).map_err(|e| failed(e.to_string()))?,
+            results: d
+                .batch
+                .as_ref()
+                .map(|b| b.results.clone())
+                .unwrap_or_default(),
         })
     }
 
@@ -111,40 +118,9 @@ impl HttpSink {
                 let received = resp.bytes().await.unwrap_or_default();
                 let text = String::from_utf8_lossy(&received[..received.len().min(MAX_RECEIPT)])
                     .into_owned();
-                match classify(status) {
-                    Verdict::Delivered { duplicate } => Outcome::Delivered {
-                        status: status.as_u16(),
-                        receipt: text,
-                        duplicate,
-                    },
-                    Verdict::Retry => Outcome::Retry {
-                        status: Some(status.as_u16()),
-                        error: format!("HTTP {status}: {}", snippet(&text)),
-                        retry_after_ms,
-                    },
-                    Verdict::Dead => Outcome::Dead {
-                        status: Some(status.as_u16()),
-                        reason: format!(
-                            "refused by destination: HTTP {status}: {}",
-                            snippet(&text)
-                        ),
-                    },
-                }
+                answered(status, text, retry_after_ms)
             }
-            Err(e) => {
-                let error = if e.is_timeout() {
-                    format!("timed out after {:?}", started.elapsed())
-                } else if e.is_connect() {
-                    "cannot connect".to_string()
-                } else {
-                    mask_text(&format!("network error: {e}"))
-                };
-                Outcome::Retry {
-                    status: None,
-                    error,
-                    retry_after_ms: None,
-                }
-            }
+            Err(e) => unanswered(&e, started),
         };
         attempt(outcome, &body)
     }
@@ -154,9 +130,49 @@ impl Sink for HttpSink {
     fn send<'a>(&'a self, delivery: &'a LeasedDelivery) -> SinkFuture<'a> {
         Box::pin(self.attempt(delivery))
     }
+
+    fn send_batch<'a>(&'a self, deliveries: &'a [LeasedDelivery]) -> super::BatchFuture<'a> {
+        Box::pin(self.attempt_batch(deliveries))
+    }
 }
 
-fn attempt(outcome: Outcome, sent: &[u8]) -> Attempt {
+/// What an answer with `status` and body `text` means for the records it answers.
+pub(super) fn answered(status: StatusCode, text: String, retry_after_ms: Option<u64>) -> Outcome {
+    match classify(status) {
+        Verdict::Delivered { duplicate } => Outcome::Delivered {
+            status: status.as_u16(),
+            receipt: text,
+            duplicate,
+        },
+        Verdict::Retry => Outcome::Retry {
+            status: Some(status.as_u16()),
+            error: format!("HTTP {status}: {}", snippet(&text)),
+            retry_after_ms,
+        },
+        Verdict::Dead => Outcome::Dead {
+            status: Some(status.as_u16()),
+            reason: format!("refused by destination: HTTP {status}: {}", snippet(&text)),
+        },
+    }
+}
+
+/// A request that got no answer: retried.
+pub(super) fn unanswered(e: &reqwest::Error, started: std::time::Instant) -> Outcome {
+    let error = if e.is_timeout() {
+        format!("timed out after {:?}", started.elapsed())
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        mask_text(&format!("network error: {e}"))
+    };
+    Outcome::Retry {
+        status: None,
+        error,
+        retry_after_ms: None,
+    }
+}
+
+pub(super) fn attempt(outcome: Outcome, sent: &[u8]) -> Attempt {
     Attempt {
         outcome,
         request_sha256: sha256_hex(sent),
@@ -164,7 +180,7 @@ fn attempt(outcome: Outcome, sent: &[u8]) -> Attempt {
 }
 
 /// A delivery that no retry can help, sent nowhere.
-fn dead(reason: String) -> Outcome {
+pub(super) fn dead(reason: String) -> Outcome {
     Outcome::Dead {
         status: None,
         reason,
@@ -173,13 +189,13 @@ fn dead(reason: String) -> Outcome {
 
 /// What an attempt's answer means.
 #[derive(Debug, PartialEq, Eq)]
-enum Verdict {
+pub(super) enum Verdict {
     Delivered { duplicate: bool },
     Retry,
     Dead,
 }
 
-fn classify(status: StatusCode) -> Verdict {
+pub(super) fn classify(status: StatusCode) -> Verdict {
     match status.as_u16() {
         200..=299 => Verdict::Delivered { duplicate: false },
         409 => Verdict::Delivered { duplicate: true },
@@ -189,7 +205,7 @@ fn classify(status: StatusCode) -> Verdict {
 }
 
 /// `Retry-After` as seconds or an HTTP date, in milliseconds from now.
-fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
+pub(super) fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
     let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(secs.saturating_mul(1000));
@@ -200,7 +216,7 @@ fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// First line of a receipt, short, for error messages.
-fn snippet(text: &str) -> String {
+pub(super) fn snippet(text: &str) -> String {
     let line = text.lines().next().unwrap_or("").trim();
     mask_text(&line.chars().take(200).collect::<String>())
 }

@@ -7,11 +7,15 @@
 //! destination's rate, metrics and the audit of every attempt live once, above the
 //! sinks, in [`crate::delivery`].
 //!
-//! - [`http`]: POST to the destination's URL (JSON or its mapped format, signed).
+//! - [`http`]: POST to the destination's URL (JSON or its mapped format, signed),
+//!   one record per request or, for a destination with `batch`, several
+//!   (`batch.rs`: the list body, the per-record keys and answers, the split of a
+//!   refused batch).
 //!
 //! A new sink (a 前置库 table writer, say) is a module here that implements [`Sink`]
 //! and is chosen in [`build`].
 
+mod batch;
 pub mod http;
 
 use std::collections::BTreeMap;
@@ -62,10 +66,26 @@ pub struct Attempt {
 /// The future of one attempt.
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Attempt> + Send + 'a>>;
 
+/// The future of one attempt per delivery of a batch, in their order.
+pub type BatchFuture<'a> = Pin<Box<dyn Future<Output = Vec<Attempt>> + Send + 'a>>;
+
 /// A destination the gateway delivers to.
 pub trait Sink: Send + Sync {
     /// Make one attempt to hand `delivery` over. Never retries by itself.
     fn send<'a>(&'a self, delivery: &'a LeasedDelivery) -> SinkFuture<'a>;
+
+    /// Hand several deliveries over in as few requests as the destination allows
+    /// (a destination with `batch`); one attempt per delivery, in their order. A
+    /// sink without batches sends them one by one.
+    fn send_batch<'a>(&'a self, deliveries: &'a [LeasedDelivery]) -> BatchFuture<'a> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(deliveries.len());
+            for d in deliveries {
+                out.push(self.send(d).await);
+            }
+            out
+        })
+    }
 }
 
 /// The sink of every destination in the config, keyed by node id.

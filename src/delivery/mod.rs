@@ -18,11 +18,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeliveryDefaults, Destination};
-use crate::sinks::{Attempt, Outcome, Sink};
-use crate::store::{
-    Completion, DeliveryResult, Exchange, LeaseRequest, LeasedDelivery, Store, StoreError,
-};
+use crate::sinks::Sink;
+
+mod send;
+use crate::store::{Completion, Exchange, LeaseRequest, LeasedDelivery, Store, StoreError};
 use crate::time::now_ms;
+use send::Send;
 
 /// Wakes the worker of a destination when new work is stored for it.
 #[derive(Clone, Default)]
@@ -71,6 +72,16 @@ struct Policy {
     max_age_ms: i64,
     poll: Duration,
     grace: Duration,
+    /// Several records per request (`batch`).
+    batch: Option<BatchPolicy>,
+}
+
+/// A destination's `batch`, as the worker uses it.
+struct BatchPolicy {
+    max_records: usize,
+    max_bytes: usize,
+    /// How long a record may wait for its batch to fill.
+    max_wait: Duration,
 }
 
 impl Policy {
@@ -105,7 +116,26 @@ impl Policy {
             .unwrap_or(i64::MAX),
             poll: Duration::from_millis(defaults.poll_ms.max(10)),
             grace,
+            batch: d.batch.as_ref().map(|b| BatchPolicy {
+                max_records: b.max_records.max(1),
+                max_bytes: b.max_bytes.max(1),
+                max_wait: Duration::from_millis(b.max_wait_ms),
+            }),
         }
+        .with_batches()
+    }
+
+    /// A batching worker holds enough leased to fill its requests: two batches per
+    /// request slot (within [`MAX_PREFETCH`]).
+    fn with_batches(mut self) -> Policy {
+        if let Some(b) = &self.batch {
+            let want = (self.concurrency * b.max_records * 2).min(MAX_PREFETCH);
+            self.prefetch = self.prefetch.max(want);
+            if self.prefetch_max > 0 {
+                self.prefetch_max = self.prefetch_max.max(want);
+            }
+        }
+        self
     }
 
     /// Full-jitter exponential backoff: uniform in [0, min(cap, base·2^attempt)].
@@ -218,20 +248,21 @@ impl Worker {
         let mut ready: VecDeque<(Instant, LeasedDelivery)> = VecDeque::new();
         let half_lease = Duration::from_millis(u64::try_from(p.lease_ms / 2).unwrap_or(0));
         let mut finished: Vec<Completion> = Vec::new();
-        let mut in_flight: JoinSet<Completion> = JoinSet::new();
-        let mut running: HashMap<tokio::task::Id, i64> = HashMap::new();
+        // One task per request: a single delivery, or a batch of them.
+        let mut in_flight: JoinSet<Vec<Completion>> = JoinSet::new();
+        let mut running: HashMap<tokio::task::Id, Vec<i64>> = HashMap::new();
         // The last lease found fewer due deliveries than asked: wait for news.
         let mut exhausted = false;
         // The store round trip under way (at most one): it records finished attempts
         // and leases more while the sends go on.
         let mut exchange: Option<PendingExchange> = None;
-        let collect = |r: Result<(tokio::task::Id, Completion), tokio::task::JoinError>,
-                       running: &mut HashMap<tokio::task::Id, i64>,
+        let collect = |r: Result<(tokio::task::Id, Vec<Completion>), tokio::task::JoinError>,
+                       running: &mut HashMap<tokio::task::Id, Vec<i64>>,
                        finished: &mut Vec<Completion>| {
             match r {
                 Ok((id, c)) => {
                     running.remove(&id);
-                    finished.push(c);
+                    finished.extend(c);
                 }
                 Err(e) => {
                     // A panicked or aborted send: its lease expires and it is sent again.
@@ -246,23 +277,57 @@ impl Worker {
             if shutdown.is_cancelled() {
                 break;
             }
+            // A batch waits for more records until then (`batch.max_wait_ms`).
+            let mut hold: Option<Instant> = None;
             while in_flight.len() < p.concurrency {
-                let Some((by, d)) = ready.pop_front() else {
-                    break;
-                };
-                if Instant::now() > by {
-                    // Its lease runs out soon: leave it to be leased again.
-                    tracing::warn!(destination = %p.destination, delivery = d.id, "leased delivery not sent within half its lease; it is sent after the lease expires");
-                    continue;
+                // Deliveries whose lease runs out soon are left to be leased again.
+                while ready.front().is_some_and(|(by, _)| Instant::now() > *by) {
+                    if let Some((_, d)) = ready.pop_front() {
+                        tracing::warn!(destination = %p.destination, delivery = d.id, "leased delivery not sent within half its lease; it is sent after the lease expires");
+                    }
                 }
-                let id = d.id;
                 let send = Send {
                     policy: p.clone(),
                     sink: self.sink.clone(),
                     owner: self.owner.clone(),
                 };
-                let handle = in_flight.spawn(send.deliver(d));
-                running.insert(handle.id(), id);
+                let Some(b) = &p.batch else {
+                    let Some((_, d)) = ready.pop_front() else {
+                        break;
+                    };
+                    let id = d.id;
+                    let handle = in_flight.spawn(async move { vec![send.deliver(d).await] });
+                    running.insert(handle.id(), vec![id]);
+                    continue;
+                };
+                let Some((by, _)) = ready.front() else {
+                    break;
+                };
+                // A batch not yet full waits for more, while more may come, at most
+                // `max_wait` after its first record was leased.
+                let full_by = by.checked_sub(half_lease).unwrap_or(*by) + b.max_wait;
+                let more_may_come = !exhausted || exchange.is_some();
+                if ready.len() < b.max_records && more_may_come && Instant::now() < full_by {
+                    hold = Some(full_by);
+                    break;
+                }
+                let mut batch = Vec::new();
+                let mut bytes = 0;
+                while let Some((_, d)) = ready.front() {
+                    let size = d.canonical.len();
+                    if batch.len() == b.max_records
+                        || (!batch.is_empty() && bytes + size > b.max_bytes)
+                    {
+                        break;
+                    }
+                    bytes += size;
+                    if let Some((_, d)) = ready.pop_front() {
+                        batch.push(d);
+                    }
+                }
+                let ids = batch.iter().map(|d| d.id).collect();
+                let handle = in_flight.spawn(send.deliver_batch(batch));
+                running.insert(handle.id(), ids);
             }
             if exchange.is_none() {
                 let want = prefetch
@@ -304,6 +369,8 @@ impl Worker {
                 // during one is kept for the next wait).
                 _ = self.notify.notified(), if exchange.is_none() => exhausted = false,
                 _ = tokio::time::sleep(p.poll), if exchange.is_none() => exhausted = false,
+                // A batch that waited long enough for more goes as it is.
+                _ = sleep_until(hold), if hold.is_some() => {}
             }
         }
         // A round trip under way is finished first: what it leased is given back below.
@@ -332,6 +399,7 @@ impl Worker {
         }
         let unfinished: Vec<i64> = running
             .into_values()
+            .flatten()
             .chain(ready.iter().map(|(_, d)| d.id))
             .collect();
         if !unfinished.is_empty() {
@@ -384,6 +452,14 @@ type PendingExchange = std::pin::Pin<
     >,
 >;
 
+/// Until `at` (never without one).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The round trip under way, or never (a `select!` branch that waits for nothing).
 async fn outstanding(
     x: &mut Option<PendingExchange>,
@@ -391,121 +467,6 @@ async fn outstanding(
     match x {
         Some(f) => f.await,
         None => std::future::pending().await,
-    }
-}
-
-/// One delivery attempt.
-struct Send {
-    policy: Arc<Policy>,
-    sink: Arc<dyn Sink>,
-    owner: String,
-}
-
-impl Send {
-    async fn deliver(self, d: LeasedDelivery) -> Completion {
-        if let Some(pace) = &self.policy.pace {
-            pace.until_ready().await;
-        }
-        let started = Instant::now();
-        let Attempt {
-            outcome,
-            request_sha256,
-        } = self.sink.send(&d).await;
-        let result = match outcome {
-            Outcome::Delivered {
-                status,
-                receipt,
-                duplicate,
-            } => DeliveryResult::Delivered {
-                status,
-                receipt,
-                duplicate,
-            },
-            Outcome::Retry {
-                status,
-                error,
-                retry_after_ms,
-            } => self.retry(&d, status, error, retry_after_ms),
-            Outcome::Dead { status, reason } => DeliveryResult::Dead { status, reason },
-        };
-        self.finish(&d, started, result, request_sha256)
-    }
-
-    /// Count, log and package an attempt's outcome.
-    fn finish(
-        &self,
-        d: &LeasedDelivery,
-        started: Instant,
-        outcome: DeliveryResult,
-        request_sha256: String,
-    ) -> Completion {
-        let p = &self.policy;
-        let elapsed = started.elapsed();
-        metrics::histogram!("hallgate_delivery_seconds", "destination" => p.destination.clone())
-            .record(elapsed.as_secs_f64());
-        let counter = match &outcome {
-            DeliveryResult::Delivered { .. } => "hallgate_deliveries_delivered_total",
-            DeliveryResult::Retry { .. } => "hallgate_deliveries_retried_total",
-            DeliveryResult::Dead { .. } => "hallgate_deliveries_dead_total",
-        };
-        metrics::counter!(counter, "destination" => p.destination.clone()).increment(1);
-        if matches!(outcome, DeliveryResult::Delivered { .. }) {
-            // Accepted → delivered: what the backlog costs a record.
-            let waited = now_ms().saturating_sub(d.created_at_ms).max(0);
-            metrics::histogram!("hallgate_delivery_latency_seconds", "destination" => p.destination.clone())
-                .record(waited as f64 / 1000.0);
-        }
-        match &outcome {
-            DeliveryResult::Retry { error, .. } => {
-                tracing::warn!(destination = %p.destination, delivery = d.id, attempt = d.attempts + 1, %error, "delivery will be retried");
-            }
-            DeliveryResult::Dead { reason, .. } => {
-                tracing::warn!(destination = %p.destination, delivery = d.id, %reason, "delivery dead-lettered");
-            }
-            DeliveryResult::Delivered { .. } => {}
-        }
-        Completion {
-            id: d.id,
-            owner: self.owner.clone(),
-            request_sha256,
-            at_ms: now_ms(),
-            duration_ms: i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
-            result: outcome,
-        }
-    }
-
-    /// Retry later, or dead-letter when attempts or age are used up.
-    fn retry(
-        &self,
-        d: &LeasedDelivery,
-        status: Option<u16>,
-        error: String,
-        retry_after: Option<u64>,
-    ) -> DeliveryResult {
-        let p = &self.policy;
-        let attempt = d.attempts + 1;
-        let now = now_ms();
-        if attempt >= p.max_attempts {
-            return DeliveryResult::Dead {
-                status,
-                reason: format!("gave up after {attempt} attempts; last: {error}"),
-            };
-        }
-        if now - d.created_at_ms > p.max_age_ms {
-            return DeliveryResult::Dead {
-                status,
-                reason: format!(
-                    "gave up: older than {} s; last: {error}",
-                    p.max_age_ms / 1000
-                ),
-            };
-        }
-        let delay = p.backoff_ms(d.attempts).max(retry_after.unwrap_or(0));
-        DeliveryResult::Retry {
-            status,
-            error,
-            next_attempt_at_ms: now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX)),
-        }
     }
 }
 
@@ -531,6 +492,7 @@ mod tests {
             auth: None,
             tls: None,
             max_backlog: None,
+            batch: None,
         };
         let p = Policy::new("x", &dest, &d, Duration::ZERO);
         for attempt in 0..40 {
