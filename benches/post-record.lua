@@ -27,7 +27,10 @@ local headers = {
 
 function request()
   counter = counter + 1
-  local case_no = string.format("35%02d%014d", id, counter)
+  -- A body of several records (BATCH=N, a JSON array whose case numbers end in
+  -- CASENO00..) takes a 16-digit prefix; one record the whole 18 digits.
+  local case_no = os.getenv("BATCH") and string.format("35%02d%012d", id, counter)
+    or string.format("35%02d%014d", id, counter)
   local body = template:gsub("CASENO", case_no)
   return wrk.format("POST", nil, headers, body)
 end

@@ -4,6 +4,8 @@
 #   bash benches/sustained.sh              # DURATION=60 (s) CONNS=64 WARMUP=10 (s)
 #   BIN=/path/to/hallgate bash benches/sustained.sh   # another build
 #   STORE=postgres bash benches/sustained.sh          # the throwaway PostgreSQL instead
+#   BATCH=100 bash benches/sustained.sh               # bodies of 100 records, and a
+#                                                     # destination with batch = { max_records = 100 }
 #
 # wrk POSTs ~1.2 KB records (benches/post-record.lua) for DURATION seconds while the
 # gateway delivers them to a loopback receiver (`hallgate receive`). Every 5 s the
@@ -42,6 +44,18 @@ if [ "${STORE:-sqlite}" = postgres ]; then
   psql -q "$HALLGATE_TEST_POSTGRES" -c "DROP DATABASE IF EXISTS hallgate_sustained" -c "CREATE DATABASE hallgate_sustained" 2>/dev/null
 fi
 sed -e "s#^store = .*#store = \"$store\"#" benches/bench.toml > "$OUT/bench.toml"
+BATCH=${BATCH:-}
+if [ -n "$BATCH" ]; then
+  # N records per body (case numbers CASENO00…), and a batching destination.
+  python3 - "$BATCH" > "$OUT/body.json" <<'PY'
+import sys
+one = open("benches/one-record.json").read().strip()
+print("[" + ",".join(one.replace("CASENO", "CASENO%02d" % i) for i in range(int(sys.argv[1]))) + "]")
+PY
+  export BODY_FILE=$OUT/body.json BATCH
+  sed -i -e "s#^destination = { url = \"http://127.0.0.1:18201/records\", #&batch = { max_records = $BATCH }, #" "$OUT/bench.toml"
+  grep -q "batch = { max_records" "$OUT/bench.toml" || { echo "bench.toml: no destination to batch" >&2; exit 1; }
+fi
 
 "$BIN" receive --listen 127.0.0.1:18201 --name city-platform >/dev/null 2>&1 & pids+=($!)
 RUST_LOG=warn "$BIN" serve --config "$OUT/bench.toml" 2>>"$OUT/hallgate.log" & gw=$!; pids+=($gw)
@@ -71,9 +85,10 @@ WRK_OUT=$OUT/wrk.txt WRK_LABEL=nginx wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s
   -s benches/post-record.lua http://127.0.0.1:18080/v1/records > /dev/null
 kill "$(cat "$OUT/nginx/logs/nginx.pid")"
 
-python3 - "$OUT/samples.txt" "$OUT/wrk.txt" "$WARMUP" "$drained" "${STORE:-sqlite}" <<'PY'
+python3 - "$OUT/samples.txt" "$OUT/wrk.txt" "$WARMUP" "$drained" "${STORE:-sqlite}" "${BATCH:-1}" <<'PY'
 import re, sys
 samples, wrk, warmup, drained, store = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
+per_body = int(sys.argv[6])
 rows = [tuple(float(x) for x in l.split()) for l in open(samples) if l.strip()]
 print("   t(s)   accepted  delivered    backlog")
 for t, a, d, q in rows:
@@ -84,10 +99,10 @@ span = last[0] - first[0]
 acc = (last[1] - first[1]) / span
 dlv = (last[2] - first[2]) / span
 w = {l.split()[0]: dict(re.findall(r'(\w+)=([\d.]+)', l)) for l in open(wrk)}
-ng = float(w["nginx"]["rps"])
-print(f"store {store}, steady part {first[0]:.0f}-{last[0]:.0f} s:")
+ng = float(w["nginx"]["rps"]) * per_body
+print(f"store {store}, {per_body} record(s) per body, steady part {first[0]:.0f}-{last[0]:.0f} s:")
 print(f"  accepted {acc:8.0f}/s   delivered {dlv:8.0f}/s   delivered/accepted {dlv/acc:.2f}")
 print(f"  backlog {first[3]:.0f} at the start, {last[3]:.0f} at the end; queue empty {drained} s after the load")
 print(f"  sustained end to end (min of the two) {min(acc, dlv):.0f}/s; hallgate p99 {float(w['hallgate']['p99_ms']):.2f} ms")
-print(f"  nginx proxy_pass ceiling {ng:.0f}/s; ratio sustained/nginx {min(acc, dlv)/ng:.3f}")
+print(f"  nginx proxy_pass ceiling {ng:.0f} records/s; ratio sustained/nginx {min(acc, dlv)/ng:.3f}")
 PY
