@@ -13,6 +13,62 @@ use hallgate::receiver::{Receiver, Script};
 
 const CASES: usize = 60;
 
+/// A gateway binary's config on a free port with its data in `dir`, routing
+/// everything to `city` (`edit` changes the config text); its config, log and URL.
+fn setup(
+    dir: &std::path::Path,
+    city: &Receiver,
+    idle: &Receiver,
+    edit: impl Fn(String) -> String,
+) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let port = free_port();
+    let text = config_text(
+        &dir.join("hallgate.db"),
+        &city.url(),
+        &idle.url(),
+        &idle.url(),
+        "[[routes]]\nname = \"all\"\nto = [\"city\"]\n",
+    )
+    .replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let config = dir.join("hallgate.toml");
+    std::fs::write(&config, edit(text)).expect("config");
+    (
+        config,
+        dir.join("gateway.log"),
+        format!("http://127.0.0.1:{port}"),
+    )
+}
+
+/// SIGKILL the gateway once `acked` reaches each of `at`, and start it again.
+async fn kill_at(
+    child: &mut std::process::Child,
+    acked: &std::sync::atomic::AtomicUsize,
+    at: &[usize],
+    config: &std::path::Path,
+    log: &std::path::Path,
+    client: &reqwest::Client,
+    url: &str,
+) {
+    for n in at {
+        wait_acked(acked, *n).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        *child = spawn_gateway(config, log);
+        wait_healthy(client, url).await;
+    }
+}
+
+fn client() -> reqwest::Client {
+    hallgate::tls::http_client()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_load_loses_nothing_and_doubles_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -27,39 +83,14 @@ async fn sigkill_mid_load_loses_nothing_and_doubles_nothing() {
     let idle = Receiver::start("idle", "127.0.0.1:0")
         .await
         .expect("receiver");
-    let port = free_port();
-    let text = config_text(
-        &dir.path().join("hallgate.db"),
-        &city.url(),
-        &idle.url(),
-        &idle.url(),
-        "[[routes]]\nname = \"all\"\nto = [\"city\"]\n",
-    )
-    .replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    let config = dir.path().join("hallgate.toml");
-    std::fs::write(&config, text).expect("config");
-    let log = dir.path().join("gateway.log");
-    let url = format!("http://127.0.0.1:{port}");
-    let client = hallgate::tls::http_client()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
-
+    let (config, log, url) = setup(dir.path(), &city, &idle, |t| t);
+    let client = client();
     let mut child = spawn_gateway(&config, &log);
     wait_healthy(&client, &url).await;
     let (acked, mut senders) = start_senders(&client, std::slice::from_ref(&url), CASES, 4);
     let total = CASES * 6;
-    for kill_at in [total / 4, total * 3 / 5] {
-        wait_acked(&acked, kill_at).await;
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        child = spawn_gateway(&config, &log);
-        wait_healthy(&client, &url).await;
-    }
+    let at = [total / 4, total * 3 / 5];
+    kill_at(&mut child, &acked, &at, &config, &log, &client, &url).await;
     assert_all_delivered_once_in_order(&city, &mut senders, CASES, &log).await;
 
     // Stop the last instance cleanly (SIGTERM) and check the store it leaves.
@@ -107,42 +138,19 @@ async fn sigkill_mid_batch_redelivers_under_the_same_keys() {
     let idle = Receiver::start("idle", "127.0.0.1:0")
         .await
         .expect("receiver");
-    let port = free_port();
-    let text = config_text(
-        &dir.path().join("hallgate.db"),
-        &city.url(),
-        &idle.url(),
-        &idle.url(),
-        "[[routes]]\nname = \"all\"\nto = [\"city\"]\n",
-    )
-    .replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    )
-    .replace(
-        "level = \"city\"\ndestination = { ",
-        "level = \"city\"\ndestination = { batch = { max_records = 20, max_wait_ms = 20 }, ",
-    );
-    let config = dir.path().join("hallgate.toml");
-    std::fs::write(&config, text).expect("config");
-    let log = dir.path().join("gateway.log");
-    let url = format!("http://127.0.0.1:{port}");
-    let client = hallgate::tls::http_client()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
+    let (config, log, url) = setup(dir.path(), &city, &idle, |t| {
+        t.replace(
+            "level = \"city\"\ndestination = { ",
+            "level = \"city\"\ndestination = { batch = { max_records = 20, max_wait_ms = 20 }, ",
+        )
+    });
+    let client = client();
     let mut child = spawn_gateway(&config, &log);
     wait_healthy(&client, &url).await;
     let (acked, mut senders) = start_senders(&client, std::slice::from_ref(&url), CASES, 4);
     let total = CASES * 6;
-    for kill_at in [total / 3, total * 2 / 3] {
-        wait_acked(&acked, kill_at).await;
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        child = spawn_gateway(&config, &log);
-        wait_healthy(&client, &url).await;
-    }
+    let at = [total / 3, total * 2 / 3];
+    kill_at(&mut child, &acked, &at, &config, &log, &client, &url).await;
     assert_all_delivered_once_in_order(&city, &mut senders, CASES, &log).await;
     let batched = city
         .arrivals()

@@ -120,7 +120,7 @@ impl<'a> Sink<'a, Arena<'a>> for XmlDocument<'_, '_, '_> {
                 }
                 let m = choose(&r.sharing, arena, node, self.run.count + found.len())?;
                 let case = match &m.package {
-                    Some(p) => ancestor(arena, node, r.names.len() - super::render::names(p).len()),
+                    Some(p) => ancestor(arena, node, r.names.len() - p.steps.len()),
                     None => 0,
                 };
                 found.push((case, m.kind.rank(), node, m));
@@ -148,7 +148,7 @@ pub(crate) fn json<'v, 'a>(
     for r in roots(mappings, Format::Json) {
         // A package's cases (a list of them, or one), then each case's records.
         let package = r.sharing.iter().find_map(|m| m.package.as_ref());
-        let split = package.map_or(0, |p| steps_for(r.steps, p.steps.len()));
+        let split = package.map_or(0, |p| super::render::steps_covering(r.steps, p.steps.len()));
         let mut cases = Vec::new();
         reach(doc, &r.steps[..split], &mut cases);
         for (case_no, case) in cases.into_iter().enumerate() {
@@ -168,18 +168,6 @@ pub(crate) fn json<'v, 'a>(
         push_record(run, m, &tree, node)?;
     }
     Ok(any)
-}
-
-/// The number of a root's steps that cover a package of `names` names.
-fn steps_for(steps: &[Step], names: usize) -> usize {
-    let mut seen = 0;
-    for (i, s) in steps.iter().enumerate() {
-        if seen == names {
-            return i;
-        }
-        seen += usize::from(matches!(s, Step::Name(_)));
-    }
-    steps.len()
 }
 
 /// The values `steps` reach from `at`, through every item of a list met on the way;

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use super::render::{
     Elem, Lifted, Obj, Out, RenderError, Target, absolute, fill_json, fill_xml, json_body, names,
+    steps_covering,
 };
 use super::{Format, Mapping};
 use crate::record::Kind;
@@ -145,7 +146,7 @@ fn json(pkg: &[&str], cases: &Cases) -> Result<Vec<u8>, RenderError> {
             }
             // One application and one result per case: an object; steps and
             // materials: a list.
-            let at = &part.roots[0].steps[package_steps(pkg, &part.roots[0].steps)..];
+            let at = &part.roots[0].steps[steps_covering(&part.roots[0].steps, pkg.len())..];
             match part.kind {
                 Kind::Application | Kind::Result => case.put_value(at, Value::Object(obj.0)),
                 Kind::Material | Kind::Process => push_item(&mut case, at, Value::Object(obj.0)),
@@ -184,20 +185,6 @@ fn inside<'s>(steps: &'s [super::Step], prefix: &[&str]) -> Option<&'s [super::S
         .zip(steps)
         .all(|(n, s)| matches!(s, super::Step::Name(x) if x == n));
     same.then(|| &steps[prefix.len()..])
-}
-
-/// How many of a root's steps the package path covers.
-fn package_steps(pkg: &[&str], steps: &[super::Step]) -> usize {
-    let mut seen = 0;
-    for (i, s) in steps.iter().enumerate() {
-        if seen == pkg.len() {
-            return i;
-        }
-        if matches!(s, super::Step::Name(_)) {
-            seen += 1;
-        }
-    }
-    steps.len()
 }
 
 /// Append `item` to the list at `steps` (made if missing).

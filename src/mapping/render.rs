@@ -164,6 +164,23 @@ impl Elem {
     /// outside the record (`..`, `/`) are shared by the records written into one
     /// document, and the first one's stays.
     pub fn put_once(&mut self, steps: &[Step], value: Out) {
+        match self.walk(steps) {
+            (cur, Some(a)) => {
+                if !cur.attrs.iter().any(|(k, _)| k == a) {
+                    cur.attrs.push((a.clone(), value.text()));
+                }
+            }
+            (cur, None) => {
+                if cur.text.is_none() {
+                    cur.text = Some(value.text());
+                }
+            }
+        }
+    }
+
+    /// The element `steps` lead to (made with any before it: `NOTE[2]` is the second
+    /// NOTE, as when decoding), and the attribute they end in, if any.
+    fn walk<'s>(&mut self, steps: &'s [Step]) -> (&mut Elem, Option<&'s String>) {
         let mut cur = self;
         for (i, s) in steps.iter().enumerate() {
             match s {
@@ -171,18 +188,11 @@ impl Elem {
                     Some(Step::Index(k)) => cur = cur.nth_child(n, *k),
                     _ => cur = cur.child(n),
                 },
-                Step::Attr(a) => {
-                    if !cur.attrs.iter().any(|(k, _)| k == a) {
-                        cur.attrs.push((a.clone(), value.text()));
-                    }
-                    return;
-                }
+                Step::Attr(a) => return (cur, Some(a)),
                 Step::Index(_) | Step::Up | Step::Top => {}
             }
         }
-        if cur.text.is_none() {
-            cur.text = Some(value.text());
-        }
+        (cur, None)
     }
 
     /// The element at the names `path` below this one, made if missing.
@@ -281,22 +291,10 @@ impl Elem {
 
 impl Target for Elem {
     fn put(&mut self, steps: &[Step], value: Out, _native: Option<Native>) {
-        let mut cur = self;
-        for (i, s) in steps.iter().enumerate() {
-            match s {
-                // `NOTE[2]` is the second NOTE, as when decoding.
-                Step::Name(n) => match steps.get(i + 1) {
-                    Some(Step::Index(k)) => cur = cur.nth_child(n, *k),
-                    _ => cur = cur.child(n),
-                },
-                Step::Index(_) | Step::Up | Step::Top => {}
-                Step::Attr(a) => {
-                    cur.attrs.push((a.clone(), value.text()));
-                    return;
-                }
-            }
+        match self.walk(steps) {
+            (cur, Some(a)) => cur.attrs.push((a.clone(), value.text())),
+            (cur, None) => cur.text = Some(value.text()),
         }
-        cur.text = Some(value.text());
     }
 
     fn item(&mut self, steps: &[Step]) -> &mut Elem {
@@ -547,6 +545,19 @@ pub(crate) fn absolute(steps: &[Step], record: &[&str], format: Format) -> Optio
         },
         _ => Some(steps.to_vec()),
     }
+}
+
+/// How many of `steps` cover their first `names` element names (the steps of a root
+/// that lie within its package).
+pub(crate) fn steps_covering(steps: &[Step], names: usize) -> usize {
+    let mut seen = 0;
+    for (i, s) in steps.iter().enumerate() {
+        if seen == names {
+            return i;
+        }
+        seen += usize::from(matches!(s, Step::Name(_)));
+    }
+    steps.len()
 }
 
 /// The element names of a path (indexes and attributes left out).

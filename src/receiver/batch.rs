@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{Arrival, Inner};
+use super::{Arrival, Inner, header_list};
 
 pub(super) async fn receive(
     name: &str,
@@ -112,10 +112,7 @@ pub(super) async fn receive(
                 json!({"status": status, "code": status.to_string(), "msg": "系统繁忙，请稍后重试"})
             };
             results.push(entry);
-            if g.log_limit > 0 && g.arrivals.len() >= g.log_limit {
-                g.arrivals.clear();
-            }
-            g.arrivals.push(Arrival {
+            g.keep(Arrival {
                 idempotency_key: key.clone(),
                 kind: r
                     .get("kind")
@@ -131,10 +128,7 @@ pub(super) async fn receive(
                 raw: raw.to_vec(),
                 status,
                 at: arrived,
-                headers: headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-                    .collect(),
+                headers: header_list(headers),
                 at_ms: crate::time::now_ms(),
             });
         }

@@ -111,6 +111,24 @@ pub(crate) struct Inner {
     mappings: Option<crate::mapping::MappingSet>,
 }
 
+impl Inner {
+    /// Keep an arrival (the log starts again at `log_limit`).
+    fn keep(&mut self, a: Arrival) {
+        if self.log_limit > 0 && self.arrivals.len() >= self.log_limit {
+            self.arrivals.clear();
+        }
+        self.arrivals.push(a);
+    }
+}
+
+/// A request's headers as kept with its arrivals (names lower-case).
+fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect()
+}
+
 /// A running simulated platform.
 #[derive(Clone)]
 pub struct Receiver {
@@ -335,10 +353,7 @@ async fn receive(
             g.acknowledged.insert(key.clone());
             g.accepted_total += 1;
         }
-        if g.log_limit > 0 && g.arrivals.len() >= g.log_limit {
-            g.arrivals.clear();
-        }
-        g.arrivals.push(Arrival {
+        g.keep(Arrival {
             idempotency_key: key,
             kind,
             case_no,
@@ -346,10 +361,7 @@ async fn receive(
             raw,
             status,
             at: arrived,
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-                .collect(),
+            headers: header_list(&headers),
             at_ms: crate::time::now_ms(),
         });
         (status, answer, script)

@@ -21,8 +21,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::http::{
-    HttpSink, MAX_RECEIPT, Verdict, answered, attempt, classify, dead, retry_after_ms, snippet,
-    unanswered,
+    HttpSink, MAX_RECEIPT, Posted, Verdict, answered, attempt, classify, dead, snippet, unanswered,
 };
 use super::{Attempt, Outcome};
 use crate::hash::sha256_hex;
@@ -125,34 +124,26 @@ impl HttpSink {
             }
         };
         let body = bytes::Bytes::from(body);
-        let signed = match self.signer.headers(&body) {
-            Ok(h) => h,
-            Err(e) => {
-                let reason = format!("cannot sign the request: {e}");
-                return Answer::Whole(attempt(dead(reason), &body));
-            }
-        };
         let keys: Vec<&str> = records.iter().map(|d| d.idempotency_key.as_str()).collect();
-        let batch_key = format!("batch-{}", &sha256_hex(keys.join("\n").as_bytes())[..32]);
-        let mut request = self
-            .client
-            .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, &content_type)
-            .header("Idempotency-Key", batch_key)
-            .header("X-Hallgate-Idempotency-Keys", keys.join(", "))
-            .header("X-Hallgate-Batch", records.len().to_string())
-            .body(body.clone());
-        for (name, value) in signed {
-            request = request.header(name, value);
-        }
+        let headers = [
+            (
+                "Idempotency-Key",
+                format!("batch-{}", &sha256_hex(keys.join("\n").as_bytes())[..32]),
+            ),
+            ("X-Hallgate-Idempotency-Keys", keys.join(", ")),
+            ("X-Hallgate-Batch", records.len().to_string()),
+        ];
         let sha = sha256_hex(&body);
-        let resp = match request.send().await {
-            Ok(r) => r,
-            Err(e) => return Answer::Whole(attempt(unanswered(&e, started), &body)),
+        let (status, retry_after, received) = match self.post(&body, &content_type, &headers).await
+        {
+            Posted::Answered {
+                status,
+                retry_after_ms,
+                body,
+            } => (status, retry_after_ms, body),
+            Posted::Unsigned(reason) => return Answer::Whole(attempt(dead(reason), &body)),
+            Posted::Failed(e) => return Answer::Whole(attempt(unanswered(&e, started), &body)),
         };
-        let status = resp.status();
-        let retry_after = retry_after_ms(resp.headers());
-        let received = resp.bytes().await.unwrap_or_default();
         // Per-record answers: a list with one entry per record, in their order.
         if let Ok(v) = serde_json::from_slice::<Value>(&received)
             && let Some(list) = at(&v, &self.results).and_then(Value::as_array)

@@ -93,37 +93,76 @@ impl HttpSink {
                 }
             }
         };
-        let signed = match self.signer.headers(&body) {
-            Ok(h) => h,
-            Err(e) => {
-                let reason = format!("cannot sign the request: {e}");
-                return attempt(dead(reason), &body);
-            }
-        };
-        let mut request = self
-            .client
-            .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, &content_type)
-            .header("Idempotency-Key", &d.idempotency_key)
-            .header("X-Hallgate-Message-Id", &d.message_id)
-            .header("X-Hallgate-Kind", d.kind.as_str())
-            .body(body.clone());
-        for (name, value) in signed {
-            request = request.header(name, value);
-        }
-        let outcome = match request.send().await {
-            Ok(resp) => {
-                let status = resp.status();
-                let retry_after_ms = retry_after_ms(resp.headers());
-                let received = resp.bytes().await.unwrap_or_default();
+        let headers = [
+            ("Idempotency-Key", d.idempotency_key.clone()),
+            ("X-Hallgate-Message-Id", d.message_id.clone()),
+            ("X-Hallgate-Kind", d.kind.as_str().to_string()),
+        ];
+        let outcome = match self.post(&body, &content_type, &headers).await {
+            Posted::Answered {
+                status,
+                retry_after_ms,
+                body: received,
+            } => {
                 let text = String::from_utf8_lossy(&received[..received.len().min(MAX_RECEIPT)])
                     .into_owned();
                 answered(status, text, retry_after_ms)
             }
-            Err(e) => unanswered(&e, started),
+            Posted::Unsigned(reason) => dead(reason),
+            Posted::Failed(e) => unanswered(&e, started),
         };
         attempt(outcome, &body)
     }
+
+    /// POST `body`, signed as the destination expects, with `headers`.
+    pub(super) async fn post(
+        &self,
+        body: &bytes::Bytes,
+        content_type: &str,
+        headers: &[(&'static str, String)],
+    ) -> Posted {
+        let signed = match self.signer.headers(body) {
+            Ok(h) => h,
+            Err(e) => return Posted::Unsigned(format!("cannot sign the request: {e}")),
+        };
+        let mut request = self
+            .client
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body.clone());
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        for (name, value) in signed {
+            request = request.header(name, value);
+        }
+        match request.send().await {
+            Ok(resp) => {
+                let status = resp.status();
+                let retry_after_ms = retry_after_ms(resp.headers());
+                let body = resp.bytes().await.unwrap_or_default();
+                Posted::Answered {
+                    status,
+                    retry_after_ms,
+                    body,
+                }
+            }
+            Err(e) => Posted::Failed(e),
+        }
+    }
+}
+
+/// How a POST went.
+pub(super) enum Posted {
+    Answered {
+        status: StatusCode,
+        retry_after_ms: Option<u64>,
+        body: bytes::Bytes,
+    },
+    /// Not sent: the request could not be signed.
+    Unsigned(String),
+    /// Sent, and no answer came.
+    Failed(reqwest::Error),
 }
 
 impl Sink for HttpSink {
