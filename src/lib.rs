@@ -4,7 +4,7 @@
 //! (docs/architecture.md; `tests/layers.rs` keeps it so):
 //!
 //! 1. basics: [`config`], the canonical [`record`] and its checks, [`codec`],
-//!    audit [`event`]s, [`hash`]es, [`time`], [`keys`], [`tls`], [`observe`];
+//!    audit [`event`]s, [`hash`]es, the national algorithms [`guomi`], [`time`], [`keys`], [`tls`], [`observe`];
 //! 2. [`mapping`];
 //! 3. [`store`];
 //! 4. the pipeline: [`auth`], [`limits`], [`route`], [`intake`] with its
@@ -21,6 +21,7 @@
 pub mod codec;
 pub mod config;
 pub mod event;
+pub mod guomi;
 pub mod hash;
 pub mod keys;
 pub mod observe;

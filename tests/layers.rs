@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("codec", 1),
     ("config", 1),
     ("event", 1),
+    ("guomi", 1),
     ("hash", 1),
     ("keys", 1),
     ("observe", 1),
