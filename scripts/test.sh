@@ -6,6 +6,13 @@
 #   bash scripts/test.sh            # extra arguments go to cargo test
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The Python gmssl package (PyPI) is the independent 国密 peer of tests/guomi.rs; it
+# goes under target/, beside the build, not into the system's Python.
+export HALLGATE_PYDEPS="$PWD/target/pydeps"
+if ! PYTHONPATH="$HALLGATE_PYDEPS" /usr/bin/python3 -c 'import gmssl' 2>/dev/null; then
+  /usr/bin/python3 -m pip install --quiet --disable-pip-version-check \
+    --target "$HALLGATE_PYDEPS" 'gmssl==3.2.2'
+fi
 eval "$(bash scripts/pg-test-server.sh start)"
 trap 'bash scripts/pg-test-server.sh stop' EXIT
 cargo test --locked "$@"

@@ -9,12 +9,11 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{Checkpoint, CheckpointKey};
 use super::{AuditError, VerifyReport, archive, timeline};
 use crate::config::Config;
 use crate::event::{AuditRow, Event, EventKind, Verifier};
 use crate::hash::parse_hash;
-use crate::keys;
 use crate::record::mask_personal;
 use crate::store::{self, AuditFilter, OpenMode, Store, StoreOptions, StoreUrl};
 use crate::time::{now_ms, rfc3339};
@@ -38,7 +37,7 @@ pub async fn verify(
     let cp = match check {
         Some((cp_path, key_path)) => {
             let cp = Checkpoint::load(cp_path)?;
-            cp.verify_signature(&keys::load_public_key(key_path)?)?;
+            cp.verify_with(key_path)?;
             Some(cp)
         }
         None => None,
@@ -105,7 +104,7 @@ pub async fn checkpoint(
     key_path: &Path,
     out: Option<PathBuf>,
 ) -> Result<(PathBuf, Checkpoint), AuditError> {
-    let key = keys::load_signing_key(key_path)?;
+    let key = CheckpointKey::load(&config.audit.checkpoint_alg, key_path)?;
     let meta = store.audit_meta().await?;
     let last = meta
         .live_last_seq

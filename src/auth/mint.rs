@@ -36,11 +36,30 @@ pub fn issue(
         .auth
         .as_ref()
         .ok_or_else(|| err("node has no [auth]".into()))?;
-    let alg = auth
-        .algorithms
-        .first()
-        .and_then(|a| parse_algorithm(a))
-        .ok_or_else(|| err("no usable algorithm".into()))?;
+    let first = auth.algorithms.first().map(String::as_str);
+    let alg = match first {
+        Some("SM2") => None,
+        _ => Some(
+            first
+                .and_then(parse_algorithm)
+                .ok_or_else(|| err("no usable algorithm".into()))?,
+        ),
+    };
+    let kid = key
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| {
+            n.strip_suffix(".key.pem")
+                .or_else(|| n.strip_suffix(".pem"))
+        })
+        .map(str::to_string);
+    let claims = claims(config, node, auth, ttl_seconds, cert).map_err(err)?;
+    let Some(alg) = alg else {
+        let signer = crate::guomi::sm2::Sm2Signer::load(key, &auth.sm2_user_id)
+            .map_err(|e| err(e.to_string()))?;
+        return super::sm2_token::encode(&auth.sm2_alg_name, kid.as_deref(), &claims, &signer)
+            .map_err(err);
+    };
     let pem = std::fs::read(key).map_err(|e| err(format!("{}: {e}", key.display())))?;
     let encoding = match family(alg) {
         Family::Ec => jsonwebtoken::EncodingKey::from_ec_pem(&pem),
@@ -49,6 +68,19 @@ pub fn issue(
         Family::Hmac => Ok(jsonwebtoken::EncodingKey::from_secret(&pem)),
     }
     .map_err(|e| err(format!("{}: {e}", key.display())))?;
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = kid;
+    jsonwebtoken::encode(&header, &claims, &encoding).map_err(|e| err(e.to_string()))
+}
+
+/// The claims the gateway checks, for a token of `ttl_seconds`.
+fn claims(
+    config: &Config,
+    node: &str,
+    auth: &crate::config::TokenAuth,
+    ttl_seconds: i64,
+    cert: Option<&Path>,
+) -> Result<serde_json::Value, String> {
     let now = now_ms() / 1000;
     let mut claims = serde_json::json!({
         "iss": auth.issuer.clone().unwrap_or_else(|| node.to_string()),
@@ -59,18 +91,9 @@ pub fn issue(
         "jti": uuid::Uuid::now_v7().to_string(),
     });
     if let Some(path) = cert {
-        let certs = crate::tls::load_certs(path).map_err(|e| err(e.to_string()))?;
-        let leaf = certs.first().ok_or_else(|| err("no certificate".into()))?;
+        let certs = crate::tls::load_certs(path).map_err(|e| e.to_string())?;
+        let leaf = certs.first().ok_or("no certificate")?;
         claims["cnf"] = serde_json::json!({ "x5t#S256": cert_thumbprint(leaf.as_ref()) });
     }
-    let mut header = jsonwebtoken::Header::new(alg);
-    header.kid = key
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| {
-            n.strip_suffix(".key.pem")
-                .or_else(|| n.strip_suffix(".pem"))
-        })
-        .map(str::to_string);
-    jsonwebtoken::encode(&header, &claims, &encoding).map_err(|e| err(e.to_string()))
+    Ok(claims)
 }

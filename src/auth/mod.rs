@@ -11,6 +11,7 @@ pub mod certs;
 pub mod mint;
 pub mod outbound;
 pub mod refusals;
+pub mod sm2_token;
 pub mod token;
 
 use axum::http::HeaderMap;

@@ -19,6 +19,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use super::sm2_token::{self, Expect, Sm2Keys};
 use crate::config::{Config, TokenAuth};
 use crate::hash::sha256_hex;
 use crate::store::TokenUse;
@@ -147,6 +148,7 @@ struct NodeKeys {
     max_lifetime: i64,
     skew: u64,
     once: bool,
+    sm2: Option<Sm2Keys>,
 }
 
 impl NodeKeys {
@@ -235,10 +237,10 @@ fn key_from_jwk(jwk: &jsonwebtoken::jwk::Jwk) -> Result<Key, String> {
 }
 
 #[derive(Debug, Deserialize)]
-struct Claims {
-    exp: i64,
-    iat: i64,
-    jti: String,
+pub(super) struct Claims {
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
     #[serde(default)]
     cnf: Option<Confirmation>,
 }
@@ -281,11 +283,7 @@ fn load_key(path: &Path, families: &[Family]) -> Result<Key, String> {
             .map_err(|e| format!("{}: not a JWK: {e}", path.display()))?;
         return key_from_jwk(&jwk).map_err(|e| format!("{}: {e}", path.display()));
     }
-    // A PEM key's id is its file name without `.pub.pem` / `.pem`.
-    let kid = name
-        .strip_suffix(".pub.pem")
-        .or_else(|| name.strip_suffix(".pem"))
-        .map(str::to_string);
+    let kid = pem_kid(path);
     for fam in families {
         let key = match fam {
             Family::Ec => DecodingKey::from_ec_pem(&bytes),
@@ -393,8 +391,70 @@ impl Verifier {
         now: i64,
     ) -> Result<Verified, TokenError> {
         refuse_critical(token)?;
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Malformed(e.to_string()))?;
+        let claims = match &node.sm2 {
+            Some(sm2) if sm2_token::header_alg(token)? == sm2.alg_name => sm2.verify(
+                token,
+                &Expect {
+                    node: &node.node,
+                    issuer: &node.issuer,
+                    audience: &self.audience,
+                    skew: node.skew,
+                    now_s: now / 1000,
+                },
+            )?,
+            _ => self.jose_claims(node, token).await?,
+        };
+        let lifetime = claims.exp - claims.iat;
+        if lifetime > node.max_lifetime {
+            return Err(TokenError::TooLong {
+                lifetime,
+                max: node.max_lifetime,
+                node: node.node.clone(),
+            });
+        }
+        if claims.iat * 1000 > now + (node.skew as i64) * 1000 {
+            return Err(TokenError::Invalid {
+                node: node.node.clone(),
+                reason: "issued in the future".into(),
+            });
+        }
+        let used = Verified {
+            used: TokenUse {
+                node: node.node.clone(),
+                jti: claims.jti.chars().take(200).collect(),
+                token_sha256: sha.clone(),
+                exp_ms: claims.exp.saturating_mul(1000),
+            },
+            cert_thumbprint: claims.cnf.and_then(|c| c.x5t_s256),
+            once: node.once,
+        };
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() > 100_000 {
+                cache.retain(|_, t| t.used.exp_ms > now);
+            }
+            cache.insert(sha, used.clone());
+        }
+        Ok(used)
+    }
+
+    /// The claims of a token signed with a JOSE algorithm (jsonwebtoken).
+    async fn jose_claims(&self, node: &NodeKeys, token: &str) -> Result<Claims, TokenError> {
+        let header = match jsonwebtoken::decode_header(token) {
+            Ok(h) => h,
+            // An algorithm JOSE does not know (such as an SM2 name the node is not
+            // configured for) is refused as not allowed; anything else is malformed.
+            Err(e) => {
+                return Err(match sm2_token::header_alg(token) {
+                    Ok(alg) if !alg.is_empty() && e.to_string().contains("variant") => {
+                        TokenError::AlgorithmNotAllowed {
+                            alg: alg.chars().take(32).collect(),
+                            node: node.node.clone(),
+                        }
+                    }
+                    _ => TokenError::Malformed(e.to_string()),
+                });
+            }
+        };
         if !node.algorithms.contains(&header.alg) {
             return Err(TokenError::AlgorithmNotAllowed {
                 alg: format!("{:?}", header.alg),
@@ -437,41 +497,10 @@ impl Verifier {
                 Err(e) => last = Some(e),
             }
         }
-        let claims = claims.ok_or_else(|| TokenError::Invalid {
+        claims.ok_or_else(|| TokenError::Invalid {
             node: node.node.clone(),
             reason: last.map_or_else(|| "no key verified it".into(), |e| e.to_string()),
-        })?;
-        let lifetime = claims.exp - claims.iat;
-        if lifetime > node.max_lifetime {
-            return Err(TokenError::TooLong {
-                lifetime,
-                max: node.max_lifetime,
-                node: node.node.clone(),
-            });
-        }
-        if claims.iat * 1000 > now + (node.skew as i64) * 1000 {
-            return Err(TokenError::Invalid {
-                node: node.node.clone(),
-                reason: "issued in the future".into(),
-            });
-        }
-        let used = Verified {
-            used: TokenUse {
-                node: node.node.clone(),
-                jti: claims.jti.chars().take(200).collect(),
-                token_sha256: sha.clone(),
-                exp_ms: claims.exp.saturating_mul(1000),
-            },
-            cert_thumbprint: claims.cnf.and_then(|c| c.x5t_s256),
-            once: node.once,
-        };
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() > 100_000 {
-                cache.retain(|_, t| t.used.exp_ms > now);
-            }
-            cache.insert(sha, used.clone());
-        }
-        Ok(used)
+        })
     }
 }
 
@@ -485,16 +514,47 @@ fn node_keys(config: &Config, id: &str, auth: &TokenAuth) -> Result<NodeKeys, Ke
         node: id.to_string(),
         reason,
     };
+    let wants_sm2 = auth.algorithms.iter().any(|a| a == "SM2");
     let algorithms = auth
         .algorithms
         .iter()
+        .filter(|a| *a != "SM2")
         .map(|a| parse_algorithm(a).ok_or_else(|| err(format!("unknown algorithm `{a}`"))))
         .collect::<Result<Vec<_>, _>>()?;
     let families: Vec<Family> = algorithms.iter().map(|a| family(*a)).collect();
     let mut keys = Vec::new();
+    let mut sm2_keys = Vec::new();
     for path in &auth.keys {
-        keys.push(load_key(&config.base_dir().join(path), &families).map_err(err)?);
+        let path = config.base_dir().join(path);
+        if wants_sm2 {
+            match crate::guomi::sm2::Sm2Verifier::load(&path, &auth.sm2_user_id) {
+                Ok(k) => {
+                    sm2_keys.push((pem_kid(&path), k));
+                    continue;
+                }
+                Err(e) if families.is_empty() => return Err(err(e.to_string())),
+                Err(_) => {}
+            }
+        }
+        keys.push(load_key(&path, &families).map_err(err)?);
     }
+    let sm2 = if wants_sm2 {
+        if sm2_keys.is_empty() {
+            return Err(err("SM2 needs an SM2 public key file in keys".into()));
+        }
+        if auth.sm2_alg_name.is_empty() || parse_algorithm(&auth.sm2_alg_name).is_some() {
+            return Err(err(format!(
+                "sm2_alg_name `{}` must be a name of its own, not a JOSE algorithm's",
+                auth.sm2_alg_name
+            )));
+        }
+        Some(Sm2Keys {
+            alg_name: auth.sm2_alg_name.clone(),
+            keys: sm2_keys,
+        })
+    } else {
+        None
+    };
     if families.contains(&Family::Hmac) {
         let var = auth.hmac_secret_env.as_deref().ok_or_else(|| {
             err("HS256 needs hmac_secret_env naming the shared secret's variable".into())
@@ -522,7 +582,7 @@ fn node_keys(config: &Config, id: &str, auth: &TokenAuth) -> Result<NodeKeys, Ke
         }
         None => None,
     };
-    if keys.is_empty() && jwks.is_none() {
+    if keys.is_empty() && jwks.is_none() && sm2.is_none() {
         return Err(err("no keys: name key files or a jwks_url".into()));
     }
     Ok(NodeKeys {
@@ -534,7 +594,17 @@ fn node_keys(config: &Config, id: &str, auth: &TokenAuth) -> Result<NodeKeys, Ke
         max_lifetime: auth.max_lifetime_seconds as i64,
         skew: auth.clock_skew_seconds,
         once: auth.one_time_jti,
+        sm2,
     })
+}
+
+/// A PEM key's id: its file name without `.pub.pem` / `.pem` / `.hex`.
+fn pem_kid(path: &Path) -> Option<String> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.strip_suffix(".pub.pem")
+        .or_else(|| name.strip_suffix(".pem"))
+        .or_else(|| name.strip_suffix(".hex"))
+        .map(str::to_string)
 }
 
 /// The `iss` of a token before it is verified, to find the node's keys.

@@ -20,7 +20,8 @@ pub enum AuditCommand {
         /// Prove the log still holds this signed checkpoint (needs --public-key).
         #[arg(long, requires = "public_key")]
         checkpoint: Option<PathBuf>,
-        /// The gateway's public key (PEM) that signed the checkpoint.
+        /// The gateway's public key (PEM, ES256 or SM2 as the checkpoint says) that
+        /// signed the checkpoint.
         #[arg(long)]
         public_key: Option<PathBuf>,
         /// Walk the chain only; skip hashing every stored body and record again
@@ -30,7 +31,8 @@ pub enum AuditCommand {
     },
     /// Sign the chain head with the gateway key and write it to a file.
     Checkpoint {
-        /// Signing key (default: [gateway].signing_key of the config).
+        /// Signing key (default: [gateway].signing_key of the config, or its
+        /// sm2_signing_key with `[audit] checkpoint_alg = "sm2"`).
         #[arg(long)]
         key: Option<PathBuf>,
         /// Output file (default: audit-checkpoint-SEQ.json).
@@ -109,7 +111,7 @@ pub async fn run(cmd: AuditCommand, config: &Config) -> anyhow::Result<ExitCode>
             verify(store, archives.as_deref(), check, chain_only).await
         }
         AuditCommand::Checkpoint { key, out } => {
-            let key = key.unwrap_or_else(|| config.signing_key_path());
+            let key = key.unwrap_or_else(|| config.checkpoint_key_path());
             let (path, cp) = tools::checkpoint(store, config, &key, out).await?;
             println!(
                 "checkpoint #{} {} written to {}",

@@ -44,16 +44,20 @@ fn ttl_seconds(s: &str) -> anyhow::Result<i64> {
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
-    /// Make the gateway's ES256 signing key (PKCS#8 PEM) and its public key beside it.
+    /// Make the gateway's signing key (PKCS#8 PEM) and its public key beside it.
     Generate {
-        /// Private key path (default: [gateway].signing_key of the config).
+        /// Private key path (default: [gateway].signing_key of the config, or its
+        /// sm2_signing_key with --alg sm2).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// es256 (ECDSA P-256) or sm2 (SM2 with SM3, GB/T 32918).
+        #[arg(long, default_value = "es256")]
+        alg: String,
     },
-    /// Make an ES256 key pair for each sending node whose `auth.keys` names a public
-    /// key file that does not exist yet (`x.pub.pem`, with its private key `x.key.pem`
-    /// beside it, mode 0600). Give each node its private key; the gateway keeps only
-    /// the public ones.
+    /// Make a key pair (ES256, or SM2 for a node whose first algorithm is SM2) for each
+    /// sending node whose `auth.keys` names a public key file that does not exist yet
+    /// (`x.pub.pem`, with its private key `x.key.pem` beside it, mode 0600). Give each
+    /// node its private key; the gateway keeps only the public ones.
     Nodes,
 }
 
@@ -125,7 +129,8 @@ pub fn keys(cmd: KeysCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
                 let Some(auth) = &node.get_ref().auth else {
                     continue;
                 };
-                if !auth.algorithms.iter().any(|a| a == "ES256") {
+                let sm2 = auth.algorithms.first().is_some_and(|a| a == "SM2");
+                if !sm2 && !auth.algorithms.iter().any(|a| a == "ES256") {
                     continue;
                 }
                 for public in &auth.keys {
@@ -138,7 +143,11 @@ pub fn keys(cmd: KeysCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
                         continue;
                     }
                     let private = public.with_file_name(format!("{stem}.key.pem"));
-                    hallgate::keys::generate_key(&private)?;
+                    if sm2 {
+                        hallgate::guomi::sm2::generate(&private, &public)?;
+                    } else {
+                        hallgate::keys::generate_key(&private)?;
+                    }
                     println!(
                         "{id}: private key {} (give it to the node), public key {}",
                         private.display(),
@@ -150,12 +159,27 @@ pub fn keys(cmd: KeysCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
             println!("{made} key pair(s) made");
             Ok(ExitCode::SUCCESS)
         }
-        KeysCommand::Generate { out } => {
+        KeysCommand::Generate { out, alg } => {
+            let sm2 = match alg.to_ascii_lowercase().as_str() {
+                "es256" => false,
+                "sm2" => true,
+                other => anyhow::bail!("--alg `{other}`: es256 or sm2"),
+            };
             let path = match out {
                 Some(p) => p,
+                None if sm2 => super::config(config_path)?.sm2_signing_key_path(),
                 None => super::config(config_path)?.signing_key_path(),
             };
-            let public = hallgate::keys::generate_key(&path)?;
+            let public = hallgate::keys::public_key_path(&path);
+            if sm2 {
+                let key = hallgate::guomi::sm2::generate(&path, &public)?;
+                println!(
+                    "SM2 public key (04‖x‖y hex, for peers that take it): {}",
+                    key.to_hex()
+                );
+            } else {
+                hallgate::keys::generate_key(&path)?;
+            }
             println!(
                 "private key {} (keep it secret, never commit it)",
                 path.display()

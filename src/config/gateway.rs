@@ -27,6 +27,11 @@ pub struct Gateway {
     /// `hallgate keys generate`.
     #[serde(default = "default_signing_key")]
     pub signing_key: String,
+    /// The gateway's SM2 key (PKCS#8 PEM): it signs audit checkpoints when
+    /// `[audit] checkpoint_alg = "sm2"`, and outbound SM2 request signatures. Made by
+    /// `hallgate keys generate --alg sm2`.
+    #[serde(default = "default_sm2_signing_key")]
+    pub sm2_signing_key: String,
     /// The key that will replace it, published in the JWKS ahead of the switch.
     #[serde(default)]
     pub next_signing_key: Option<String>,
@@ -62,6 +67,9 @@ fn default_reload_seconds() -> u64 {
 
 fn default_signing_key() -> String {
     "certs/gateway-signing.key.pem".into()
+}
+fn default_sm2_signing_key() -> String {
+    "certs/gateway-sm2.key.pem".into()
 }
 
 fn default_store() -> Spanned<String> {
@@ -191,6 +199,9 @@ pub struct AuditConfig {
     pub hash: String,
     /// Keep raw request bodies as evidence (their hashes are always kept).
     pub retain_payloads: bool,
+    /// What signs checkpoints: `es256` (the gateway's signing key) or `sm2` (its SM2
+    /// key, SM2 with SM3 per GB/T 32918).
+    pub checkpoint_alg: String,
 }
 
 impl Default for AuditConfig {
@@ -198,6 +209,7 @@ impl Default for AuditConfig {
         AuditConfig {
             hash: "sha256".into(),
             retain_payloads: true,
+            checkpoint_alg: "es256".into(),
         }
     }
 }

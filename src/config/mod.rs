@@ -147,6 +147,15 @@ impl Config {
         if let Err(e) = crate::hash::HashAlg::parse(&self.audit.hash) {
             err(0..0, format!("audit.hash: {e}"));
         }
+        if !["es256", "sm2"].contains(&self.audit.checkpoint_alg.to_ascii_lowercase().as_str()) {
+            err(
+                0..0,
+                format!(
+                    "audit.checkpoint_alg `{}`: es256 or sm2",
+                    self.audit.checkpoint_alg
+                ),
+            );
+        }
         for (id, node) in &self.nodes {
             let n = node.get_ref();
             if !valid_id(id) {
@@ -302,6 +311,20 @@ impl Config {
     /// Path of the gateway's signing key.
     pub fn signing_key_path(&self) -> PathBuf {
         self.base_dir().join(&self.gateway.signing_key)
+    }
+
+    /// Path of the gateway's SM2 key.
+    pub fn sm2_signing_key_path(&self) -> PathBuf {
+        self.base_dir().join(&self.gateway.sm2_signing_key)
+    }
+
+    /// Path of the key that signs checkpoints, per `[audit] checkpoint_alg`.
+    pub fn checkpoint_key_path(&self) -> PathBuf {
+        if self.audit.checkpoint_alg.eq_ignore_ascii_case("sm2") {
+            self.sm2_signing_key_path()
+        } else {
+            self.signing_key_path()
+        }
     }
 
     pub fn is_auditor(&self, node: &str) -> bool {

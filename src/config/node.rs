@@ -237,8 +237,16 @@ pub struct TokenAuth {
     #[serde(default)]
     pub issuer: Option<String>,
     /// Accepted algorithms, pinned: ES256, ES384, RS256, RS384, RS512, PS256, EdDSA,
-    /// HS256 (HS256 only with `hmac_secret_env`).
+    /// HS256 (HS256 only with `hmac_secret_env`), SM2 (SM2 with SM3, GB/T 32918).
     pub algorithms: Vec<String>,
+    /// The `alg` an SM2 token's header carries. No JOSE name is registered for SM2;
+    /// hallgate writes and expects `SM2` unless a node's peers use another (such as
+    /// `SM3withSM2`).
+    #[serde(default = "default_sm2_alg_name")]
+    pub sm2_alg_name: String,
+    /// The SM2 user id whose Z value the signature covers (GM/T 0009's default).
+    #[serde(default = "default_sm2_user_id")]
+    pub sm2_user_id: String,
     /// Public keys: PEM files (key id = file name without `.pub.pem`) or JWK files
     /// (`.json`, key id from `kid`), relative to the config's folder.
     #[serde(default)]
@@ -262,6 +270,12 @@ pub struct TokenAuth {
     pub one_time_jti: bool,
 }
 
+pub(crate) fn default_sm2_alg_name() -> String {
+    "SM2".into()
+}
+pub(crate) fn default_sm2_user_id() -> String {
+    "1234567812345678".into()
+}
 fn default_jwks_ttl() -> u64 {
     300
 }
