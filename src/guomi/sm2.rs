@@ -82,7 +82,7 @@ impl Sm2Signer {
     /// `r‖s` of the signature over `msg` (deterministic nonce, RFC 6979 style).
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
         let sig: Signature = self.key.sign(msg);
-        sig.to_bytes().into()
+        sig.to_bytes()
     }
 
     pub fn verifier(&self) -> Sm2Verifier {

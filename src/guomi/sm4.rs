@@ -133,7 +133,7 @@ impl Sm4Cipher {
     pub fn decrypt(&self, data: &[u8]) -> Result<Vec<u8>, GuomiError> {
         let k = &self.key.0;
         let whole = |d: &[u8]| {
-            if d.is_empty() || d.len() % 16 != 0 {
+            if d.is_empty() || !d.len().is_multiple_of(16) {
                 Err(GuomiError::BlockLength(d.len()))
             } else {
                 Ok(())
