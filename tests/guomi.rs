@@ -10,6 +10,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::gm::gm_peer;
 use common::*;
 use hallgate::guomi::sm2::{DEFAULT_USER_ID, Sm2Signer};
 use serde_json::{Value, json};
@@ -47,34 +48,6 @@ fn sm2_keys(dir: &Path) {
     hallgate::guomi::sm2::generate(&gw, &hallgate::keys::public_key_path(&gw)).expect("gw SM2");
 }
 
-/// Run the gmssl peer (tests/fixtures/gm_peer.py) with `args`, `stdin` as input.
-pub fn gm_peer(args: &[&str], stdin: &[u8]) -> std::process::Output {
-    use std::io::Write;
-    let pydeps = std::env::var("HALLGATE_PYDEPS")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/pydeps").into());
-    let mut child = Command::new("/usr/bin/python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/gm_peer.py"
-        ))
-        .args(args)
-        .env("PYTHONPATH", pydeps)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("/usr/bin/python3");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
-    if out.status.code() == Some(1) && String::from_utf8_lossy(&out.stderr).contains("gmssl") {
-        panic!(
-            "the gmssl package is missing (bash scripts/test.sh installs it): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    out
-}
-
 fn key_hex(h: &Harness, node: &str) -> (String, String) {
     let signer = Sm2Signer::load(
         &h.dir.path().join(format!("keys/{node}-sm2.key.pem")),
@@ -105,7 +78,11 @@ fn gmssl_token(h: &Harness, node: &str, alg: &str, claims: &Value) -> String {
 
 async fn post(h: &Harness, token: &str, case_no: &str) -> (u16, Value) {
     // district-a sends for 350205, district-b for 330122.
-    let region = if case_no.starts_with("3301") { "330122" } else { "350205" };
+    let region = if case_no.starts_with("3301") {
+        "330122"
+    } else {
+        "350205"
+    };
     let r = h
         .client
         .post(format!("{}/v1/records", h.url))

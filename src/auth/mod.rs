@@ -8,6 +8,7 @@
 //! so a district system cannot inject a case for another district.
 
 pub mod certs;
+pub mod envelope;
 pub mod mint;
 pub mod outbound;
 pub mod refusals;

@@ -9,6 +9,7 @@
 //! `hallgate check` and every command run.
 
 mod gateway;
+mod guomi;
 mod node;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use gateway::*;
+pub use guomi::*;
 pub use node::*;
 
 /// Why a configuration could not be used.

@@ -59,6 +59,12 @@ pub struct Node {
     /// How the node proves who it is: signed tokens with keys pinned to it.
     #[serde(default)]
     pub auth: Option<TokenAuth>,
+    /// The node must sign each body with SM2 (in headers), checked before its mapping.
+    #[serde(default)]
+    pub sm2_sign: Option<super::Sm2Sign>,
+    /// The node sends its bodies SM4-encrypted; they are decrypted before its mapping.
+    #[serde(default)]
+    pub sm4: Option<super::Sm4Body>,
     /// What happens to a record from this node whose `item_code` the item catalogue
     /// does not hold as valid: `off` (default), `flag` (accepted with a flag) or
     /// `refuse` (rejected like any invalid record).
@@ -345,6 +351,12 @@ pub struct Destination {
     /// How the gateway proves itself to the destination.
     #[serde(default)]
     pub auth: Option<OutboundAuth>,
+    /// Sign each request with the gateway's SM2 key (in headers, beside `auth`).
+    #[serde(default)]
+    pub sm2_sign: Option<super::Sm2Sign>,
+    /// Encrypt each body with SM4 (before it is signed).
+    #[serde(default)]
+    pub sm4: Option<super::Sm4Body>,
     /// Client certificate and CA roots for this destination.
     #[serde(default)]
     pub tls: Option<ClientTls>,

@@ -493,6 +493,8 @@ mod tests {
             tls: None,
             max_backlog: None,
             batch: None,
+            sm2_sign: None,
+            sm4: None,
         };
         let p = Policy::new("x", &dest, &d, Duration::ZERO);
         for attempt in 0..40 {

@@ -45,6 +45,23 @@ pub fn file_problems(config: &Config) -> Vec<ConfigError> {
         {
             out.push(config.problem(node.span(), e.to_string()));
         }
+        let n = node.get_ref();
+        if let Err(e) =
+            crate::auth::envelope::Opening::new(config, id, n.sm2_sign.as_ref(), n.sm4.as_ref())
+        {
+            out.push(config.problem(node.span(), e.to_string()));
+        }
+        if let Some(d) = &n.destination
+            && let Err(e) = crate::auth::envelope::Seal::new(
+                config,
+                id,
+                d.sm2_sign.as_ref(),
+                d.sm4.as_ref(),
+                d.url.get_ref(),
+            )
+        {
+            out.push(config.problem(node.span(), e.to_string()));
+        }
     }
     out
 }

@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use super::{Attempt, Outcome, Sink, SinkError, SinkFuture};
+use crate::auth::envelope::Seal;
 use crate::auth::outbound::{GatewayKeys, Signer};
 use crate::config::{Config, Destination};
 use crate::hash::sha256_hex;
@@ -31,6 +32,8 @@ pub struct HttpSink {
     pub(super) render: Option<MappingSet>,
     /// The headers that prove the gateway to the destination.
     pub(super) signer: Signer,
+    /// SM4 encryption and SM2 signature headers, when the destination asks for them.
+    pub(super) seal: Option<Seal>,
     /// Where a batch's answer lists one result per record (`batch.results`).
     pub(super) results: String,
 }
@@ -65,6 +68,14 @@ impl HttpSink {
             content_type: d.content_type.clone(),
             render,
             signer: Signer::new(config, id, d, keys).map_err(|e| failed(e.to_string()))?,
+            seal: Seal::new(
+                config,
+                id,
+                d.sm2_sign.as_ref(),
+                d.sm4.as_ref(),
+                d.url.get_ref(),
+            )
+            .map_err(|e| failed(e.to_string()))?,
             results: d
                 .batch
                 .as_ref()
@@ -121,7 +132,11 @@ impl HttpSink {
         content_type: &str,
         headers: &[(&'static str, String)],
     ) -> Posted {
-        let signed = match self.signer.headers(body) {
+        let (body, content_type, sealed) = match &self.seal {
+            Some(seal) => seal.seal(body, content_type),
+            None => (body.clone(), content_type.to_string(), Vec::new()),
+        };
+        let signed = match self.signer.headers(&body) {
             Ok(h) => h,
             Err(e) => return Posted::Unsigned(format!("cannot sign the request: {e}")),
         };
@@ -129,11 +144,11 @@ impl HttpSink {
             .client
             .post(&self.url)
             .header(reqwest::header::CONTENT_TYPE, content_type)
-            .body(body.clone());
+            .body(body);
         for (name, value) in headers {
             request = request.header(*name, value);
         }
-        for (name, value) in signed {
+        for (name, value) in signed.into_iter().chain(sealed) {
             request = request.header(name, value);
         }
         match request.send().await {

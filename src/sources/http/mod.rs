@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 
 mod body;
 
+use crate::auth::envelope::Opening;
 use crate::auth::refusals::{self, Refusals, Refused};
 use crate::auth::{self, token::Verifier};
 use crate::codec::Format;
@@ -40,6 +41,9 @@ pub struct HttpSource {
     in_flight: Semaphore,
     node_slots: std::collections::HashMap<String, Semaphore>,
     body_budget: Arc<Semaphore>,
+    /// The nodes that must sign (SM2) or encrypt (SM4) their bodies; a node whose
+    /// settings do not load is refused rather than read unchecked.
+    openings: std::collections::HashMap<String, Result<Opening, String>>,
 }
 
 /// One pushed request.
@@ -66,7 +70,20 @@ impl HttpSource {
                 Some((id.clone(), Semaphore::new(l.node_share(a.max_in_flight))))
             })
             .collect();
+        let openings = config
+            .nodes
+            .iter()
+            .filter_map(|(id, n)| {
+                let n = n.get_ref();
+                match Opening::new(&config, id, n.sm2_sign.as_ref(), n.sm4.as_ref()) {
+                    Ok(None) => None,
+                    Ok(Some(o)) => Some((id.clone(), Ok(o))),
+                    Err(e) => Some((id.clone(), Err(e.to_string()))),
+                }
+            })
+            .collect();
         HttpSource {
+            openings,
             limits: SenderLimits::new(&config),
             in_flight: Semaphore::new(l.max_in_flight),
             node_slots,
@@ -153,7 +170,8 @@ impl HttpSource {
             if declared.is_some_and(|len| len > limits.max_body_bytes) {
                 return Err(too_large(limits.max_body_bytes));
             }
-            if !state.intake.mappings.contains_key(&node) {
+            let sealed = state.openings.get(&node);
+            if !state.intake.mappings.contains_key(&node) && sealed.is_none() {
                 // Refuse an unknown content type before reading the body.
                 Format::from_content_type(content_type.as_deref()).map_err(|e| {
                     Refusal::new(
@@ -164,7 +182,10 @@ impl HttpSource {
                 })?;
             }
             let read = body::read(body, declared, limits, &state.body_budget).await?;
-            let bytes = read.bytes.clone();
+            let (bytes, content_type) = match sealed {
+                None => (read.bytes.clone(), content_type.clone()),
+                Some(opening) => open(opening, headers, kind, &read.bytes, content_type.clone())?,
+            };
             let admitted = state.intake.admit_async(&node, kind, bytes.clone(), content_type.clone(), Admission::Body).await?;
             let Admitted { records, new_records, errors, rejected: rejected_records } = admitted;
             if !errors.is_empty() && (!partial || records.is_empty()) {
@@ -306,6 +327,37 @@ impl HttpSource {
             }
         }
         result
+    }
+}
+
+/// Check a node's SM2 signature and decrypt its SM4 body: the plaintext and its type.
+fn open(
+    opening: &Result<Opening, String>,
+    headers: &HeaderMap,
+    kind: Option<Kind>,
+    body: &[u8],
+    content_type: Option<String>,
+) -> Result<(bytes::Bytes, Option<String>), Refusal> {
+    let opening = opening.as_ref().map_err(|e| {
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "guomi_unavailable",
+            format!("this node's sm2_sign/sm4 settings cannot be used: {e}"),
+        )
+    })?;
+    let path = kind.map_or_else(|| "/v1/records".to_string(), |k| format!("/v1/records/{k}"));
+    match opening.open(headers, &path, body) {
+        Ok((plain, decrypted_type)) => Ok((plain, decrypted_type.or(content_type))),
+        Err(e) if e.is_signature() => Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            e.to_string(),
+        )),
+        Err(e) => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_ciphertext",
+            e.to_string(),
+        )),
     }
 }
 

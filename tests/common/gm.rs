@@ -1,0 +1,32 @@
+//! The independent 国密 peer: tests/fixtures/gm_peer.py on the Python `gmssl` package,
+//! which scripts/test.sh installs under target/pydeps.
+
+use std::process::Command;
+
+/// Run the gmssl peer (tests/fixtures/gm_peer.py) with `args`, `stdin` as input.
+pub fn gm_peer(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let pydeps = std::env::var("HALLGATE_PYDEPS")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/pydeps").into());
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/gm_peer.py"
+        ))
+        .args(args)
+        .env("PYTHONPATH", pydeps)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.code() == Some(1) && String::from_utf8_lossy(&out.stderr).contains("gmssl") {
+        panic!(
+            "the gmssl package is missing (bash scripts/test.sh installs it): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
