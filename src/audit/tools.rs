@@ -15,17 +15,12 @@ use crate::config::Config;
 use crate::event::{AuditRow, Event, EventKind, Verifier};
 use crate::hash::parse_hash;
 use crate::record::mask_personal;
-use crate::store::{self, AuditFilter, OpenMode, Store, StoreOptions, StoreUrl};
+use crate::store::{self, AuditFilter, OpenMode, Store};
 use crate::time::{now_ms, rfc3339};
 
 /// Open the config's store for a tool.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, AuditError> {
-    Ok(store::open(
-        &StoreUrl::from_config(config)?,
-        &StoreOptions::from_config(config),
-        OpenMode::Tool,
-    )
-    .await?)
+    Ok(store::open_config(config, OpenMode::Tool).await?)
 }
 
 /// `hallgate audit verify`: the whole chain, optionally with archives and a checkpoint.

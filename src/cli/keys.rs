@@ -54,6 +54,10 @@ pub enum KeysCommand {
         #[arg(long, default_value = "es256")]
         alg: String,
     },
+    /// Seal every stored payload and record under the current data key ([store]
+    /// keys, the first), with progress; then forget the old keys no value is under.
+    /// Runs beside a running gateway; start the gateways with the new key first.
+    RotateData,
     /// Make a key pair (ES256, or SM2 for a node whose first algorithm is SM2) for each
     /// sending node whose `auth.keys` names a public key file that does not exist yet
     /// (`x.pub.pem`, with its private key `x.key.pem` beside it, mode 0600). Give each
@@ -118,9 +122,48 @@ pub fn certs(cmd: CertsCommand, config_path: &Path) -> anyhow::Result<ExitCode> 
     }
 }
 
+/// `hallgate keys rotate-data`.
+async fn rotate_data(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = super::config(config_path)?;
+    let keys = hallgate::store::sealed::DataKeys::from_config(&config)?.ok_or_else(|| {
+        anyhow::anyhow!("[store] encrypt is off: there is no data key to rotate to")
+    })?;
+    let store = hallgate::store::open_config(&config, hallgate::store::OpenMode::Tool).await?;
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {pos} payloads and records read ({per_sec})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let r = hallgate::store::sealed::rotate(&*store, &keys, |n| bar.set_position(n)).await?;
+    bar.finish_and_clear();
+    println!(
+        "{} payloads and records read, {} sealed again under data key `{}`",
+        r.seen,
+        r.resealed,
+        keys.current()
+    );
+    for k in &r.forgotten {
+        println!("data key `{k}` holds no value any more: it may be removed from [store] keys");
+    }
+    for k in &r.remaining {
+        println!(
+            "data key `{k}` still holds values: a gateway may still seal with it; restart it with the new key first, then run this again"
+        );
+    }
+    store.close().await?;
+    Ok(if r.remaining.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 /// `hallgate keys generate`.
 pub fn keys(cmd: KeysCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
     match cmd {
+        KeysCommand::RotateData => super::runtime()?.block_on(rotate_data(config_path)),
         KeysCommand::Nodes => {
             // The config as written: its key files are what this makes.
             let config = hallgate::config::Config::load(config_path)?;

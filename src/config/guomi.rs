@@ -1,6 +1,7 @@
-//! The 国密 settings of the wire: `sm2_sign` (an SM2 signature of a canonical string
+//! The 国密 settings: on the wire, `sm2_sign` (an SM2 signature of a canonical string
 //! in headers) and `sm4` (an SM4-encrypted body), under a node (what it must send)
-//! and under its destination (what the gateway sends it). Keys come from files or
+//! and under its destination (what the gateway sends it); at rest, `[store]`
+//! (payloads and personal fields encrypted with a data key). Keys come from files or
 //! environment variables, never from the config text.
 
 use serde::Deserialize;
@@ -96,4 +97,36 @@ fn default_raw() -> String {
 }
 fn default_skew() -> u64 {
     300
+}
+
+/// `[store]`: personal data encrypted at rest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreCrypto {
+    /// `off`, `sm4-gcm` or `aes-256-gcm`: stored payloads and the personal fields of
+    /// stored records (ID numbers, names, mobiles, case passwords) are encrypted.
+    pub encrypt: String,
+    /// Data keys, the current one first: it encrypts; the others only decrypt, until
+    /// `hallgate keys rotate-data` has moved every row to the current one.
+    pub keys: Vec<DataKeyConfig>,
+}
+
+impl Default for StoreCrypto {
+    fn default() -> Self {
+        StoreCrypto {
+            encrypt: "off".into(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// One data key: its id (stored with each value it encrypts) and where it is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataKeyConfig {
+    /// 1 to 32 of `A-Z a-z 0-9 . _ -`.
+    pub id: String,
+    /// The key: hex or base64 (16 bytes for SM4, 32 for AES-256).
+    #[serde(flatten)]
+    pub secret: Secret,
 }

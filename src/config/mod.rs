@@ -59,6 +59,9 @@ pub struct Config {
     pub routing: Routing,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Personal data encrypted at rest.
+    #[serde(default)]
+    pub store: StoreCrypto,
     /// `[catalogue] source = "NODE"`: whose item catalogue is the reference (the
     /// provincial hall's); it is pulled from that node's `sync.catalogue_url`.
     #[serde(default)]

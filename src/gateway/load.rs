@@ -39,6 +39,9 @@ pub fn file_problems(config: &Config) -> Vec<ConfigError> {
             }
         }
     }
+    if let Err(e) = store::sealed::DataKeys::from_config(config) {
+        out.push(config.problem(0..0, e.to_string()));
+    }
     for (id, node) in &config.nodes {
         if let Some(auth) = &node.get_ref().auth
             && let Err(e) = crate::auth::token::check_node(config, id, auth)

@@ -25,7 +25,7 @@ use crate::hash::sha256_hex;
 use crate::intake::Intake;
 use crate::sinks::{self, SinkError};
 use crate::sources::http::HttpSource;
-use crate::store::{self, OpenMode, Store, StoreError, StoreOptions, StoreUrl};
+use crate::store::{self, OpenMode, Store, StoreError};
 use crate::sync::Catalogue;
 use crate::time::now_ms;
 use crate::tls::{ConnLimits, Cut};
@@ -84,12 +84,7 @@ pub async fn start_with(
         Some(t) => Some(crate::tls::Reloading::new(t, &config.base_dir())?),
         None => None,
     };
-    let store = store::open(
-        &StoreUrl::from_config(&config)?,
-        &StoreOptions::from_config(&config),
-        OpenMode::Serve,
-    )
-    .await?;
+    let store = store::open_config(&config, OpenMode::Serve).await?;
     let mut loaded = Event::new(now_ms(), EventKind::ConfigLoaded);
     loaded.detail = json!({
         "gateway": config.gateway.id,

@@ -9,6 +9,7 @@
 mod pg_tls;
 mod plan;
 mod postgres;
+pub mod sealed;
 mod sqlite;
 mod types;
 
@@ -209,6 +210,8 @@ pub trait Store: Send + Sync {
     /// whatever their state except one a worker is sending right now, and append
     /// `event` in the same transaction. Returns how many changed.
     fn requeue(&self, ids: Vec<i64>, at_ms: i64, event: Event) -> StoreFuture<'_, usize>;
+    /// Encryption at rest: data keys and the raw stored values (`store::sealed`).
+    fn sealed(&self, op: SealOp) -> StoreFuture<'_, SealOut>;
 }
 
 /// How a store is set up when it is created.
@@ -251,6 +254,21 @@ pub enum OpenMode {
     Serve,
     /// A command-line tool beside a running gateway.
     Tool,
+}
+
+/// Open the store `config` names, with `[store] encrypt` applied (store::sealed):
+/// what the gateway and every tool open.
+pub async fn open_config(
+    config: &Config,
+    mode: OpenMode,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    let engine = open(
+        &StoreUrl::from_config(config)?,
+        &StoreOptions::from_config(config),
+        mode,
+    )
+    .await?;
+    sealed::wrap(engine, config).await
 }
 
 /// Open the store a URL names. For PostgreSQL the password, when one is needed,

@@ -21,10 +21,10 @@ use super::pg_tls::{Connector, SslMode};
 
 use super::{
     AcceptOutcome, AcceptResponse, AuditFilter, AuditMeta, CaseStanding, CatalogueChange,
-    CatalogueItem, Completion, DeliveryFilter, DeliveryResult, DeliveryState, DeliveryView,
-    Evidence, Exchange, Exchanged, LeaseRequest, LeasedDelivery, MessageView, NewMessage,
-    NewRecord, OpenMode, PullAdvance, QueueDepth, RecordView, Store, StoreError, StoreFuture,
-    StoreOptions, StoredRecord, SyncControl, SyncSource, TokenUse, plan,
+    CatalogueItem, Completion, DataKey, DeliveryFilter, DeliveryResult, DeliveryState,
+    DeliveryView, Evidence, Exchange, Exchanged, LeaseRequest, LeasedDelivery, MessageView,
+    NewMessage, NewRecord, OpenMode, PullAdvance, QueueDepth, RecordView, SealOp, SealOut, Store,
+    StoreError, StoreFuture, StoreOptions, StoredRecord, SyncControl, SyncSource, TokenUse, plan,
 };
 use crate::event::{self, AuditRow, Event};
 use crate::hash::HashAlg;
@@ -207,6 +207,15 @@ CREATE INDEX deliveries_due_order ON deliveries (destination, next_attempt_at, i
     WHERE state = 'pending';
 DROP INDEX deliveries_due;
 "#,
+    // Encryption at rest: the data keys stored values are under (store::sealed).
+    r#"
+CREATE TABLE data_keys (
+    id TEXT PRIMARY KEY,
+    alg TEXT NOT NULL,
+    check_value BYTEA NOT NULL,
+    added_at BIGINT NOT NULL
+);
+"#,
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -227,6 +236,7 @@ enum Job {
     SyncControl(String, SyncControl, Event, Reply<SyncSource>),
     CatalogueReplace(String, Vec<CatalogueItem>, i64, Reply<CatalogueChange>),
     Requeue(Vec<i64>, i64, Event, Reply<usize>),
+    Sealed(SealOp, Reply<SealOut>),
 }
 
 /// The arguments of [`Store::sync_take`].
@@ -255,7 +265,8 @@ impl Job {
             | Job::Ping(_)
             | Job::Close(_)
             | Job::SyncTake(..)
-            | Job::SyncFailed(..) => false,
+            | Job::SyncFailed(..)
+            | Job::Sealed(..) => false,
         }
     }
 
@@ -274,6 +285,7 @@ impl Job {
             Job::SyncControl(_, _, _, r) => drop(r.send(Err(e()))),
             Job::CatalogueReplace(_, _, _, r) => drop(r.send(Err(e()))),
             Job::Requeue(_, _, _, r) => drop(r.send(Err(e()))),
+            Job::Sealed(_, r) => drop(r.send(Err(e()))),
         }
     }
 }
@@ -1014,7 +1026,85 @@ async fn run_job(
             ch.push(event)?;
             Ok(usize::try_from(n).unwrap_or(0))
         }),
+        Job::Sealed(op, reply) => in_savepoint!(reply, |sp, _ch| sealed_op(sp, op).await),
     }
+}
+
+/// Data keys and raw stored values for encryption at rest (`store::sealed`).
+async fn sealed_op(sp: &Transaction<'_>, op: SealOp) -> Result<SealOut, StoreError> {
+    Ok(match op {
+        SealOp::Keys => SealOut::Keys(
+            sp.query(
+                "SELECT id, alg, check_value FROM data_keys ORDER BY added_at, id",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| DataKey {
+                id: r.get(0),
+                alg: r.get(1),
+                check: r.get(2),
+            })
+            .collect(),
+        ),
+        SealOp::SetKeys { add, forget } => {
+            for k in add {
+                sp.execute(
+                    "INSERT INTO data_keys (id, alg, check_value, added_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (id) DO NOTHING",
+                    &[&k.id, &k.alg, &k.check, &crate::time::now_ms()],
+                )
+                .await?;
+            }
+            sp.execute("DELETE FROM data_keys WHERE id = ANY($1)", &[&forget])
+                .await?;
+            SealOut::Done
+        }
+        SealOp::Messages { after, limit } => SealOut::Messages(
+            sp.query(
+                "SELECT id, body FROM messages WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after, &(limit as i64)],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect(),
+        ),
+        SealOp::Records { after, limit } => SealOut::Records(
+            sp.query(
+                "SELECT id, canonical FROM records WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after, &(limit as i64)],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, String>(1).into_bytes()))
+            .collect(),
+        ),
+        SealOp::Reseal { messages, records } => {
+            let mut n = 0;
+            for m in messages {
+                n += sp
+                    .execute(
+                        "UPDATE messages SET body = $3 WHERE id = $1 AND body = $2",
+                        &[&m.key, &m.old, &m.new],
+                    )
+                    .await?;
+            }
+            let text = |b: Vec<u8>| {
+                String::from_utf8(b)
+                    .map_err(|_| StoreError::Corrupt("a sealed record is not text".into()))
+            };
+            for r in records {
+                n += sp
+                    .execute(
+                        "UPDATE records SET canonical = $3 WHERE id = $1 AND canonical = $2",
+                        &[&r.key, &text(r.old)?, &text(r.new)?],
+                    )
+                    .await?;
+            }
+            SealOut::Resealed(usize::try_from(n).unwrap_or(0))
+        }
+    })
 }
 
 const SYNC_COLUMNS: &str =
@@ -2180,6 +2270,10 @@ impl Store for PostgresStore {
 
     fn requeue(&self, ids: Vec<i64>, at_ms: i64, event: Event) -> StoreFuture<'_, usize> {
         self.submit(|r| Job::Requeue(ids, at_ms, event, r))
+    }
+
+    fn sealed(&self, op: SealOp) -> StoreFuture<'_, SealOut> {
+        self.submit(|r| Job::Sealed(op, r))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -16,10 +16,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     AcceptOutcome, AcceptResponse, AuditFilter, AuditMeta, CaseStanding, CatalogueChange,
-    CatalogueItem, Completion, DeliveryFilter, DeliveryResult, DeliveryState, DeliveryView,
-    Evidence, Exchange, Exchanged, LeaseRequest, LeasedDelivery, MessageView, NewMessage, OpenMode,
-    PullAdvance, QueueDepth, RecordView, Store, StoreError, StoreFuture, StoreOptions,
-    StoredRecord, SyncControl, SyncSource, TokenUse, plan,
+    CatalogueItem, Completion, DataKey, DeliveryFilter, DeliveryResult, DeliveryState,
+    DeliveryView, Evidence, Exchange, Exchanged, LeaseRequest, LeasedDelivery, MessageView,
+    NewMessage, OpenMode, PullAdvance, QueueDepth, RecordView, SealOp, SealOut, Store, StoreError,
+    StoreFuture, StoreOptions, StoredRecord, SyncControl, SyncSource, TokenUse, plan,
 };
 use crate::event::{self, AuditRow, Event};
 use crate::hash::{HashAlg, parse_hash};
@@ -180,6 +180,15 @@ INSERT OR IGNORE INTO cases (case_no, opened_by, region, item_code, opened_at)
 INSERT OR IGNORE INTO case_parties (case_no, node) SELECT DISTINCT case_no, source FROM records;
 INSERT OR IGNORE INTO case_parties (case_no, node) SELECT DISTINCT case_no, destination FROM deliveries;
 "#,
+    // Encryption at rest: the data keys stored values are under (store::sealed).
+    r#"
+CREATE TABLE data_keys (
+    id TEXT PRIMARY KEY,
+    alg TEXT NOT NULL,
+    check_value BLOB NOT NULL,
+    added_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -199,6 +208,7 @@ enum Job {
     SyncControl(String, SyncControl, Event, Reply<SyncSource>),
     CatalogueReplace(String, Vec<CatalogueItem>, i64, Reply<CatalogueChange>),
     Requeue(Vec<i64>, i64, Event, Reply<usize>),
+    Sealed(SealOp, Reply<SealOut>),
     ClaimToken(TokenUse, Reply<bool>),
 }
 
@@ -537,6 +547,7 @@ impl Job {
             Job::SyncControl(_, _, _, r) => drop(r.send(Err(e()))),
             Job::CatalogueReplace(_, _, _, r) => drop(r.send(Err(e()))),
             Job::Requeue(_, _, _, r) => drop(r.send(Err(e()))),
+            Job::Sealed(_, r) => drop(r.send(Err(e()))),
             Job::ClaimToken(_, r) => drop(r.send(Err(e()))),
         }
     }
@@ -704,7 +715,72 @@ fn run_job(conn: &Connection, chain: &mut Chain, job: Job, retain_payloads: bool
             ch.append(c, &event)?;
             Ok(n)
         }),
+        Job::Sealed(op, reply) => in_savepoint(conn, chain, reply, |c, _| sealed_op(c, op)),
     }
+}
+
+/// Data keys and raw stored values for encryption at rest (`store::sealed`).
+fn sealed_op(c: &Connection, op: SealOp) -> Result<SealOut, StoreError> {
+    Ok(match op {
+        SealOp::Keys => {
+            let mut stmt =
+                c.prepare("SELECT id, alg, check_value FROM data_keys ORDER BY added_at, id")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(DataKey {
+                    id: r.get(0)?,
+                    alg: r.get(1)?,
+                    check: r.get(2)?,
+                })
+            })?;
+            SealOut::Keys(rows.collect::<Result<_, _>>()?)
+        }
+        SealOp::SetKeys { add, forget } => {
+            for k in add {
+                c.execute(
+                    "INSERT OR IGNORE INTO data_keys (id, alg, check_value, added_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![k.id, k.alg, k.check, crate::time::now_ms()],
+                )?;
+            }
+            for id in forget {
+                c.execute("DELETE FROM data_keys WHERE id = ?1", [id])?;
+            }
+            SealOut::Done
+        }
+        SealOp::Messages { after, limit } => {
+            let mut stmt =
+                c.prepare("SELECT id, body FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+            let rows =
+                stmt.query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            SealOut::Messages(rows.collect::<Result<_, _>>()?)
+        }
+        SealOp::Records { after, limit } => {
+            let mut stmt =
+                c.prepare("SELECT id, canonical FROM records WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+            let rows = stmt.query_map(params![after, limit as i64], |r| {
+                Ok((r.get(0)?, r.get::<_, String>(1)?.into_bytes()))
+            })?;
+            SealOut::Records(rows.collect::<Result<_, _>>()?)
+        }
+        SealOp::Reseal { messages, records } => {
+            let mut n = 0;
+            let mut stmt =
+                c.prepare_cached("UPDATE messages SET body = ?3 WHERE id = ?1 AND body = ?2")?;
+            for m in messages {
+                n += stmt.execute(params![m.key, m.old, m.new])?;
+            }
+            let text = |b: Vec<u8>| {
+                String::from_utf8(b)
+                    .map_err(|_| StoreError::Corrupt("a sealed record is not text".into()))
+            };
+            let mut stmt = c.prepare_cached(
+                "UPDATE records SET canonical = ?3 WHERE id = ?1 AND canonical = ?2",
+            )?;
+            for r in records {
+                n += stmt.execute(params![r.key, text(r.old)?, text(r.new)?])?;
+            }
+            SealOut::Resealed(n)
+        }
+    })
 }
 
 const SYNC_COLUMNS: &str =
@@ -1725,6 +1801,10 @@ impl Store for SqliteStore {
 
     fn requeue(&self, ids: Vec<i64>, at_ms: i64, event: Event) -> StoreFuture<'_, usize> {
         self.submit(|r| Job::Requeue(ids, at_ms, event, r))
+    }
+
+    fn sealed(&self, op: SealOp) -> StoreFuture<'_, SealOut> {
+        self.submit(|r| Job::Sealed(op, r))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -456,3 +456,53 @@ pub struct StoredRecord {
     pub canonical: Vec<u8>,
     pub sha256: String,
 }
+
+/// A data key the store has values under: its id, algorithm, and a check value (a
+/// fixed text encrypted under it) that tells a wrong key from the right one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataKey {
+    pub id: String,
+    pub alg: String,
+    pub check: Vec<u8>,
+}
+
+/// A stored value to replace, if it is still `old` (rotation runs beside intake).
+#[derive(Debug, Clone)]
+pub struct Reseal<K> {
+    pub key: K,
+    pub old: Vec<u8>,
+    pub new: Vec<u8>,
+}
+
+/// The store's side of encryption at rest (`store::sealed`): the data keys it has
+/// values under, and the raw stored payloads and records, page by page, for rotation.
+#[derive(Debug, Clone)]
+pub enum SealOp {
+    /// The registered data keys.
+    Keys,
+    /// Register keys (kept if already there) and forget others.
+    SetKeys {
+        add: Vec<DataKey>,
+        forget: Vec<String>,
+    },
+    /// Message bodies as stored, by id after `after`.
+    Messages { after: String, limit: usize },
+    /// Canonical records as stored, by id after `after`.
+    Records { after: i64, limit: usize },
+    /// Replace stored values that are unchanged since they were read.
+    Reseal {
+        messages: Vec<Reseal<String>>,
+        records: Vec<Reseal<i64>>,
+    },
+}
+
+/// What a [`SealOp`] answers.
+#[derive(Debug, Clone)]
+pub enum SealOut {
+    Keys(Vec<DataKey>),
+    Done,
+    Messages(Vec<(String, Vec<u8>)>),
+    Records(Vec<(i64, Vec<u8>)>),
+    /// How many values were replaced.
+    Resealed(usize),
+}
