@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Intake benchmark: hallgate (HTTP + sender check + validation + routing + durable
 # SQLite commit with the audit chain, deliveries running to a loopback receiver), the
-# same without payload retention ([audit] retain_payloads = false), and nginx
+# same without payload retention ([audit] retain_payloads = false), the same with
+# personal data encrypted at rest ([store] encrypt = "sm4-gcm"), and nginx
 # proxy_pass to a static 202 (the no-durability ceiling), alternating, in one run.
 #
 #   bash benches/run.sh            # 3 rounds of 15 s each, 64 connections
@@ -48,9 +49,11 @@ run_gateway() { # label config
   kill -TERM $gw; wait $gw || true
 }
 
+echo 0123456789abcdeffedcba9876543210 > "$OUT/data.key"
 for round in $(seq "$ROUNDS"); do
   run_gateway hallgate benches/bench.toml
   run_gateway hallgate-nopayload benches/bench-nopayload.toml
+  run_gateway hallgate-encrypt benches/bench-encrypt.toml
 
   nginx -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf"
   wait_port -X POST http://127.0.0.1:18080/ 2>/dev/null || sleep 0.5
@@ -67,9 +70,10 @@ for line in open(sys.argv[1]):
     kv = dict(re.findall(r'(\w+)=([\d.]+)', line))
     rows.setdefault(who, []).append(kv)
 med = lambda who, k: statistics.median(float(r[k]) for r in rows[who])
-for who in ("hallgate", "hallgate-nopayload", "nginx"):
+for who in ("hallgate", "hallgate-nopayload", "hallgate-encrypt", "nginx"):
     errs = sum(int(r['errors_status']) + int(r['errors_timeout']) for r in rows[who])
     print(f"{who:18} median of {len(rows[who])}: {med(who,'rps'):9.0f} req/s  p50 {med(who,'p50_ms'):6.2f} ms  p99 {med(who,'p99_ms'):6.2f} ms  non-2xx+timeouts {errs}")
 print(f"ratio hallgate/nginx: {med('hallgate','rps')/med('nginx','rps'):.2f}")
 print(f"ratio hallgate (payloads kept) / hallgate (payloads not kept): {med('hallgate','rps')/med('hallgate-nopayload','rps'):.2f}")
+print(f"ratio hallgate (encrypted at rest) / hallgate (clear): {med('hallgate-encrypt','rps')/med('hallgate','rps'):.2f}")
 PY

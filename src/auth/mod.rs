@@ -10,6 +10,7 @@
 pub mod certs;
 pub mod envelope;
 pub mod mint;
+mod node_keys;
 pub mod outbound;
 pub mod refusals;
 pub mod sm2_token;
