@@ -260,7 +260,7 @@ impl Opening {
             } else {
                 n.saturating_mul(1000)
             };
-            let off = (now_ms() - ms) / 1000;
+            let off = now_ms().saturating_sub(ms) / 1000;
             if off.unsigned_abs() > s.max_skew_seconds {
                 return Err(EnvelopeError::Skew(off, s.max_skew_seconds));
             }
