@@ -83,27 +83,15 @@ async fn post(h: &Harness, token: &str, case_no: &str) -> (u16, Value) {
     } else {
         "350205"
     };
-    let r = h
-        .client
-        .post(format!("{}/v1/records", h.url))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {token}"))
-        .body(application(case_no, region).to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (
-        status,
-        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null),
+    let auth = format!("Bearer {token}");
+    h.post_with(
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+        application(case_no, region).to_string(),
     )
-}
-
-fn count(h: &Harness, sql: &str) -> i64 {
-    rusqlite::Connection::open(h.dir.path().join("hallgate.db"))
-        .unwrap()
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
+    .await
 }
 
 fn hallgate(h: &Harness, args: &[&str]) -> std::process::Output {
@@ -150,11 +138,8 @@ async fn sm2_tokens_from_gmssl_and_from_the_cli_are_accepted_forgeries_refused()
     let (s, body) = post(&h, &minted, "350205261204000003").await;
     assert_eq!(s, 202, "{body}");
     let stored = "SELECT count(*) FROM records";
-    let before = count(&h, stored);
-    let refusals = count(
-        &h,
-        "SELECT count(*) FROM audit WHERE event = 'token_refused'",
-    );
+    let before = h.count(stored);
+    let refusals = h.count("SELECT count(*) FROM audit WHERE event = 'token_refused'");
 
     // A tampered signature: one bit of s flipped.
     let good = gmssl_token(&h, "district-a", "SM2", &claims("district-a"));
@@ -202,12 +187,9 @@ async fn sm2_tokens_from_gmssl_and_from_the_cli_are_accepted_forgeries_refused()
     assert_eq!(s, 401, "{body}");
     assert!(body.to_string().contains("Expired"), "{body}");
 
-    assert_eq!(count(&h, stored), before, "a refused token stores nothing");
+    assert_eq!(h.count(stored), before, "a refused token stores nothing");
     assert!(
-        count(
-            &h,
-            "SELECT count(*) FROM audit WHERE event = 'token_refused'"
-        ) >= refusals + 4,
+        h.count("SELECT count(*) FROM audit WHERE event = 'token_refused'") >= refusals + 4,
         "every refusal is audited"
     );
 }

@@ -105,30 +105,17 @@ async fn send_signed(
     nonce: &str,
     sig: &str,
 ) -> (u16, Value) {
-    let r = h
-        .client
-        .post(format!("{}/v1/records", h.url))
-        .header("content-type", ctype)
-        .header("x-hallgate-node", node)
-        .header("x-timestamp", ts)
-        .header("x-nonce", nonce)
-        .header("x-signature", sig)
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (
-        status,
-        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null),
+    h.post_with(
+        &[
+            ("content-type", ctype),
+            ("x-hallgate-node", node),
+            ("x-timestamp", ts),
+            ("x-nonce", nonce),
+            ("x-signature", sig),
+        ],
+        body.to_vec(),
     )
-}
-
-fn count(h: &Harness, sql: &str) -> i64 {
-    rusqlite::Connection::open(h.dir.path().join("hallgate.db"))
-        .unwrap()
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,16 +249,13 @@ async fn a_tampered_signature_a_wrong_key_and_bad_padding_are_refused_and_audite
     assert_eq!(s, 400, "{answer}");
     assert!(answer.to_string().contains("base64"), "{answer}");
 
-    assert_eq!(count(&h, records), 0, "nothing refused is stored");
+    assert_eq!(h.count(records), 0, "nothing refused is stored");
     assert!(
-        count(
-            &h,
-            "SELECT count(*) FROM audit WHERE event = 'token_refused' AND detail LIKE '%bad_signature%'"
+        h.count("SELECT count(*) FROM audit WHERE event = 'token_refused' AND detail LIKE '%bad_signature%'"
         ) >= 1
     );
     assert!(
-        count(
-            &h,
+        h.count(
             "SELECT count(*) FROM audit WHERE event = 'rejected' AND detail LIKE '%bad_ciphertext%'"
         ) >= 3
     );

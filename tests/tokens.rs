@@ -48,20 +48,15 @@ fn sign(h: &Harness, node: &str, kid: Option<&str>, claims: &Value) -> String {
 }
 
 async fn post(h: &Harness, token: &str, body: &Value) -> (u16, Value) {
-    let r = h
-        .client
-        .post(format!("{}/v1/records", h.url))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {token}"))
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (
-        status,
-        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null),
+    let auth = format!("Bearer {token}");
+    h.post_with(
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+        body.to_string(),
     )
+    .await
 }
 
 fn count_events(h: &Harness, event: &str) -> i64 {

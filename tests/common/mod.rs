@@ -217,6 +217,36 @@ impl Harness {
         )
     }
 
+    /// POST a body to `/v1/records` with these headers; returns status and JSON body.
+    pub async fn post_with(
+        &self,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}/v1/records", self.url))
+            .body(body);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// One number from the SQLite store (`SELECT count(*) …`).
+    pub fn count(&self, sql: &str) -> i64 {
+        rusqlite::Connection::open(self.dir.path().join("hallgate.db"))
+            .expect("open the store")
+            .query_row(sql, [], |r| r.get(0))
+            .expect("query")
+    }
+
     /// POST any body to a full URL, optionally naming the node and content type.
     pub async fn raw(
         &self,
