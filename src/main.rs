@@ -14,6 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 use cli::audit::AuditCommand;
+use cli::deliveries::DeliveriesCommand;
 use cli::keys::{CertsCommand, KeysCommand, TokenCommand};
 use cli::sync::{CatalogueCommand, SyncCommand};
 
@@ -88,6 +89,9 @@ enum Command {
     /// The item catalogue (事项目录): pull it now, show it, diff a node's against it.
     #[command(subcommand)]
     Catalogue(CatalogueCommand),
+    /// The delivery queue and its dead letters: list, show, retry (audited).
+    #[command(subcommand)]
+    Deliveries(DeliveriesCommand),
     /// Run the gateway on its embedded demo configuration with simulated halls.
     Demo {
         /// Folder for the demo's SQLite store (created; emptied first).
@@ -152,6 +156,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Catalogue(cmd) => {
             let config = cli::config(config)?;
             cli::runtime()?.block_on(cli::sync::catalogue(cmd, &config))
+        }
+        Command::Deliveries(cmd) => {
+            let config = cli::config(config)?;
+            cli::runtime()?.block_on(cli::deliveries::run(cmd, &config))
         }
         Command::Demo { data_dir, once } => cli::serve::demo(&data_dir, once),
     }

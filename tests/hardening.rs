@@ -384,6 +384,20 @@ async fn refusals_without_a_node_cost_a_bounded_number_of_audit_events() {
     if let Ok(r) = r {
         assert_eq!(r.status().as_u16(), 431);
     }
+    // The cut is tallied when its connection task ends, which may be after the client
+    // read the 431: wait for the connection's metric (counted just before the tally)
+    // before stopping, or a loaded machine stops the gateway first.
+    for _ in 0..200 {
+        let text = match h.client.get(format!("{}/metrics", h.url)).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if text.contains("hallgate_connections_cut_total{reason=\"header_too_large\"}") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     h.stop_gateway().await;
     let c = rusqlite::Connection::open(h.dir.path().join("hallgate.db")).unwrap();
     let added: Vec<(String, String)> = c

@@ -472,11 +472,11 @@ async fn retry_dead_letter_and_manual_retry(store: Arc<dyn Store>) {
         (1, Some(503), DeliveryState::Pending)
     );
     assert!(matches!(
-        s.retry_dead(d.id, now_ms()).await,
+        s.retry_dead(d.id, now_ms(), asked()).await,
         Err(StoreError::NotDead(_))
     ));
     assert!(matches!(
-        s.retry_dead(999_999, now_ms()).await,
+        s.retry_dead(999_999, now_ms(), asked()).await,
         Err(StoreError::NotFound)
     ));
     // Make it due, then dead-letter it.
@@ -500,9 +500,55 @@ async fn retry_dead_letter_and_manual_retry(store: Arc<dyn Store>) {
         )],
     )
     .await;
-    let view = s.retry_dead(d9.id, now_ms()).await.expect("retried");
+    let view = s
+        .retry_dead(d9.id, now_ms(), asked())
+        .await
+        .expect("retried");
     assert_eq!((view.state, view.attempts), (DeliveryState::Pending, 0));
     assert_eq!(lease(s, "city", "w", 1, 60_000).await[0].id, d9.id);
+    // Now leased: the filters see it so; a bulk retry skips what is not dead.
+    let leased = |leased: Option<bool>, since_ms: Option<i64>| DeliveryFilter {
+        case_no: Some("C9".into()),
+        leased,
+        since_ms,
+        limit: 5,
+        ..Default::default()
+    };
+    let held = s.deliveries(leased(Some(true), None)).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert!(held[0].leased_until.is_some());
+    assert!(
+        s.deliveries(leased(Some(false), None))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let future = leased(None, Some(now_ms() + 60_000));
+    assert!(s.deliveries(future).await.unwrap().is_empty());
+    let none = s
+        .retry_dead_many(vec![d9.id, d.id, 999_999], now_ms(), asked())
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "nothing there was dead: {none:?}");
+    // The retry's event names who asked and what.
+    let events = s
+        .audit_events(AuditFilter {
+            event: Some("manually_retried".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].detail["by"], "cli test");
+    assert_eq!(events[0].detail["asked"], "retry in a test");
+}
+
+fn asked() -> hallgate::store::Asked {
+    hallgate::store::Asked {
+        by: "cli test".into(),
+        what: "retry in a test".into(),
+    }
 }
 
 async fn release_makes_deliveries_due_again(store: Arc<dyn Store>) {

@@ -56,8 +56,20 @@ pub(super) fn masked<T: Serialize>(v: &T) -> Value {
 /// Who reads the operator endpoints: every node's data (operators, auditors, and
 /// anyone when `trust_node_header` marks a development set-up) or one node's own.
 pub(super) enum Reader {
-    All,
+    /// Reads everything: the operator or auditor node, or None for an unnamed caller
+    /// of a development set-up.
+    All(Option<String>),
     Node(String),
+}
+
+impl Reader {
+    /// Who asked, as an operator action's audit event names them.
+    pub(super) fn asked_by(&self) -> String {
+        match self {
+            Reader::All(Some(n)) | Reader::Node(n) => format!("node {n}"),
+            Reader::All(None) => "an unnamed caller (development: trust_node_header)".into(),
+        }
+    }
 }
 
 pub(super) async fn reader(
@@ -66,12 +78,12 @@ pub(super) async fn reader(
     peer: &Peer,
 ) -> Result<Reader, Refusal> {
     match who(state, headers, peer).await? {
-        Ok(who) if state.config.reads_everything(&who.node) => Ok(Reader::All),
+        Ok(who) if state.config.reads_everything(&who.node) => Ok(Reader::All(Some(who.node))),
         Ok(who) => Ok(Reader::Node(who.node)),
         Err(auth::AuthError::NoCredentials | auth::AuthError::MissingNode)
             if state.config.gateway.trust_node_header =>
         {
-            Ok(Reader::All)
+            Ok(Reader::All(None))
         }
         Err(e) => Err(http::unauthenticated(&state.push.refusals, peer_of(peer), &e).await),
     }

@@ -45,6 +45,18 @@ pub struct AppState {
     pub push: HttpSource,
 }
 
+/// Every unknown path answers 404 in the one JSON error shape.
+async fn not_found(uri: axum::http::Uri) -> crate::intake::Refusal {
+    crate::intake::Refusal::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no such endpoint: {}",
+            uri.path().chars().take(200).collect::<String>()
+        ),
+    )
+}
+
 /// The router with every resource.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -56,5 +68,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(deliveries::router())
         .merge(audit::router())
         .merge(sync::router())
+        .fallback(not_found)
         .with_state(state)
 }

@@ -92,7 +92,10 @@ pub fn summary(row: &AuditRow, name: &dyn Fn(&str) -> String, label: Option<&str
             text("error")
         ),
         "dead_lettered" => format!("{kind} to {who} dead-lettered: {}", text("reason")),
-        "manually_retried" => format!("{kind} to {who} put back in the queue by an operator"),
+        "manually_retried" => match d.get("by").and_then(Value::as_str) {
+            Some(by) => format!("{kind} to {who} put back in the queue by {by}"),
+            None => format!("{kind} to {who} put back in the queue by an operator"),
+        },
         "rejected" | "authorization_refused" | "token_refused" => format!(
             "request from {who} refused ({}): {}",
             text("code"),

@@ -2,6 +2,7 @@
 //! (clap) and calling the library. `main.rs` only dispatches.
 
 pub mod audit;
+pub mod deliveries;
 pub mod keys;
 pub mod map;
 pub mod serve;

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, DeliveryDefaults, Destination};
 use crate::sinks::Sink;
 
+pub mod manual;
 mod send;
 use crate::store::{Completion, Exchange, LeaseRequest, LeasedDelivery, Store, StoreError};
 use crate::time::now_ms;

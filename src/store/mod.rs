@@ -151,8 +151,12 @@ pub trait Store: Send + Sync {
     ) -> StoreFuture<'_, Exchange>;
     /// Give leased deliveries back (shutdown) so they are due again at once.
     fn release(&self, owner: &str, ids: Vec<i64>) -> StoreFuture<'_, ()>;
-    /// Put a dead-lettered delivery back in the queue.
-    fn retry_dead(&self, id: i64, at_ms: i64) -> StoreFuture<'_, DeliveryView>;
+    /// Put a dead-lettered delivery back in the queue, audited with who asked.
+    fn retry_dead(&self, id: i64, at_ms: i64, asked: Asked) -> StoreFuture<'_, DeliveryView>;
+    /// Put those of these deliveries that are dead-lettered back in the queue, each
+    /// with its `manually_retried` event; the ids it put back.
+    fn retry_dead_many(&self, ids: Vec<i64>, at_ms: i64, asked: Asked)
+    -> StoreFuture<'_, Vec<i64>>;
     /// Prove the store is writable (readiness).
     fn ping(&self) -> StoreFuture<'_, ()>;
     fn message(&self, id: &str) -> StoreFuture<'_, Option<MessageView>>;

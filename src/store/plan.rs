@@ -339,14 +339,14 @@ pub fn completion_events(c: &Completion, d: &Completed) -> [Event; 2] {
 }
 
 /// `manually_retried`, when an operator puts a dead letter back in the queue.
-pub fn manual_retry_event(at_ms: i64, id: i64, d: &Completed) -> Event {
+pub fn manual_retry_event(at_ms: i64, id: i64, d: &Completed, asked: &super::Asked) -> Event {
     let mut e = Event::new(at_ms, EventKind::ManuallyRetried);
     e.node = Some(d.destination.clone());
     e.case_no = Some(d.case_no.clone());
     e.kind = Some(d.kind.clone());
     e.message_id = Some(d.message_id.clone());
     e.delivery_id = Some(id);
-    e.detail = json!({});
+    e.detail = json!({ "by": asked.by, "asked": asked.what });
     e
 }
 

@@ -20,7 +20,7 @@ use tokio_postgres::{Client, Row, Statement, Transaction};
 use super::pg_tls::{Connector, SslMode};
 
 use super::{
-    AcceptOutcome, AcceptResponse, AuditFilter, AuditMeta, CaseStanding, CatalogueChange,
+    AcceptOutcome, AcceptResponse, Asked, AuditFilter, AuditMeta, CaseStanding, CatalogueChange,
     CatalogueItem, Completion, DataKey, DeliveryFilter, DeliveryResult, DeliveryState,
     DeliveryView, Evidence, Exchange, Exchanged, LeaseRequest, LeasedDelivery, MessageView,
     NewMessage, NewRecord, OpenMode, PullAdvance, QueueDepth, RecordView, SealOp, SealOut, Store,
@@ -227,7 +227,8 @@ enum Job {
     /// Record finished attempts (leases run outside the writer).
     Exchange(Vec<Completion>, Reply<Exchange>),
     Release(String, Vec<i64>, Reply<()>),
-    RetryDead(i64, i64, Reply<i64>),
+    /// Ids, time, who asked, and whether a single id's refusal is the answer.
+    RetryDead(Vec<i64>, i64, Asked, bool, Reply<Vec<i64>>),
     Ping(Reply<()>),
     Close(Reply<()>),
     SyncTake(SyncTake, Reply<Option<SyncSource>>),
@@ -278,7 +279,7 @@ impl Job {
             Job::ArchiveAudit(_, _, _, r) => drop(r.send(Err(e()))),
             Job::Exchange(_, r) => drop(r.send(Err(e()))),
             Job::Release(_, _, r) => drop(r.send(Err(e()))),
-            Job::RetryDead(_, _, r) => drop(r.send(Err(e()))),
+            Job::RetryDead(_, _, _, _, r) => drop(r.send(Err(e()))),
             Job::Ping(r) | Job::Close(r) => drop(r.send(Err(e()))),
             Job::SyncTake(_, r) => drop(r.send(Err(e()))),
             Job::SyncAdvance(_, r) | Job::SyncFailed(_, _, _, r) => drop(r.send(Err(e()))),
@@ -981,9 +982,19 @@ async fn run_job(
             .map(|_| ())
             .map_err(StoreError::from)
         }),
-        Job::RetryDead(id, at, reply) => {
-            in_savepoint!(reply, |sp, ch| retry_dead(sp, ch, id, at).await)
-        }
+        Job::RetryDead(ids, at, asked, one, reply) => in_savepoint!(reply, |sp, ch| {
+            // One id: its refusal (not dead, not found) is the answer; several: the
+            // dead ones among them are put back.
+            let mut done = Vec::new();
+            for id in ids {
+                match retry_dead(sp, ch, id, at, &asked).await {
+                    Ok(id) => done.push(id),
+                    Err(StoreError::NotDead(_) | StoreError::NotFound) if !one => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(done)
+        }),
         Job::Ping(reply) => in_savepoint!(reply, |sp, _ch| sp
             .execute("SELECT 1", &[])
             .await
@@ -1724,6 +1735,7 @@ async fn retry_dead(
     chain: &mut Chain,
     id: i64,
     at_ms: i64,
+    asked: &Asked,
 ) -> Result<i64, StoreError> {
     let row = tx
         .query_opt(
@@ -1743,12 +1755,13 @@ async fn retry_dead(
             None => StoreError::NotFound,
         });
     };
-    chain.push(plan::manual_retry_event(at_ms, id, &completed(&row)))?;
+    chain.push(plan::manual_retry_event(at_ms, id, &completed(&row), asked))?;
     Ok(id)
 }
 
 const DELIVERY_COLUMNS: &str = "id, message_id, record_idx, destination, case_no, kind, state, attempts,
-    next_attempt_at, last_status, last_error, receipt, idem_key, created_at, updated_at, delivered_at";
+    next_attempt_at, last_status, last_error, receipt, idem_key, created_at, updated_at, delivered_at,
+    lease_until";
 
 fn delivery_row(r: &Row) -> DeliveryView {
     let state = DeliveryState::parse(r.get(6)).unwrap_or(DeliveryState::Pending);
@@ -1771,6 +1784,10 @@ fn delivery_row(r: &Row) -> DeliveryView {
         created_at: rfc3339(r.get(13)),
         updated_at: rfc3339(r.get(14)),
         delivered_at: r.get::<_, Option<i64>>(15).map(rfc3339),
+        leased_until: r
+            .get::<_, Option<i64>>(16)
+            .filter(|until| state == DeliveryState::Pending && *until > crate::time::now_ms())
+            .map(rfc3339),
     }
 }
 
@@ -1973,9 +1990,19 @@ impl Store for PostgresStore {
         self.submit(|r| Job::Release(owner, ids, r))
     }
 
-    fn retry_dead(&self, id: i64, at_ms: i64) -> StoreFuture<'_, DeliveryView> {
+    fn retry_dead_many(
+        &self,
+        ids: Vec<i64>,
+        at_ms: i64,
+        asked: Asked,
+    ) -> StoreFuture<'_, Vec<i64>> {
+        self.submit(|r| Job::RetryDead(ids, at_ms, asked, false, r))
+    }
+
+    fn retry_dead(&self, id: i64, at_ms: i64, asked: Asked) -> StoreFuture<'_, DeliveryView> {
         Box::pin(async move {
-            let id = self.submit(|r| Job::RetryDead(id, at_ms, r)).await?;
+            self.submit(|r| Job::RetryDead(vec![id], at_ms, asked, true, r))
+                .await?;
             let row = self
                 .reader()
                 .await?
@@ -2096,6 +2123,7 @@ impl Store for PostgresStore {
     fn deliveries(&self, f: DeliveryFilter) -> StoreFuture<'_, Vec<DeliveryView>> {
         Box::pin(async move {
             let state = f.state.map(DeliveryState::as_str);
+            let now_ms = crate::time::now_ms();
             let after = f.after_id.unwrap_or(0);
             let limit = f.limit as i64;
             let rows = self
@@ -2105,10 +2133,21 @@ impl Store for PostgresStore {
                     &format!(
                         "SELECT {DELIVERY_COLUMNS} FROM deliveries
                          WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR destination = $2)
-                           AND ($3::text IS NULL OR case_no = $3) AND id > $4
+                           AND ($3::text IS NULL OR case_no = $3) AND id > $4 AND created_at >= $6
+                           AND ($7::boolean IS NULL
+                                OR (state = 'pending' AND coalesce(lease_until, 0) > $8) = $7)
                          ORDER BY id LIMIT $5"
                     ),
-                    &[&state, &f.destination, &f.case_no, &after, &limit],
+                    &[
+                        &state,
+                        &f.destination,
+                        &f.case_no,
+                        &after,
+                        &limit,
+                        &f.since_ms.unwrap_or(0),
+                        &f.leased,
+                        &now_ms,
+                    ],
                 )
                 .await?;
             Ok(rows.iter().map(delivery_row).collect())

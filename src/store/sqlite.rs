@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AcceptOutcome, AcceptResponse, AuditFilter, AuditMeta, CaseStanding, CatalogueChange,
+    AcceptOutcome, AcceptResponse, Asked, AuditFilter, AuditMeta, CaseStanding, CatalogueChange,
     CatalogueItem, Completion, DataKey, DeliveryFilter, DeliveryResult, DeliveryState,
     DeliveryView, Evidence, Exchange, Exchanged, LeaseRequest, LeasedDelivery, MessageView,
     NewMessage, OpenMode, PullAdvance, QueueDepth, RecordView, SealOp, SealOut, Store, StoreError,
@@ -199,7 +199,8 @@ enum Job {
     ArchiveAudit(i64, String, Event, Reply<()>),
     Exchange(Vec<Completion>, Option<LeaseRequest>, Reply<Exchange>),
     Release(String, Vec<i64>, Reply<()>),
-    RetryDead(i64, i64, Reply<i64>),
+    /// Ids, time, who asked, and whether a single id's refusal is the answer.
+    RetryDead(Vec<i64>, i64, Asked, bool, Reply<Vec<i64>>),
     Ping(Reply<()>),
     Close(Reply<()>),
     SyncTake(SyncTake, Reply<Option<SyncSource>>),
@@ -540,7 +541,7 @@ impl Job {
             Job::ArchiveAudit(_, _, _, r) => drop(r.send(Err(e()))),
             Job::Exchange(_, _, r) => drop(r.send(Err(e()))),
             Job::Release(_, _, r) => drop(r.send(Err(e()))),
-            Job::RetryDead(_, _, r) => drop(r.send(Err(e()))),
+            Job::RetryDead(_, _, _, _, r) => drop(r.send(Err(e()))),
             Job::Ping(r) | Job::Close(r) => drop(r.send(Err(e()))),
             Job::SyncTake(_, r) => drop(r.send(Err(e()))),
             Job::SyncAdvance(_, r) | Job::SyncFailed(_, _, _, r) => drop(r.send(Err(e()))),
@@ -628,9 +629,19 @@ fn run_job(conn: &Connection, chain: &mut Chain, job: Job, retain_payloads: bool
             }
             Ok(())
         }),
-        Job::RetryDead(id, at, reply) => {
-            in_savepoint(conn, chain, reply, |c, ch| retry_dead(c, ch, id, at))
-        }
+        Job::RetryDead(ids, at, asked, one, reply) => in_savepoint(conn, chain, reply, |c, ch| {
+            // One id: its refusal (not dead, not found) is the answer; several: the
+            // dead ones among them are put back.
+            let mut done = Vec::new();
+            for id in ids {
+                match retry_dead(c, ch, id, at, &asked) {
+                    Ok(id) => done.push(id),
+                    Err(StoreError::NotDead(_) | StoreError::NotFound) if !one => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(done)
+        }),
         Job::Ping(reply) => in_savepoint(conn, chain, reply, |_, _| Ok(())),
         Job::ClaimToken(t, reply) => in_savepoint(conn, chain, reply, |c, _| {
             let n = c
@@ -1304,6 +1315,7 @@ fn retry_dead(
     chain: &mut Chain,
     id: i64,
     at_ms: i64,
+    asked: &Asked,
 ) -> Result<i64, StoreError> {
     let row = conn
         .query_row(
@@ -1326,12 +1338,13 @@ fn retry_dead(
             None => StoreError::NotFound,
         });
     };
-    chain.append(conn, &plan::manual_retry_event(at_ms, id, &done))?;
+    chain.append(conn, &plan::manual_retry_event(at_ms, id, &done, asked))?;
     Ok(id)
 }
 
 const DELIVERY_COLUMNS: &str = "id, message_id, record_idx, destination, case_no, kind, state, attempts,
-    next_attempt_at, last_status, last_error, receipt, idem_key, created_at, updated_at, delivered_at";
+    next_attempt_at, last_status, last_error, receipt, idem_key, created_at, updated_at, delivered_at,
+    lease_until";
 
 fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryView> {
     let state: String = r.get(6)?;
@@ -1356,6 +1369,10 @@ fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryView> {
         created_at: rfc3339(r.get(13)?),
         updated_at: rfc3339(r.get(14)?),
         delivered_at: r.get::<_, Option<i64>>(15)?.map(rfc3339),
+        leased_until: r
+            .get::<_, Option<i64>>(16)?
+            .filter(|until| state == DeliveryState::Pending && *until > crate::time::now_ms())
+            .map(rfc3339),
     })
 }
 
@@ -1437,9 +1454,19 @@ impl Store for SqliteStore {
         self.submit(|r| Job::Release(owner, ids, r))
     }
 
-    fn retry_dead(&self, id: i64, at_ms: i64) -> StoreFuture<'_, DeliveryView> {
+    fn retry_dead_many(
+        &self,
+        ids: Vec<i64>,
+        at_ms: i64,
+        asked: Asked,
+    ) -> StoreFuture<'_, Vec<i64>> {
+        self.submit(|r| Job::RetryDead(ids, at_ms, asked, false, r))
+    }
+
+    fn retry_dead(&self, id: i64, at_ms: i64, asked: Asked) -> StoreFuture<'_, DeliveryView> {
         Box::pin(async move {
-            let id = self.submit(|r| Job::RetryDead(id, at_ms, r)).await?;
+            self.submit(|r| Job::RetryDead(vec![id], at_ms, asked, true, r))
+                .await?;
             self.read(move |c| {
                 c.query_row(
                     &format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"),
@@ -1569,7 +1596,8 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries
                  WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR destination = ?2)
-                   AND (?3 IS NULL OR case_no = ?3) AND id > ?4
+                   AND (?3 IS NULL OR case_no = ?3) AND id > ?4 AND created_at >= ?6
+                   AND (?7 IS NULL OR (state = 'pending' AND coalesce(lease_until, 0) > ?8) = ?7)
                  ORDER BY id LIMIT ?5"
             ))?;
             let rows = stmt.query_map(
@@ -1578,7 +1606,10 @@ impl Store for SqliteStore {
                     f.destination,
                     f.case_no,
                     f.after_id.unwrap_or(0),
-                    f.limit as i64
+                    f.limit as i64,
+                    f.since_ms.unwrap_or(0),
+                    f.leased,
+                    crate::time::now_ms()
                 ],
                 delivery_row,
             )?;

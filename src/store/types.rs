@@ -260,6 +260,9 @@ pub struct DeliveryView {
     pub created_at: String,
     pub updated_at: String,
     pub delivered_at: Option<String>,
+    /// A pending delivery a worker holds: until when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leased_until: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -299,6 +302,11 @@ pub struct DeliveryFilter {
     pub state: Option<DeliveryState>,
     pub destination: Option<String>,
     pub case_no: Option<String>,
+    /// Only deliveries created at or after this time (ms).
+    pub since_ms: Option<i64>,
+    /// Some(true): only pending deliveries a worker holds a lease on now; Some(false):
+    /// only those it does not.
+    pub leased: Option<bool>,
     /// Only ids greater than this (paging).
     pub after_id: Option<i64>,
     pub limit: usize,
@@ -505,4 +513,13 @@ pub enum SealOut {
     Records(Vec<(i64, Vec<u8>)>),
     /// How many values were replaced.
     Resealed(usize),
+}
+
+/// Who asked for an operator action and what they asked for, as its audit event says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asked {
+    /// `node ops-center`, `cli root@host`, …
+    pub by: String,
+    /// The request in words: `retry delivery 42`, `retry dead deliveries to city`.
+    pub what: String,
 }

@@ -66,8 +66,17 @@ impl Store for SealedStore {
         self.inner.release(owner, ids)
     }
 
-    fn retry_dead(&self, id: i64, at_ms: i64) -> StoreFuture<'_, DeliveryView> {
-        self.inner.retry_dead(id, at_ms)
+    fn retry_dead(&self, id: i64, at_ms: i64, asked: Asked) -> StoreFuture<'_, DeliveryView> {
+        self.inner.retry_dead(id, at_ms, asked)
+    }
+
+    fn retry_dead_many(
+        &self,
+        ids: Vec<i64>,
+        at_ms: i64,
+        asked: Asked,
+    ) -> StoreFuture<'_, Vec<i64>> {
+        self.inner.retry_dead_many(ids, at_ms, asked)
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
