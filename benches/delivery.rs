@@ -99,6 +99,7 @@ async fn preload(config: &Config, n: usize) {
                 records,
                 pull: None,
                 grants: Default::default(),
+                request_id: None,
             })
             .await
             .expect("preload");

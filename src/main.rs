@@ -33,6 +33,10 @@ struct Cli {
         env = "HALLGATE_CONFIG"
     )]
     config: PathBuf,
+    /// Log lines as `text` or `json` (one object per line); default: the config's
+    /// `[log] format`, else text.
+    #[arg(long, global = true, env = "HALLGATE_LOG_FORMAT")]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -111,7 +115,22 @@ fn main() -> ExitCode {
     } else {
         "info"
     };
-    hallgate::observe::init_logging(level);
+    let format = cli
+        .log_format
+        .clone()
+        .or_else(|| hallgate::config::log_format_of(&cli.config));
+    let format = match format.as_deref().map(hallgate::observe::LogFormat::parse) {
+        None => hallgate::observe::LogFormat::Text,
+        Some(Some(f)) => f,
+        Some(None) => {
+            eprintln!(
+                "error: log format `{}`: text or json",
+                format.unwrap_or_default()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    hallgate::observe::init_logging(level, format);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

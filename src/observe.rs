@@ -115,14 +115,58 @@ fn describe() {
     );
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One readable line per event; colours only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message`, the
+    /// event's own fields (`request_id`, `destination`, `delivery`, `status`, …) and,
+    /// inside a request, `span` with that request's `request_id`, `node` and
+    /// `message_id`.
+    Json,
+}
+
+impl LogFormat {
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+}
+
+/// Log times in China Standard Time (+08:00), as the API and the audit log write them.
+struct Cst;
+
+impl tracing_subscriber::fmt::time::FormatTime for Cst {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        w.write_str(&crate::time::rfc3339(crate::time::now_ms()))
+    }
+}
+
 /// Log to stderr; `RUST_LOG` filters (default `default_level`).
-pub fn init_logging(default_level: &str) {
+pub fn init_logging(default_level: &str, format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_timer(Cst)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// An error and its causes, each said once: `error sending request: … : Connection

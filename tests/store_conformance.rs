@@ -130,6 +130,7 @@ fn message(source: &str, key: Option<&str>, recs: Vec<Rec>) -> NewMessage {
         records,
         pull: None,
         grants: Default::default(),
+        request_id: Some("req-conformance".into()),
     }
 }
 

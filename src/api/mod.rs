@@ -21,6 +21,7 @@ mod health;
 mod messages;
 mod metrics;
 mod records;
+mod request_id;
 mod sync;
 
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub struct AppState {
     /// The push source behind `POST /v1/records`.
     pub push: HttpSource,
 }
+
+pub use request_id::RequestId;
 
 /// Every unknown path answers 404 in the one JSON error shape.
 async fn not_found(uri: axum::http::Uri) -> crate::intake::Refusal {
@@ -70,4 +73,5 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(sync::router())
         .fallback(not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn(request_id::tag))
 }

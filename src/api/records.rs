@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
 
-use super::AppState;
 use super::access::{Peer, peer_of};
+use super::{AppState, RequestId};
 use crate::intake::Refusal;
 use crate::record::Kind;
 use crate::sources::http::Push;
@@ -34,6 +34,7 @@ struct IntakeQuery {
 async fn post_records_any(
     State(state): State<Arc<AppState>>,
     peer: Peer,
+    id: Option<axum::Extension<RequestId>>,
     Query(q): Query<IntakeQuery>,
     headers: HeaderMap,
     body: Body,
@@ -46,6 +47,7 @@ async fn post_records_any(
             headers: &headers,
             peer: peer_of(&peer),
             body,
+            request_id: id.map(|i| i.0.0),
         })
         .await
 }
@@ -53,6 +55,7 @@ async fn post_records_any(
 async fn post_records_kind(
     State(state): State<Arc<AppState>>,
     peer: Peer,
+    id: Option<axum::Extension<RequestId>>,
     Path(kind): Path<String>,
     Query(q): Query<IntakeQuery>,
     headers: HeaderMap,
@@ -73,6 +76,7 @@ async fn post_records_kind(
             headers: &headers,
             peer: peer_of(&peer),
             body,
+            request_id: id.map(|i| i.0.0),
         })
         .await
 }

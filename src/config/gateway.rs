@@ -213,3 +213,19 @@ impl Default for AuditConfig {
         }
     }
 }
+
+/// `[log]`: how log lines are written (`--log-format` overrides).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `text` (default) or `json`: one JSON object per line.
+    pub format: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: "text".into(),
+        }
+    }
+}

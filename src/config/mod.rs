@@ -23,6 +23,14 @@ pub use gateway::*;
 pub use guomi::*;
 pub use node::*;
 
+/// The `[log] format` of a config file, read before logging starts (and before the
+/// config is checked whole): None when the file or the setting is not there.
+pub fn log_format_of(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: toml::Value = toml::from_str(&text).ok()?;
+    v.get("log")?.get("format")?.as_str().map(str::to_string)
+}
+
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -62,6 +70,8 @@ pub struct Config {
     /// Personal data encrypted at rest.
     #[serde(default)]
     pub store: StoreCrypto,
+    #[serde(default)]
+    pub log: LogSettings,
     /// `[catalogue] source = "NODE"`: whose item catalogue is the reference (the
     /// provincial hall's); it is pulled from that node's `sync.catalogue_url`.
     #[serde(default)]
@@ -151,6 +161,12 @@ impl Config {
         }
         if let Err(e) = crate::hash::HashAlg::parse(&self.audit.hash) {
             err(0..0, format!("audit.hash: {e}"));
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            err(
+                0..0,
+                format!("log.format `{}`: text or json", self.log.format),
+            );
         }
         if !["es256", "sm2"].contains(&self.audit.checkpoint_alg.to_ascii_lowercase().as_str()) {
             err(

@@ -75,6 +75,8 @@ struct Policy {
     grace: Duration,
     /// Several records per request (`batch`).
     batch: Option<BatchPolicy>,
+    /// Retries of a destination that is down are logged at most every few seconds.
+    warn_gate: send::WarnGate,
 }
 
 /// A destination's `batch`, as the worker uses it.
@@ -117,6 +119,7 @@ impl Policy {
             .unwrap_or(i64::MAX),
             poll: Duration::from_millis(defaults.poll_ms.max(10)),
             grace,
+            warn_gate: send::WarnGate::default(),
             batch: d.batch.as_ref().map(|b| BatchPolicy {
                 max_records: b.max_records.max(1),
                 max_bytes: b.max_bytes.max(1),

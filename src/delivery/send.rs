@@ -3,13 +3,39 @@
 //! a backed-off time, or dead when attempts or age are used up), with its metrics
 //! and log line.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::Policy;
 use crate::sinks::{Attempt, Outcome, Sink};
 use crate::store::{Completion, DeliveryResult, LeasedDelivery};
 use crate::time::now_ms;
+
+/// Least time between two retry warnings of one destination: a destination that is
+/// down would otherwise write one line per attempt.
+pub(super) const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Lets a retry warning through at most every [`WARN_EVERY`], counting the others.
+#[derive(Default)]
+pub(super) struct WarnGate(Mutex<(Option<Instant>, u64)>);
+
+impl WarnGate {
+    /// Some(number held back since the last one) when a warning may be written.
+    fn admit(&self) -> Option<u64> {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match g.0 {
+            Some(t) if t.elapsed() < WARN_EVERY => {
+                g.1 += 1;
+                None
+            }
+            _ => {
+                let held = g.1;
+                *g = (Some(Instant::now()), 0);
+                Some(held)
+            }
+        }
+    }
+}
 
 /// One delivery attempt.
 pub(super) struct Send {
@@ -95,14 +121,21 @@ impl Send {
             metrics::histogram!("hallgate_delivery_latency_seconds", "destination" => p.destination.clone())
                 .record(waited as f64 / 1000.0);
         }
+        let request_id = d.request_id.as_deref().unwrap_or("");
         match &outcome {
             DeliveryResult::Retry { error, .. } => {
-                tracing::warn!(destination = %p.destination, delivery = d.id, attempt = d.attempts + 1, %error, "delivery will be retried");
+                if let Some(held) = p.warn_gate.admit() {
+                    tracing::warn!(destination = %p.destination, delivery = d.id, request_id, attempt = d.attempts + 1, %error, similar_held_back = held, "delivery will be retried");
+                }
             }
             DeliveryResult::Dead { reason, .. } => {
-                tracing::warn!(destination = %p.destination, delivery = d.id, %reason, "delivery dead-lettered");
+                tracing::warn!(destination = %p.destination, delivery = d.id, request_id, case_no = %d.case_no, %reason, "delivery dead-lettered");
             }
-            DeliveryResult::Delivered { .. } => {}
+            DeliveryResult::Delivered {
+                status, duplicate, ..
+            } => {
+                tracing::info!(destination = %p.destination, delivery = d.id, request_id, case_no = %d.case_no, kind = d.kind.as_str(), status, duplicate, duration_ms = elapsed.as_millis() as u64, "delivered");
+            }
         }
         Completion {
             id: d.id,

@@ -125,12 +125,18 @@ impl HttpSink {
         };
         let body = bytes::Bytes::from(body);
         let keys: Vec<&str> = records.iter().map(|d| d.idempotency_key.as_str()).collect();
+        // Each record's request, in the order of the keys.
+        let requests: Vec<&str> = records
+            .iter()
+            .map(|d| d.request_id.as_deref().unwrap_or("-"))
+            .collect();
         let headers = [
             (
                 "Idempotency-Key",
                 format!("batch-{}", &sha256_hex(keys.join("\n").as_bytes())[..32]),
             ),
             ("X-Hallgate-Idempotency-Keys", keys.join(", ")),
+            ("X-Hallgate-Request-Ids", requests.join(", ")),
             ("X-Hallgate-Batch", records.len().to_string()),
         ];
         let sha = sha256_hex(&body);

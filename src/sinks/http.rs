@@ -104,11 +104,14 @@ impl HttpSink {
                 }
             }
         };
-        let headers = [
+        let mut headers = vec![
             ("Idempotency-Key", d.idempotency_key.clone()),
             ("X-Hallgate-Message-Id", d.message_id.clone()),
             ("X-Hallgate-Kind", d.kind.as_str().to_string()),
         ];
+        if let Some(id) = &d.request_id {
+            headers.push(("X-Request-Id", id.clone()));
+        }
         let outcome = match self.post(&body, &content_type, &headers).await {
             Posted::Answered {
                 status,

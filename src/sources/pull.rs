@@ -341,6 +341,8 @@ impl Puller {
             records,
             pull: Some(advance),
             grants: crate::intake::grants(&self.intake.config, &self.node),
+            // A pulled page has no request of its own: it gets an id like one.
+            request_id: Some(format!("pull-{}", uuid::Uuid::now_v7().simple())),
         };
         match self.intake.commit(msg).await? {
             AcceptOutcome::Accepted(resp) | AcceptOutcome::Replayed(resp) => {

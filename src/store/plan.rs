@@ -171,6 +171,7 @@ pub fn accept(
         "records": msg.records.len(),
         "content_type": msg.content_type,
     });
+    with_request(&mut received, msg);
     AcceptPlan::Store {
         statuses,
         response,
@@ -186,7 +187,15 @@ fn record_event(msg: &NewMessage, r: &NewRecord, kind: EventKind, detail: Value)
     e.kind = Some(r.kind.as_str().into());
     e.message_id = Some(msg.id.clone());
     e.detail = detail;
+    with_request(&mut e, msg);
     e
+}
+
+/// The request id of the message, on an event of its intake.
+fn with_request(e: &mut Event, msg: &NewMessage) {
+    if let (Some(id), Some(obj)) = (&msg.request_id, e.detail.as_object_mut()) {
+        obj.insert("request_id".into(), id.clone().into());
+    }
 }
 
 /// `token_refused` for a token whose `jti` another token already used.

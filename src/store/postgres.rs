@@ -216,6 +216,10 @@ CREATE TABLE data_keys (
     added_at BIGINT NOT NULL
 );
 "#,
+    // The request that brought a message, sent on with its deliveries.
+    r#"
+ALTER TABLE messages ADD COLUMN request_id TEXT;
+"#,
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -598,8 +602,8 @@ impl Stmts {
                 .await?,
             message: c
                 .prepare(
-                    "INSERT INTO messages (id, source, received_at, content_type, idempotency_key, body, body_sha256, response)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "INSERT INTO messages (id, source, received_at, content_type, idempotency_key, body, body_sha256, response, request_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .await?,
             idem_put: c
@@ -1473,6 +1477,7 @@ async fn accept(
                 &body,
                 &msg.body_sha256,
                 &response_json,
+                &msg.request_id,
             ],
         )
         .await
@@ -1688,7 +1693,8 @@ async fn lease(tx: &Client, l: &LeaseRequest) -> Result<Vec<LeasedDelivery>, Sto
              WHERE id = ANY(ARRAY(SELECT id FROM due))
              RETURNING id, message_id, destination, case_no, kind,
                        (SELECT r.canonical FROM records r WHERE r.id = deliveries.record_id),
-                       idem_key, attempts, created_at, next_attempt_at",
+                       idem_key, attempts, created_at, next_attempt_at,
+                       (SELECT m.request_id FROM messages m WHERE m.id = deliveries.message_id)",
             &[&l.destination, &l.now_ms, &limit, &l.owner, &until],
         )
         .await?;
@@ -1705,6 +1711,7 @@ async fn lease(tx: &Client, l: &LeaseRequest) -> Result<Vec<LeasedDelivery>, Sto
                     kind: parse_kind(r.get(4))?,
                     canonical: r.get(5),
                     idempotency_key: r.get(6),
+                    request_id: r.get(10),
                     attempts: u32::try_from(r.get::<_, i64>(7)).unwrap_or(u32::MAX),
                     created_at_ms: r.get(8),
                 },

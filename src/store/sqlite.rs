@@ -189,6 +189,10 @@ CREATE TABLE data_keys (
     added_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // The request that brought a message, sent on with its deliveries.
+    r#"
+ALTER TABLE messages ADD COLUMN request_id TEXT;
+"#,
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -1041,8 +1045,8 @@ fn accept(
         }
     }
     conn.prepare_cached(
-        "INSERT INTO messages (id, source, received_at, content_type, idempotency_key, body, body_sha256, response)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO messages (id, source, received_at, content_type, idempotency_key, body, body_sha256, response, request_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         msg.id,
@@ -1052,7 +1056,8 @@ fn accept(
         msg.idempotency_key,
         if retain_payloads { msg.body.as_ref() } else { &[][..] },
         msg.body_sha256,
-        response_json
+        response_json,
+        msg.request_id
     ])?;
     if let Some(key) = &msg.idempotency_key {
         conn.prepare_cached(
@@ -1208,7 +1213,8 @@ fn lease(
     lease_ms: i64,
 ) -> Result<Vec<LeasedDelivery>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT d.id, d.message_id, d.destination, d.case_no, d.kind, r.canonical, d.idem_key, d.attempts, d.created_at
+        "SELECT d.id, d.message_id, d.destination, d.case_no, d.kind, r.canonical, d.idem_key, d.attempts, d.created_at,
+                (SELECT m.request_id FROM messages m WHERE m.id = d.message_id)
          FROM deliveries d JOIN records r ON r.id = d.record_id
          WHERE d.state = 'pending' AND d.destination = ?1 AND d.next_attempt_at <= ?2
            AND (d.lease_until IS NULL OR d.lease_until <= ?2)
@@ -1230,11 +1236,23 @@ fn lease(
             r.get::<_, String>(6)?,
             r.get::<_, i64>(7)?,
             r.get::<_, i64>(8)?,
+            r.get::<_, Option<String>>(9)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, message_id, destination, case_no, kind, canonical, key, attempts, created) = row?;
+        let (
+            id,
+            message_id,
+            destination,
+            case_no,
+            kind,
+            canonical,
+            key,
+            attempts,
+            created,
+            request,
+        ) = row?;
         out.push(LeasedDelivery {
             id,
             message_id,
@@ -1243,6 +1261,7 @@ fn lease(
             kind: parse_kind(&kind)?,
             canonical,
             idempotency_key: key,
+            request_id: request,
             attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
             created_at_ms: created,
         });

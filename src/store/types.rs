@@ -104,6 +104,9 @@ pub struct NewMessage {
     pub pull: Option<PullAdvance>,
     /// The cases the sender may add to without being their party.
     pub grants: Grants,
+    /// The request that brought it (`X-Request-Id`, or one made up): on its audit
+    /// events, and sent on to destinations with each delivery of its records.
+    pub request_id: Option<String>,
 }
 
 /// What the sender is told: stored with the message, so a repeat gets it again.
@@ -159,6 +162,8 @@ pub struct LeasedDelivery {
     pub kind: Kind,
     pub canonical: String,
     pub idempotency_key: String,
+    /// The request that brought the record, if known.
+    pub request_id: Option<String>,
     /// Attempts made before this one.
     pub attempts: u32,
     pub created_at_ms: i64,

@@ -56,6 +56,8 @@ pub struct Push<'a> {
     /// The connection: its address and TLS client certificate.
     pub peer: Option<&'a Peer>,
     pub body: Body,
+    /// The request's id (`X-Request-Id`, or one made up by the API).
+    pub request_id: Option<String>,
 }
 
 impl HttpSource {
@@ -105,6 +107,7 @@ impl HttpSource {
             headers,
             peer,
             body,
+            request_id,
         } = push;
         let state = self;
         let started = Instant::now();
@@ -132,6 +135,7 @@ impl HttpSource {
             return Err(unauthenticated(&state.refusals, peer, &e).await);
         }
         let (node, token) = (who.node, who.token);
+        tracing::Span::current().record("node", node.as_str());
         // The node's share of the in-flight budget: one node never holds the others' slots.
         let _node_slot = match state.node_slots.get(&node).map(Semaphore::try_acquire) {
             Some(Ok(p)) => Some(p),
@@ -213,7 +217,9 @@ impl HttpSource {
                 records: new_records,
                 pull: None,
                 grants: crate::intake::grants(&state.intake.config, &node),
+                request_id: request_id.clone(),
             };
+            tracing::Span::current().record("message_id", msg.id.as_str());
             let count = msg.records.len() as u64;
             match state.intake.commit(msg).await? {
             AcceptOutcome::Accepted(resp) => {
@@ -320,6 +326,7 @@ impl HttpSource {
                     "message": e.message,
                     "peer": peer.map(|p| p.addr.to_string()),
                     "client_cert": peer.and_then(|p| p.cert.as_ref()).map(|c| c.describe()),
+                    "request_id": request_id,
                 });
                 if let Err(err) = state.intake.store.audit(ev).await {
                     tracing::error!(error = %err, "could not audit a rejection");
