@@ -13,7 +13,14 @@
 //!   (buckets up to an hour: a backlog shows here);
 //! - `backlog_full{destination}`: 1 while a destination is over its `max_backlog`;
 //! - `store_commit_jobs` (histogram: jobs per writer transaction) and
-//!   `store_writer_queue` (gauge: jobs waiting when the writer took its last batch).
+//!   `store_writer_queue` (gauge: jobs waiting when the writer took its last batch);
+//! - `records_duplicate_total{node}`: records sent again (same version, or a repeated
+//!   Idempotency-Key), not counted as accepted;
+//! - `requests_total{status}`, `auth_failures_total{reason}`,
+//!   `connections_cut_total{reason}`.
+//!
+//! docs/metrics.md lists them for operators; [`zero`] starts each node's and
+//! destination's series at 0, so a quiet one shows 0 rather than nothing.
 
 use std::sync::OnceLock;
 
@@ -113,6 +120,54 @@ fn describe() {
         "hallgate_store_writer_queue",
         "Jobs waiting for the store's writer"
     );
+    metrics::describe_counter!(
+        "hallgate_records_duplicate_total",
+        "Records sent again and recognised (not counted as accepted), per sending node"
+    );
+    metrics::describe_counter!(
+        "hallgate_requests_total",
+        "HTTP requests answered, by status"
+    );
+    metrics::describe_counter!(
+        "hallgate_auth_failures_total",
+        "Requests refused for their credentials, by reason"
+    );
+    metrics::describe_counter!(
+        "hallgate_connections_cut_total",
+        "Connections cut by a limit (slow or oversized heads, TLS handshakes), by reason"
+    );
+}
+
+/// Start the series of every sending node and destination at 0.
+pub fn zero<'a>(
+    senders: impl Iterator<Item = &'a str>,
+    destinations: impl Iterator<Item = &'a str>,
+) {
+    for n in senders {
+        for c in [
+            "hallgate_records_received_total",
+            "hallgate_records_accepted_total",
+            "hallgate_records_duplicate_total",
+        ] {
+            metrics::counter!(c, "node" => n.to_string()).increment(0);
+        }
+    }
+    for d in destinations {
+        for c in [
+            "hallgate_deliveries_delivered_total",
+            "hallgate_deliveries_retried_total",
+            "hallgate_deliveries_dead_total",
+        ] {
+            metrics::counter!(c, "destination" => d.to_string()).increment(0);
+        }
+        for g in [
+            "hallgate_queue_depth",
+            "hallgate_dead_letters",
+            "hallgate_backlog_full",
+        ] {
+            metrics::gauge!(g, "destination" => d.to_string()).set(0.0);
+        }
+    }
 }
 
 /// How log lines are written.

@@ -196,6 +196,19 @@ async fn valid_tokens_are_accepted_and_every_forgery_refused() {
             !body.to_string().contains(token.as_str()),
             "{what}: the token is not echoed"
         );
+        // What a partner reads is a sentence, not a library's error name.
+        let expected = match *what {
+            "wrong aud" => Some("aud must be `gw-test`"),
+            "expired" => Some("the token has expired"),
+            _ => None,
+        };
+        if let Some(e) = expected {
+            assert!(body.to_string().contains(e), "{what}: {body}");
+        }
+        assert!(
+            !body.to_string().contains("InvalidAudience"),
+            "{what}: {body}"
+        );
     }
     // Two different tokens in one request.
     let r = h

@@ -51,6 +51,7 @@ pub async fn tag(mut req: Request, next: Next) -> Response {
     }
     let status = resp.status().as_u16();
     let ms = started.elapsed().as_secs_f64() * 1000.0;
+    metrics::counter!("hallgate_requests_total", "status" => status.to_string()).increment(1);
     span.in_scope(|| {
         // Health checks and scrapes are many and say nothing: debug only.
         if path == "/healthz" || path == "/readyz" || path == "/metrics" {

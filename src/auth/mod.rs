@@ -52,6 +52,22 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// A stable name of the refusal's cause, for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::NoCredentials => "no_credentials",
+            AuthError::MissingNode => "missing_node",
+            AuthError::UnknownNode(_) => "unknown_node",
+            AuthError::NotASender(_) => "not_a_sender",
+            AuthError::Token(TokenError::Replayed | TokenError::UsedOnce(_)) => "token_replayed",
+            AuthError::Token(_) => "token_invalid",
+            AuthError::CertRequired(_) => "cert_required",
+            AuthError::CertMismatch(_) => "cert_mismatch",
+            AuthError::TokenNotBound(_) => "token_not_bound",
+            AuthError::Store(_) => "store",
+        }
+    }
+
     /// The node the refused credentials named, when they named one: such refusals
     /// are audited on their own (others are counted per peer address).
     pub fn named_node(&self) -> Option<&str> {

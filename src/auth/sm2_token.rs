@@ -90,15 +90,17 @@ impl Sm2Keys {
         let sig = b64(sig, "signature")?;
         let signed = &token.as_bytes()[..head.len() + 1 + payload.len()];
         if !candidates.iter().any(|k| k.verify(signed, &sig).is_ok()) {
-            return Err(invalid("InvalidSignature (SM2 with SM3)"));
+            return Err(invalid(
+                "the SM2 signature does not verify with the node's key",
+            ));
         }
         let body = b64(payload, "payload")?;
         let reg: Registered = serde_json::from_slice(&body)
             .map_err(|_| TokenError::Malformed("payload is not a claims object".into()))?;
         let claims: Claims = serde_json::from_slice(&body)
-            .map_err(|e| invalid(&format!("Missing required claim: {e}")))?;
+            .map_err(|e| invalid(&format!("a required claim is missing or malformed: {e}")))?;
         if reg.iss.as_deref() != Some(expect.issuer) {
-            return Err(invalid("InvalidIssuer"));
+            return Err(invalid(&format!("iss must be `{}`", expect.issuer)));
         }
         let aud_ok = match &reg.aud {
             Some(Value::String(a)) => a == expect.audience,
@@ -106,17 +108,19 @@ impl Sm2Keys {
             _ => false,
         };
         if !aud_ok {
-            return Err(invalid("InvalidAudience"));
+            return Err(invalid(&format!("aud must be `{}`", expect.audience)));
         }
         let skew = expect.skew as i64;
         if claims.exp.saturating_add(skew) < expect.now_s {
-            return Err(invalid("ExpiredSignature"));
+            return Err(invalid(
+                "the token has expired (exp is past, beyond the clock skew)",
+            ));
         }
         if reg
             .nbf
             .is_some_and(|nbf| nbf > expect.now_s.saturating_add(skew))
         {
-            return Err(invalid("ImmatureSignature"));
+            return Err(invalid("the token is not valid yet (nbf is in the future)"));
         }
         Ok(claims)
     }

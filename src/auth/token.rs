@@ -318,8 +318,27 @@ impl Verifier {
         }
         claims.ok_or_else(|| TokenError::Invalid {
             node: node.node.clone(),
-            reason: last.map_or_else(|| "no key verified it".into(), |e| e.to_string()),
+            reason: last.map_or_else(
+                || "no key verified it".into(),
+                |e| sentence(&e, &node.issuer, &self.audience),
+            ),
         })
+    }
+}
+
+/// What a partner reads when its token is refused: a sentence, not a library's
+/// error name.
+fn sentence(e: &jsonwebtoken::errors::Error, issuer: &str, audience: &str) -> String {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::InvalidSignature => "the signature does not verify with the node's key".into(),
+        K::ExpiredSignature => "the token has expired (exp is past, beyond the clock skew)".into(),
+        K::ImmatureSignature => "the token is not valid yet (nbf is in the future)".into(),
+        K::InvalidAudience => format!("aud must be `{audience}`"),
+        K::InvalidIssuer => format!("iss must be `{issuer}`"),
+        K::MissingRequiredClaim(c) => format!("the claim `{c}` is required"),
+        K::InvalidAlgorithm => "the token's algorithm does not match the node's key".into(),
+        _ => e.to_string(),
     }
 }
 

@@ -42,6 +42,12 @@ pub fn file_problems(config: &Config) -> Vec<ConfigError> {
     if let Err(e) = store::sealed::DataKeys::from_config(config) {
         out.push(config.problem(0..0, e.to_string()));
     }
+    // The certificate and key `serve` would load, loaded the same way.
+    if let Some(t) = &config.gateway.tls
+        && let Err(e) = crate::tls::Reloading::new(t, &config.base_dir())
+    {
+        out.push(config.problem(0..0, format!("gateway.tls: {e}")));
+    }
     for (id, node) in &config.nodes {
         if let Some(auth) = &node.get_ref().auth
             && let Err(e) = crate::auth::token::check_node(config, id, auth)
@@ -53,6 +59,11 @@ pub fn file_problems(config: &Config) -> Vec<ConfigError> {
             crate::auth::envelope::Opening::new(config, id, n.sm2_sign.as_ref(), n.sm4.as_ref())
         {
             out.push(config.problem(node.span(), e.to_string()));
+        }
+        if let Some(tls) = n.destination.as_ref().and_then(|d| d.tls.as_ref())
+            && let Err(e) = crate::tls::client_parts(tls, &config.base_dir())
+        {
+            out.push(config.problem(node.span(), format!("nodes.{id}.destination.tls: {e}")));
         }
         if let Some(d) = &n.destination
             && let Err(e) = crate::auth::envelope::Seal::new(

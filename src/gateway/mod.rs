@@ -77,6 +77,14 @@ pub async fn start_with(
     files: &dyn crate::mapping::Files,
 ) -> Result<Running, GatewayError> {
     crate::observe::prometheus();
+    crate::observe::zero(
+        config
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.get_ref().accept.is_some())
+            .map(|(id, _)| id.as_str()),
+        config.destinations().map(|(id, _)| id),
+    );
     // Mappings first: one that cannot compile stops start-up with file and line.
     let mappings = Arc::new(crate::mapping::load_sets(&config, files)?);
     // Certificates next: HTTPS that cannot start must not fall back to plain HTTP.

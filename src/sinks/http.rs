@@ -218,7 +218,28 @@ pub(super) fn unanswered(e: &reqwest::Error, started: std::time::Instant) -> Out
     let error = if e.is_timeout() {
         format!("timed out after {:?}", started.elapsed())
     } else if e.is_connect() {
-        "cannot connect".to_string()
+        // Say to where and why: "connection refused to 127.0.0.1:8201".
+        let to = e
+            .url()
+            .map(|u| {
+                format!(
+                    " to {}:{}",
+                    u.host_str().unwrap_or("?"),
+                    u.port_or_known_default().unwrap_or(0)
+                )
+            })
+            .unwrap_or_default();
+        let chain = crate::observe::error_chain(e).to_ascii_lowercase();
+        let why = if chain.contains("refused") {
+            "connection refused"
+        } else if chain.contains("dns") || chain.contains("resolve") {
+            "the host name does not resolve"
+        } else if chain.contains("certificate") || chain.contains("tls") {
+            "TLS handshake failed"
+        } else {
+            "cannot connect"
+        };
+        format!("{why}{to}")
     } else {
         mask_text(&format!("network error: {e}"))
     };

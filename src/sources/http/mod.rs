@@ -220,11 +220,16 @@ impl HttpSource {
                 request_id: request_id.clone(),
             };
             tracing::Span::current().record("message_id", msg.id.as_str());
-            let count = msg.records.len() as u64;
             match state.intake.commit(msg).await? {
             AcceptOutcome::Accepted(resp) => {
+                // A record already accepted in the same version is a duplicate, not
+                // a new acceptance.
+                let new = resp.records.iter().filter(|r| r.status == "accepted").count() as u64;
+                let dup = resp.records.len() as u64 - new;
                 metrics::counter!("hallgate_records_accepted_total", "node" => node.clone())
-                    .increment(count);
+                    .increment(new);
+                metrics::counter!("hallgate_records_duplicate_total", "node" => node.clone())
+                    .increment(dup);
                 if errors.is_empty() {
                     return Ok((StatusCode::ACCEPTED, Json(resp)).into_response());
                 }
@@ -247,6 +252,8 @@ impl HttpSource {
                 Ok((StatusCode::ACCEPTED, Json(body)).into_response())
             }
             AcceptOutcome::Replayed(resp) => {
+                metrics::counter!("hallgate_records_duplicate_total", "node" => node.clone())
+                    .increment(resp.records.len() as u64);
                 let mut r = (StatusCode::ACCEPTED, Json(resp)).into_response();
                 r.headers_mut()
                     .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -382,6 +389,7 @@ pub async fn unauthenticated(
     peer: Option<&Peer>,
     e: &auth::AuthError,
 ) -> Refusal {
+    metrics::counter!("hallgate_auth_failures_total", "reason" => e.reason()).increment(1);
     let mut r = Refused::of(peer, 401, "unauthenticated", e.to_string());
     r.node = e.named_node().map(str::to_string);
     refusals.refused(r).await;
