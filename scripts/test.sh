@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The test suite, as CI runs it: start a throwaway PostgreSQL on loopback (installed
 # from Debian's packages when missing and run as root), run every test against it
-# and the embedded SQLite, stop PostgreSQL.
+# and the embedded SQLite, stop PostgreSQL; then build and check the .deb.
 #
 #   bash scripts/test.sh            # extra arguments go to cargo test
+#   SKIP_PACKAGE=1 bash scripts/test.sh --test tokens   # a quick loop, without the .deb
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The Python gmssl package (PyPI) is the independent 国密 peer of tests/guomi.rs; it
@@ -16,3 +17,5 @@ fi
 eval "$(bash scripts/pg-test-server.sh start)"
 trap 'bash scripts/pg-test-server.sh stop' EXIT
 cargo test --locked "$@"
+# The Debian package: built, unpacked into a scratch root, its layout and unit checked.
+[ -n "${SKIP_PACKAGE:-}" ] || bash scripts/package-check.sh

@@ -15,11 +15,36 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let running = hallgate::gateway::start(config, None).await?;
         tracing::info!(addr = %running.addr, "hallgate serving");
+        sd_notify(&format!("READY=1\nSTATUS=serving on {}", running.addr));
         hallgate::gateway::signal().await;
+        sd_notify("STOPPING=1\nSTATUS=finishing in-flight deliveries");
         tracing::info!("shutting down: no new requests, finishing in-flight deliveries");
         running.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Tell systemd how the service stands (`Type=notify`: ready once it listens and the
+/// store is open; stopping while it finishes in-flight work). Nothing without
+/// `NOTIFY_SOCKET`; a failure is logged, never fatal.
+fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = std::os::unix::net::UnixDatagram::unbound().and_then(|sock| {
+        let bytes = path.as_encoded_bytes();
+        #[cfg(target_os = "linux")]
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            return sock.send_to_addr(state.as_bytes(), &addr);
+        }
+        let _ = bytes;
+        sock.send_to(state.as_bytes(), Path::new(&path))
+    });
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
+    }
 }
 
 /// What `hallgate receive` is asked to be.
