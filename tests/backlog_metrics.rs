@@ -27,16 +27,7 @@ async fn backlog_series_show_the_oldest_pending_delivery_and_the_latency() {
         )
         .await;
     assert_eq!(s, 202);
-    let metrics = || async {
-        h.client
-            .get(format!("{}/metrics", h.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = || h.metrics();
     let gauge = |text: &str, series: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(series))

@@ -22,21 +22,10 @@ fn series(text: &str, name_and_labels: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-async fn metrics(h: &Harness) -> String {
-    h.client
-        .get(format!("{}/metrics", h.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_are_counted_apart_and_quiet_series_show_zero() {
     let h = Harness::with_routes(TO_CITY).await;
-    let m = metrics(&h).await;
+    let m = h.metrics().await;
     // Nobody in this test binary sends as district-b or delivers to the province.
     assert_eq!(
         series(&m, "hallgate_records_accepted_total{node=\"district-b\"}"),
@@ -57,7 +46,7 @@ async fn duplicates_are_counted_apart_and_quiet_series_show_zero() {
 
     let accepted = "hallgate_records_accepted_total{node=\"district-a\"}";
     let duplicate = "hallgate_records_duplicate_total{node=\"district-a\"}";
-    let before = metrics(&h).await;
+    let before = h.metrics().await;
     let (a0, d0) = (
         series(&before, accepted).unwrap_or(0.0),
         series(&before, duplicate).unwrap_or(0.0),
@@ -71,7 +60,7 @@ async fn duplicates_are_counted_apart_and_quiet_series_show_zero() {
     let (s, _, body) = h.post("district-a", &json!([record]), Some("k-2")).await;
     assert_eq!(s, 202);
     assert_eq!(body["records"][0]["status"], "duplicate", "{body}");
-    let after = metrics(&h).await;
+    let after = h.metrics().await;
     assert_eq!(series(&after, accepted).unwrap_or(0.0) - a0, 1.0, "{after}");
     assert_eq!(
         series(&after, duplicate).unwrap_or(0.0) - d0,
@@ -146,4 +135,32 @@ async fn a_refused_connection_is_named_as_such() {
     }
     assert!(!d.is_null());
     assert_eq!(error, "connection refused to 127.0.0.1:9", "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_kept_for_operators() {
+    fn operator_metrics(t: String) -> String {
+        t.replace(
+            "trust_node_header = true",
+            "trust_node_header = true\nmetrics = \"operator\"",
+        )
+        .replace(
+            "level = \"department\"\ndestination",
+            "level = \"department\"\nroles = [\"operator\"]\ndestination",
+        )
+    }
+    let h = Harness::with_config(TO_CITY, operator_metrics).await;
+    let get = |node: &'static str| {
+        h.client
+            .get(format!("{}/metrics", h.url))
+            .header("x-hallgate-node", node)
+            .send()
+    };
+    let r = get("district-a").await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("roles = [\\\"operator\\\"]"), "{text}");
+    let r = get("supervision").await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.text().await.unwrap().contains("hallgate_requests_total"));
 }

@@ -1,6 +1,7 @@
 //! `GET /metrics`: the Prometheus text of every series (`observe`), with the queue
 //! gauges (depth, dead letters, the oldest pending delivery's age) read from the store
-//! at the moment of asking.
+//! at the moment of asking. With `[gateway] metrics = "operator"`, only operators and
+//! auditors (and a scraper holding an operator node's token) read them.
 
 use std::sync::Arc;
 
@@ -11,12 +12,26 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::AppState;
+use super::access::{Peer, Reader, reader, refuse_read};
+use axum::http::HeaderMap;
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new().route("/metrics", get(metrics))
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>, peer: Peer, headers: HeaderMap) -> Response {
+    if state.config.gateway.metrics == "operator" {
+        match reader(&state, &headers, &peer).await {
+            Ok(Reader::All(_)) => {}
+            Ok(Reader::Node(n)) => {
+                let what = format!(
+                    "node `{n}` may not read /metrics: [gateway] metrics = \"operator\" needs roles = [\"operator\"]"
+                );
+                return refuse_read(&state, &n, what).await.into_response();
+            }
+            Err(refusal) => return refusal.into_response(),
+        }
+    }
     if let Ok(depths) = state.store.queue_depths().await {
         for (dest, _) in state.config.destinations() {
             let d = depths.iter().find(|d| d.destination == dest);

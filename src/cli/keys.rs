@@ -11,6 +11,8 @@ use clap::Subcommand;
 pub enum TokenCommand {
     /// Print a token for NODE signed with its private key, as the node would send it.
     Issue {
+        /// The sending node the token is for (its [nodes.ID] id, with an [auth] table);
+        /// the token's iss is the node's issuer and its aud this gateway's id.
         #[arg(long)]
         node: String,
         /// The node's private key (PKCS#8 PEM; for HS256 a file holding the secret).

@@ -22,10 +22,14 @@ pub enum SyncCommand {
     },
     /// Stop pulling a source (a running gateway stops at its next page).
     Pause {
+        /// The pulled node (its [nodes.ID] id, with a sync table).
         #[arg(long)]
         node: String,
     },
+    /// Pull a paused source again, from its cursor (a running gateway resumes at its
+    /// next poll).
     Resume {
+        /// The pulled node (its [nodes.ID] id, with a sync table).
         #[arg(long)]
         node: String,
     },

@@ -19,6 +19,10 @@ pub struct Gateway {
     /// Off by default; must stay off in production.
     #[serde(default)]
     pub trust_node_header: bool,
+    /// Who reads `GET /metrics`: `open` (anyone who reaches the listener) or
+    /// `operator` (operators and auditors, by token or client certificate).
+    #[serde(default = "default_metrics")]
+    pub metrics: String,
     /// Seconds to wait for in-flight deliveries on shutdown.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_seconds: u64,
@@ -65,6 +69,9 @@ fn default_reload_seconds() -> u64 {
     5
 }
 
+fn default_metrics() -> String {
+    "open".into()
+}
 fn default_signing_key() -> String {
     "certs/gateway-signing.key.pem".into()
 }

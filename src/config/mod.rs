@@ -162,6 +162,15 @@ impl Config {
         if let Err(e) = crate::hash::HashAlg::parse(&self.audit.hash) {
             err(0..0, format!("audit.hash: {e}"));
         }
+        if !["open", "operator"].contains(&self.gateway.metrics.as_str()) {
+            err(
+                0..0,
+                format!(
+                    "gateway.metrics `{}`: open or operator",
+                    self.gateway.metrics
+                ),
+            );
+        }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             err(
                 0..0,

@@ -288,7 +288,15 @@ pub fn load_sets(
             let mapping = match compiled.get(&path) {
                 Some(m) => m.clone(),
                 None => {
-                    let m = Arc::new(Mapping::load(&path, files)?);
+                    // A file that cannot be read names the node that lists it.
+                    let m = Mapping::load(&path, files).map_err(|e| match e {
+                        MappingError::Read { file, source } => MappingError::Read {
+                            file: format!("{file} (listed in nodes.{id}.mappings)"),
+                            source,
+                        },
+                        other => other,
+                    })?;
+                    let m = Arc::new(m);
                     compiled.insert(path, m.clone());
                     m
                 }

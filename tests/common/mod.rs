@@ -239,6 +239,18 @@ impl Harness {
         )
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// One number from the SQLite store (`SELECT count(*) …`).
     pub fn count(&self, sql: &str) -> i64 {
         rusqlite::Connection::open(self.dir.path().join("hallgate.db"))
