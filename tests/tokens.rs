@@ -364,3 +364,47 @@ async fn token_issue_prints_a_token_the_gateway_accepts() {
     let (s, body) = post(&h, &token, &application("350205260401098888", "350205")).await;
     assert_eq!(s, 202, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_id_set_in_the_config_names_the_key() {
+    fn named(t: String) -> String {
+        with_tokens(t).replace(
+            "keys = [\"keys/district-a.pub.pem\"]",
+            "keys = [{ file = \"keys/district-a.pub.pem\", id = \"tonglu-2026\" }]",
+        )
+    }
+    let h = Harness::with_config(ONE_ROUTE, named).await;
+    let (s, body) = post(
+        &h,
+        &sign(&h, "district-a", Some("tonglu-2026"), &claims("district-a")),
+        &application("350205260401097701", "350205"),
+    )
+    .await;
+    assert_eq!(s, 202, "{body}");
+    // The file name is no longer the key's id.
+    let (s, body) = post(
+        &h,
+        &sign(&h, "district-a", Some("district-a"), &claims("district-a")),
+        &application("350205260401097702", "350205"),
+    )
+    .await;
+    assert_eq!(s, 401, "{body}");
+    // `token issue` names the configured id.
+    let out = Command::new(env!("CARGO_BIN_EXE_hallgate"))
+        .arg("--config")
+        .arg(h.dir.path().join("hallgate.toml"))
+        .args(["token", "issue", "--node", "district-a", "--key"])
+        .arg(h.dir.path().join("keys/district-a.key.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(header.kid.as_deref(), Some("tonglu-2026"));
+    let (s, body) = post(&h, &token, &application("350205260401097703", "350205")).await;
+    assert_eq!(s, 202, "{body}");
+}

@@ -45,7 +45,7 @@ pub fn issue(
                 .ok_or_else(|| err("no usable algorithm".into()))?,
         ),
     };
-    let kid = key
+    let stem = key
         .file_name()
         .and_then(|n| n.to_str())
         .and_then(|n| {
@@ -53,6 +53,21 @@ pub fn issue(
                 .or_else(|| n.strip_suffix(".pem"))
         })
         .map(str::to_string);
+    // The key id the config sets for the public key beside it (`x.pub.pem` for
+    // `x.key.pem`), else the file name's.
+    let kid = auth
+        .keys
+        .iter()
+        .find(|k| {
+            let name = std::path::Path::new(k.path())
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("");
+            stem.as_deref()
+                .is_some_and(|s| name == format!("{s}.pub.pem") || name == format!("{s}.hex"))
+        })
+        .and_then(|k| k.id().map(str::to_string))
+        .or(stem);
     let claims = claims(config, node, auth, ttl_seconds, cert).map_err(err)?;
     let Some(alg) = alg else {
         let signer = crate::guomi::sm2::Sm2Signer::load(key, &auth.sm2_user_id)

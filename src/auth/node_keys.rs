@@ -216,19 +216,25 @@ pub(super) fn node_keys(config: &Config, id: &str, auth: &TokenAuth) -> Result<N
     let families: Vec<Family> = algorithms.iter().map(|a| family(*a)).collect();
     let mut keys = Vec::new();
     let mut sm2_keys = Vec::new();
-    for path in &auth.keys {
-        let path = config.base_dir().join(path);
+    for file in &auth.keys {
+        let path = config.base_dir().join(file.path());
+        // A key id set in the config wins over the one the file name gives.
+        let named = file.id().map(str::to_string);
         if wants_sm2 {
             match crate::guomi::sm2::Sm2Verifier::load(&path, &auth.sm2_user_id) {
                 Ok(k) => {
-                    sm2_keys.push((pem_kid(&path), k));
+                    sm2_keys.push((named.or_else(|| pem_kid(&path)), k));
                     continue;
                 }
                 Err(e) if families.is_empty() => return Err(err(e.to_string())),
                 Err(_) => {}
             }
         }
-        keys.push(load_key(&path, &families).map_err(err)?);
+        let mut key = load_key(&path, &families).map_err(err)?;
+        if named.is_some() {
+            key.kid = named;
+        }
+        keys.push(key);
     }
     let sm2 = if wants_sm2 {
         if sm2_keys.is_empty() {

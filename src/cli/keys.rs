@@ -179,7 +179,7 @@ pub fn keys(cmd: KeysCommand, config_path: &Path) -> anyhow::Result<ExitCode> {
                     continue;
                 }
                 for public in &auth.keys {
-                    let public = config.base_dir().join(public);
+                    let public = config.base_dir().join(public.path());
                     let name = public.file_name().and_then(|n| n.to_str()).unwrap_or("");
                     let Some(stem) = name.strip_suffix(".pub.pem") else {
                         continue;

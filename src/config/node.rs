@@ -254,9 +254,10 @@ pub struct TokenAuth {
     #[serde(default = "default_sm2_user_id")]
     pub sm2_user_id: String,
     /// Public keys: PEM files (key id = file name without `.pub.pem`) or JWK files
-    /// (`.json`, key id from `kid`), relative to the config's folder.
+    /// (`.json`, key id from `kid`), relative to the config's folder; or
+    /// `{ file = "…", id = "…" }` to set the key id the node's tokens name.
     #[serde(default)]
-    pub keys: Vec<String>,
+    pub keys: Vec<KeyFile>,
     /// Environment variable holding the HS256 shared secret.
     #[serde(default)]
     pub hmac_secret_env: Option<String>,
@@ -274,6 +275,30 @@ pub struct TokenAuth {
     /// and on another instance (the ids are kept in the store until they expire).
     #[serde(default)]
     pub one_time_jti: bool,
+}
+
+/// A node's public key file, and optionally the key id its tokens name (`kid`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum KeyFile {
+    Path(String),
+    Named { file: String, id: String },
+}
+
+impl KeyFile {
+    pub fn path(&self) -> &str {
+        match self {
+            KeyFile::Path(p) | KeyFile::Named { file: p, .. } => p,
+        }
+    }
+
+    /// The key id set in the config, if any.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            KeyFile::Path(_) => None,
+            KeyFile::Named { id, .. } => Some(id),
+        }
+    }
 }
 
 pub(crate) fn default_sm2_alg_name() -> String {

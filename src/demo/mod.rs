@@ -71,7 +71,9 @@ pub fn demo_config(
             if !private.exists() {
                 crate::keys::generate_key(&private).map_err(|e| DemoError::Send(e.to_string()))?;
             }
-            auth.keys = vec![keys.join(format!("{id}.pub.pem")).display().to_string()];
+            auth.keys = vec![crate::config::KeyFile::Path(
+                keys.join(format!("{id}.pub.pem")).display().to_string(),
+            )];
         }
     }
     for hall in halls {
