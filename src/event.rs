@@ -55,10 +55,12 @@ pub enum EventKind {
     /// A destination's backlog crossed its `max_backlog`, up (intake refused, pull
     /// sources paused) or back down.
     Backpressure,
+    /// An operator paused or resumed deliveries to a destination.
+    DestinationControlled,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::ConfigLoaded,
         EventKind::Received,
         EventKind::Rejected,
@@ -81,6 +83,7 @@ impl EventKind {
         EventKind::Reconciled,
         EventKind::Requeued,
         EventKind::Backpressure,
+        EventKind::DestinationControlled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,6 +110,7 @@ impl EventKind {
             EventKind::Reconciled => "reconciled",
             EventKind::Requeued => "requeued",
             EventKind::Backpressure => "backpressure",
+            EventKind::DestinationControlled => "destination_controlled",
         }
     }
 

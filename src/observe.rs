@@ -12,6 +12,7 @@
 //! - `delivery_latency_seconds{destination}`: accepted → delivered, per record
 //!   (buckets up to an hour: a backlog shows here);
 //! - `backlog_full{destination}`: 1 while a destination is over its `max_backlog`;
+//! - `destination_paused{destination}`: 1 while an operator has paused it;
 //! - `store_commit_jobs` (histogram: jobs per writer transaction) and
 //!   `store_writer_queue` (gauge: jobs waiting when the writer took its last batch);
 //! - `records_duplicate_total{node}`: records sent again (same version, or a repeated
@@ -119,6 +120,10 @@ fn describe() {
     metrics::describe_gauge!(
         "hallgate_store_writer_queue",
         "Jobs waiting for the store's writer"
+    );
+    metrics::describe_gauge!(
+        "hallgate_destination_paused",
+        "1 while an operator has paused deliveries to a destination"
     );
     metrics::describe_counter!(
         "hallgate_records_duplicate_total",

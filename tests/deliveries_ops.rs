@@ -270,3 +270,90 @@ async fn one_delivery_its_attempts_and_the_command_line() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 409);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_destination_holds_its_deliveries_until_resumed_across_a_restart() {
+    let mut h = Harness::with_config(TO_CITY, supervision_operates).await;
+    let control = |node: &'static str, dest: &'static str, action: &'static str| {
+        h.client
+            .post(format!("{}/v1/destinations/{dest}/{action}", h.url))
+            .header("x-hallgate-node", node)
+            .send()
+    };
+    assert_eq!(
+        control("district-a", "city", "pause")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        403
+    );
+    assert_eq!(
+        control("supervision", "nowhere", "pause")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    assert_eq!(
+        control("supervision", "city", "pause")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    // Paused within a second (the watcher reads the store every second).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    send(&h, 0, 3).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(h.city.arrivals().is_empty(), "nothing sent while paused");
+    assert_eq!(
+        h.count("SELECT count(*) FROM deliveries WHERE state = 'pending'"),
+        3
+    );
+    let (_, list) = h.get("/v1/destinations").await;
+    let city = list["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["destination"] == "city")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (city["paused"].as_bool(), city["pending"].as_i64()),
+        (Some(true), Some(3))
+    );
+
+    // Still paused after a restart, from its first lease on.
+    h.stop_gateway().await;
+    h.start_gateway().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        h.city.arrivals().is_empty(),
+        "still paused after the restart"
+    );
+
+    // Resumed from the command line: delivered, each once.
+    let (ok, text) = hallgate(&h, &["deliveries", "resume", "--destination", "city"], "");
+    assert!(ok && text.contains("city: resumed"), "{text}");
+    wait_until(20, "3 deliveries after resume", || {
+        h.city.accepted().len() >= 3
+    })
+    .await;
+    let by: Vec<String> = rusqlite::Connection::open(h.dir.path().join("hallgate.db"))
+        .unwrap()
+        .prepare(
+            "SELECT json_extract(detail, '$.action') || ' by ' || json_extract(detail, '$.by')
+             FROM audit WHERE event = 'destination_controlled' ORDER BY seq",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(by.len(), 2, "{by:?}");
+    assert_eq!(by[0], "pause by node supervision");
+    assert!(by[1].starts_with("resume by cli ops-zhang@"), "{by:?}");
+}

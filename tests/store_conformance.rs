@@ -565,6 +565,17 @@ async fn release_makes_deliveries_due_again(store: Arc<dyn Store>) {
     assert!(lease(s, "city", "x", 1, 60_000).await.is_empty());
     s.release("w", vec![d.id]).await.unwrap();
     assert_eq!(lease(s, "city", "x", 1, 60_000).await[0].id, d.id);
+    // An operator's pause is kept until resumed, with its event.
+    let control = |paused: bool| {
+        let mut e = Event::new(now_ms(), EventKind::DestinationControlled);
+        e.node = Some("city".into());
+        s.pause_destination("city", paused, e)
+    };
+    control(true).await.unwrap();
+    control(true).await.unwrap();
+    assert_eq!(s.paused_destinations().await.unwrap(), ["city"]);
+    control(false).await.unwrap();
+    assert!(s.paused_destinations().await.unwrap().is_empty());
 }
 
 async fn audit_chain_covers_everything(store: Arc<dyn Store>) {

@@ -5,6 +5,7 @@
 //! - `records`: intake, `POST /v1/records` (the HTTP source, `sources::http`);
 //! - `messages`, `cases`, `deliveries`: what the store holds, for the node that may
 //!   read it;
+//! - `destinations`: pause and resume deliveries to one (operators);
 //! - `audit`: events and case timelines;
 //! - `sync`: pull sources and the item catalogue;
 //! - `health`: liveness, readiness and the gateway's public keys;
@@ -16,6 +17,7 @@ mod access;
 mod audit;
 mod cases;
 mod deliveries;
+mod destinations;
 mod error;
 mod health;
 mod messages;
@@ -69,6 +71,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(messages::router())
         .merge(cases::router())
         .merge(deliveries::router())
+        .merge(destinations::router())
         .merge(audit::router())
         .merge(sync::router())
         .fallback(not_found)

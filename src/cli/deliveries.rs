@@ -1,7 +1,7 @@
-//! `hallgate deliveries` (list, show, retry): the delivery queue and its dead letters
-//! from the command line, on the config's store beside a running gateway. A retry is
-//! audited with the operating-system user who ran it; the gateway's workers pick the
-//! retried deliveries up at their next poll.
+//! `hallgate deliveries` (list, show, retry, pause, resume): the delivery queue and
+//! its dead letters from the command line, on the config's store beside a running
+//! gateway. Every action is audited with the operating-system user who ran it; the
+//! gateway's workers pick it up at their next poll (a pause within a second).
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -55,6 +55,17 @@ pub enum DeliveriesCommand {
         /// Do not ask.
         #[arg(long)]
         yes: bool,
+    },
+    /// Stop delivering to a destination (on every instance, across restarts):
+    /// deliveries in flight finish, the rest wait until it is resumed.
+    Pause {
+        #[arg(long)]
+        destination: String,
+    },
+    /// Deliver to a paused destination again.
+    Resume {
+        #[arg(long)]
+        destination: String,
     },
 }
 
@@ -186,6 +197,12 @@ pub async fn run(cmd: DeliveriesCommand, config: &Config) -> anyhow::Result<Exit
             }
             ExitCode::SUCCESS
         }
+        DeliveriesCommand::Pause { destination } => {
+            control(&*store, config, &destination, true).await?
+        }
+        DeliveriesCommand::Resume { destination } => {
+            control(&*store, config, &destination, false).await?
+        }
         DeliveriesCommand::Retry {
             id,
             destination,
@@ -235,4 +252,27 @@ pub async fn run(cmd: DeliveriesCommand, config: &Config) -> anyhow::Result<Exit
     };
     store.close().await?;
     Ok(code)
+}
+
+/// `hallgate deliveries pause|resume --destination D`.
+async fn control(
+    store: &dyn hallgate::store::Store,
+    config: &Config,
+    destination: &str,
+    paused: bool,
+) -> anyhow::Result<ExitCode> {
+    if !config.destinations().any(|(d, _)| d == destination) {
+        anyhow::bail!("--destination `{destination}` is not a destination of the config");
+    }
+    let action = if paused { "pause" } else { "resume" };
+    let asked = Asked {
+        by: cli_user(),
+        what: format!("{action} deliveries to {destination}"),
+    };
+    manual::pause(store, destination, paused, &asked).await?;
+    println!(
+        "{destination}: {} (a running gateway follows within a second)",
+        if paused { "paused" } else { "resumed" }
+    );
+    Ok(ExitCode::SUCCESS)
 }

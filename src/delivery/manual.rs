@@ -102,3 +102,21 @@ pub async fn retry(store: &dyn Store, ids: &[i64], asked: &Asked) -> Result<usiz
     }
     Ok(done)
 }
+
+/// Pause or resume deliveries to `destination` (a configured one), audited with who
+/// asked. Deliveries in flight finish; nothing more is leased until it is resumed.
+pub async fn pause(
+    store: &dyn Store,
+    destination: &str,
+    paused: bool,
+    asked: &Asked,
+) -> Result<(), StoreError> {
+    let mut e = crate::event::Event::new(now_ms(), crate::event::EventKind::DestinationControlled);
+    e.node = Some(destination.to_string());
+    e.detail = serde_json::json!({
+        "action": if paused { "pause" } else { "resume" },
+        "by": asked.by,
+        "asked": asked.what,
+    });
+    store.pause_destination(destination, paused, e).await
+}

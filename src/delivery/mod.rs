@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -209,25 +210,66 @@ pub fn spawn_workers(
     store: Arc<dyn Store>,
     wake: Wake,
     shutdown: CancellationToken,
+    paused_now: &[String],
 ) -> JoinSet<()> {
     let owner = format!("{}-{}", config.gateway.id, uuid::Uuid::now_v7());
     let grace = Duration::from_secs(config.gateway.shutdown_grace_seconds);
     let mut set = JoinSet::new();
+    let mut paused = Vec::new();
     for (id, d) in config.destinations() {
         let Some(sink) = sinks.get(id) else {
             tracing::error!(destination = %id, "no sink for a destination; its deliveries wait");
             continue;
         };
+        let flag = Arc::new(AtomicBool::new(paused_now.iter().any(|p| p == id)));
+        paused.push((id.to_string(), flag.clone()));
         let worker = Worker {
             policy: Arc::new(Policy::new(id, d, &config.delivery, grace)),
             sink: sink.clone(),
             store: store.clone(),
             owner: owner.clone(),
             notify: wake.notifier(id),
+            paused: flag,
         };
         set.spawn(worker.run(shutdown.clone()));
     }
+    set.spawn(watch_paused(store, paused, wake, shutdown));
     set
+}
+
+/// How often the paused destinations are read from the store.
+const PAUSE_POLL: Duration = Duration::from_secs(1);
+
+/// Keep each worker's paused flag as the store says (an operator's pause reaches
+/// every instance within [`PAUSE_POLL`]); a resumed worker is woken at once.
+async fn watch_paused(
+    store: Arc<dyn Store>,
+    flags: Vec<(String, Arc<AtomicBool>)>,
+    wake: Wake,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match store.paused_destinations().await {
+            Ok(paused) => {
+                for (dest, flag) in &flags {
+                    let now = paused.contains(dest);
+                    if flag.swap(now, Ordering::Relaxed) != now {
+                        tracing::info!(destination = %dest, paused = now, "deliveries {}", if now { "paused" } else { "resumed" });
+                        if !now {
+                            wake.wake(dest);
+                        }
+                    }
+                    metrics::gauge!("hallgate_destination_paused", "destination" => dest.clone())
+                        .set(if now { 1.0 } else { 0.0 });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the paused destinations"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PAUSE_POLL) => {}
+        }
+    }
 }
 
 struct Worker {
@@ -236,6 +278,8 @@ struct Worker {
     store: Arc<dyn Store>,
     owner: String,
     notify: Arc<Notify>,
+    /// An operator paused the destination: lease nothing more.
+    paused: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -337,7 +381,9 @@ impl Worker {
                 let want = prefetch
                     .allowed()
                     .saturating_sub(in_flight.len() + ready.len());
-                let lease_now = want > 0 && (!exhausted || !finished.is_empty());
+                let lease_now = want > 0
+                    && !self.paused.load(Ordering::Relaxed)
+                    && (!exhausted || !finished.is_empty());
                 if lease_now || !finished.is_empty() {
                     let request = lease_now.then(|| LeaseRequest {
                         destination: p.destination.clone(),

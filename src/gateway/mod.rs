@@ -130,12 +130,15 @@ pub async fn start_with(
     let keys = Arc::new(GatewayKeys::load(&config).map_err(|e| GatewayError::Auth(e.to_string()))?);
     // Sinks and their workers: retries, order and leases are the workers'.
     let sinks = sinks::build(&config, &mappings, &keys)?;
+    // A destination paused before a restart stays paused from the first lease on.
+    let paused = store.paused_destinations().await?;
     let mut workers = delivery::spawn_workers(
         &config,
         &sinks,
         store.clone(),
         wake.clone(),
         shutdown.clone(),
+        &paused,
     );
     let tokens = Arc::new(Verifier::new(&config).map_err(|e| GatewayError::Auth(e.to_string()))?);
     let catalogue = Catalogue::default();

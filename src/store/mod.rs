@@ -216,6 +216,16 @@ pub trait Store: Send + Sync {
     fn requeue(&self, ids: Vec<i64>, at_ms: i64, event: Event) -> StoreFuture<'_, usize>;
     /// Encryption at rest: data keys and the raw stored values (`store::sealed`).
     fn sealed(&self, op: SealOp) -> StoreFuture<'_, SealOut>;
+    /// Pause or resume deliveries to a destination (every instance, across
+    /// restarts), appending `event` in the same transaction.
+    fn pause_destination(
+        &self,
+        destination: &str,
+        paused: bool,
+        event: Event,
+    ) -> StoreFuture<'_, ()>;
+    /// The destinations paused now.
+    fn paused_destinations(&self) -> StoreFuture<'_, Vec<String>>;
 }
 
 /// How a store is set up when it is created.

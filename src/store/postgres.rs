@@ -220,6 +220,14 @@ CREATE TABLE data_keys (
     r#"
 ALTER TABLE messages ADD COLUMN request_id TEXT;
 "#,
+    // Destinations an operator paused.
+    r#"
+CREATE TABLE destination_controls (
+    destination TEXT PRIMARY KEY,
+    paused BOOLEAN NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+"#,
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -242,6 +250,7 @@ enum Job {
     CatalogueReplace(String, Vec<CatalogueItem>, i64, Reply<CatalogueChange>),
     Requeue(Vec<i64>, i64, Event, Reply<usize>),
     Sealed(SealOp, Reply<SealOut>),
+    PauseDestination(String, bool, Event, Reply<()>),
 }
 
 /// The arguments of [`Store::sync_take`].
@@ -263,7 +272,8 @@ impl Job {
             | Job::RetryDead(..)
             | Job::SyncControl(..)
             | Job::CatalogueReplace(..)
-            | Job::Requeue(..) => true,
+            | Job::Requeue(..)
+            | Job::PauseDestination(..) => true,
             Job::SyncAdvance(a, _) => !a.events.is_empty(),
             Job::Exchange(c, _) => !c.is_empty(),
             Job::Release(..)
@@ -291,6 +301,7 @@ impl Job {
             Job::CatalogueReplace(_, _, _, r) => drop(r.send(Err(e()))),
             Job::Requeue(_, _, _, r) => drop(r.send(Err(e()))),
             Job::Sealed(_, r) => drop(r.send(Err(e()))),
+            Job::PauseDestination(_, _, _, r) => drop(r.send(Err(e()))),
         }
     }
 }
@@ -1042,6 +1053,15 @@ async fn run_job(
             Ok(usize::try_from(n).unwrap_or(0))
         }),
         Job::Sealed(op, reply) => in_savepoint!(reply, |sp, _ch| sealed_op(sp, op).await),
+        Job::PauseDestination(dest, paused, event, reply) => in_savepoint!(reply, |sp, ch| {
+            sp.execute(
+                "INSERT INTO destination_controls (destination, paused, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (destination) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
+                &[&dest, &paused, &event.at_ms],
+            )
+            .await?;
+            ch.push(event)
+        }),
     }
 }
 
@@ -2320,6 +2340,32 @@ impl Store for PostgresStore {
 
     fn sealed(&self, op: SealOp) -> StoreFuture<'_, SealOut> {
         self.submit(|r| Job::Sealed(op, r))
+    }
+
+    fn pause_destination(
+        &self,
+        destination: &str,
+        paused: bool,
+        event: Event,
+    ) -> StoreFuture<'_, ()> {
+        let dest = destination.to_string();
+        self.submit(|r| Job::PauseDestination(dest, paused, event, r))
+    }
+
+    fn paused_destinations(&self) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            Ok(self
+                .reader()
+                .await?
+                .query(
+                    "SELECT destination FROM destination_controls WHERE paused ORDER BY destination",
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect())
+        })
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

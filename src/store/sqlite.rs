@@ -193,6 +193,14 @@ CREATE TABLE data_keys (
     r#"
 ALTER TABLE messages ADD COLUMN request_id TEXT;
 "#,
+    // Destinations an operator paused.
+    r#"
+CREATE TABLE destination_controls (
+    destination TEXT PRIMARY KEY,
+    paused INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -214,6 +222,7 @@ enum Job {
     CatalogueReplace(String, Vec<CatalogueItem>, i64, Reply<CatalogueChange>),
     Requeue(Vec<i64>, i64, Event, Reply<usize>),
     Sealed(SealOp, Reply<SealOut>),
+    PauseDestination(String, bool, Event, Reply<()>),
     ClaimToken(TokenUse, Reply<bool>),
 }
 
@@ -553,6 +562,7 @@ impl Job {
             Job::CatalogueReplace(_, _, _, r) => drop(r.send(Err(e()))),
             Job::Requeue(_, _, _, r) => drop(r.send(Err(e()))),
             Job::Sealed(_, r) => drop(r.send(Err(e()))),
+            Job::PauseDestination(_, _, _, r) => drop(r.send(Err(e()))),
             Job::ClaimToken(_, r) => drop(r.send(Err(e()))),
         }
     }
@@ -731,6 +741,16 @@ fn run_job(conn: &Connection, chain: &mut Chain, job: Job, retain_payloads: bool
             Ok(n)
         }),
         Job::Sealed(op, reply) => in_savepoint(conn, chain, reply, |c, _| sealed_op(c, op)),
+        Job::PauseDestination(dest, paused, event, reply) => {
+            in_savepoint(conn, chain, reply, |c, ch| {
+                c.execute(
+                    "INSERT INTO destination_controls (destination, paused, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (destination) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at",
+                    params![dest, paused, event.at_ms],
+                )?;
+                ch.append(c, &event)
+            })
+        }
     }
 }
 
@@ -1855,6 +1875,26 @@ impl Store for SqliteStore {
 
     fn sealed(&self, op: SealOp) -> StoreFuture<'_, SealOut> {
         self.submit(|r| Job::Sealed(op, r))
+    }
+
+    fn pause_destination(
+        &self,
+        destination: &str,
+        paused: bool,
+        event: Event,
+    ) -> StoreFuture<'_, ()> {
+        let dest = destination.to_string();
+        self.submit(|r| Job::PauseDestination(dest, paused, event, r))
+    }
+
+    fn paused_destinations(&self) -> StoreFuture<'_, Vec<String>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT destination FROM destination_controls WHERE paused = 1 ORDER BY destination",
+            )?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>().map_err(StoreError::from)
+        })
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

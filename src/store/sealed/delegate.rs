@@ -201,4 +201,17 @@ impl Store for SealedStore {
     fn sealed(&self, op: SealOp) -> StoreFuture<'_, SealOut> {
         self.inner.sealed(op)
     }
+
+    fn pause_destination(
+        &self,
+        destination: &str,
+        paused: bool,
+        event: Event,
+    ) -> StoreFuture<'_, ()> {
+        self.inner.pause_destination(destination, paused, event)
+    }
+
+    fn paused_destinations(&self) -> StoreFuture<'_, Vec<String>> {
+        self.inner.paused_destinations()
+    }
 }
