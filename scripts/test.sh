@@ -7,12 +7,13 @@
 #   SKIP_PACKAGE=1 bash scripts/test.sh --test tokens   # a quick loop, without the .deb
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The Python gmssl package (PyPI) is the independent 国密 peer of tests/guomi.rs; it
-# goes under target/, beside the build, not into the system's Python.
+# Independent checkers from PyPI, under target/ beside the build, not in the system's
+# Python: gmssl, the 国密 peer of tests/guomi*.rs; openapi-spec-validator (with
+# jsonschema), the judge of /openapi.json in tests/openapi.rs.
 export HALLGATE_PYDEPS="$PWD/target/pydeps"
-if ! PYTHONPATH="$HALLGATE_PYDEPS" /usr/bin/python3 -c 'import gmssl' 2>/dev/null; then
+if ! PYTHONPATH="$HALLGATE_PYDEPS" /usr/bin/python3 -c 'import gmssl, openapi_spec_validator' 2>/dev/null; then
   /usr/bin/python3 -m pip install --quiet --disable-pip-version-check \
-    --target "$HALLGATE_PYDEPS" 'gmssl==3.2.2'
+    --target "$HALLGATE_PYDEPS" 'gmssl==3.2.2' 'openapi-spec-validator==0.7.1'
 fi
 eval "$(bash scripts/pg-test-server.sh start)"
 trap 'bash scripts/pg-test-server.sh stop' EXIT

@@ -2,6 +2,8 @@
 //! as an auditor reads it). Auditors see everything; other nodes only the events that
 //! name them. Personal data is masked.
 
+#[allow(unused_imports)]
+use super::openapi::*;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -24,7 +26,7 @@ pub(super) fn router() -> Router<Arc<AppState>> {
 }
 
 #[derive(Debug, Deserialize)]
-struct AuditQuery {
+pub(super) struct AuditQuery {
     case_no: Option<String>,
     node: Option<String>,
     kind: Option<String>,
@@ -35,7 +37,13 @@ struct AuditQuery {
     limit: Option<usize>,
 }
 
-async fn audit_query(
+#[utoipa::path(
+    get, path = "/v1/audit", tag = "audit",
+    params(("case_no" = Option<String>, Query), ("node" = Option<String>, Query), ("kind" = Option<String>, Query), ("event" = Option<String>, Query), ("from" = Option<String>, Query, description = "Date or RFC 3339 time"), ("to" = Option<String>, Query), ("after" = Option<i64>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, description = "Audit events, personal data masked", body = AuditList), (status = 400, description = "A malformed query or body", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "The caller may not do this; the message names the role needed", body = ErrorBody)),
+    security(("bearer" = []), ("mtls" = []))
+)]
+pub(super) async fn audit_query(
     State(state): State<Arc<AppState>>,
     peer: Peer,
     headers: HeaderMap,
@@ -95,7 +103,13 @@ async fn audit_query(
     Ok(Json(json!({ "events": events, "next_after": next })))
 }
 
-async fn case_timeline(
+#[utoipa::path(
+    get, path = "/v1/cases/{case_no}/timeline", tag = "audit",
+    params(("case_no" = String, Path)),
+    responses((status = 200, description = "The case's audit timeline (全程留痕)", body = Object), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 404, description = "No such item", body = ErrorBody)),
+    security(("bearer" = []), ("mtls" = []))
+)]
+pub(super) async fn case_timeline(
     State(state): State<Arc<AppState>>,
     peer: Peer,
     headers: HeaderMap,

@@ -2,6 +2,8 @@
 //! (personal data masked); a node reads a case it sent records of or receives
 //! records of.
 
+#[allow(unused_imports)]
+use super::openapi::*;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -19,7 +21,13 @@ pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new().route("/v1/cases/{case_no}", get(get_case))
 }
 
-async fn get_case(
+#[utoipa::path(
+    get, path = "/v1/cases/{case_no}", tag = "records",
+    params(("case_no" = String, Path)),
+    responses((status = 200, description = "The case's records and deliveries, personal data masked", body = CaseAnswer), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "The caller may not do this; the message names the role needed", body = ErrorBody), (status = 404, description = "No such item", body = ErrorBody)),
+    security(("bearer" = []), ("mtls" = []))
+)]
+pub(super) async fn get_case(
     State(state): State<Arc<AppState>>,
     peer: Peer,
     headers: HeaderMap,

@@ -3,6 +3,8 @@
 //! and `POST /v1/deliveries/retry` (operators put dead letters back in the queue, one
 //! or all that a filter selects; each audited with who asked).
 
+#[allow(unused_imports)]
+use super::openapi::*;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -28,7 +30,7 @@ pub(super) fn router() -> Router<Arc<AppState>> {
 }
 
 #[derive(Debug, Deserialize)]
-struct DeliveryQuery {
+pub(super) struct DeliveryQuery {
     state: Option<String>,
     destination: Option<String>,
     case_no: Option<String>,
@@ -62,7 +64,13 @@ fn since_ms(s: Option<&str>) -> Result<Option<i64>, Refusal> {
         .transpose()
 }
 
-async fn list_deliveries(
+#[utoipa::path(
+    get, path = "/v1/deliveries", tag = "deliveries",
+    params(("state" = Option<String>, Query, description = "pending, leased, delivered or dead"), ("destination" = Option<String>, Query), ("case_no" = Option<String>, Query), ("since" = Option<String>, Query), ("after" = Option<i64>, Query), ("limit" = Option<usize>, Query)),
+    responses((status = 200, description = "Deliveries, paged by id", body = DeliveryList), (status = 400, description = "A malformed query or body", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "The caller may not do this; the message names the role needed", body = ErrorBody)),
+    security(("bearer" = []), ("mtls" = []))
+)]
+pub(super) async fn list_deliveries(
     State(state): State<Arc<AppState>>,
     peer: Peer,
     headers: HeaderMap,
@@ -96,7 +104,13 @@ async fn list_deliveries(
     Ok(Json(json!({ "deliveries": items, "next_after": next })))
 }
 
-async fn retry_delivery(
+#[utoipa::path(
+    post, path = "/v1/deliveries/{id}/retry", tag = "deliveries",
+    params(("id" = i64, Path)),
+    responses((status = 200, description = "Back in the queue", body = DeliveryAnswer), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "The caller may not do this; the message names the role needed", body = ErrorBody), (status = 404, description = "No such item", body = ErrorBody), (status = 409, description = "The delivery is not dead-lettered", body = ErrorBody)),
+    security(("bearer" = []), ("mtls" = []))
+)]
+pub(super) async fn retry_delivery(
     State(state): State<Arc<AppState>>,
     peer: Peer,
     headers: HeaderMap,
@@ -126,7 +140,13 @@ async fn operator(state: &AppState, headers: &HeaderMap, peer: &Peer) -> Result<
 }
 
 /// `GET /v1/deliveries/{id}`: one delivery with its attempts.
-async fn show_delivery(
+#[utoipa::path(
+    get, path = "/v1/deliveries/{id}", tag = "deliveries",
+    params(("id" = i64, Path)),
+    responses((status = 200, description = "One delivery with its steps", body = DeliveryHistoryDoc), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "The caller may not do this; the message names the role needed", body = ErrorBody), (status = 404, description = "No such item", body = ErrorBody)),
+    security(("bearer" = []), ("mtls" = []))
+)]
+pub(super) async fn show_delivery(
     State(state): State<Arc<AppState>>,
     peer: Peer,
     headers: HeaderMap,
@@ -159,7 +179,13 @@ fn dead() -> String {
 }
 
 /// `POST /v1/deliveries/retry`: every dead letter a filter selects, back in the queue.
-async fn retry_matching(
+#[utoipa::path(
+    post, path = "/v1/deliveries/retry", tag = "deliveries",
+    request_body = RetryMatchingDoc,
+    responses((status = 200, description = "How many dead letters matched and were put back", body = RetryAnswer), (status = 400, description = "A malformed query or body", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "The caller may not do this; the message names the role needed", body = ErrorBody)),
+    security(("bearer" = []), ("mtls" = []))
+)]
+pub(super) async fn retry_matching(
     State(state): State<Arc<AppState>>,
     peer: Peer,
     headers: HeaderMap,

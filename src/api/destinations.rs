@@ -2,6 +2,8 @@
 //! `POST /v1/destinations/{id}/pause|resume` (operators stop and restart deliveries
 //! to one destination, on every instance, audited with who asked).
 
+#[allow(unused_imports)]
+use super::openapi::*;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -23,7 +25,12 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/v1/destinations/{id}/resume", post(resume))
 }
 
-async fn list(
+#[utoipa::path(
+    get, path = "/v1/destinations", tag = "deliveries",
+    responses((status = 200, description = "Each destination: paused or not, its queue", body = DestinationList), (status = 401, description = "No valid credentials", body = ErrorBody)),
+    security(("bearer" = []), ("mtls" = []))
+)]
+pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     peer: Peer,
     headers: HeaderMap,
@@ -51,7 +58,13 @@ async fn list(
     Ok(Json(json!({ "destinations": list })))
 }
 
-async fn pause(
+#[utoipa::path(
+    post, path = "/v1/destinations/{id}/pause", tag = "deliveries",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "Paused", body = DestinationControl), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "The caller may not do this; the message names the role needed", body = ErrorBody), (status = 404, description = "No such item", body = ErrorBody)),
+    security(("bearer" = []), ("mtls" = []))
+)]
+pub(super) async fn pause(
     state: State<Arc<AppState>>,
     peer: Peer,
     headers: HeaderMap,
@@ -60,7 +73,13 @@ async fn pause(
     control(state, peer, headers, id, true).await
 }
 
-async fn resume(
+#[utoipa::path(
+    post, path = "/v1/destinations/{id}/resume", tag = "deliveries",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "Resumed", body = DestinationControl), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "The caller may not do this; the message names the role needed", body = ErrorBody), (status = 404, description = "No such item", body = ErrorBody)),
+    security(("bearer" = []), ("mtls" = []))
+)]
+pub(super) async fn resume(
     state: State<Arc<AppState>>,
     peer: Peer,
     headers: HeaderMap,

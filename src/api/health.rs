@@ -2,6 +2,8 @@
 //! gateway's public keys (`/.well-known/jwks.json`) for destinations that check its
 //! tokens.
 
+#[allow(unused_imports)]
+use super::openapi::*;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -25,7 +27,12 @@ pub(super) fn router() -> Router<Arc<AppState>> {
         .route("/readyz", get(readyz))
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+#[utoipa::path(
+    get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "The store takes writes", body = Object), (status = 503, description = "The store cannot take writes", body = Object)),
+    security(())
+)]
+pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({"ready": true}))).into_response(),
         Err(e) => (

@@ -1,6 +1,8 @@
 //! `GET /v1/messages/{id}`: a message as received, with its records and their
 //! deliveries (personal data masked); a node reads only the messages it sent.
 
+#[allow(unused_imports)]
+use super::openapi::*;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -17,7 +19,13 @@ pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new().route("/v1/messages/{id}", get(get_message))
 }
 
-async fn get_message(
+#[utoipa::path(
+    get, path = "/v1/messages/{id}", tag = "records",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "A message with its records, personal data masked", body = MessageView), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "The caller may not do this; the message names the role needed", body = ErrorBody), (status = 404, description = "No such item", body = ErrorBody)),
+    security(("bearer" = []), ("mtls" = []))
+)]
+pub(super) async fn get_message(
     State(state): State<Arc<AppState>>,
     peer: Peer,
     headers: HeaderMap,

@@ -3,6 +3,8 @@
 //! at the moment of asking. With `[gateway] metrics = "operator"`, only operators and
 //! auditors (and a scraper holding an operator node's token) read them.
 
+#[allow(unused_imports)]
+use super::openapi::*;
 use std::sync::Arc;
 
 use axum::Router;
@@ -19,7 +21,16 @@ pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new().route("/metrics", get(metrics))
 }
 
-async fn metrics(State(state): State<Arc<AppState>>, peer: Peer, headers: HeaderMap) -> Response {
+#[utoipa::path(
+    get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text (docs/metrics.md)", body = String, content_type = "text/plain"), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "The caller may not do this; the message names the role needed", body = ErrorBody)),
+    security(("bearer" = []), ("mtls" = []))
+)]
+pub(super) async fn metrics(
+    State(state): State<Arc<AppState>>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Response {
     if state.config.gateway.metrics == "operator" {
         match reader(&state, &headers, &peer).await {
             Ok(Reader::All(_)) => {}

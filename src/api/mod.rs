@@ -22,6 +22,7 @@ mod error;
 mod health;
 mod messages;
 mod metrics;
+mod openapi;
 mod records;
 mod request_id;
 mod sync;
@@ -74,6 +75,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(destinations::router())
         .merge(audit::router())
         .merge(sync::router())
+        .merge(openapi::router())
         .fallback(not_found)
         .with_state(state)
         .layer(axum::middleware::from_fn(request_id::tag))

@@ -2,6 +2,8 @@
 //! ([`crate::sources::http`]), which answers `202 Accepted` only after the store has
 //! committed.
 
+#[allow(unused_imports)]
+use super::openapi::*;
 use std::sync::Arc;
 
 use axum::Router;
@@ -26,12 +28,19 @@ pub(super) fn router() -> Router<Arc<AppState>> {
 /// `?partial=true`: store the valid records of a body and report the rest, instead
 /// of refusing the whole body.
 #[derive(Debug, Default, serde::Deserialize)]
-struct IntakeQuery {
+pub(super) struct IntakeQuery {
     #[serde(default)]
     partial: bool,
 }
 
-async fn post_records_any(
+#[utoipa::path(
+    post, path = "/v1/records", tag = "records",
+    params(("partial" = Option<bool>, Query, description = "Store the valid records and report the rest"), ("Idempotency-Key" = Option<String>, Header), ("X-Request-Id" = Option<String>, Header)),
+    request_body(content = Object, description = "Canonical JSON (an object, an array, JSON lines) or the sender's own dialect through its mappings", content_type = "application/json"),
+    responses((status = 202, description = "Durably accepted", body = AcceptResponse), (status = 400, description = "A malformed query or body", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "The caller may not do this; the message names the role needed", body = ErrorBody), (status = 413, description = "Body over max_body_bytes", body = ErrorBody), (status = 415, description = "Unsupported content type", body = ErrorBody), (status = 422, description = "Invalid records: which record, field and rule", body = ErrorBody), (status = 429, description = "Over a rate or the refusal budget; Retry-After says when", body = ErrorBody), (status = 503, description = "Overloaded, a destination backlog full, or the store unavailable; Retry-After says when", body = ErrorBody)),
+    security(("bearer" = []), ("mtls" = []))
+)]
+pub(super) async fn post_records_any(
     State(state): State<Arc<AppState>>,
     peer: Peer,
     id: Option<axum::Extension<RequestId>>,
@@ -52,7 +61,14 @@ async fn post_records_any(
         .await
 }
 
-async fn post_records_kind(
+#[utoipa::path(
+    post, path = "/v1/records/{kind}", tag = "records",
+    params(("kind" = Kind, Path), ("partial" = Option<bool>, Query), ("Idempotency-Key" = Option<String>, Header), ("X-Request-Id" = Option<String>, Header)),
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 202, description = "Durably accepted", body = AcceptResponse), (status = 400, description = "A malformed query or body", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "The caller may not do this; the message names the role needed", body = ErrorBody), (status = 404, description = "Unknown record kind", body = ErrorBody), (status = 422, description = "Invalid records", body = ErrorBody), (status = 429, description = "Over a rate or the refusal budget; Retry-After says when", body = ErrorBody), (status = 503, description = "Overloaded, a destination backlog full, or the store unavailable; Retry-After says when", body = ErrorBody)),
+    security(("bearer" = []), ("mtls" = []))
+)]
+pub(super) async fn post_records_kind(
     State(state): State<Arc<AppState>>,
     peer: Peer,
     id: Option<axum::Extension<RequestId>>,

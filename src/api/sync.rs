@@ -1,5 +1,7 @@
 //! `GET /v1/sync`: the pull sources and the item catalogue (operators and auditors).
 
+#[allow(unused_imports)]
+use super::openapi::*;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -18,7 +20,12 @@ pub(super) fn router() -> Router<Arc<AppState>> {
 
 /// `GET /v1/sync`: every pull source's cursor, lag, last success and error, and the
 /// item catalogue's size (operators and auditors only).
-async fn sync_status(
+#[utoipa::path(
+    get, path = "/v1/sync", tag = "sync",
+    responses((status = 200, description = "Pull sources and their cursors", body = SyncList), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "The caller may not do this; the message names the role needed", body = ErrorBody)),
+    security(("bearer" = []), ("mtls" = []))
+)]
+pub(super) async fn sync_status(
     State(state): State<Arc<AppState>>,
     peer: Peer,
     headers: HeaderMap,

@@ -18,7 +18,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Record kinds, in the order they are delivered within a case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Application,
@@ -66,7 +78,7 @@ impl fmt::Display for Kind {
 }
 
 /// One problem with one record: which record, which field, which rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Index of the record in the body (0-based).
     pub record: usize,

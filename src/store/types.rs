@@ -54,7 +54,7 @@ pub enum CaseStanding {
 }
 
 /// A record refused because its case belongs to others.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct NotParty {
     pub index: usize,
     pub case_no: String,
@@ -110,13 +110,13 @@ pub struct NewMessage {
 }
 
 /// What the sender is told: stored with the message, so a repeat gets it again.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AcceptResponse {
     pub message_id: String,
     pub records: Vec<RecordReceipt>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecordReceipt {
     pub index: usize,
     pub kind: Kind,
@@ -130,7 +130,7 @@ pub struct RecordReceipt {
 }
 
 /// A record refused because a newer version of it was already accepted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StaleRecord {
     pub index: usize,
     pub version: i64,
@@ -221,7 +221,7 @@ pub struct Exchange {
 }
 
 /// Delivery states as stored and shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     Pending,
@@ -247,7 +247,7 @@ impl DeliveryState {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub id: i64,
     pub message_id: String,
@@ -270,7 +270,7 @@ pub struct DeliveryView {
     pub leased_until: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RecordView {
     pub message_id: String,
     pub index: usize,
@@ -285,11 +285,12 @@ pub struct RecordView {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<String>,
     /// The canonical record (callers mask personal data before showing it).
+    #[schema(value_type = Object)]
     pub record: Value,
     pub deliveries: Vec<DeliveryView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MessageView {
     pub id: String,
     pub source: String,
@@ -298,6 +299,7 @@ pub struct MessageView {
     pub idempotency_key: Option<String>,
     pub body_bytes: usize,
     pub body_sha256: String,
+    #[schema(value_type = Object)]
     pub response: Value,
     pub records: Vec<RecordView>,
 }
@@ -328,7 +330,7 @@ pub struct QueueDepth {
 }
 
 /// A pull source's durable state (DESIGN.md section 1, step 10).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct SyncSource {
     pub node: String,
     /// The cursor as `crate::sync::Cursor` writes it (JSON text).
