@@ -12,7 +12,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-pub use crate::record::{FieldError, Kind};
+pub use crate::record::FieldError;
 pub use crate::store::{AcceptResponse, DeliveryView, MessageView, RecordReceipt, RecordView};
 
 use super::AppState;
@@ -187,7 +187,7 @@ impl Modify for Security {
         super::health::readyz,
         super::metrics::metrics,
     ),
-    components(schemas(ErrorBody, ErrorDetail, FieldError, Kind, AcceptResponse, RecordReceipt)),
+    components(schemas(ErrorBody, ErrorDetail, FieldError, AcceptResponse, RecordReceipt)),
     modifiers(&Security),
     tags(
         (name = "records", description = "Intake and what the store holds"),

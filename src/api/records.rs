@@ -63,7 +63,7 @@ pub(super) async fn post_records_any(
 
 #[utoipa::path(
     post, path = "/v1/records/{kind}", tag = "records",
-    params(("kind" = Kind, Path), ("partial" = Option<bool>, Query), ("Idempotency-Key" = Option<String>, Header), ("X-Request-Id" = Option<String>, Header)),
+    params(("kind" = String, Path, description = "application, material, process or result"), ("partial" = Option<bool>, Query), ("Idempotency-Key" = Option<String>, Header), ("X-Request-Id" = Option<String>, Header)),
     request_body(content = Object, content_type = "application/json"),
     responses((status = 202, description = "Durably accepted", body = AcceptResponse), (status = 400, description = "A malformed query or body", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "The caller may not do this; the message names the role needed", body = ErrorBody), (status = 404, description = "Unknown record kind", body = ErrorBody), (status = 422, description = "Invalid records", body = ErrorBody), (status = 429, description = "Over a rate or the refusal budget; Retry-After says when", body = ErrorBody), (status = 503, description = "Overloaded, a destination backlog full, or the store unavailable; Retry-After says when", body = ErrorBody)),
     security(("bearer" = []), ("mtls" = []))

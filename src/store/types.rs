@@ -119,6 +119,8 @@ pub struct AcceptResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecordReceipt {
     pub index: usize,
+    /// application, material, process or result.
+    #[schema(value_type = String)]
     pub kind: Kind,
     pub case_no: String,
     /// `accepted`, or `duplicate` when the same record and version was already
@@ -254,6 +256,8 @@ pub struct DeliveryView {
     pub record_index: usize,
     pub destination: String,
     pub case_no: String,
+    /// application, material, process or result.
+    #[schema(value_type = String)]
     pub kind: Kind,
     pub state: DeliveryState,
     pub attempts: u32,
@@ -276,6 +280,8 @@ pub struct RecordView {
     pub index: usize,
     pub source: String,
     pub received_at: String,
+    /// application, material, process or result.
+    #[schema(value_type = String)]
     pub kind: Kind,
     pub case_no: String,
     pub status: String,
