@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use hallgate::receiver::Script;
@@ -39,23 +38,12 @@ async fn wait_dead(h: &Harness, n: i64) {
 }
 
 fn hallgate(h: &Harness, args: &[&str], stdin: &str) -> (bool, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hallgate"))
-        .arg("--config")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hallgate"));
+    cmd.arg("--config")
         .arg(h.dir.path().join("hallgate.toml"))
         .args(args)
-        .env("USER", "ops-zhang")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        .env("USER", "ops-zhang");
+    let out = run_with_stdin(cmd, stdin.as_bytes());
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),

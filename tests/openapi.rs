@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use hallgate::receiver::Script;
@@ -194,25 +193,14 @@ async fn the_openapi_document_is_valid_and_describes_the_answers() {
     let check = |answers: &[Value]| {
         let pydeps = std::env::var("HALLGATE_PYDEPS")
             .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/pydeps").into());
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/fixtures/openapi_check.py"
-            ))
-            .arg(&file)
-            .env("PYTHONPATH", pydeps)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(Value::Array(answers.to_vec()).to_string().as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/openapi_check.py"
+        ))
+        .arg(&file)
+        .env("PYTHONPATH", pydeps);
+        run_with_stdin(cmd, Value::Array(answers.to_vec()).to_string().as_bytes())
     };
     let out = check(&answers);
     assert!(

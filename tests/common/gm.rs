@@ -5,23 +5,16 @@ use std::process::Command;
 
 /// Run the gmssl peer (tests/fixtures/gm_peer.py) with `args`, `stdin` as input.
 pub fn gm_peer(args: &[&str], stdin: &[u8]) -> std::process::Output {
-    use std::io::Write;
     let pydeps = std::env::var("HALLGATE_PYDEPS")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/pydeps").into());
-    let mut child = Command::new("/usr/bin/python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/gm_peer.py"
-        ))
-        .args(args)
-        .env("PYTHONPATH", pydeps)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("/usr/bin/python3");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/gm_peer.py"
+    ))
+    .args(args)
+    .env("PYTHONPATH", pydeps);
+    let out = super::run_with_stdin(cmd, stdin);
     if out.status.code() == Some(1) && String::from_utf8_lossy(&out.stderr).contains("gmssl") {
         panic!(
             "the gmssl package is missing (bash scripts/test.sh installs it): {}",
