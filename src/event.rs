@@ -57,10 +57,13 @@ pub enum EventKind {
     Backpressure,
     /// An operator paused or resumed deliveries to a destination.
     DestinationControlled,
+    /// The configuration was reloaded, or a reload was refused (who asked, the files
+    /// read with their SHA-256, what changed, or the problem).
+    ConfigReloaded,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 24] = [
         EventKind::ConfigLoaded,
         EventKind::Received,
         EventKind::Rejected,
@@ -84,6 +87,7 @@ impl EventKind {
         EventKind::Requeued,
         EventKind::Backpressure,
         EventKind::DestinationControlled,
+        EventKind::ConfigReloaded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +115,7 @@ impl EventKind {
             EventKind::Requeued => "requeued",
             EventKind::Backpressure => "backpressure",
             EventKind::DestinationControlled => "destination_controlled",
+            EventKind::ConfigReloaded => "config_reloaded",
         }
     }
 

@@ -93,6 +93,9 @@ enum Command {
     /// The item catalogue (事项目录): pull it now, show it, diff a node's against it.
     #[command(subcommand)]
     Catalogue(CatalogueCommand),
+    /// Ask the running gateway to reload its configuration (as SIGHUP does): checked
+    /// whole first; on a problem the old one keeps serving and file:line is printed.
+    Reload(cli::reload::ReloadArgs),
     /// The delivery queue and its dead letters: list, show, retry (audited).
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
@@ -176,6 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = cli::config(config)?;
             cli::runtime()?.block_on(cli::sync::catalogue(cmd, &config))
         }
+        Command::Reload(args) => cli::reload::reload(args, config),
         Command::Deliveries(cmd) => {
             let config = cli::config(config)?;
             cli::runtime()?.block_on(cli::deliveries::run(cmd, &config))

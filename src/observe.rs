@@ -138,6 +138,13 @@ fn describe() {
         "Requests refused for their credentials, by reason"
     );
     metrics::describe_counter!(
+        "hallgate_config_reloads_total",
+        "Configuration reloads, by outcome (ok, refused)"
+    );
+    for outcome in ["ok", "refused"] {
+        metrics::counter!("hallgate_config_reloads_total", "outcome" => outcome).increment(0);
+    }
+    metrics::describe_counter!(
         "hallgate_connections_cut_total",
         "Connections cut by a limit (slow or oversized heads, TLS handshakes), by reason"
     );

@@ -9,11 +9,13 @@
 //! - `audit`: events and case timelines;
 //! - `sync`: pull sources and the item catalogue;
 //! - `health`: liveness, readiness and the gateway's public keys;
-//! - `metrics`: Prometheus.
+//! - `metrics`: Prometheus;
+//! - `admin`: reloading the configuration (operators).
 //!
 //! A new resource is a sibling module with a `router()`, merged below.
 
 mod access;
+pub mod admin;
 mod audit;
 mod cases;
 mod deliveries;
@@ -47,6 +49,8 @@ pub struct AppState {
     pub wake: Wake,
     /// The push source behind `POST /v1/records`.
     pub push: HttpSource,
+    /// Where `POST /v1/admin/reload` asks the gateway to reload (none: it cannot).
+    pub reload: Option<admin::Reloads>,
 }
 
 pub use request_id::RequestId;
@@ -75,6 +79,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(destinations::router())
         .merge(audit::router())
         .merge(sync::router())
+        .merge(admin::router())
         .merge(openapi::router())
         .fallback(not_found)
         .with_state(state)

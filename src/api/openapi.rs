@@ -136,6 +136,42 @@ pub struct SyncList {
     pub catalogue: serde_json::Value,
 }
 
+/// One file a reload read, with the SHA-256 of its bytes.
+#[derive(Serialize, ToSchema)]
+pub struct LoadedFileDoc {
+    pub path: String,
+    pub sha256: String,
+}
+
+/// A removed destination's deliveries, kept in the store (delivered if it is added
+/// back; `hallgate deliveries list --destination` shows them).
+#[derive(Serialize, ToSchema)]
+pub struct KeptBacklog {
+    pub destination: String,
+    pub pending: i64,
+    pub dead: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Changes {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+/// `POST /v1/admin/reload`: what the new configuration changed.
+#[derive(Serialize, ToSchema)]
+pub struct ReloadReport {
+    pub reloaded: bool,
+    pub by: String,
+    pub at: String,
+    pub files: Vec<LoadedFileDoc>,
+    pub nodes: Changes,
+    pub destinations: Changes,
+    pub routes: usize,
+    pub kept_backlog: Vec<KeptBacklog>,
+}
+
 struct Security;
 
 impl Modify for Security {
@@ -186,6 +222,7 @@ impl Modify for Security {
         super::sync::sync_status,
         super::health::readyz,
         super::metrics::metrics,
+        super::admin::reload,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldError, AcceptResponse, RecordReceipt)),
     modifiers(&Security),
@@ -195,6 +232,7 @@ impl Modify for Security {
         (name = "audit", description = "The tamper-evident log"),
         (name = "sync", description = "Pull sources"),
         (name = "health", description = "Readiness and metrics"),
+        (name = "admin", description = "Reloading the configuration"),
     )
 )]
 pub struct ApiDoc;

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod deliveries;
 pub mod keys;
 pub mod map;
+pub mod reload;
 pub mod serve;
 pub mod sync;
 

@@ -13,15 +13,64 @@ use super::runtime;
 pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = super::config(config_path)?;
     runtime()?.block_on(async {
+        // Listening for SIGHUP before serving: its default action would end the process.
+        let mut hup = hangups();
         let running = hallgate::gateway::start(config, None).await?;
         tracing::info!(addr = %running.addr, "hallgate serving");
         sd_notify(&format!("READY=1\nSTATUS=serving on {}", running.addr));
-        hallgate::gateway::signal().await;
+        // SIGHUP reloads the configuration (systemd's ExecReload sends it); SIGTERM
+        // or Ctrl-C stops.
+        let stop = hallgate::gateway::signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                Some(()) = hup.recv() => {
+                    sd_notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+                    // The reloader logs and audits the outcome.
+                    let _ = running.reload("SIGHUP").await;
+                    sd_notify(&format!("READY=1\nSTATUS=serving on {}", running.addr));
+                }
+            }
+        }
         sd_notify("STOPPING=1\nSTATUS=finishing in-flight deliveries");
         tracing::info!("shutting down: no new requests, finishing in-flight deliveries");
         running.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// SIGHUPs as they arrive (none where there are no Unix signals).
+fn hangups() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut s) => {
+                tokio::spawn(async move {
+                    while s.recv().await.is_some() {
+                        // Several SIGHUPs during one reload make one more reload.
+                        let _ = tx.try_send(());
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with `hallgate reload`")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
+}
+
+/// CLOCK_MONOTONIC in microseconds, as systemd's RELOADING=1 wants it.
+fn monotonic_usec() -> u128 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0, |secs| (secs * 1_000_000.0) as u128)
 }
 
 /// Tell systemd how the service stands (`Type=notify`: ready once it listens and the

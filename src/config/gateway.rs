@@ -39,6 +39,10 @@ pub struct Gateway {
     /// The key that will replace it, published in the JWKS ahead of the switch.
     #[serde(default)]
     pub next_signing_key: Option<String>,
+    /// Reload the configuration when its file or a mapping file it names changes
+    /// (looked at every 2 seconds), as SIGHUP and `hallgate reload` do.
+    #[serde(default)]
+    pub watch_config: bool,
     /// HTTPS: without this table the gateway speaks plain HTTP (bind it to loopback).
     #[serde(default)]
     pub tls: Option<ServerTls>,

@@ -362,6 +362,12 @@ impl Config {
             .is_some_and(|n| n.roles.contains(&Role::Auditor))
     }
 
+    /// Operators pause destinations, retry dead letters and reload the configuration.
+    pub fn is_operator(&self, node: &str) -> bool {
+        self.node(node)
+            .is_some_and(|n| n.roles.contains(&Role::Operator))
+    }
+
     /// Operators (and auditors) read every node's messages, cases and deliveries.
     pub fn reads_everything(&self, node: &str) -> bool {
         self.node(node)

@@ -1,10 +1,13 @@
 //! Wiring (layer 6): loads the configuration whole ([`load`]), opens the store,
-//! builds intake, the sinks and the sources, starts the HTTP server, the delivery
-//! workers and the pull sources, and stops them in order (stop accepting, finish or
+//! builds intake, the sinks and the sources (one `generation` per configuration,
+//! swapped whole on `reload`), starts the HTTP server, the delivery workers and the
+//! pull sources, and stops them in order (stop accepting, finish or
 //! release in-flight deliveries, close the store) so that nothing acknowledged is
 //! lost.
 
+mod generation;
 mod load;
+mod reload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,21 +17,17 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState};
-use crate::auth::outbound::GatewayKeys;
+use crate::api::admin::Reloads;
 use crate::auth::refusals::{Refusals, Refused};
-use crate::auth::token::Verifier;
 use crate::config::Config;
-use crate::delivery::{self, Wake};
 use crate::event::{Event, EventKind};
 use crate::hash::sha256_hex;
-use crate::intake::Intake;
-use crate::sinks::{self, SinkError};
-use crate::sources::http::HttpSource;
+use crate::sinks::SinkError;
 use crate::store::{self, OpenMode, Store, StoreError};
 use crate::sync::Catalogue;
 use crate::time::now_ms;
 use crate::tls::{ConnLimits, Cut};
+use generation::Shared;
 
 pub use load::{file_problems, load, parse};
 
@@ -61,32 +60,45 @@ pub struct Running {
     pub store: Arc<dyn Store>,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<()>,
+    /// Swaps generations on reload; on shutdown, retires them all.
+    reloader: tokio::task::JoinHandle<()>,
+    reloads: Option<Reloads>,
     workers: JoinSet<()>,
 }
 
 /// Start the gateway. `listener` overrides `gateway.listen` (tests bind
-/// `127.0.0.1:0` first and pass the socket).
+/// `127.0.0.1:0` first and pass the socket). It reloads its configuration from the
+/// same file when asked ([`Running::reload`], SIGHUP, `POST /v1/admin/reload`).
 pub async fn start(config: Config, listener: Option<TcpListener>) -> Result<Running, GatewayError> {
-    start_with(config, listener, &crate::mapping::Disk).await
+    launch(config, listener, &crate::mapping::Disk, true).await
 }
 
-/// Start the gateway reading mapping files through `files` (the demo's are embedded).
+/// Start the gateway reading mapping files through `files` (the demo's are
+/// embedded); such a gateway does not reload.
 pub async fn start_with(
     config: Config,
     listener: Option<TcpListener>,
     files: &dyn crate::mapping::Files,
 ) -> Result<Running, GatewayError> {
+    launch(config, listener, files, false).await
+}
+
+async fn launch(
+    config: Config,
+    listener: Option<TcpListener>,
+    files: &dyn crate::mapping::Files,
+    reloadable: bool,
+) -> Result<Running, GatewayError> {
     crate::observe::prometheus();
-    crate::observe::zero(
-        config
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.get_ref().accept.is_some())
-            .map(|(id, _)| id.as_str()),
-        config.destinations().map(|(id, _)| id),
-    );
     // Mappings first: one that cannot compile stops start-up with file and line.
-    let mappings = Arc::new(crate::mapping::load_sets(&config, files)?);
+    // The files read are noted with their hashes (for the watch, and the audit of a
+    // reload); the demo's embedded ones are not.
+    let noted = reload::Noted::default();
+    let mappings = if reloadable {
+        crate::mapping::load_sets(&config, &noted)?
+    } else {
+        crate::mapping::load_sets(&config, files)?
+    };
     // Certificates next: HTTPS that cannot start must not fall back to plain HTTP.
     let tls = match &config.gateway.tls {
         Some(t) => Some(crate::tls::Reloading::new(t, &config.base_dir())?),
@@ -126,68 +138,38 @@ pub async fn start_with(
         tracing::warn!(%addr, "gateway.trust_node_header is on: any local process may name itself as any node (development only)");
     }
     let shutdown = CancellationToken::new();
-    let wake = Wake::new(&config);
-    let keys = Arc::new(GatewayKeys::load(&config).map_err(|e| GatewayError::Auth(e.to_string()))?);
-    // Sinks and their workers: retries, order and leases are the workers'.
-    let sinks = sinks::build(&config, &mappings, &keys)?;
-    // A destination paused before a restart stays paused from the first lease on.
-    let paused = store.paused_destinations().await?;
-    let mut workers = delivery::spawn_workers(
-        &config,
-        &sinks,
-        store.clone(),
-        wake.clone(),
-        shutdown.clone(),
-        &paused,
-    );
-    let tokens = Arc::new(Verifier::new(&config).map_err(|e| GatewayError::Auth(e.to_string()))?);
     let catalogue = Catalogue::default();
     catalogue.load(&*store).await?;
-    let limits = config.limits.clone();
-    let config = Arc::new(config);
-    // Intake: the one admit-and-store path of every source.
-    let intake = Arc::new(Intake::new(
-        config.clone(),
-        store.clone(),
-        mappings,
-        catalogue.clone(),
-        wake.clone(),
-    ));
-    // Back-pressure: which bounded destinations are full, measured in the store.
-    workers.spawn(
-        intake
-            .backlog
-            .clone()
-            .watch(store.clone(), shutdown.clone()),
-    );
-    // Sources that read on their own schedule, and the catalogue they are checked by.
-    for source in crate::sources::pull::pullers(&intake, &keys)? {
-        workers.spawn(source.run(shutdown.clone()));
-    }
-    if let Some(c) = &config.catalogue {
-        let api = crate::sync::Api::new(&config, &c.source, &keys)?;
-        crate::sync::spawn_refresh(
-            config.clone(),
-            store.clone(),
-            catalogue,
-            api,
-            &mut workers,
-            shutdown.clone(),
-        )?;
-    }
     // Refusals before a node is known: budgets per peer, audited in tallies.
     let refusals = Refusals::new(&config.limits, store.clone());
+    let mut workers = JoinSet::new();
     workers.spawn(refusals.clone().flush_every_interval(shutdown.clone()));
-    let push = HttpSource::new(intake, tokens.clone(), refusals.clone());
-    let state = Arc::new(AppState {
-        config,
+    let (asks, asked) = tokio::sync::mpsc::channel(4);
+    let reloads = reloadable.then_some(asks);
+    let shared = Shared {
         store: store.clone(),
-        tokens,
-        gateway_keys: keys,
-        wake,
-        push,
-    });
-    let app = api::router(state);
+        refusals: refusals.clone(),
+        catalogue,
+        root: shutdown.clone(),
+        routes: Arc::new(std::sync::RwLock::new(axum::Router::new())),
+        reloads: reloads.clone(),
+    };
+    let limits = config.limits.clone();
+    let config_path = config.source_path.clone();
+    let files = reload::loaded(&config_path, noted);
+    let live = generation::build(config, mappings, &shared)?
+        .serve(&shared)
+        .await?;
+    let app = generation::swapping(shared.routes.clone());
+    let reloader = tokio::spawn(
+        reload::Reloader {
+            shared,
+            live,
+            files,
+            config_path,
+        }
+        .run(asked),
+    );
     let https = tls.is_some();
     let server = crate::tls::serve_with(
         listener,
@@ -202,6 +184,8 @@ pub async fn start_with(
         store,
         shutdown,
         server,
+        reloader,
+        reloads,
         workers,
     })
 }
@@ -232,10 +216,30 @@ impl Running {
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         let _ = self.server.await;
+        let _ = self.reloader.await;
         while self.workers.join_next().await.is_some() {}
         if let Err(e) = self.store.close().await {
             tracing::error!(error = %e, "store did not close cleanly");
         }
+    }
+
+    /// Read the configuration file again and serve it if it checks whole (see
+    /// `reload`): the report of what changed, or why the old one stays.
+    pub async fn reload(&self, by: &str) -> Result<serde_json::Value, String> {
+        let Some(reloads) = &self.reloads else {
+            return Err("this gateway runs an embedded configuration and does not reload".into());
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let ask = crate::api::admin::ReloadAsk {
+            by: by.to_string(),
+            reply,
+        };
+        if reloads.send(ask).await.is_err() {
+            return Err("the gateway is stopping".into());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the gateway is stopping".into()))
     }
 
     /// A token that stops the gateway when cancelled (e.g. from a signal handler).
