@@ -71,6 +71,7 @@ conformance!(
     pause_and_rewind_take_the_lease_away,
     catalogue_refresh_withdraws_what_is_gone,
     requeue_sends_delivered_records_again,
+    a_settled_record_queues_one_receipt_for_its_sender,
 );
 
 struct Rec {
@@ -165,6 +166,15 @@ fn done(d: &LeasedDelivery, owner: &str, result: DeliveryResult) -> Completion {
         at_ms: now_ms(),
         duration_ms: 1,
         result,
+        receipts: Arc::from(Vec::new()),
+    }
+}
+
+/// The same, from a worker whose config gives `a` receipts.
+fn done_receipts(d: &LeasedDelivery, owner: &str, result: DeliveryResult) -> Completion {
+    Completion {
+        receipts: Arc::from(vec!["a".to_string()]),
+        ..done(d, owner, result)
     }
 }
 
@@ -994,6 +1004,7 @@ async fn requeue_sends_delivered_records_again(store: Arc<dyn Store>) {
             request_sha256: "00".into(),
             at_ms: now_ms(),
             duration_ms: 1,
+            receipts: Arc::from(Vec::new()),
             result: DeliveryResult::Delivered {
                 status: 200,
                 receipt: "ok".into(),
@@ -1025,4 +1036,100 @@ async fn requeue_sends_delivered_records_again(store: Arc<dyn Store>) {
         again[0].idempotency_key, leased[0].idempotency_key,
         "a requeued delivery keeps its Idempotency-Key"
     );
+}
+
+/// 回执推送: the completion that settles a record's last delivery queues its
+/// sender's receipt (`receipt:SENDER`) in the same transaction, once per record;
+/// not while a delivery is pending, not for a sender without receipts, not for a
+/// receipt itself, and not again after a dead letter is retried.
+async fn a_settled_record_queues_one_receipt_for_its_sender(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let receipts = |n: i64| async move {
+        let got = s
+            .deliveries(DeliveryFilter {
+                destination: Some("receipt:a".into()),
+                limit: 100,
+                ..DeliveryFilter::default()
+            })
+            .await
+            .expect("deliveries");
+        assert_eq!(got.len() as i64, n, "{got:?}");
+        got
+    };
+    let from_a = message(
+        "a",
+        None,
+        vec![
+            rec(Kind::Application, "R1", 0, &["city", "prov"]),
+            rec(Kind::Application, "R2", 0, &["city"]),
+        ],
+    );
+    let from_b = message("b", None, vec![rec(Kind::Application, "R3", 0, &["city"])]);
+    for m in [from_a, from_b] {
+        assert!(matches!(
+            s.accept(m).await.expect("accept"),
+            AcceptOutcome::Accepted(_)
+        ));
+    }
+    let city = lease(s, "city", "w", 10, 30_000).await;
+    assert_eq!(city.len(), 3);
+    let all: Vec<Completion> = city
+        .iter()
+        .map(|d| done_receipts(d, "w", delivered()))
+        .collect();
+    assert_eq!(complete(s, all).await, (3, 0));
+    // R2 is settled; R1 waits for the province; b gets no receipts.
+    let got = receipts(1).await;
+    assert_eq!(got[0].case_no, "R2");
+    assert_eq!(got[0].state, DeliveryState::Pending);
+
+    let prov = lease(s, "prov", "w", 10, 30_000).await;
+    assert_eq!(prov.len(), 1);
+    let dead = DeliveryResult::Dead {
+        status: Some(422),
+        reason: "refused".into(),
+    };
+    assert_eq!(
+        complete(s, vec![done_receipts(&prov[0], "w", dead)]).await,
+        (1, 0)
+    );
+    let got = receipts(2).await;
+    assert!(got.iter().any(|d| d.case_no == "R1"));
+
+    // The receipt reads the outcomes of its record's deliveries.
+    let r1 = got.iter().find(|d| d.case_no == "R1").expect("R1");
+    let siblings = s.record_deliveries(r1.id).await.expect("siblings");
+    let mut places: Vec<(String, DeliveryState)> = siblings
+        .iter()
+        .map(|d| (d.destination.clone(), d.state))
+        .collect();
+    places.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        places,
+        vec![
+            ("city".to_string(), DeliveryState::Delivered),
+            ("prov".to_string(), DeliveryState::Dead),
+            ("receipt:a".to_string(), DeliveryState::Pending),
+        ]
+    );
+
+    // Receipts delivered do not queue receipts; a retried dead letter does not
+    // queue a second one.
+    let sent = lease(s, "receipt:a", "w", 10, 30_000).await;
+    assert_eq!(sent.len(), 2);
+    let all: Vec<Completion> = sent
+        .iter()
+        .map(|d| done_receipts(d, "w", delivered()))
+        .collect();
+    assert_eq!(complete(s, all).await, (2, 0));
+    s.retry_dead(prov[0].id, now_ms(), asked())
+        .await
+        .expect("retry");
+    let again = lease(s, "prov", "w", 10, 30_000).await;
+    assert_eq!(
+        complete(s, vec![done_receipts(&again[0], "w", delivered())]).await,
+        (1, 0)
+    );
+    let got = receipts(2).await;
+    assert!(got.iter().all(|d| d.state == DeliveryState::Delivered));
 }

@@ -11,6 +11,8 @@
 mod gateway;
 mod guomi;
 mod node;
+mod receipt;
+pub use receipt::RECEIPT_PREFIX;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -221,6 +223,9 @@ impl Config {
                 for e in sync.problems(id) {
                     err(node.span(), e);
                 }
+            }
+            if let Some(e) = receipt::problem(id, n) {
+                err(n.receipt_url.as_ref().map_or(node.span(), |u| u.span()), e);
             }
             if let Some(d) = &n.destination {
                 let url = d.url.get_ref();

@@ -74,6 +74,9 @@ pub struct Node {
     /// APIs reconciliation reads.
     #[serde(default)]
     pub sync: Option<SyncSettings>,
+    /// 回执推送: where a receipt goes once each record is settled (`receipt.rs`).
+    #[serde(default)]
+    pub receipt_url: Option<Spanned<String>>,
 }
 
 /// `[nodes.ID.client_cert]`: the node's TLS client certificate.

@@ -39,7 +39,9 @@ impl Wake {
             notifiers: Arc::new(
                 config
                     .destinations()
-                    .map(|(id, _)| (id.to_string(), Arc::new(Notify::new())))
+                    .map(|(id, _)| id.to_string())
+                    .chain(config.receipt_destinations().into_iter().map(|(id, _)| id))
+                    .map(|id| (id, Arc::new(Notify::new())))
                     .collect(),
             ),
         }
@@ -58,6 +60,9 @@ impl Wake {
 
 /// Settings one worker runs with.
 struct Policy {
+    /// The senders that get receipts (see [`crate::store::Completion::receipts`]);
+    /// none for a receipt queue itself.
+    receipts: Arc<[String]>,
     /// Paces requests to the destination's configured rate.
     pace: Option<Arc<governor::DefaultDirectRateLimiter>>,
     /// How many deliveries a worker holds leased at once (in flight and waiting), at
@@ -91,6 +96,7 @@ struct BatchPolicy {
 impl Policy {
     fn new(id: &str, d: &Destination, defaults: &DeliveryDefaults, grace: Duration) -> Policy {
         Policy {
+            receipts: Arc::from(Vec::new()),
             pace: d.rate.as_ref().and_then(crate::limits::limiter),
             // Never lease more than can be sent within half a lease at the
             // destination's rate: a lease must not expire while waiting its turn.
@@ -216,7 +222,17 @@ pub fn spawn_workers(
     let grace = Duration::from_secs(config.gateway.shutdown_grace_seconds);
     let mut set = JoinSet::new();
     let mut paused = Vec::new();
-    for (id, d) in config.destinations() {
+    let receipts: Arc<[String]> = Arc::from(config.receipt_senders());
+    let receipt_queues = config.receipt_destinations();
+    let queues = config
+        .destinations()
+        .map(|(id, d)| (id, d, receipts.clone()))
+        .chain(
+            receipt_queues
+                .iter()
+                .map(|(id, d)| (id.as_str(), d, Arc::from(Vec::new()))),
+        );
+    for (id, d, receipts) in queues {
         let Some(sink) = sinks.get(id) else {
             tracing::error!(destination = %id, "no sink for a destination; its deliveries wait");
             continue;
@@ -224,7 +240,10 @@ pub fn spawn_workers(
         let flag = Arc::new(AtomicBool::new(paused_now.iter().any(|p| p == id)));
         paused.push((id.to_string(), flag.clone()));
         let worker = Worker {
-            policy: Arc::new(Policy::new(id, d, &config.delivery, grace)),
+            policy: Arc::new(Policy {
+                receipts,
+                ..Policy::new(id, d, &config.delivery, grace)
+            }),
             sink: sink.clone(),
             store: store.clone(),
             owner: owner.clone(),

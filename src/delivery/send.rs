@@ -144,6 +144,7 @@ impl Send {
             at_ms: now_ms(),
             duration_ms: i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
             result: outcome,
+            receipts: p.receipts.clone(),
         }
     }
 

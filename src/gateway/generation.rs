@@ -68,7 +68,7 @@ pub(super) fn build(
 ) -> Result<Built, GatewayError> {
     let mappings = Arc::new(mappings);
     let keys = Arc::new(GatewayKeys::load(&config).map_err(|e| GatewayError::Auth(e.to_string()))?);
-    let sinks = sinks::build(&config, &mappings, &keys)?;
+    let sinks = sinks::build(&config, &mappings, &keys, &shared.store)?;
     let tokens = Arc::new(Verifier::new(&config).map_err(|e| GatewayError::Auth(e.to_string()))?);
     let wake = Wake::new(&config);
     let config = Arc::new(config);
@@ -156,7 +156,18 @@ impl Built {
                 .iter()
                 .filter(|(_, n)| n.get_ref().accept.is_some())
                 .map(|(id, _)| id.as_str()),
-            self.config.destinations().map(|(id, _)| id),
+            self.config
+                .destinations()
+                .map(|(id, _)| id.to_string())
+                .chain(
+                    self.config
+                        .receipt_destinations()
+                        .into_iter()
+                        .map(|(id, _)| id),
+                )
+                .collect::<Vec<_>>()
+                .iter()
+                .map(String::as_str),
         );
         match shared.routes.write() {
             Ok(mut r) => *r = self.router,

@@ -10,13 +10,16 @@
 //! - [`http`]: POST to the destination's URL (JSON or its mapped format, signed),
 //!   one record per request or, for a destination with `batch`, several
 //!   (`batch.rs`: the list body, the per-record keys and answers, the split of a
-//!   refused batch).
+//!   refused batch);
+//! - [`receipt`]: receipts back to a sending node (`receipt:NODE`), POSTed through
+//!   an HTTP sink made with that node's outbound settings.
 //!
 //! A new sink (a 前置库 table writer, say) is a module here that implements [`Sink`]
 //! and is chosen in [`build`].
 
 mod batch;
 pub mod http;
+pub mod receipt;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -26,7 +29,7 @@ use std::sync::Arc;
 use crate::auth::outbound::GatewayKeys;
 use crate::config::Config;
 use crate::mapping::MappingSet;
-use crate::store::LeasedDelivery;
+use crate::store::{LeasedDelivery, Store};
 
 /// Why a sink could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -88,16 +91,28 @@ pub trait Sink: Send + Sync {
     }
 }
 
-/// The sink of every destination in the config, keyed by node id.
+/// The sink of every destination in the config, keyed by node id, and of every
+/// receipt queue (`receipt:NODE`), which reads the outcomes it reports in `store`.
 pub fn build(
     config: &Config,
     mappings: &BTreeMap<String, MappingSet>,
     keys: &Arc<GatewayKeys>,
+    store: &Arc<dyn Store>,
 ) -> Result<BTreeMap<String, Arc<dyn Sink>>, SinkError> {
     let mut out: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::new();
     for (id, d) in config.destinations() {
         let sink = http::HttpSink::new(config, id, d, mappings.get(id).cloned(), keys)?;
         out.insert(id.to_string(), Arc::new(sink));
+    }
+    for (queue, d) in config.receipt_destinations() {
+        let node = queue.trim_start_matches(crate::config::RECEIPT_PREFIX);
+        let sink = receipt::ReceiptSink {
+            // Signed as deliveries to the node are: its outbound auth, keyed by its id.
+            http: http::HttpSink::new(config, node, &d, None, keys)?,
+            store: store.clone(),
+            gateway: config.gateway.id.clone(),
+        };
+        out.insert(queue, Arc::new(sink));
     }
     Ok(out)
 }

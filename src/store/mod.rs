@@ -167,6 +167,9 @@ pub trait Store: Send + Sync {
     /// Where `node` stands with a case: party, someone else's, or no such case.
     fn case_standing(&self, case_no: &str, node: &str) -> StoreFuture<'_, CaseStanding>;
     fn deliveries(&self, filter: DeliveryFilter) -> StoreFuture<'_, Vec<DeliveryView>>;
+    /// Every delivery of the record that delivery `id` is for (a receipt reads the
+    /// outcomes it reports here).
+    fn record_deliveries(&self, id: i64) -> StoreFuture<'_, Vec<DeliveryView>>;
     fn queue_depths(&self) -> StoreFuture<'_, Vec<QueueDepth>>;
     /// Bytes of the canonical records waiting for `destination` (back-pressure).
     fn pending_bytes(&self, destination: &str) -> StoreFuture<'_, i64>;

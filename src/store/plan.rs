@@ -433,3 +433,40 @@ pub fn parse_flags(column: Option<&str>) -> Vec<String> {
 pub fn stored(msg: &NewMessage, status: &str) -> bool {
     status != "not_party" && (msg.pull.is_none() || status != "duplicate")
 }
+
+/// Queue the receipt of the record delivery ?1 is for, at ?2, when its sender is
+/// one of the JSON list ?3 and none of its deliveries is pending any more (SQLite;
+/// one writer, so the check and the insert see the same state). Once per record:
+/// the key is the record's.
+pub const QUEUE_RECEIPT_SQLITE: &str = "
+INSERT OR IGNORE INTO deliveries (record_id, message_id, record_idx, destination, case_no, kind,
+    ord_kind, ord_step, state, attempts, next_attempt_at, idem_key, created_at, updated_at)
+SELECT d.record_id, d.message_id, d.record_idx, 'receipt:' || r.source, d.case_no, d.kind,
+    d.ord_kind, d.ord_step, 'pending', 0, ?2, 'receipt-' || d.message_id || '-' || d.record_idx, ?2, ?2
+FROM deliveries d JOIN records r ON r.id = d.record_id
+WHERE d.id = ?1 AND d.destination NOT LIKE 'receipt:%'
+  AND r.source IN (SELECT value FROM json_each(?3))
+  AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.record_id = d.record_id
+                  AND o.state = 'pending' AND o.destination NOT LIKE 'receipt:%')";
+
+/// The same for PostgreSQL, for the settled deliveries $1 at $2, senders $3. The
+/// records are locked first (in id order), so that two instances settling the last
+/// two deliveries of one record at once cannot each see the other's as pending: the
+/// second waits, and its check then sees the first one's commit.
+pub const LOCK_RECEIPT_RECORDS_PG: &str = "
+SELECT r.id FROM records r
+WHERE r.id IN (SELECT d.record_id FROM deliveries d WHERE d.id = ANY($1::bigint[])) AND r.source = ANY($2::text[])
+ORDER BY r.id FOR UPDATE OF r";
+
+pub const QUEUE_RECEIPTS_PG: &str = "
+INSERT INTO deliveries (record_id, message_id, record_idx, destination, case_no, kind,
+    ord_kind, ord_step, state, attempts, next_attempt_at, idem_key, created_at, updated_at)
+SELECT DISTINCT ON (d.record_id) d.record_id, d.message_id, d.record_idx, 'receipt:' || r.source,
+    d.case_no, d.kind, d.ord_kind, d.ord_step, 'pending', 0, $2::bigint,
+    'receipt-' || d.message_id || '-' || d.record_idx, $2::bigint, $2::bigint
+FROM deliveries d JOIN records r ON r.id = d.record_id
+WHERE d.id = ANY($1::bigint[]) AND d.destination NOT LIKE 'receipt:%' AND r.source = ANY($3::text[])
+  AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.record_id = d.record_id
+                  AND o.state = 'pending' AND o.destination NOT LIKE 'receipt:%')
+ORDER BY d.record_id
+ON CONFLICT (idem_key) DO NOTHING";

@@ -1668,6 +1668,7 @@ async fn exchange(
             }
         });
     let rows = try_join_all(updates).await?;
+    let mut settled = Vec::new();
     for (c, row) in completions.iter().zip(rows) {
         match row {
             Some(row) => {
@@ -1675,9 +1676,20 @@ async fn exchange(
                     chain.push(e)?;
                 }
                 out.recorded += 1;
+                if !c.receipts.is_empty() && !matches!(c.result, DeliveryResult::Retry { .. }) {
+                    settled.push(c.id);
+                }
             }
             None => out.lost += 1,
         }
+    }
+    if let (false, Some(c)) = (settled.is_empty(), completions.first()) {
+        // The last delivery of a record settled: its sender's receipt, once.
+        let senders: Vec<&str> = c.receipts.iter().map(String::as_str).collect();
+        tx.query(plan::LOCK_RECEIPT_RECORDS_PG, &[&settled, &senders])
+            .await?;
+        tx.execute(plan::QUEUE_RECEIPTS_PG, &[&settled, &c.at_ms, &senders])
+            .await?;
     }
     Ok(out)
 }
@@ -2175,6 +2187,23 @@ impl Store for PostgresStore {
                         &f.leased,
                         &now_ms,
                     ],
+                )
+                .await?;
+            Ok(rows.iter().map(delivery_row).collect())
+        })
+    }
+
+    fn record_deliveries(&self, id: i64) -> StoreFuture<'_, Vec<DeliveryView>> {
+        Box::pin(async move {
+            let rows = self
+                .reader()
+                .await?
+                .query(
+                    &format!(
+                        "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                         WHERE record_id = (SELECT record_id FROM deliveries WHERE id = $1) ORDER BY id"
+                    ),
+                    &[&id],
                 )
                 .await?;
             Ok(rows.iter().map(delivery_row).collect())

@@ -1334,6 +1334,12 @@ fn complete(conn: &Connection, chain: &mut Chain, c: Completion) -> Result<bool,
     for e in plan::completion_events(&c, &done) {
         chain.append(conn, &e)?;
     }
+    if !c.receipts.is_empty() && !matches!(c.result, DeliveryResult::Retry { .. }) {
+        // The last delivery of a record settled: its sender's receipt, once.
+        let senders = serde_json::to_string(&*c.receipts).unwrap_or_else(|_| "[]".into());
+        conn.prepare_cached(plan::QUEUE_RECEIPT_SQLITE)?
+            .execute(params![c.id, c.at_ms, senders])?;
+    }
     Ok(true)
 }
 
@@ -1652,6 +1658,17 @@ impl Store for SqliteStore {
                 ],
                 delivery_row,
             )?;
+            rows.collect::<Result<_, _>>().map_err(StoreError::from)
+        })
+    }
+
+    fn record_deliveries(&self, id: i64) -> StoreFuture<'_, Vec<DeliveryView>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                 WHERE record_id = (SELECT record_id FROM deliveries WHERE id = ?1) ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([id], delivery_row)?;
             rows.collect::<Result<_, _>>().map_err(StoreError::from)
         })
     }

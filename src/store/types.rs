@@ -199,6 +199,10 @@ pub struct Completion {
     pub at_ms: i64,
     pub duration_ms: i64,
     pub result: DeliveryResult,
+    /// The sending nodes that get receipts (`receipt_url`): when this completion
+    /// settles the last delivery of a record from one of them, its receipt is queued
+    /// in the same transaction (to `receipt:NODE`).
+    pub receipts: std::sync::Arc<[String]>,
 }
 
 /// What a worker asks to lease.

@@ -132,6 +132,10 @@ impl Store for SealedStore {
         self.inner.deliveries(filter)
     }
 
+    fn record_deliveries(&self, id: i64) -> StoreFuture<'_, Vec<DeliveryView>> {
+        self.inner.record_deliveries(id)
+    }
+
     fn queue_depths(&self) -> StoreFuture<'_, Vec<QueueDepth>> {
         self.inner.queue_depths()
     }
