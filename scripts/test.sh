@@ -16,7 +16,13 @@ if ! PYTHONPATH="$HALLGATE_PYDEPS" /usr/bin/python3 -c 'import gmssl, openapi_sp
     --target "$HALLGATE_PYDEPS" 'gmssl==3.2.2' 'openapi-spec-validator==0.7.1'
 fi
 eval "$(bash scripts/pg-test-server.sh start)"
-trap 'bash scripts/pg-test-server.sh stop' EXIT
+# Every answer the gateways give during the tests is written here (src/api/tap.rs)
+# and checked against the OpenAPI document after them.
+export HALLGATE_ANSWER_LOG="$(mktemp -d)"
+trap 'bash scripts/pg-test-server.sh stop; rm -rf "$HALLGATE_ANSWER_LOG"' EXIT
 cargo test --locked "$@"
+./target/debug/hallgate openapi > "$HALLGATE_ANSWER_LOG/openapi.json"
+PYTHONPATH="$HALLGATE_PYDEPS" /usr/bin/python3 tests/fixtures/openapi_check.py \
+  "$HALLGATE_ANSWER_LOG/openapi.json" --answers "$HALLGATE_ANSWER_LOG"
 # The Debian package: built, unpacked into a scratch root, its layout and unit checked.
 [ -n "${SKIP_PACKAGE:-}" ] || bash scripts/package-check.sh

@@ -93,6 +93,8 @@ enum Command {
     /// The item catalogue (事项目录): pull it now, show it, diff a node's against it.
     #[command(subcommand)]
     Catalogue(CatalogueCommand),
+    /// Print the OpenAPI 3.1 document of the HTTP API (what `GET /openapi.json` serves).
+    Openapi,
     /// Ask the running gateway to reload its configuration (as SIGHUP does): checked
     /// whole first; on a problem the old one keeps serving and file:line is printed.
     Reload(cli::reload::ReloadArgs),
@@ -178,6 +180,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Catalogue(cmd) => {
             let config = cli::config(config)?;
             cli::runtime()?.block_on(cli::sync::catalogue(cmd, &config))
+        }
+        Command::Openapi => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&hallgate::api::openapi_document())?
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Reload(args) => cli::reload::reload(args, config),
         Command::Deliveries(cmd) => {

@@ -97,6 +97,73 @@ async fn check_loads_the_tls_files_as_serve_does() {
     assert!(err.contains("gateway.tls"), "{err}");
 }
 
+/// `hallgate check` on `text`: its success and what it printed.
+fn check(dir: &std::path::Path, text: &str) -> (bool, String) {
+    let path = dir.join("check.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hallgate"))
+        .arg("--config")
+        .arg(&path)
+        .arg("check")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// The 1-based line of the first line of `text` that contains `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_each_problem_at_its_keys_own_line() {
+    let h = Harness::with_routes(TO_CITY).await;
+    let dir = h.dir.path();
+    let good = std::fs::read_to_string(dir.join("hallgate.toml")).unwrap();
+
+    // A value problem under a table header: at the key's line, not the header's.
+    let text = good.replace("concurrency = 2 }", "concurrency = 0 }");
+    let (ok, err) = check(dir, &text);
+    assert!(!ok);
+    let line = line_of(&text, "concurrency = 0");
+    assert!(
+        err.contains(&format!(
+            "check.toml:{line}: nodes.supervision.destination.concurrency"
+        )),
+        "{err}"
+    );
+    // A setting with no span of its own (checked after parsing).
+    let text = good.replace(
+        "trust_node_header = true",
+        "trust_node_header = true
+metrics = \"everyone\"",
+    );
+    let (ok, err) = check(dir, &text);
+    assert!(!ok);
+    let line = line_of(&text, "metrics = ");
+    assert!(
+        err.contains(&format!("check.toml:{line}: gateway.metrics")),
+        "{err}"
+    );
+    // A type error names its key.
+    let text = good.replace(
+        "shutdown_grace_seconds = 10",
+        "shutdown_grace_seconds = \"ten\"",
+    );
+    let (ok, err) = check(dir, &text);
+    assert!(!ok);
+    let line = line_of(&text, "shutdown_grace_seconds");
+    assert!(
+        err.contains(&format!(
+            "check.toml:{line}: gateway.shutdown_grace_seconds: invalid type"
+        )),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_connection_is_named_as_such() {
     fn closed_port(t: String) -> String {

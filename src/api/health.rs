@@ -17,14 +17,27 @@ use super::AppState;
 
 pub(super) fn router() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/.well-known/jwks.json",
-            get(
-                |State(state): State<Arc<AppState>>| async move { Json(state.gateway_keys.jwks()) },
-            ),
-        )
+        .route("/healthz", get(healthz))
+        .route("/.well-known/jwks.json", get(jwks))
         .route("/readyz", get(readyz))
+}
+
+#[utoipa::path(
+    get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process runs", body = String, content_type = "text/plain")),
+    security(())
+)]
+pub(super) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+#[utoipa::path(
+    get, path = "/.well-known/jwks.json", tag = "health",
+    responses((status = 200, description = "The gateway's public keys (current and next) for the tokens it sends, as a JWK set", body = Jwks)),
+    security(())
+)]
+pub(super) async fn jwks(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(state.gateway_keys.jwks())
 }
 
 #[utoipa::path(

@@ -28,6 +28,7 @@ mod openapi;
 mod records;
 mod request_id;
 mod sync;
+mod tap;
 
 use std::sync::Arc;
 
@@ -53,6 +54,7 @@ pub struct AppState {
     pub reload: Option<admin::Reloads>,
 }
 
+pub use openapi::document as openapi_document;
 pub use request_id::RequestId;
 
 /// Every unknown path answers 404 in the one JSON error shape.
@@ -83,5 +85,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(openapi::router())
         .fallback(not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn(tap::tap))
         .layer(axum::middleware::from_fn(request_id::tag))
 }

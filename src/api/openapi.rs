@@ -18,7 +18,7 @@ pub use crate::store::{AcceptResponse, DeliveryView, MessageView, RecordReceipt,
 use super::AppState;
 
 pub(super) fn router() -> Router<Arc<AppState>> {
-    Router::new().route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+    Router::new().route("/openapi.json", get(openapi_json))
 }
 
 /// Every error answers in this shape, with its HTTP status.
@@ -172,6 +172,27 @@ pub struct ReloadReport {
     pub kept_backlog: Vec<KeptBacklog>,
 }
 
+/// `GET /.well-known/jwks.json`.
+#[derive(Serialize, ToSchema)]
+pub struct Jwks {
+    #[schema(value_type = Vec<Object>)]
+    pub keys: Vec<serde_json::Value>,
+}
+
+/// This document, as `GET /openapi.json` serves it and `hallgate openapi` prints it.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "health",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", body = Object)),
+    security(())
+)]
+pub(super) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
 struct Security;
 
 impl Modify for Security {
@@ -220,7 +241,10 @@ impl Modify for Security {
         super::audit::audit_query,
         super::audit::case_timeline,
         super::sync::sync_status,
+        super::health::healthz,
         super::health::readyz,
+        super::health::jwks,
+        openapi_json,
         super::metrics::metrics,
         super::admin::reload,
     ),

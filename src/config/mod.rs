@@ -12,6 +12,7 @@ mod gateway;
 mod guomi;
 mod node;
 mod receipt;
+mod spans;
 pub use receipt::RECEIPT_PREFIX;
 
 use std::collections::BTreeMap;
@@ -121,10 +122,16 @@ impl Config {
         let shown = path.display().to_string();
         let mut config: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            // A type error names the key it is about.
+            let key = e.span().and_then(|s| spans::key_at(text, s.start));
+            let message = e.message().trim().to_string();
             ConfigError::Invalid {
                 path: shown.clone(),
                 line,
-                message: e.message().to_string(),
+                message: match key {
+                    Some(k) if !message.starts_with(&k) => format!("{k}: {message}"),
+                    _ => message,
+                },
             }
         })?;
         config.source_path = path.to_path_buf();
@@ -136,7 +143,9 @@ impl Config {
     pub fn problem(&self, span: std::ops::Range<usize>, message: String) -> ConfigError {
         ConfigError::Invalid {
             path: self.source_path.display().to_string(),
-            line: line_of(&self.text, span.start),
+            // At the key the message names when the text has it, else at the span.
+            line: spans::key_line(&self.text, &message)
+                .unwrap_or_else(|| line_of(&self.text, span.start)),
             message,
         }
     }
