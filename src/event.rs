@@ -60,10 +60,16 @@ pub enum EventKind {
     /// The configuration was reloaded, or a reload was refused (who asked, the files
     /// read with their SHA-256, what changed, or the problem).
     ConfigReloaded,
+    /// A person logged in to the console, or was refused (who, from where, why).
+    ConsoleLogin,
+    /// A person logged out of the console (or the session was ended).
+    ConsoleLogout,
+    /// A console user was added, changed, disabled or given a new password.
+    ConsoleUserChanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 24] = [
+    pub const ALL: [EventKind; 27] = [
         EventKind::ConfigLoaded,
         EventKind::Received,
         EventKind::Rejected,
@@ -88,6 +94,9 @@ impl EventKind {
         EventKind::Backpressure,
         EventKind::DestinationControlled,
         EventKind::ConfigReloaded,
+        EventKind::ConsoleLogin,
+        EventKind::ConsoleLogout,
+        EventKind::ConsoleUserChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -116,6 +125,9 @@ impl EventKind {
             EventKind::Backpressure => "backpressure",
             EventKind::DestinationControlled => "destination_controlled",
             EventKind::ConfigReloaded => "config_reloaded",
+            EventKind::ConsoleLogin => "console_login",
+            EventKind::ConsoleLogout => "console_logout",
+            EventKind::ConsoleUserChanged => "console_user_changed",
         }
     }
 

@@ -10,7 +10,7 @@
 //! 4. the pipeline: [`auth`], [`limits`], [`route`], [`intake`] with its
 //!    [`sources`], [`delivery`] with its [`sinks`], [`sync`], and the [`audit`]
 //!    tools;
-//! 5. the HTTP [`api`];
+//! 5. the HTTP [`api`], and the [`console`] for people (auditors, operators);
 //! 6. wiring: [`gateway`], the [`demo`], the simulated peers in [`receiver`].
 //!
 //! A record goes sender → a source (HTTP push, pull) → intake (decode, validate,
@@ -45,6 +45,7 @@ pub mod sources;
 pub mod sync;
 // 5.
 pub mod api;
+pub mod console;
 // 6. wiring
 pub mod demo;
 pub mod gateway;

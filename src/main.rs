@@ -98,6 +98,9 @@ enum Command {
     /// Ask the running gateway to reload its configuration (as SIGHUP does): checked
     /// whole first; on a problem the old one keeps serving and file:line is printed.
     Reload(cli::reload::ReloadArgs),
+    /// The people who log in to the console: add, passwd, disable, enable, list.
+    #[command(subcommand)]
+    Users(cli::users::UsersCommand),
     /// The delivery queue and its dead letters: list, show, retry (audited).
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
@@ -189,6 +192,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Reload(args) => cli::reload::reload(args, config),
+        Command::Users(cmd) => {
+            let config = cli::config(config)?;
+            cli::runtime()?.block_on(cli::users::run(cmd, &config))
+        }
         Command::Deliveries(cmd) => {
             let config = cli::config(config)?;
             cli::runtime()?.block_on(cli::deliveries::run(cmd, &config))

@@ -45,6 +45,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("sync", 4),
     // 5. the HTTP API.
     ("api", 5),
+    ("console", 5),
     // 6. wiring, the demo and the simulated peers.
     ("demo", 6),
     ("gateway", 6),

@@ -72,6 +72,7 @@ conformance!(
     catalogue_refresh_withdraws_what_is_gone,
     requeue_sends_delivered_records_again,
     a_settled_record_queues_one_receipt_for_its_sender,
+    console_users_lock_and_sessions_expire,
 );
 
 struct Rec {
@@ -1132,4 +1133,127 @@ async fn a_settled_record_queues_one_receipt_for_its_sender(store: Arc<dyn Store
     );
     let got = receipts(2).await;
     assert!(got.iter().all(|d| d.state == DeliveryState::Delivered));
+}
+
+/// The console's users and sessions: a user is stored and changed; failed logins in
+/// a row lock it and a success clears them; a session lives while used, not past
+/// its idle time or its maximum, nor once its user is disabled or it is closed.
+async fn console_users_lock_and_sessions_expire(store: Arc<dyn Store>) {
+    use hallgate::store::console::{ConsoleOp, ConsoleOut, ConsoleSession, ConsoleUser};
+    let s = store.as_ref();
+    let ev = || Event::new(now_ms(), EventKind::ConsoleUserChanged);
+    let user = |name: &str| ConsoleUser {
+        name: name.into(),
+        roles: vec!["auditor".into(), "operator".into()],
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        disabled: false,
+        failures: 0,
+        locked_until_ms: None,
+    };
+    let get = |name: &'static str| async move {
+        match s.console(ConsoleOp::User(name.into())).await.expect("user") {
+            ConsoleOut::User(u) => u,
+            other => panic!("{other:?}"),
+        }
+    };
+    s.console(ConsoleOp::PutUser(user("zhang"), ev()))
+        .await
+        .expect("put");
+    s.console(ConsoleOp::PutUser(user("li"), ev()))
+        .await
+        .expect("put");
+    assert_eq!(get("zhang").await, Some(user("zhang")));
+    assert_eq!(get("nobody").await, None);
+    let ConsoleOut::Users(all) = s.console(ConsoleOp::Users).await.expect("users") else {
+        panic!("users")
+    };
+    assert_eq!(
+        all.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+        ["li", "zhang"]
+    );
+
+    let attempt = |ok: bool, at: i64| ConsoleOp::Attempt {
+        user: "zhang".into(),
+        ok,
+        at_ms: at,
+        lock_after: 3,
+        lock_ms: 60_000,
+        event: Event::new(at, EventKind::ConsoleLogin),
+    };
+    let t = now_ms();
+    for i in 1..=2 {
+        s.console(attempt(false, t)).await.expect("attempt");
+        let u = get("zhang").await.expect("zhang");
+        assert_eq!((u.failures, u.locked_until_ms), (i, None));
+    }
+    s.console(attempt(false, t)).await.expect("attempt");
+    assert_eq!(
+        get("zhang").await.expect("zhang").locked_until_ms,
+        Some(t + 60_000)
+    );
+    s.console(attempt(true, t)).await.expect("attempt");
+    let u = get("zhang").await.expect("zhang");
+    assert_eq!((u.failures, u.locked_until_ms), (0, None));
+
+    let session = |id: &str, user: &str| ConsoleSession {
+        id_sha256: id.into(),
+        user: user.into(),
+        csrf: "csrf".into(),
+        created_ms: t,
+        seen_ms: t,
+        expires_ms: t + 1_000,
+    };
+    s.console(ConsoleOp::Open(session("s1", "zhang")))
+        .await
+        .expect("open");
+    s.console(ConsoleOp::Open(session("s2", "li")))
+        .await
+        .expect("open");
+    let touch = |id: &'static str, at: i64| async move {
+        match s
+            .console(ConsoleOp::Touch {
+                id_sha256: id.into(),
+                at_ms: at,
+                idle_ms: 1_000,
+                max_ms: 2_500,
+            })
+            .await
+            .expect("touch")
+        {
+            ConsoleOut::Session(x) => x,
+            other => panic!("{other:?}"),
+        }
+    };
+    // Used within its idle time, it lives on; never past its maximum.
+    let a = touch("s1", t + 900).await.expect("alive");
+    assert_eq!(
+        (a.seen_ms, a.expires_ms, a.user.as_str()),
+        (t + 900, t + 1_900, "zhang")
+    );
+    assert_eq!(
+        touch("s1", t + 1_800).await.expect("alive").expires_ms,
+        t + 2_500
+    );
+    assert!(touch("s1", t + 2_600).await.is_none(), "past its maximum");
+    assert!(touch("s2", t + 1_200).await.is_none(), "idle too long");
+    // A disabled user's sessions end; a closed one is gone.
+    s.console(ConsoleOp::Open(session("s3", "li")))
+        .await
+        .expect("open");
+    let mut li = user("li");
+    li.disabled = true;
+    s.console(ConsoleOp::PutUser(li, ev()))
+        .await
+        .expect("disable");
+    assert!(touch("s3", t + 100).await.is_none());
+    s.console(ConsoleOp::Open(session("s4", "zhang")))
+        .await
+        .expect("open");
+    s.console(ConsoleOp::Close(
+        "s4".into(),
+        Event::new(t, EventKind::ConsoleLogout),
+    ))
+    .await
+    .expect("close");
+    assert!(touch("s4", t + 100).await.is_none());
 }

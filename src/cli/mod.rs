@@ -8,6 +8,7 @@ pub mod map;
 pub mod reload;
 pub mod serve;
 pub mod sync;
+pub mod users;
 
 use std::path::Path;
 

@@ -240,3 +240,31 @@ impl Default for LogSettings {
         }
     }
 }
+
+/// `[console]`: the web console for auditors and operators at `/console/`
+/// (docs/console.md). Off unless `enabled`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    pub enabled: bool,
+    /// A session ends after this long without a request.
+    pub idle_minutes: u64,
+    /// …and after this long in any case.
+    pub max_hours: u64,
+    /// Failed logins in a row that lock a user…
+    pub lock_after: u32,
+    /// …for this long.
+    pub lock_minutes: u64,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings {
+            enabled: false,
+            idle_minutes: 30,
+            max_hours: 12,
+            lock_after: 5,
+            lock_minutes: 15,
+        }
+    }
+}

@@ -75,6 +75,8 @@ pub struct Config {
     pub store: StoreCrypto,
     #[serde(default)]
     pub log: LogSettings,
+    #[serde(default)]
+    pub console: ConsoleSettings,
     /// `[catalogue] source = "NODE"`: whose item catalogue is the reference (the
     /// provincial hall's); it is pulled from that node's `sync.catalogue_url`.
     #[serde(default)]

@@ -98,7 +98,8 @@ pub(super) fn build(
     });
     Ok(Built {
         config,
-        router: api::router(state),
+        // The API, and the console for people where it is enabled.
+        router: api::router(state.clone()).merge(crate::console::router(state)),
         sinks,
         wake,
         intake,

@@ -6,6 +6,7 @@
 //! records, one delivery row per destination, the idempotency key and the audit
 //! events — is written in ONE transaction before the sender hears `202`.
 
+pub mod console;
 mod pg_tls;
 mod plan;
 mod postgres;
@@ -173,6 +174,8 @@ pub trait Store: Send + Sync {
     fn queue_depths(&self) -> StoreFuture<'_, Vec<QueueDepth>>;
     /// Bytes of the canonical records waiting for `destination` (back-pressure).
     fn pending_bytes(&self, destination: &str) -> StoreFuture<'_, i64>;
+    /// The console's users and sessions ([`console`]).
+    fn console(&self, op: console::ConsoleOp) -> StoreFuture<'_, console::ConsoleOut>;
     /// Flush and stop accepting work.
     fn close(&self) -> StoreFuture<'_, ()>;
 

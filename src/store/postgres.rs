@@ -19,6 +19,7 @@ use tokio_postgres::{Client, Row, Statement, Transaction};
 
 use super::pg_tls::{Connector, SslMode};
 
+use super::console::{self, ConsoleOp, ConsoleOut, ConsoleSession, ConsoleUser};
 use super::{
     AcceptOutcome, AcceptResponse, Asked, AuditFilter, AuditMeta, CaseStanding, CatalogueChange,
     CatalogueItem, Completion, DataKey, DeliveryFilter, DeliveryResult, DeliveryState,
@@ -228,6 +229,25 @@ CREATE TABLE destination_controls (
     updated_at BIGINT NOT NULL
 );
 "#,
+    // The console's users and sessions.
+    r#"
+CREATE TABLE console_users (
+    name TEXT PRIMARY KEY,
+    roles TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    disabled BOOLEAN NOT NULL,
+    failures BIGINT NOT NULL DEFAULT 0,
+    locked_until BIGINT
+);
+CREATE TABLE console_sessions (
+    id_sha256 TEXT PRIMARY KEY,
+    "user" TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    seen_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+"#,
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -251,6 +271,7 @@ enum Job {
     Requeue(Vec<i64>, i64, Event, Reply<usize>),
     Sealed(SealOp, Reply<SealOut>),
     PauseDestination(String, bool, Event, Reply<()>),
+    Console(ConsoleOp, Reply<ConsoleOut>),
 }
 
 /// The arguments of [`Store::sync_take`].
@@ -273,7 +294,8 @@ impl Job {
             | Job::SyncControl(..)
             | Job::CatalogueReplace(..)
             | Job::Requeue(..)
-            | Job::PauseDestination(..) => true,
+            | Job::PauseDestination(..)
+            | Job::Console(..) => true,
             Job::SyncAdvance(a, _) => !a.events.is_empty(),
             Job::Exchange(c, _) => !c.is_empty(),
             Job::Release(..)
@@ -302,6 +324,7 @@ impl Job {
             Job::Requeue(_, _, _, r) => drop(r.send(Err(e()))),
             Job::Sealed(_, r) => drop(r.send(Err(e()))),
             Job::PauseDestination(_, _, _, r) => drop(r.send(Err(e()))),
+            Job::Console(_, r) => drop(r.send(Err(e()))),
         }
     }
 }
@@ -1053,6 +1076,7 @@ async fn run_job(
             Ok(usize::try_from(n).unwrap_or(0))
         }),
         Job::Sealed(op, reply) => in_savepoint!(reply, |sp, _ch| sealed_op(sp, op).await),
+        Job::Console(op, reply) => in_savepoint!(reply, |sp, ch| console_op(sp, ch, op).await),
         Job::PauseDestination(dest, paused, event, reply) => in_savepoint!(reply, |sp, ch| {
             sp.execute(
                 "INSERT INTO destination_controls (destination, paused, updated_at) VALUES ($1, $2, $3)
@@ -1063,6 +1087,137 @@ async fn run_job(
             ch.push(event)
         }),
     }
+}
+
+/// The console's users and sessions (`store::console`).
+async fn console_op(
+    sp: &Transaction<'_>,
+    ch: &mut Chain,
+    op: ConsoleOp,
+) -> Result<ConsoleOut, StoreError> {
+    const USER: &str =
+        "SELECT name, roles, password_hash, disabled, failures, locked_until FROM console_users";
+    let user_row = |r: &tokio_postgres::Row| ConsoleUser {
+        name: r.get(0),
+        roles: console::roles_of(r.get(1)),
+        password_hash: r.get(2),
+        disabled: r.get(3),
+        failures: r.get(4),
+        locked_until_ms: r.get(5),
+    };
+    let session_row = |r: &tokio_postgres::Row| ConsoleSession {
+        id_sha256: r.get(0),
+        user: r.get(1),
+        csrf: r.get(2),
+        created_ms: r.get(3),
+        seen_ms: r.get(4),
+        expires_ms: r.get(5),
+    };
+    let user = |name: String| async move {
+        Ok::<_, StoreError>(
+            sp.query_opt(&format!("{USER} WHERE name = $1"), &[&name])
+                .await?
+                .as_ref()
+                .map(user_row),
+        )
+    };
+    Ok(match op {
+        ConsoleOp::User(name) => ConsoleOut::User(user(name).await?),
+        ConsoleOp::Users => ConsoleOut::Users(
+            sp.query(&format!("{USER} ORDER BY name"), &[])
+                .await?
+                .iter()
+                .map(user_row)
+                .collect(),
+        ),
+        ConsoleOp::PutUser(u, event) => {
+            sp.execute(
+                "INSERT INTO console_users (name, roles, password_hash, disabled, failures, locked_until)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (name) DO UPDATE SET roles = excluded.roles,
+                     password_hash = excluded.password_hash, disabled = excluded.disabled,
+                     failures = excluded.failures, locked_until = excluded.locked_until",
+                &[
+                    &u.name,
+                    &console::roles_text(&u.roles),
+                    &u.password_hash,
+                    &u.disabled,
+                    &u.failures,
+                    &u.locked_until_ms,
+                ],
+            )
+            .await?;
+            if u.disabled {
+                sp.execute("DELETE FROM console_sessions WHERE \"user\" = $1", &[&u.name])
+                    .await?;
+            }
+            ch.push(event)?;
+            ConsoleOut::Done
+        }
+        ConsoleOp::Attempt {
+            user: name,
+            ok,
+            at_ms,
+            lock_after,
+            lock_ms,
+            event,
+        } => {
+            if ok {
+                sp.execute(
+                    "UPDATE console_users SET failures = 0, locked_until = NULL WHERE name = $1",
+                    &[&name],
+                )
+                .await?;
+            } else {
+                sp.execute(
+                    "UPDATE console_users SET failures = failures + 1,
+                         locked_until = CASE WHEN failures + 1 >= $2 THEN $3 ELSE locked_until END
+                     WHERE name = $1",
+                    &[&name, &lock_after, &(at_ms + lock_ms)],
+                )
+                .await?;
+            }
+            ch.push(event)?;
+            ConsoleOut::User(user(name).await?)
+        }
+        ConsoleOp::Open(s) => {
+            sp.execute(
+                "INSERT INTO console_sessions (id_sha256, \"user\", csrf, created_at, seen_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&s.id_sha256, &s.user, &s.csrf, &s.created_ms, &s.seen_ms, &s.expires_ms],
+            )
+            .await?;
+            sp.execute(
+                "DELETE FROM console_sessions WHERE expires_at < $1",
+                &[&(s.created_ms - 86_400_000)],
+            )
+            .await?;
+            ConsoleOut::Session(Some(s))
+        }
+        ConsoleOp::Touch {
+            id_sha256,
+            at_ms,
+            idle_ms,
+            max_ms,
+        } => ConsoleOut::Session(
+            sp.query_opt(
+                "UPDATE console_sessions SET seen_at = $2, expires_at = least($2 + $3, created_at + $4)
+                 WHERE id_sha256 = $1 AND expires_at > $2
+                   AND \"user\" IN (SELECT name FROM console_users WHERE NOT disabled)
+                 RETURNING id_sha256, \"user\", csrf, created_at, seen_at, expires_at",
+                &[&id_sha256, &at_ms, &idle_ms, &max_ms],
+            )
+            .await?
+            .as_ref()
+            .map(session_row),
+        ),
+        ConsoleOp::Close(id, event) => {
+            sp.execute("DELETE FROM console_sessions WHERE id_sha256 = $1", &[&id])
+                .await?;
+            ch.push(event)?;
+            ConsoleOut::Done
+        }
+    })
 }
 
 /// Data keys and raw stored values for encryption at rest (`store::sealed`).
@@ -2379,6 +2534,10 @@ impl Store for PostgresStore {
     ) -> StoreFuture<'_, ()> {
         let dest = destination.to_string();
         self.submit(|r| Job::PauseDestination(dest, paused, event, r))
+    }
+
+    fn console(&self, op: ConsoleOp) -> StoreFuture<'_, ConsoleOut> {
+        self.submit(|r| Job::Console(op, r))
     }
 
     fn paused_destinations(&self) -> StoreFuture<'_, Vec<String>> {

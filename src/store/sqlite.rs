@@ -14,6 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
+use super::console::{self, ConsoleOp, ConsoleOut, ConsoleSession, ConsoleUser};
 use super::{
     AcceptOutcome, AcceptResponse, Asked, AuditFilter, AuditMeta, CaseStanding, CatalogueChange,
     CatalogueItem, Completion, DataKey, DeliveryFilter, DeliveryResult, DeliveryState,
@@ -201,6 +202,25 @@ CREATE TABLE destination_controls (
     updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // The console's users and sessions.
+    r#"
+CREATE TABLE console_users (
+    name TEXT PRIMARY KEY,
+    roles TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    disabled INTEGER NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    locked_until INTEGER
+) WITHOUT ROWID;
+CREATE TABLE console_sessions (
+    id_sha256 TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    seen_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -224,6 +244,7 @@ enum Job {
     Sealed(SealOp, Reply<SealOut>),
     PauseDestination(String, bool, Event, Reply<()>),
     ClaimToken(TokenUse, Reply<bool>),
+    Console(ConsoleOp, Reply<ConsoleOut>),
 }
 
 /// The arguments of [`Store::sync_take`].
@@ -563,6 +584,7 @@ impl Job {
             Job::Requeue(_, _, _, r) => drop(r.send(Err(e()))),
             Job::Sealed(_, r) => drop(r.send(Err(e()))),
             Job::PauseDestination(_, _, _, r) => drop(r.send(Err(e()))),
+            Job::Console(_, r) => drop(r.send(Err(e()))),
             Job::ClaimToken(_, r) => drop(r.send(Err(e()))),
         }
     }
@@ -741,6 +763,7 @@ fn run_job(conn: &Connection, chain: &mut Chain, job: Job, retain_payloads: bool
             Ok(n)
         }),
         Job::Sealed(op, reply) => in_savepoint(conn, chain, reply, |c, _| sealed_op(c, op)),
+        Job::Console(op, reply) => in_savepoint(conn, chain, reply, |c, ch| console_op(c, ch, op)),
         Job::PauseDestination(dest, paused, event, reply) => {
             in_savepoint(conn, chain, reply, |c, ch| {
                 c.execute(
@@ -752,6 +775,126 @@ fn run_job(conn: &Connection, chain: &mut Chain, job: Job, retain_payloads: bool
             })
         }
     }
+}
+
+/// The console's users and sessions (`store::console`).
+fn console_op(c: &Connection, ch: &mut Chain, op: ConsoleOp) -> Result<ConsoleOut, StoreError> {
+    const USER: &str =
+        "SELECT name, roles, password_hash, disabled, failures, locked_until FROM console_users";
+    let user_row = |r: &rusqlite::Row<'_>| {
+        Ok(ConsoleUser {
+            name: r.get(0)?,
+            roles: console::roles_of(&r.get::<_, String>(1)?),
+            password_hash: r.get(2)?,
+            disabled: r.get(3)?,
+            failures: r.get(4)?,
+            locked_until_ms: r.get(5)?,
+        })
+    };
+    let session_row = |r: &rusqlite::Row<'_>| {
+        Ok(ConsoleSession {
+            id_sha256: r.get(0)?,
+            user: r.get(1)?,
+            csrf: r.get(2)?,
+            created_ms: r.get(3)?,
+            seen_ms: r.get(4)?,
+            expires_ms: r.get(5)?,
+        })
+    };
+    Ok(match op {
+        ConsoleOp::User(name) => ConsoleOut::User(
+            c.query_row(&format!("{USER} WHERE name = ?1"), [name], user_row)
+                .optional()?,
+        ),
+        ConsoleOp::Users => {
+            let mut stmt = c.prepare(&format!("{USER} ORDER BY name"))?;
+            let rows = stmt.query_map([], user_row)?;
+            ConsoleOut::Users(rows.collect::<Result<_, _>>()?)
+        }
+        ConsoleOp::PutUser(u, event) => {
+            c.execute(
+                "INSERT INTO console_users (name, roles, password_hash, disabled, failures, locked_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (name) DO UPDATE SET roles = excluded.roles,
+                     password_hash = excluded.password_hash, disabled = excluded.disabled,
+                     failures = excluded.failures, locked_until = excluded.locked_until",
+                params![
+                    u.name,
+                    console::roles_text(&u.roles),
+                    u.password_hash,
+                    u.disabled,
+                    u.failures,
+                    u.locked_until_ms
+                ],
+            )?;
+            if u.disabled {
+                c.execute("DELETE FROM console_sessions WHERE user = ?1", [&u.name])?;
+            }
+            ch.append(c, &event)?;
+            ConsoleOut::Done
+        }
+        ConsoleOp::Attempt {
+            user,
+            ok,
+            at_ms,
+            lock_after,
+            lock_ms,
+            event,
+        } => {
+            if ok {
+                c.execute(
+                    "UPDATE console_users SET failures = 0, locked_until = NULL WHERE name = ?1",
+                    [&user],
+                )?;
+            } else {
+                c.execute(
+                    "UPDATE console_users SET failures = failures + 1,
+                         locked_until = CASE WHEN failures + 1 >= ?2 THEN ?3 ELSE locked_until END
+                     WHERE name = ?1",
+                    params![user, lock_after, at_ms + lock_ms],
+                )?;
+            }
+            ch.append(c, &event)?;
+            ConsoleOut::User(
+                c.query_row(&format!("{USER} WHERE name = ?1"), [user], user_row)
+                    .optional()?,
+            )
+        }
+        ConsoleOp::Open(s) => {
+            c.execute(
+                "INSERT INTO console_sessions (id_sha256, user, csrf, created_at, seen_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![s.id_sha256, s.user, s.csrf, s.created_ms, s.seen_ms, s.expires_ms],
+            )?;
+            // Sessions long expired go as new ones come.
+            c.execute(
+                "DELETE FROM console_sessions WHERE expires_at < ?1",
+                [s.created_ms - 86_400_000],
+            )?;
+            ConsoleOut::Session(Some(s))
+        }
+        ConsoleOp::Touch {
+            id_sha256,
+            at_ms,
+            idle_ms,
+            max_ms,
+        } => ConsoleOut::Session(
+            c.query_row(
+                "UPDATE console_sessions SET seen_at = ?2, expires_at = min(?2 + ?3, created_at + ?4)
+                 WHERE id_sha256 = ?1 AND expires_at > ?2
+                   AND user IN (SELECT name FROM console_users WHERE disabled = 0)
+                 RETURNING id_sha256, user, csrf, created_at, seen_at, expires_at",
+                params![id_sha256, at_ms, idle_ms, max_ms],
+                session_row,
+            )
+            .optional()?,
+        ),
+        ConsoleOp::Close(id, event) => {
+            c.execute("DELETE FROM console_sessions WHERE id_sha256 = ?1", [id])?;
+            ch.append(c, &event)?;
+            ConsoleOut::Done
+        }
+    })
 }
 
 /// Data keys and raw stored values for encryption at rest (`store::sealed`).
@@ -1902,6 +2045,10 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'_, ()> {
         let dest = destination.to_string();
         self.submit(|r| Job::PauseDestination(dest, paused, event, r))
+    }
+
+    fn console(&self, op: ConsoleOp) -> StoreFuture<'_, ConsoleOut> {
+        self.submit(|r| Job::Console(op, r))
     }
 
     fn paused_destinations(&self) -> StoreFuture<'_, Vec<String>> {

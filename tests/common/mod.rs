@@ -2,6 +2,7 @@
 //! with an SQLite file in a temporary folder, and a real HTTP client.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod gm;
 pub mod load;
 pub mod pg;

@@ -132,6 +132,13 @@ impl Store for SealedStore {
         self.inner.deliveries(filter)
     }
 
+    fn console(
+        &self,
+        op: crate::store::console::ConsoleOp,
+    ) -> StoreFuture<'_, crate::store::console::ConsoleOut> {
+        self.inner.console(op)
+    }
+
     fn record_deliveries(&self, id: i64) -> StoreFuture<'_, Vec<DeliveryView>> {
         self.inner.record_deliveries(id)
     }

@@ -1,0 +1,447 @@
+//! The console's pages: the overview (each destination's queue, the pull
+//! sources), cases (办件: records masked, their deliveries and receipts, the audit
+//! timeline, 全程留痕) and deliveries (投递: filter, dead letters with reasons, and
+//! for operators a retry of one or of all that match, after a confirmation). Every
+//! change checks the session's CSRF token; an auditor's retry is refused with 403.
+
+use std::sync::Arc;
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::html::{Viewer, esc, page, table};
+use super::session::{self, csrf_ok};
+use super::{Console, ConsoleError};
+use crate::delivery::manual;
+use crate::store::console::{ConsoleSession, ConsoleUser};
+use crate::store::{Asked, AuditFilter, DeliveryFilter, DeliveryState};
+use crate::time::{now_ms, rfc3339};
+
+/// Rows a list shows at most.
+const PAGE: usize = 200;
+
+pub(super) fn forbidden(message: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Html(page(
+            "不允许",
+            None,
+            &format!("<p class=\"error\">{}</p>", esc(message)),
+        )),
+    )
+        .into_response()
+}
+
+/// The person behind the request, or the login page.
+async fn viewer(
+    c: &Console,
+    headers: &HeaderMap,
+) -> Result<Result<(ConsoleUser, ConsoleSession), Response>, ConsoleError> {
+    Ok(
+        match session::current(&*c.app.store, &c.app.config.console, headers).await? {
+            Some(who) => Ok(who),
+            None => Err(Redirect::to("/console/login").into_response()),
+        },
+    )
+}
+
+macro_rules! viewer {
+    ($c:expr, $headers:expr) => {
+        match viewer(&$c, &$headers).await? {
+            Ok(who) => who,
+            Err(login) => return Ok(login),
+        }
+    };
+}
+
+/// Masked as the API masks (ID numbers, mobiles, case passwords), and people's
+/// names too: a person applicant's and a contact's keep their first character.
+fn masked(v: &impl serde::Serialize) -> Value {
+    let mut v = serde_json::to_value(v).unwrap_or(Value::Null);
+    crate::record::mask_personal(&mut v);
+    mask_names(&mut v);
+    v
+}
+
+fn mask_names(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, inner) in map.iter_mut() {
+                if let Value::Object(o) = inner
+                    && (k == "contact"
+                        || (k == "applicant"
+                            && o.get("type").and_then(Value::as_str) != Some("legal")))
+                    && let Some(Value::String(name)) = o.get_mut("name")
+                {
+                    *name = crate::record::mask_keep(name, 1, 0);
+                }
+                mask_names(inner);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(mask_names),
+        _ => {}
+    }
+}
+
+fn state_cell(s: DeliveryState) -> String {
+    format!("<span class=\"state-{0}\">{0}</span>", s.as_str())
+}
+
+pub(super) async fn overview(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+) -> Result<Response, ConsoleError> {
+    let (user, s) = viewer!(c, headers);
+    let v = Viewer {
+        user: &user,
+        session: &s,
+    };
+    let store = &*c.app.store;
+    let depths = store.queue_depths().await?;
+    let paused = store.paused_destinations().await?;
+    let now = now_ms();
+    let rows: Vec<Vec<String>> = c
+        .app
+        .config
+        .destinations()
+        .map(|(id, _)| {
+            let d = depths.iter().find(|d| d.destination == id);
+            vec![
+                esc(id),
+                d.map_or(0, |d| d.pending).to_string(),
+                d.map_or(0, |d| d.dead).to_string(),
+                d.and_then(|d| d.oldest_pending_ms)
+                    .map_or_else(String::new, |t| format!("{} 秒", (now - t).max(0) / 1000)),
+                if paused.iter().any(|p| p == id) {
+                    "已暂停"
+                } else {
+                    "投递中"
+                }
+                .to_string(),
+            ]
+        })
+        .collect();
+    let sources = store.sync_sources().await?;
+    let sync: Vec<Vec<String>> = sources
+        .iter()
+        .map(|s| {
+            vec![
+                esc(&s.node),
+                s.pulled.to_string(),
+                s.last_success_ms
+                    .map_or_else(String::new, |t| format!("{} 秒前", (now - t).max(0) / 1000)),
+                esc(s.last_error.as_deref().unwrap_or("")),
+                if s.paused { "已暂停" } else { "运行中" }.to_string(),
+            ]
+        })
+        .collect();
+    let body = format!(
+        "<h3>投递队列</h3>{}<h3>同步来源</h3>{}",
+        table(&["目的地", "待投递", "死信", "最早待投递", "状态"], &rows),
+        table(&["来源", "已拉取", "上次成功", "最近错误", "状态"], &sync)
+    );
+    Ok(Html(page("概览", Some(&v), &body)).into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct CaseQuery {
+    case_no: Option<String>,
+}
+
+pub(super) async fn cases(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(q): Query<CaseQuery>,
+) -> Result<Response, ConsoleError> {
+    let (user, s) = viewer!(c, headers);
+    let v = Viewer {
+        user: &user,
+        session: &s,
+    };
+    let case_no = q
+        .case_no
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .take(64)
+        .collect::<String>();
+    let mut body = format!(
+        "<form class=\"search\" method=\"get\" action=\"/console/cases\">\
+<label>办件编号<input name=\"case_no\" value=\"{}\" required></label><button>查询</button></form>",
+        esc(&case_no)
+    );
+    if !case_no.is_empty() {
+        let records = c.app.store.case(&case_no).await?;
+        if records.is_empty() {
+            body.push_str(&format!(
+                "<p class=\"error\">没有办件 {}。</p>",
+                esc(&case_no)
+            ));
+        } else {
+            body.push_str(&format!("<h3>办件 {} 的记录</h3>", esc(&case_no)));
+            for r in &records {
+                body.push_str(&format!(
+                    "<h3>{} · 来自 {} · {}</h3><pre class=\"record\">{}</pre>",
+                    esc(r.kind.as_str()),
+                    esc(&r.source),
+                    esc(&r.received_at),
+                    esc(&serde_json::to_string_pretty(&masked(&r.record)).unwrap_or_default())
+                ));
+                let rows: Vec<Vec<String>> = r
+                    .deliveries
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            d.id.to_string(),
+                            esc(&d.destination),
+                            state_cell(d.state),
+                            d.attempts.to_string(),
+                            d.last_status.map_or_else(String::new, |s| s.to_string()),
+                            esc(d.delivered_at.as_deref().unwrap_or("")),
+                            esc(&crate::record::mask_text(
+                                d.receipt
+                                    .as_deref()
+                                    .or(d.last_error.as_deref())
+                                    .unwrap_or(""),
+                            )),
+                        ]
+                    })
+                    .collect();
+                body.push_str(&table(
+                    &[
+                        "投递",
+                        "目的地",
+                        "状态",
+                        "次数",
+                        "状态码",
+                        "送达时间",
+                        "回执或原因",
+                    ],
+                    &rows,
+                ));
+            }
+            let events = c
+                .app
+                .store
+                .audit_events(AuditFilter {
+                    case_no: Some(case_no.clone()),
+                    limit: 1000,
+                    ..AuditFilter::default()
+                })
+                .await?;
+            let rows: Vec<Vec<String>> = events
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.seq.to_string(),
+                        esc(&rfc3339(e.at_ms)),
+                        esc(&e.event),
+                        esc(e.node.as_deref().unwrap_or("")),
+                        esc(&masked(&e.detail).to_string()),
+                    ]
+                })
+                .collect();
+            body.push_str("<h3>全程留痕</h3>");
+            body.push_str(&table(&["序号", "时间", "事件", "节点", "详情"], &rows));
+        }
+    }
+    Ok(Html(page("办件", Some(&v), &body)).into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct DeliveryQuery {
+    destination: Option<String>,
+    state: Option<String>,
+    done: Option<usize>,
+}
+
+pub(super) async fn deliveries(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(q): Query<DeliveryQuery>,
+) -> Result<Response, ConsoleError> {
+    let (user, s) = viewer!(c, headers);
+    let v = Viewer {
+        user: &user,
+        session: &s,
+    };
+    let destination = q.destination.filter(|d| !d.is_empty());
+    let state = q.state.as_deref().and_then(DeliveryState::parse);
+    let list = c
+        .app
+        .store
+        .deliveries(DeliveryFilter {
+            destination: destination.clone(),
+            state,
+            limit: PAGE,
+            ..DeliveryFilter::default()
+        })
+        .await?;
+    let options = |chosen: Option<&str>, all: &[&str]| {
+        all.iter()
+            .map(|o| {
+                let sel = if chosen == Some(*o) { " selected" } else { "" };
+                format!("<option value=\"{0}\"{sel}>{0}</option>", esc(o))
+            })
+            .collect::<String>()
+    };
+    let dests: Vec<&str> = c.app.config.destinations().map(|(id, _)| id).collect();
+    let mut body = format!(
+        "<form class=\"search\" method=\"get\" action=\"/console/deliveries\">\
+<label>目的地<select name=\"destination\"><option value=\"\">全部</option>{}</select></label>\
+<label>状态<select name=\"state\"><option value=\"\">全部</option>{}</select></label><button>筛选</button></form>",
+        options(destination.as_deref(), &dests),
+        options(
+            state.map(DeliveryState::as_str),
+            &["pending", "delivered", "dead"]
+        )
+    );
+    if let Some(n) = q.done {
+        body.push_str(&format!("<p class=\"ok\">已重新排队 {n} 条死信。</p>"));
+    }
+    let operator = v.is("operator");
+    if operator && state == Some(DeliveryState::Dead) {
+        body.push_str(&format!(
+            "<form class=\"search\" method=\"post\" action=\"/console/deliveries/retry\" data-confirm=\"重新投递所有符合条件的死信？\">{}\
+<input type=\"hidden\" name=\"destination\" value=\"{}\"><button id=\"retry-all\">全部重新投递</button></form>",
+            v.csrf_field(),
+            esc(destination.as_deref().unwrap_or(""))
+        ));
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|d| {
+            let retry = if operator && d.state == DeliveryState::Dead {
+                format!(
+                    "<form class=\"inline\" method=\"post\" action=\"/console/deliveries/{}/retry\" data-confirm=\"重新投递这条死信？\">{}<button class=\"retry\">重新投递</button></form>",
+                    d.id,
+                    v.csrf_field()
+                )
+            } else {
+                String::new()
+            };
+            vec![
+                d.id.to_string(),
+                esc(&d.case_no),
+                esc(d.kind.as_str()),
+                esc(&d.destination),
+                state_cell(d.state),
+                d.attempts.to_string(),
+                esc(&crate::record::mask_text(d.last_error.as_deref().unwrap_or(""))),
+                retry,
+            ]
+        })
+        .collect();
+    body.push_str(&table(
+        &[
+            "投递",
+            "办件编号",
+            "类型",
+            "目的地",
+            "状态",
+            "次数",
+            "原因",
+            "",
+        ],
+        &rows,
+    ));
+    Ok(Html(page("投递", Some(&v), &body)).into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct RetryForm {
+    #[serde(rename = "_csrf")]
+    csrf: Option<String>,
+    destination: Option<String>,
+}
+
+/// The operator behind a change, or why not.
+async fn operator(
+    c: &Console,
+    headers: &HeaderMap,
+    csrf: Option<&str>,
+) -> Result<Result<ConsoleUser, Response>, ConsoleError> {
+    let Some((user, s)) = session::current(&*c.app.store, &c.app.config.console, headers).await?
+    else {
+        return Ok(Err(forbidden("请先登录。")));
+    };
+    if !csrf_ok(&s, csrf) {
+        return Ok(Err(forbidden(
+            "缺少或错误的 CSRF 令牌：请从控制台页面操作。",
+        )));
+    }
+    if !user.roles.iter().any(|r| r == "operator") {
+        return Ok(Err(forbidden("重新投递需要 operator（运维）角色。")));
+    }
+    Ok(Ok(user))
+}
+
+fn asked(user: &ConsoleUser, what: String) -> Asked {
+    Asked {
+        by: format!("console user {}", user.name),
+        what,
+    }
+}
+
+pub(super) async fn retry_one(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(f): Form<RetryForm>,
+) -> Result<Response, ConsoleError> {
+    let user = match operator(&c, &headers, f.csrf.as_deref()).await? {
+        Ok(u) => u,
+        Err(refused) => return Ok(refused),
+    };
+    match c
+        .app
+        .store
+        .retry_dead(id, now_ms(), asked(&user, format!("retry delivery {id}")))
+        .await
+    {
+        Ok(view) => {
+            c.app.wake.wake(&view.destination);
+            Ok(Redirect::to("/console/deliveries?done=1").into_response())
+        }
+        Err(crate::store::StoreError::NotDead(_) | crate::store::StoreError::NotFound) => {
+            Ok(Redirect::to("/console/deliveries?done=0").into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) async fn retry_matching(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Form(f): Form<RetryForm>,
+) -> Result<Response, ConsoleError> {
+    let user = match operator(&c, &headers, f.csrf.as_deref()).await? {
+        Ok(u) => u,
+        Err(refused) => return Ok(refused),
+    };
+    let destination = f.destination.filter(|d| !d.is_empty());
+    let ids = manual::dead_matching(
+        &*c.app.store,
+        DeliveryFilter {
+            destination: destination.clone(),
+            ..DeliveryFilter::default()
+        },
+    )
+    .await?;
+    let what = format!(
+        "retry every dead letter{}",
+        destination
+            .as_deref()
+            .map(|d| format!(" to {d}"))
+            .unwrap_or_default()
+    );
+    let done = manual::retry(&*c.app.store, &ids, &asked(&user, what)).await?;
+    for (id, _) in c.app.config.destinations() {
+        c.app.wake.wake(id);
+    }
+    Ok(Redirect::to(&format!("/console/deliveries?done={done}")).into_response())
+}

@@ -1,0 +1,298 @@
+//! The console (issue 22) in a real headless Chromium (Debian's chromium and
+//! chromium-driver, over WebDriver) against the real gateway on loopback:
+//! - an auditor logs in, finds a case by its number, and sees its deliveries and
+//!   timeline; a `<script>` in the record renders as text; the page loads nothing
+//!   from any origin but the gateway's;
+//! - an operator retries a dead letter and sees it delivered;
+//! - an auditor cannot retry: no button, and the POST is refused with 403;
+//! - a wrong password is refused and audited, and after 3 the account is locked;
+//! - a POST without the CSRF token is refused, and a node's token does not open
+//!   the console.
+//!
+//! Each saves a screenshot for docs/console.md (docs/console/*.png).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::browser::Browser;
+use common::*;
+use hallgate::receiver::Script;
+use serde_json::{Value, json};
+
+const TO_CITY: &str = "[[routes]]\nname = \"r\"\nto = [\"city\"]\n";
+const PASSWORD: &str = "审计-correct-horse-7";
+
+fn console_on(t: String) -> String {
+    format!("{t}\n[console]\nenabled = true\nlock_after = 3\nlock_minutes = 15\n")
+}
+
+fn shot(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("docs/console/{name}.png"))
+}
+
+/// `hallgate users add NAME --role ROLE` with the password on standard input.
+fn add_user(h: &Harness, name: &str, role: &str) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hallgate"));
+    cmd.arg("--config")
+        .arg(h.dir.path().join("hallgate.toml"))
+        .args(["users", "add", name, "--role", role]);
+    let out = run_with_stdin(cmd, format!("{PASSWORD}\n").as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn login(b: &Browser, h: &Harness, user: &str, password: &str) {
+    b.goto(&format!("{}/console/login", h.url)).await;
+    b.type_into("input[name=user]", user).await;
+    b.type_into("input[name=password]", password).await;
+    b.click("button[type=submit]").await;
+}
+
+fn audit_details(h: &Harness, event: &str) -> Vec<Value> {
+    let db = rusqlite::Connection::open(h.dir.path().join("hallgate.db")).expect("store");
+    let mut q = db
+        .prepare("SELECT detail FROM audit WHERE event = ?1 ORDER BY seq")
+        .expect("query");
+    q.query_map([event], |r| r.get::<_, String>(0))
+        .expect("rows")
+        .map(|d| serde_json::from_str(&d.expect("row")).expect("json"))
+        .collect()
+}
+
+/// Every URL the page loaded is the gateway's.
+async fn only_the_gateway(b: &Browser, h: &Harness) {
+    let urls = b.loaded_urls().await;
+    assert!(
+        urls.len() >= 3,
+        "the page, its CSS and its script: {urls:?}"
+    );
+    for u in &urls {
+        assert!(u.starts_with(&h.url), "a request to another origin: {u}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auditor_finds_a_case_and_sees_deliveries_timeline_and_no_retry() {
+    let h = Harness::with_config(TO_CITY, console_on).await;
+    add_user(&h, "zhang.shen", "auditor");
+    let case = "350205261204009901";
+    let mut record = application(case, "350205");
+    record["project_name"] =
+        json!("<script>window.pwned=1</script>餐饮许可<img src=x onerror=alert(1)>");
+    let (s, _, body) = h.post("district-a", &json!([record]), None).await;
+    assert_eq!(s, 202, "{body}");
+    wait_until(30, "delivered", || h.city.accepted_total() >= 1).await;
+
+    let b = Browser::start().await;
+    login(&b, &h, "zhang.shen", PASSWORD).await;
+    b.wait_for("投递队列").await;
+    assert_eq!(b.url().await, format!("{}/console/", h.url));
+    only_the_gateway(&b, &h).await;
+    b.screenshot(&shot("overview")).await;
+
+    b.goto(&format!("{}/console/cases", h.url)).await;
+    b.type_into("input[name=case_no]", case).await;
+    b.click("form.search button").await;
+    let page = b.wait_for("全程留痕").await;
+    assert!(
+        page.contains("state-delivered"),
+        "the delivery to the city: {page}"
+    );
+    assert!(
+        page.contains("accepted") && page.contains("delivered"),
+        "the timeline"
+    );
+    // Personal data masked, the script shown as text and never run.
+    assert!(!page.contains("350205195912280259") && !page.contains("18659201234"));
+    assert!(
+        !page.contains("林晓东") && page.contains("林**"),
+        "names masked"
+    );
+    let shown = b.text("pre.record").await;
+    assert!(shown.contains("<script>window.pwned=1</script>"), "{shown}");
+    assert_eq!(
+        b.script("return document.querySelectorAll('main script, main img').length;")
+            .await,
+        json!(0)
+    );
+    assert_eq!(
+        b.script("return window.pwned === undefined;").await,
+        json!(true)
+    );
+    only_the_gateway(&b, &h).await;
+    b.screenshot(&shot("case")).await;
+
+    // An auditor sees deliveries but no retry, and a retry POST is refused.
+    h.city.set_script(Script {
+        status: 422,
+        ..Script::default()
+    });
+    let (s, _, _) = h
+        .post(
+            "district-a",
+            &json!([application("350205261204009902", "350205")]),
+            None,
+        )
+        .await;
+    assert_eq!(s, 202);
+    wait_until(30, "a dead letter", || {
+        h.count("SELECT count(*) FROM deliveries WHERE state = 'dead'") == 1
+    })
+    .await;
+    b.goto(&format!("{}/console/deliveries?state=dead", h.url))
+        .await;
+    assert!(b.source().await.contains("state-dead"));
+    assert!(
+        b.find("button.retry").await.is_none(),
+        "an auditor has no retry button"
+    );
+    let csrf = b
+        .script("return document.querySelector('input[name=_csrf]').value;")
+        .await
+        .as_str()
+        .expect("csrf")
+        .to_string();
+    let session = session_cookie(&b).await;
+    let id = h.count("SELECT id FROM deliveries WHERE state = 'dead'");
+    let r = h
+        .client
+        .post(format!("{}/console/deliveries/{id}/retry", h.url))
+        .header("cookie", format!("hallgate_console={session}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("_csrf={csrf}"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        h.count("SELECT count(*) FROM deliveries WHERE state = 'dead'"),
+        1
+    );
+    // The login is audited with the person's name.
+    let logins = audit_details(&h, "console_login");
+    assert!(
+        logins
+            .iter()
+            .any(|d| d["user"] == "zhang.shen" && d["ok"] == json!(true)),
+        "{logins:?}"
+    );
+    b.quit().await;
+}
+
+/// The session cookie the browser holds (HttpOnly: not readable by the page).
+async fn session_cookie(b: &Browser) -> String {
+    b.cookie("hallgate_console").await.expect("session cookie")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_retries_a_dead_letter_and_sees_it_delivered() {
+    let h = Harness::with_config(TO_CITY, console_on).await;
+    add_user(&h, "li.yunwei", "operator");
+    h.city.set_script(Script {
+        status: 422,
+        ..Script::default()
+    });
+    let (s, _, _) = h
+        .post(
+            "district-a",
+            &json!([application("350205261204009903", "350205")]),
+            None,
+        )
+        .await;
+    assert_eq!(s, 202);
+    wait_until(30, "a dead letter", || {
+        h.count("SELECT count(*) FROM deliveries WHERE state = 'dead'") == 1
+    })
+    .await;
+    h.city.set_script(Script::default());
+
+    let b = Browser::start().await;
+    login(&b, &h, "li.yunwei", PASSWORD).await;
+    b.wait_for("投递队列").await;
+    b.goto(&format!("{}/console/deliveries?state=dead", h.url))
+        .await;
+    b.wait_for("state-dead").await;
+    b.screenshot(&shot("deliveries")).await;
+    b.click("button.retry").await;
+    b.accept_dialog().await;
+    b.wait_for("已重新排队 1 条死信").await;
+    wait_until(30, "delivered after the retry", || {
+        h.city.accepted_total() >= 1
+    })
+    .await;
+    wait_until(10, "marked delivered", || {
+        h.count("SELECT count(*) FROM deliveries WHERE state = 'delivered'") == 1
+    })
+    .await;
+    b.goto(&format!("{}/console/deliveries?state=delivered", h.url))
+        .await;
+    assert!(b.source().await.contains("350205261204009903"));
+    // Audited with the person who asked.
+    let retried = audit_details(&h, "manually_retried");
+    assert!(
+        retried.iter().any(|d| d["by"] == "console user li.yunwei"),
+        "{retried:?}"
+    );
+
+    // Without the CSRF token the same POST is refused.
+    let session = session_cookie(&b).await;
+    let r = h
+        .client
+        .post(format!("{}/console/deliveries/retry", h.url))
+        .header("cookie", format!("hallgate_console={session}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("destination=city")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    // A node's credentials do not open the console.
+    let r = h
+        .client
+        .get(format!("{}/console/", h.url))
+        .header("x-hallgate-node", "district-a")
+        .header("authorization", "Bearer not-a-console-session")
+        .send()
+        .await
+        .expect("get");
+    assert!(r.url().path().ends_with("/console/login"), "{}", r.url());
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passwords_are_refused_audited_and_lock_the_account() {
+    let h = Harness::with_config(TO_CITY, console_on).await;
+    add_user(&h, "wang.jiancha", "auditor");
+    let b = Browser::start().await;
+    for i in 0..3 {
+        login(&b, &h, "wang.jiancha", "not-the-password-1").await;
+        let page = b.wait_for("class=\"error\"").await;
+        // The third failure locks the account, and says so.
+        assert_eq!(page.contains("锁定"), i == 2, "{page}");
+    }
+    // Locked: even the right password is refused now.
+    login(&b, &h, "wang.jiancha", PASSWORD).await;
+    b.wait_for("锁定").await;
+    assert!(b.url().await.ends_with("/console/login"));
+    b.screenshot(&shot("login-locked")).await;
+    let refused: Vec<Value> = audit_details(&h, "console_login")
+        .into_iter()
+        .filter(|d| d["ok"] == json!(false) && d["user"] == "wang.jiancha")
+        .collect();
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    assert_eq!(refused[0]["reason"], "wrong password");
+    assert_eq!(refused[3]["reason"], "locked");
+    let out = Command::new(env!("CARGO_BIN_EXE_hallgate"))
+        .arg("--config")
+        .arg(h.dir.path().join("hallgate.toml"))
+        .args(["users", "list"])
+        .output()
+        .expect("users list");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("locked until"));
+    b.quit().await;
+}
