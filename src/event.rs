@@ -66,10 +66,12 @@ pub enum EventKind {
     ConsoleLogout,
     /// A console user was added, changed, disabled or given a new password.
     ConsoleUserChanged,
+    /// Someone verified the audit chain from the console (who, and the result).
+    ChainVerified,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 27] = [
+    pub const ALL: [EventKind; 28] = [
         EventKind::ConfigLoaded,
         EventKind::Received,
         EventKind::Rejected,
@@ -97,6 +99,7 @@ impl EventKind {
         EventKind::ConsoleLogin,
         EventKind::ConsoleLogout,
         EventKind::ConsoleUserChanged,
+        EventKind::ChainVerified,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -128,6 +131,7 @@ impl EventKind {
             EventKind::ConsoleLogin => "console_login",
             EventKind::ConsoleLogout => "console_logout",
             EventKind::ConsoleUserChanged => "console_user_changed",
+            EventKind::ChainVerified => "chain_verified",
         }
     }
 

@@ -150,6 +150,72 @@ fn describe() {
     );
 }
 
+/// Per-minute counts of records accepted and deliveries delivered, over the last
+/// [`CHART_MINUTES`] minutes of this process, for the console's chart. They are fed
+/// where `records_accepted_total` and `deliveries_delivered_total` are, so the
+/// chart's totals are what `/metrics` says.
+pub mod minutes {
+    use std::sync::Mutex;
+
+    pub const CHART_MINUTES: usize = 180;
+
+    struct Slot {
+        minute: i64,
+        accepted: u64,
+        delivered: u64,
+    }
+
+    static RING: Mutex<Vec<Slot>> = Mutex::new(Vec::new());
+
+    fn add(accepted: u64, delivered: u64) {
+        let minute = crate::time::now_ms().div_euclid(60_000);
+        let mut ring = RING.lock().unwrap_or_else(|p| p.into_inner());
+        if ring.is_empty() {
+            ring.extend((0..CHART_MINUTES).map(|_| Slot {
+                minute: -1,
+                accepted: 0,
+                delivered: 0,
+            }));
+        }
+        let slot = &mut ring[minute.rem_euclid(CHART_MINUTES as i64) as usize];
+        if slot.minute != minute {
+            *slot = Slot {
+                minute,
+                accepted: 0,
+                delivered: 0,
+            };
+        }
+        slot.accepted += accepted;
+        slot.delivered += delivered;
+    }
+
+    pub fn accepted(n: u64) {
+        if n > 0 {
+            add(n, 0);
+        }
+    }
+
+    pub fn delivered(n: u64) {
+        add(0, n);
+    }
+
+    /// Each of the last [`CHART_MINUTES`] minutes, oldest first: its start (ms since
+    /// the epoch), records accepted, deliveries delivered.
+    pub fn last() -> Vec<(i64, u64, u64)> {
+        let now = crate::time::now_ms().div_euclid(60_000);
+        let ring = RING.lock().unwrap_or_else(|p| p.into_inner());
+        (now - CHART_MINUTES as i64 + 1..=now)
+            .map(|m| {
+                let slot = ring.get(m.rem_euclid(CHART_MINUTES as i64) as usize);
+                match slot {
+                    Some(s) if s.minute == m => (m * 60_000, s.accepted, s.delivered),
+                    _ => (m * 60_000, 0, 0),
+                }
+            })
+            .collect()
+    }
+}
+
 /// Start the series of every sending node and destination at 0.
 pub fn zero<'a>(
     senders: impl Iterator<Item = &'a str>,

@@ -93,7 +93,6 @@ async fn an_auditor_finds_a_case_and_sees_deliveries_timeline_and_no_retry() {
     b.wait_for("投递队列").await;
     assert_eq!(b.url().await, format!("{}/console/", h.url));
     only_the_gateway(&b, &h).await;
-    b.screenshot(&shot("overview")).await;
 
     b.goto(&format!("{}/console/cases", h.url)).await;
     b.type_into("input[name=case_no]", case).await;
@@ -294,5 +293,165 @@ async fn wrong_passwords_are_refused_audited_and_lock_the_account() {
         .output()
         .expect("users list");
     assert!(String::from_utf8_lossy(&out.stdout).contains("locked until"));
+    b.quit().await;
+}
+
+/// Sum of every series of a counter or gauge in the Prometheus text.
+fn metric_sum(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
+        })
+        .filter(|l| l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_what_metrics_says() {
+    let h = Harness::with_config(
+        "[[routes]]\nname = \"r\"\nto = [\"city\", \"province\"]\n",
+        console_on,
+    )
+    .await;
+    add_user(&h, "zhao.yunwei", "operator");
+    // The province answers 503: its deliveries wait, the city's arrive.
+    h.province.set_script(Script {
+        status: 503,
+        ..Script::default()
+    });
+    let records: Vec<Value> = (0..12)
+        .map(|i| application(&format!("350205261204{:06}", 9100 + i), "350205"))
+        .collect();
+    let (s, _, _) = h.post("district-a", &json!(records), None).await;
+    assert_eq!(s, 202);
+    wait_until(30, "the city has all 12", || h.city.accepted_total() >= 12).await;
+
+    let b = Browser::start().await;
+    login(&b, &h, "zhao.yunwei", PASSWORD).await;
+    b.wait_for("投递队列").await;
+    // Other tests of this binary send too: compare when /metrics held still around
+    // the page load.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let before = h.metrics().await;
+        b.goto(&format!("{}/console/", h.url)).await;
+        let accepted: f64 = b.text("#accepted-total").await.parse().expect("number");
+        let delivered: f64 = b.text("#delivered-total").await.parse().expect("number");
+        let province_waiting: f64 = b
+            .script("return document.querySelector('tbody tr:nth-child(2) td:nth-child(2)').textContent;")
+            .await
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .expect("the province's row");
+        let after = h.metrics().await;
+        let a = metric_sum(&after, "hallgate_records_accepted_total", "");
+        let d = metric_sum(&after, "hallgate_deliveries_delivered_total", "");
+        let q = metric_sum(&after, "hallgate_queue_depth", "destination=\"province\"");
+        if before != after && tries < 20 {
+            continue;
+        }
+        assert_eq!(
+            (accepted, delivered),
+            (a, d),
+            "the chart's totals are /metrics' counters"
+        );
+        assert_eq!(province_waiting, q, "the backlog is /metrics' queue depth");
+        assert!(province_waiting >= 12.0);
+        break;
+    }
+    b.screenshot(&shot("overview")).await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auditor_verifies_the_chain_gets_checkpoints_and_a_masked_export() {
+    let h = Harness::with_config(TO_CITY, console_on).await;
+    add_user(&h, "qian.shenji", "auditor");
+    let (s, _, _) = h
+        .post(
+            "district-a",
+            &json!([application("350205261204009950", "350205")]),
+            None,
+        )
+        .await;
+    assert_eq!(s, 202);
+    wait_until(30, "delivered", || h.city.accepted_total() >= 1).await;
+    let cp_file = h.dir.path().join("cp.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_hallgate"))
+        .arg("--config")
+        .arg(h.dir.path().join("hallgate.toml"))
+        .args(["audit", "checkpoint", "--out"])
+        .arg(&cp_file)
+        .output()
+        .expect("checkpoint");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let b = Browser::start().await;
+    login(&b, &h, "qian.shenji", PASSWORD).await;
+    b.wait_for("投递队列").await;
+    b.goto(&format!("{}/console/audit", h.url)).await;
+    b.click("#verify").await;
+    let page = b.wait_for("id=\"verify-result\"").await;
+    assert!(page.contains("完整"), "{page}");
+    b.screenshot(&shot("audit")).await;
+
+    // The signed checkpoint, as the command wrote it.
+    let session = session_cookie(&b).await;
+    let get = |path: String| {
+        h.client
+            .get(format!("{}{path}", h.url))
+            .header("cookie", format!("hallgate_console={session}"))
+            .send()
+    };
+    let link = b
+        .script("return document.querySelector('a[href^=\"/console/audit/checkpoints/\"]').getAttribute('href');")
+        .await;
+    let r = get(link.as_str().expect("a checkpoint link").to_string())
+        .await
+        .expect("download");
+    assert_eq!(r.status(), 200);
+    let served: Value = serde_json::from_slice(&r.bytes().await.expect("body")).expect("json");
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(&cp_file).expect("file")).expect("json");
+    assert_eq!(served, written);
+
+    // A masked export, audited with the person.
+    let r = get("/console/audit/export?from=2000-01-01&to=2100-01-01&format=jsonl".into())
+        .await
+        .expect("export");
+    assert_eq!(r.status(), 200);
+    let text = String::from_utf8(r.bytes().await.expect("body").to_vec()).expect("utf-8");
+    assert!(text.lines().count() > 3, "{text}");
+    assert!(!text.contains("350205195912280259") && text.contains("350205********0259"));
+    let exported = audit_details(&h, "exported");
+    assert!(
+        exported
+            .iter()
+            .any(|d| d["by"] == "console user qian.shenji" && d["full"] == json!(false))
+    );
+
+    // Altered under the gateway's feet: the verification names the first broken event.
+    let db = rusqlite::Connection::open(h.dir.path().join("hallgate.db")).expect("store");
+    db.execute(
+        "UPDATE audit SET detail = '{\"altered\":true}' WHERE seq = 3",
+        [],
+    )
+    .expect("tamper");
+    b.goto(&format!("{}/console/audit", h.url)).await;
+    b.click("#verify").await;
+    let page = b.wait_for("链断裂").await;
+    assert!(page.contains("第一个不符的事件是 3"), "{page}");
+    let verified = audit_details(&h, "chain_verified");
+    assert_eq!(verified.len(), 2);
+    assert_eq!(verified[1]["ok"], json!(false));
+    assert_eq!(verified[1]["result"]["broken_seq"], 3);
+    assert_eq!(verified[0]["by"], "console user qian.shenji");
     b.quit().await;
 }

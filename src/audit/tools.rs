@@ -127,7 +127,8 @@ pub async fn checkpoint(
     let text = serde_json::to_string_pretty(&cp).map_err(std::io::Error::other)?;
     std::fs::write(&path, text + "\n")?;
     let mut e = Event::new(now_ms(), EventKind::Checkpoint);
-    e.detail = json!({ "seq": cp.seq, "hash": cp.hash, "key_id": cp.key_id, "file": path.display().to_string() });
+    // The signed checkpoint itself too: the console lists and serves it from here.
+    e.detail = json!({ "seq": cp.seq, "hash": cp.hash, "key_id": cp.key_id, "file": path.display().to_string(), "checkpoint": cp });
     store.audit(e).await?;
     Ok((path, cp))
 }
@@ -174,12 +175,24 @@ pub enum Format {
 /// `hallgate audit export`: events in `[from, to)`, each `accepted` event with its
 /// canonical record — personal data masked unless `full`. Every export is itself
 /// audited, with whether it was full.
-pub async fn export(
+pub async fn export<W: Write + ?Sized>(
     store: &dyn Store,
     filter: AuditFilter,
     format: Format,
     full: bool,
-    out: &mut dyn Write,
+    out: &mut W,
+) -> Result<u64, AuditError> {
+    export_by(store, filter, format, full, out, None).await
+}
+
+/// The same, naming who asked in its audit event (the console's user).
+pub async fn export_by<W: Write + ?Sized>(
+    store: &dyn Store,
+    filter: AuditFilter,
+    format: Format,
+    full: bool,
+    out: &mut W,
+    by: Option<&str>,
 ) -> Result<u64, AuditError> {
     let total = store.audit_count(filter.clone()).await?;
     let bar = progress_bar(total);
@@ -286,6 +299,7 @@ pub async fn export(
         "to": filter.to_ms.map(rfc3339),
         "case_no": filter.case_no,
         "node": filter.node,
+        "by": by,
     });
     store.audit(e).await?;
     Ok(count)

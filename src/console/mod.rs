@@ -7,14 +7,19 @@
 //! script are embedded in the binary, so the page loads nothing from elsewhere.
 //!
 //! - `session`: cookies, sessions, CSRF, failed-login throttling;
-//! - `pages`: overview, cases (办件), deliveries (投递) and the operators' retries;
+//! - `pages`: overview (with the per-minute chart), cases (办件), deliveries (投递)
+//!   and the operators' retries;
+//! - `audit`: verify the chain now, signed checkpoints, masked exports;
+//! - `sync`: the pull sources, paused and resumed by operators;
 //! - `password`: Argon2id hashes (`hallgate users`).
 
+mod audit;
 mod html;
 mod login;
 mod pages;
 pub mod password;
 mod session;
+mod sync;
 
 use std::sync::Arc;
 
@@ -31,12 +36,15 @@ use crate::api::AppState;
 pub struct Console {
     pub app: Arc<AppState>,
     pub throttle: session::Throttle,
+    pub verification: audit::Verification,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 impl IntoResponse for ConsoleError {
@@ -63,6 +71,7 @@ pub fn router(app: Arc<AppState>) -> Router {
     let console = Arc::new(Console {
         app,
         throttle: session::Throttle::default(),
+        verification: audit::Verification::default(),
     });
     Router::new()
         .route("/console", get(|| async { Redirect::to("/console/") }))
@@ -73,6 +82,12 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/console/deliveries", get(pages::deliveries))
         .route("/console/deliveries/retry", post(pages::retry_matching))
         .route("/console/deliveries/{id}/retry", post(pages::retry_one))
+        .route("/console/audit", get(audit::audit_page))
+        .route("/console/audit/verify", post(audit::verify))
+        .route("/console/audit/checkpoints/{seq}", get(audit::checkpoint))
+        .route("/console/audit/export", get(audit::export))
+        .route("/console/sync", get(sync::sync_page))
+        .route("/console/sync/{node}/{action}", post(sync::control))
         .route("/console/assets/console.css", get(css))
         .route("/console/assets/console.js", get(js))
         .with_state(console)

@@ -37,7 +37,7 @@ pub(super) fn forbidden(message: &str) -> Response {
 }
 
 /// The person behind the request, or the login page.
-async fn viewer(
+pub(super) async fn viewer_or_login(
     c: &Console,
     headers: &HeaderMap,
 ) -> Result<Result<(ConsoleUser, ConsoleSession), Response>, ConsoleError> {
@@ -51,7 +51,7 @@ async fn viewer(
 
 macro_rules! viewer {
     ($c:expr, $headers:expr) => {
-        match viewer(&$c, &$headers).await? {
+        match viewer_or_login(&$c, &$headers).await? {
             Ok(who) => who,
             Err(login) => return Ok(login),
         }
@@ -140,11 +140,53 @@ pub(super) async fn overview(
         })
         .collect();
     let body = format!(
-        "<h3>投递队列</h3>{}<h3>同步来源</h3>{}",
+        "{}<h3>投递队列</h3>{}<h3>同步来源</h3>{}",
+        chart(),
         table(&["目的地", "待投递", "死信", "最早待投递", "状态"], &rows),
         table(&["来源", "已拉取", "上次成功", "最近错误", "状态"], &sync)
     );
     Ok(Html(page("概览", Some(&v), &body)).into_response())
+}
+
+/// Records accepted and deliveries delivered per minute over the last hours (this
+/// process, as `/metrics` counts them), as an SVG drawn on the server.
+fn chart() -> String {
+    let minutes = crate::observe::minutes::last();
+    let (accepted, delivered): (u64, u64) = minutes
+        .iter()
+        .fold((0, 0), |(a, d), (_, x, y)| (a + x, d + y));
+    let max = minutes
+        .iter()
+        .map(|(_, a, d)| (*a).max(*d))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let (w, h) = (720.0_f64, 160.0_f64);
+    let step = w / minutes.len().max(1) as f64;
+    let line = |pick: fn(&(i64, u64, u64)) -> u64| {
+        minutes
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                format!(
+                    "{:.1},{:.1}",
+                    i as f64 * step,
+                    h - pick(m) as f64 / max as f64 * (h - 10.0)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let hours = crate::observe::minutes::CHART_MINUTES / 60;
+    format!(
+        "<h3>最近 {hours} 小时（每分钟）</h3><p id=\"chart-totals\">受理 <b id=\"accepted-total\">{accepted}</b> 条记录，送达 <b id=\"delivered-total\">{delivered}</b> 次投递；每分钟最多 {max}。</p>\
+<svg class=\"chart\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"每分钟受理与送达\">\
+<polyline class=\"accepted\" fill=\"none\" stroke=\"#0b3d91\" stroke-width=\"2\" points=\"{}\"/>\
+<polyline class=\"delivered\" fill=\"none\" stroke=\"#12b76a\" stroke-width=\"2\" stroke-dasharray=\"4 2\" points=\"{}\"/></svg>\
+<p class=\"legend\"><span class=\"accepted\">━ 受理</span> <span class=\"delivered\">┅ 送达</span></p>",
+        line(|m| m.1),
+        line(|m| m.2)
+    )
 }
 
 #[derive(Deserialize)]
@@ -360,7 +402,7 @@ pub(super) struct RetryForm {
 }
 
 /// The operator behind a change, or why not.
-async fn operator(
+pub(super) async fn operator(
     c: &Console,
     headers: &HeaderMap,
     csrf: Option<&str>,

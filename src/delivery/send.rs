@@ -116,6 +116,7 @@ impl Send {
         };
         metrics::counter!(counter, "destination" => p.destination.clone()).increment(1);
         if matches!(outcome, DeliveryResult::Delivered { .. }) {
+            crate::observe::minutes::delivered(1);
             // Accepted → delivered: what the backlog costs a record.
             let waited = now_ms().saturating_sub(d.created_at_ms).max(0);
             metrics::histogram!("hallgate_delivery_latency_seconds", "destination" => p.destination.clone())

@@ -353,6 +353,7 @@ impl Puller {
                     .count();
                 metrics::counter!("hallgate_records_accepted_total", "node" => self.node.clone())
                     .increment(new as u64);
+                crate::observe::minutes::accepted(new as u64);
                 Ok(new)
             }
             AcceptOutcome::Stale(_) | AcceptOutcome::TokenReplayed | AcceptOutcome::NotParty(_) => {

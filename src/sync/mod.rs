@@ -228,6 +228,18 @@ pub async fn control(
     action: &str,
     to: Option<&str>,
 ) -> Result<SyncSource, SyncError> {
+    control_by(config, store, node, action, to, &operator()).await
+}
+
+/// The same, naming who asked (the console's user).
+pub async fn control_by(
+    config: &Config,
+    store: &dyn Store,
+    node: &str,
+    action: &str,
+    to: Option<&str>,
+    by: &str,
+) -> Result<SyncSource, SyncError> {
     let s = settings(config, node)?;
     if s.pull_url.is_none() {
         return Err(SyncError::NotConfigured {
@@ -268,7 +280,7 @@ pub async fn control(
         "action": action,
         "cursor_before": Cursor::parse(&before.cursor).map(|c| c.describe()).unwrap_or(before.cursor.clone()),
         "detail": detail,
-        "by": operator(),
+        "by": by,
     });
     Ok(store.sync_control(node, control, e).await?)
 }

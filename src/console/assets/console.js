@@ -6,3 +6,7 @@ document.addEventListener("submit", function (e) {
     e.preventDefault();
   }
 });
+// A page showing work in progress (a chain verification) reloads itself each second.
+if (document.querySelector("[data-refresh]")) {
+  window.setTimeout(function () { window.location.reload(); }, 1000);
+}

@@ -228,6 +228,7 @@ impl HttpSource {
                 let dup = resp.records.len() as u64 - new;
                 metrics::counter!("hallgate_records_accepted_total", "node" => node.clone())
                     .increment(new);
+                crate::observe::minutes::accepted(new);
                 metrics::counter!("hallgate_records_duplicate_total", "node" => node.clone())
                     .increment(dup);
                 if errors.is_empty() {
