@@ -7,7 +7,11 @@
 //! - an auditor cannot retry: no button, and the POST is refused with 403;
 //! - a wrong password is refused and audited, and after 3 the account is locked;
 //! - a POST without the CSRF token is refused, and a node's token does not open
-//!   the console.
+//!   the console;
+//! - the overview's chart and backlog equal what /metrics says;
+//! - an auditor verifies the chain (and finds an altered event), downloads a signed
+//!   checkpoint and exports masked;
+//! - an operator sees a failing pull source and pauses it; an auditor cannot.
 //!
 //! Each saves a screenshot for docs/console.md (docs/console/*.png).
 
@@ -453,5 +457,68 @@ async fn an_auditor_verifies_the_chain_gets_checkpoints_and_a_masked_export() {
     assert_eq!(verified[1]["ok"], json!(false));
     assert_eq!(verified[1]["result"]["broken_seq"], 3);
     assert_eq!(verified[0]["by"], "console user qian.shenji");
+    b.quit().await;
+}
+
+/// district-a is also pulled, from a list API that refuses connections.
+fn console_and_a_failing_pull(t: String) -> String {
+    format!(
+        "{}\n[nodes.district-a.sync]\npull_url = \"http://127.0.0.1:9/api/cases\"\ncursor = \"timestamp\"\nstart = \"2026-01-01T00:00:00+08:00\"\ninterval_seconds = 1\n",
+        console_on(t)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sees_a_failing_pull_source_and_pauses_it() {
+    let h = Harness::with_config(TO_CITY, console_and_a_failing_pull).await;
+    add_user(&h, "sun.yunwei", "operator");
+    add_user(&h, "zhou.shenji", "auditor");
+    let b = Browser::start().await;
+    login(&b, &h, "zhou.shenji", PASSWORD).await;
+    b.wait_for("投递队列").await;
+    b.goto(&format!("{}/console/sync", h.url)).await;
+    b.wait_for("district-a").await;
+    assert!(
+        b.find("button.sync-pause").await.is_none(),
+        "auditors do not pause"
+    );
+    b.click("nav form button").await;
+    b.wait_for("name=\"password\"").await;
+
+    login(&b, &h, "sun.yunwei", PASSWORD).await;
+    b.wait_for("投递队列").await;
+    let started = std::time::Instant::now();
+    loop {
+        b.goto(&format!("{}/console/sync", h.url)).await;
+        if b.source()
+            .await
+            .to_lowercase()
+            .contains("connection refused")
+        {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "the pull's error never showed: {}",
+            b.source().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    b.screenshot(&shot("sync")).await;
+    b.click("button.sync-pause").await;
+    b.accept_dialog().await;
+    b.wait_for("button class=\"sync-resume\"").await;
+    let controlled = audit_details(&h, "sync_controlled");
+    assert!(
+        controlled
+            .iter()
+            .any(|d| d["action"] == "pause" && d["by"] == "console user sun.yunwei"),
+        "{controlled:?}"
+    );
+    let logouts = audit_details(&h, "console_logout");
+    assert!(
+        logouts.iter().any(|d| d["user"] == "zhou.shenji"),
+        "{logouts:?}"
+    );
     b.quit().await;
 }
