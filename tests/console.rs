@@ -130,6 +130,16 @@ async fn an_auditor_finds_a_case_and_sees_deliveries_timeline_and_no_retry() {
     only_the_gateway(&b, &h).await;
     b.screenshot(&shot("case")).await;
 
+    // Found again by who opened it and what it holds, and opened from the list.
+    b.goto(&format!(
+        "{}/console/cases?node=district-a&kind=application&from=2000-01-01",
+        h.url
+    ))
+    .await;
+    b.wait_for("找到 1 件").await;
+    b.click("a.case").await;
+    b.wait_for("全程留痕").await;
+
     // An auditor sees deliveries but no retry, and a retry POST is refused.
     h.city.set_script(Script {
         status: 422,

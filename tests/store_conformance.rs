@@ -73,6 +73,7 @@ conformance!(
     requeue_sends_delivered_records_again,
     a_settled_record_queues_one_receipt_for_its_sender,
     console_users_lock_and_sessions_expire,
+    cases_are_found_by_node_item_kind_and_time,
 );
 
 struct Rec {
@@ -1256,4 +1257,96 @@ async fn console_users_lock_and_sessions_expire(store: Arc<dyn Store>) {
     .await
     .expect("close");
     assert!(touch("s4", t + 100).await.is_none());
+}
+
+/// The console's case search: by the opening node, item code, a kind of record the
+/// case holds and when it was opened, newest first, at most `limit`.
+async fn cases_are_found_by_node_item_kind_and_time(store: Arc<dyn Store>) {
+    use hallgate::store::console::CaseSearch;
+    let s = store.as_ref();
+    let mut a = message(
+        "a",
+        None,
+        vec![
+            rec(Kind::Application, "S1", 0, &["city"]),
+            rec(Kind::Result, "S1", 0, &["city"]),
+        ],
+    );
+    a.records[0].item_code = Some("ITEM-1".into());
+    let mut b = message("b", None, vec![rec(Kind::Application, "S2", 0, &["city"])]);
+    b.records[0].item_code = Some("ITEM-2".into());
+    b.received_at_ms = a.received_at_ms + 10;
+    let c = message("a", None, vec![rec(Kind::Material, "S3", 0, &["city"])]);
+    for m in [a, b, c] {
+        assert!(matches!(
+            s.accept(m).await.expect("accept"),
+            AcceptOutcome::Accepted(_)
+        ));
+    }
+    let found = |q: CaseSearch| async move {
+        s.search_cases(CaseSearch { limit: 10, ..q })
+            .await
+            .expect("search")
+            .into_iter()
+            .map(|c| c.case_no)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        found(CaseSearch {
+            node: Some("a".into()),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        2
+    );
+    assert_eq!(
+        found(CaseSearch {
+            item_code: Some("ITEM-2".into()),
+            ..Default::default()
+        })
+        .await,
+        ["S2"]
+    );
+    let mut results = found(CaseSearch {
+        kind: Some("result".into()),
+        ..Default::default()
+    })
+    .await;
+    results.sort();
+    assert_eq!(results, ["S1"]);
+    let apps = found(CaseSearch {
+        kind: Some("application".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(apps.len(), 2);
+    assert!(
+        found(CaseSearch {
+            from_ms: Some(now_ms() + 60_000),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    let one = s
+        .search_cases(CaseSearch {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("search");
+    assert_eq!(one.len(), 1);
+    let s1 = s
+        .search_cases(CaseSearch {
+            item_code: Some("ITEM-1".into()),
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .expect("search");
+    assert_eq!(
+        (s1[0].case_no.as_str(), s1[0].opened_by.as_str()),
+        ("S1", "a")
+    );
 }

@@ -7,13 +7,15 @@
 //! script are embedded in the binary, so the page loads nothing from elsewhere.
 //!
 //! - `session`: cookies, sessions, CSRF, failed-login throttling;
-//! - `pages`: overview (with the per-minute chart), cases (办件), deliveries (投递)
-//!   and the operators' retries;
+//! - `pages`: overview (with the per-minute chart), deliveries (投递) and the
+//!   operators' retries;
+//! - `cases`: the case search and a case's page (办件, 全程留痕);
 //! - `audit`: verify the chain now, signed checkpoints, masked exports;
 //! - `sync`: the pull sources, paused and resumed by operators;
 //! - `password`: Argon2id hashes (`hallgate users`).
 
 mod audit;
+mod cases;
 mod html;
 mod login;
 mod pages;
@@ -78,7 +80,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/console/", get(pages::overview))
         .route("/console/login", get(login::form).post(login::submit))
         .route("/console/logout", post(login::logout))
-        .route("/console/cases", get(pages::cases))
+        .route("/console/cases", get(cases::cases))
         .route("/console/deliveries", get(pages::deliveries))
         .route("/console/deliveries/retry", post(pages::retry_matching))
         .route("/console/deliveries/{id}/retry", post(pages::retry_one))

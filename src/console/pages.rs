@@ -1,6 +1,5 @@
 //! The console's pages: the overview (each destination's queue, the pull
-//! sources), cases (办件: records masked, their deliveries and receipts, the audit
-//! timeline, 全程留痕) and deliveries (投递: filter, dead letters with reasons, and
+//! sources) and deliveries (投递: filter, dead letters with reasons, and
 //! for operators a retry of one or of all that match, after a confirmation). Every
 //! change checks the session's CSRF token; an auditor's retry is refused with 403.
 
@@ -18,8 +17,8 @@ use super::session::{self, csrf_ok};
 use super::{Console, ConsoleError};
 use crate::delivery::manual;
 use crate::store::console::{ConsoleSession, ConsoleUser};
-use crate::store::{Asked, AuditFilter, DeliveryFilter, DeliveryState};
-use crate::time::{now_ms, rfc3339};
+use crate::store::{Asked, DeliveryFilter, DeliveryState};
+use crate::time::now_ms;
 
 /// Rows a list shows at most.
 const PAGE: usize = 200;
@@ -60,7 +59,7 @@ macro_rules! viewer {
 
 /// Masked as the API masks (ID numbers, mobiles, case passwords), and people's
 /// names too: a person applicant's and a contact's keep their first character.
-fn masked(v: &impl serde::Serialize) -> Value {
+pub(super) fn masked(v: &impl serde::Serialize) -> Value {
     let mut v = serde_json::to_value(v).unwrap_or(Value::Null);
     crate::record::mask_personal(&mut v);
     mask_names(&mut v);
@@ -87,7 +86,7 @@ fn mask_names(v: &mut Value) {
     }
 }
 
-fn state_cell(s: DeliveryState) -> String {
+pub(super) fn state_cell(s: DeliveryState) -> String {
     format!("<span class=\"state-{0}\">{0}</span>", s.as_str())
 }
 
@@ -187,111 +186,6 @@ fn chart() -> String {
         line(|m| m.1),
         line(|m| m.2)
     )
-}
-
-#[derive(Deserialize)]
-pub(super) struct CaseQuery {
-    case_no: Option<String>,
-}
-
-pub(super) async fn cases(
-    State(c): State<Arc<Console>>,
-    headers: HeaderMap,
-    Query(q): Query<CaseQuery>,
-) -> Result<Response, ConsoleError> {
-    let (user, s) = viewer!(c, headers);
-    let v = Viewer {
-        user: &user,
-        session: &s,
-    };
-    let case_no = q
-        .case_no
-        .unwrap_or_default()
-        .trim()
-        .chars()
-        .take(64)
-        .collect::<String>();
-    let mut body = format!(
-        "<form class=\"search\" method=\"get\" action=\"/console/cases\">\
-<label>办件编号<input name=\"case_no\" value=\"{}\" required></label><button>查询</button></form>",
-        esc(&case_no)
-    );
-    if !case_no.is_empty() {
-        let records = c.app.store.case(&case_no).await?;
-        if records.is_empty() {
-            body.push_str(&format!(
-                "<p class=\"error\">没有办件 {}。</p>",
-                esc(&case_no)
-            ));
-        } else {
-            body.push_str(&format!("<h3>办件 {} 的记录</h3>", esc(&case_no)));
-            for r in &records {
-                body.push_str(&format!(
-                    "<h3>{} · 来自 {} · {}</h3><pre class=\"record\">{}</pre>",
-                    esc(r.kind.as_str()),
-                    esc(&r.source),
-                    esc(&r.received_at),
-                    esc(&serde_json::to_string_pretty(&masked(&r.record)).unwrap_or_default())
-                ));
-                let rows: Vec<Vec<String>> = r
-                    .deliveries
-                    .iter()
-                    .map(|d| {
-                        vec![
-                            d.id.to_string(),
-                            esc(&d.destination),
-                            state_cell(d.state),
-                            d.attempts.to_string(),
-                            d.last_status.map_or_else(String::new, |s| s.to_string()),
-                            esc(d.delivered_at.as_deref().unwrap_or("")),
-                            esc(&crate::record::mask_text(
-                                d.receipt
-                                    .as_deref()
-                                    .or(d.last_error.as_deref())
-                                    .unwrap_or(""),
-                            )),
-                        ]
-                    })
-                    .collect();
-                body.push_str(&table(
-                    &[
-                        "投递",
-                        "目的地",
-                        "状态",
-                        "次数",
-                        "状态码",
-                        "送达时间",
-                        "回执或原因",
-                    ],
-                    &rows,
-                ));
-            }
-            let events = c
-                .app
-                .store
-                .audit_events(AuditFilter {
-                    case_no: Some(case_no.clone()),
-                    limit: 1000,
-                    ..AuditFilter::default()
-                })
-                .await?;
-            let rows: Vec<Vec<String>> = events
-                .iter()
-                .map(|e| {
-                    vec![
-                        e.seq.to_string(),
-                        esc(&rfc3339(e.at_ms)),
-                        esc(&e.event),
-                        esc(e.node.as_deref().unwrap_or("")),
-                        esc(&masked(&e.detail).to_string()),
-                    ]
-                })
-                .collect();
-            body.push_str("<h3>全程留痕</h3>");
-            body.push_str(&table(&["序号", "时间", "事件", "节点", "详情"], &rows));
-        }
-    }
-    Ok(Html(page("办件", Some(&v), &body)).into_response())
 }
 
 #[derive(Deserialize)]

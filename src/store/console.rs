@@ -82,3 +82,27 @@ pub fn roles_of(text: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// What the console's case search (办件查询) asks for: all given filters hold.
+#[derive(Debug, Clone, Default)]
+pub struct CaseSearch {
+    /// The node that opened the case (its first record's sender).
+    pub node: Option<String>,
+    pub item_code: Option<String>,
+    /// The case has a record of this kind.
+    pub kind: Option<String>,
+    /// Opened at or after, and before (ms since the epoch).
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub limit: usize,
+}
+
+/// One case found, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseSummary {
+    pub case_no: String,
+    pub opened_by: String,
+    pub region: Option<String>,
+    pub item_code: Option<String>,
+    pub opened_ms: i64,
+}

@@ -174,6 +174,8 @@ pub trait Store: Send + Sync {
     fn queue_depths(&self) -> StoreFuture<'_, Vec<QueueDepth>>;
     /// Bytes of the canonical records waiting for `destination` (back-pressure).
     fn pending_bytes(&self, destination: &str) -> StoreFuture<'_, i64>;
+    /// Cases matching a search, newest first (the console's 办件查询; read-only).
+    fn search_cases(&self, q: console::CaseSearch) -> StoreFuture<'_, Vec<console::CaseSummary>>;
     /// The console's users and sessions ([`console`]).
     fn console(&self, op: console::ConsoleOp) -> StoreFuture<'_, console::ConsoleOut>;
     /// Flush and stop accepting work.

@@ -14,7 +14,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::console::{self, ConsoleOp, ConsoleOut, ConsoleSession, ConsoleUser};
+use super::console::{
+    self, CaseSearch, CaseSummary, ConsoleOp, ConsoleOut, ConsoleSession, ConsoleUser,
+};
 use super::{
     AcceptOutcome, AcceptResponse, Asked, AuditFilter, AuditMeta, CaseStanding, CatalogueChange,
     CatalogueItem, Completion, DataKey, DeliveryFilter, DeliveryResult, DeliveryState,
@@ -220,6 +222,13 @@ CREATE TABLE console_sessions (
     seen_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+"#,
+    // The console's case search: by time, by opening node, by item.
+    r#"
+CREATE INDEX cases_opened ON cases (opened_at);
+CREATE INDEX cases_node_opened ON cases (opened_by, opened_at);
+CREATE INDEX cases_item_opened ON cases (item_code, opened_at);
+CREATE INDEX records_case_kind ON records (case_no, kind);
 "#,
 ];
 
@@ -2045,6 +2054,38 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'_, ()> {
         let dest = destination.to_string();
         self.submit(|r| Job::PauseDestination(dest, paused, event, r))
+    }
+
+    fn search_cases(&self, q: CaseSearch) -> StoreFuture<'_, Vec<CaseSummary>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT c.case_no, c.opened_by, c.region, c.item_code, c.opened_at FROM cases c
+                 WHERE (?1 IS NULL OR c.opened_by = ?1) AND (?2 IS NULL OR c.item_code = ?2)
+                   AND c.opened_at >= ?3 AND c.opened_at < ?4
+                   AND (?5 IS NULL OR EXISTS (SELECT 1 FROM records r WHERE r.case_no = c.case_no AND r.kind = ?5))
+                 ORDER BY c.opened_at DESC LIMIT ?6",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    q.node,
+                    q.item_code,
+                    q.from_ms.unwrap_or(i64::MIN),
+                    q.to_ms.unwrap_or(i64::MAX),
+                    q.kind,
+                    q.limit as i64
+                ],
+                |r| {
+                    Ok(CaseSummary {
+                        case_no: r.get(0)?,
+                        opened_by: r.get(1)?,
+                        region: r.get(2)?,
+                        item_code: r.get(3)?,
+                        opened_ms: r.get(4)?,
+                    })
+                },
+            )?;
+            rows.collect::<Result<_, _>>().map_err(StoreError::from)
+        })
     }
 
     fn console(&self, op: ConsoleOp) -> StoreFuture<'_, ConsoleOut> {

@@ -132,6 +132,13 @@ impl Store for SealedStore {
         self.inner.deliveries(filter)
     }
 
+    fn search_cases(
+        &self,
+        q: crate::store::console::CaseSearch,
+    ) -> StoreFuture<'_, Vec<crate::store::console::CaseSummary>> {
+        self.inner.search_cases(q)
+    }
+
     fn console(
         &self,
         op: crate::store::console::ConsoleOp,
