@@ -68,10 +68,12 @@ pub enum EventKind {
     ConsoleUserChanged,
     /// Someone verified the audit chain from the console (who, and the result).
     ChainVerified,
+    /// An auditor revealed a record's masked personal data (who, which, why).
+    PersonalDataRevealed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 28] = [
+    pub const ALL: [EventKind; 29] = [
         EventKind::ConfigLoaded,
         EventKind::Received,
         EventKind::Rejected,
@@ -100,6 +102,7 @@ impl EventKind {
         EventKind::ConsoleLogout,
         EventKind::ConsoleUserChanged,
         EventKind::ChainVerified,
+        EventKind::PersonalDataRevealed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -132,6 +135,7 @@ impl EventKind {
             EventKind::ConsoleLogout => "console_logout",
             EventKind::ConsoleUserChanged => "console_user_changed",
             EventKind::ChainVerified => "chain_verified",
+            EventKind::PersonalDataRevealed => "personal_data_revealed",
         }
     }
 

@@ -130,6 +130,20 @@ async fn an_auditor_finds_a_case_and_sees_deliveries_timeline_and_no_retry() {
     only_the_gateway(&b, &h).await;
     b.screenshot(&shot("case")).await;
 
+    // An auditor reveals the record's personal data, stating why: audited first.
+    b.type_into(
+        "form.reveal input[name=reason]",
+        "核对申请人身份（投诉 2026-118）",
+    )
+    .await;
+    b.click("button.reveal").await;
+    let page = b.wait_for("record revealed").await;
+    assert!(page.contains("350205195912280259"), "revealed in full");
+    let revealed = audit_details(&h, "personal_data_revealed");
+    assert_eq!(revealed.len(), 1, "{revealed:?}");
+    assert_eq!(revealed[0]["by"], "console user zhang.shen");
+    assert_eq!(revealed[0]["reason"], "核对申请人身份（投诉 2026-118）");
+
     // Found again by who opened it and what it holds, and opened from the list.
     b.goto(&format!(
         "{}/console/cases?node=district-a&kind=application&from=2000-01-01",
@@ -260,6 +274,37 @@ async fn an_operator_retries_a_dead_letter_and_sees_it_delivered() {
         .header("cookie", format!("hallgate_console={session}"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body("destination=city")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    // Only auditors reveal personal data.
+    let csrf = b
+        .script("return document.querySelector('input[name=_csrf]').value;")
+        .await
+        .as_str()
+        .expect("csrf")
+        .to_string();
+    let r = h
+        .client
+        .post(format!("{}/console/cases/reveal", h.url))
+        .header("cookie", format!("hallgate_console={session}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "_csrf={csrf}&case_no=350205261204009903&message_id=x&index=0&reason=curious"
+        ))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    assert!(audit_details(&h, "personal_data_revealed").is_empty());
+    // A login posted from another site's page is refused.
+    let r = h
+        .client
+        .post(format!("{}/console/login", h.url))
+        .header("origin", "http://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("user=li.yunwei&password={PASSWORD}"))
         .send()
         .await
         .expect("post");

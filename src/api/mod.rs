@@ -56,6 +56,8 @@ pub struct AppState {
 
 pub use openapi::document as openapi_document;
 pub use request_id::RequestId;
+/// The request-id and access-log middleware, for routes beside the API (the console).
+pub use request_id::tag as tag_request;
 
 /// Every unknown path answers 404 in the one JSON error shape.
 async fn not_found(uri: axum::http::Uri) -> crate::intake::Refusal {

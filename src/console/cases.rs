@@ -1,7 +1,8 @@
 //! The console's cases (办件): a search by case number, or by the opening node,
 //! item code, a kind of record it holds and the date it was opened (newest first,
 //! at most [`FOUND`]); and a case's page: its records (masked), their deliveries
-//! with receipts or reasons, and the case's audit timeline (全程留痕).
+//! with receipts or reasons, and the case's audit timeline (全程留痕). An auditor
+//! may reveal one record's masked fields with a stated reason, audited first.
 
 use std::sync::Arc;
 
@@ -11,11 +12,13 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
 use super::html::{Viewer, esc, page, table};
-use super::pages::{masked, state_cell, viewer_or_login};
+use super::pages::{forbidden, masked, state_cell, viewer_or_login};
 use super::{Console, ConsoleError};
+use crate::event::{Event, EventKind};
 use crate::store::AuditFilter;
 use crate::store::console::CaseSearch;
-use crate::time::{parse_time, rfc3339};
+use crate::time::{now_ms, parse_time, rfc3339};
+use serde_json::json;
 
 /// Cases a search lists at most.
 const FOUND: usize = 100;
@@ -130,79 +133,161 @@ pub(super) async fn cases(
         ));
     }
     if !case_no.is_empty() {
-        let records = c.app.store.case(&case_no).await?;
-        if records.is_empty() {
+        body.push_str(&case_body(&c, &v, &case_no, None).await?);
+    }
+    Ok(Html(page("办件", Some(&v), &body)).into_response())
+}
+
+/// A case's records, deliveries and timeline; the record `reveal` names (message id,
+/// index) unmasked.
+async fn case_body(
+    c: &Console,
+    v: &Viewer<'_>,
+    case_no: &str,
+    reveal: Option<(&str, usize)>,
+) -> Result<String, ConsoleError> {
+    let mut body = String::new();
+    let records = c.app.store.case(case_no).await?;
+    if records.is_empty() {
+        body.push_str(&format!(
+            "<p class=\"error\">没有办件 {}。</p>",
+            esc(case_no)
+        ));
+    } else {
+        body.push_str(&format!("<h3>办件 {} 的记录</h3>", esc(case_no)));
+        for r in &records {
+            // Revealed in this answer only, to the auditor who gave a reason.
+            let whole = reveal == Some((r.message_id.as_str(), r.index));
+            let shown = if whole {
+                r.record.clone()
+            } else {
+                masked(&r.record)
+            };
             body.push_str(&format!(
-                "<p class=\"error\">没有办件 {}。</p>",
-                esc(&case_no)
+                "<h3>{} · 来自 {} · {}</h3><pre class=\"record{}\">{}</pre>",
+                esc(r.kind.as_str()),
+                esc(&r.source),
+                esc(&r.received_at),
+                if whole { " revealed" } else { "" },
+                esc(&serde_json::to_string_pretty(&shown).unwrap_or_default())
             ));
-        } else {
-            body.push_str(&format!("<h3>办件 {} 的记录</h3>", esc(&case_no)));
-            for r in &records {
+            if v.is("auditor") && !whole {
                 body.push_str(&format!(
-                    "<h3>{} · 来自 {} · {}</h3><pre class=\"record\">{}</pre>",
-                    esc(r.kind.as_str()),
-                    esc(&r.source),
-                    esc(&r.received_at),
-                    esc(&serde_json::to_string_pretty(&masked(&r.record)).unwrap_or_default())
-                ));
-                let rows: Vec<Vec<String>> = r
-                    .deliveries
-                    .iter()
-                    .map(|d| {
-                        vec![
-                            d.id.to_string(),
-                            esc(&d.destination),
-                            state_cell(d.state),
-                            d.attempts.to_string(),
-                            d.last_status.map_or_else(String::new, |s| s.to_string()),
-                            esc(d.delivered_at.as_deref().unwrap_or("")),
-                            esc(&crate::record::mask_text(
-                                d.receipt
-                                    .as_deref()
-                                    .or(d.last_error.as_deref())
-                                    .unwrap_or(""),
-                            )),
-                        ]
-                    })
-                    .collect();
-                body.push_str(&table(
-                    &[
-                        "投递",
-                        "目的地",
-                        "状态",
-                        "次数",
-                        "状态码",
-                        "送达时间",
-                        "回执或原因",
-                    ],
-                    &rows,
+                    "<form class=\"search reveal\" method=\"post\" action=\"/console/cases/reveal\">{}\
+<input type=\"hidden\" name=\"case_no\" value=\"{}\"><input type=\"hidden\" name=\"message_id\" value=\"{}\">\
+<input type=\"hidden\" name=\"index\" value=\"{}\"><label>查看完整信息的理由<input name=\"reason\" required maxlength=\"200\"></label>\
+<button class=\"reveal\">显示完整信息</button></form>",
+                    v.csrf_field(),
+                    esc(case_no),
+                    esc(&r.message_id),
+                    r.index
                 ));
             }
-            let events = c
-                .app
-                .store
-                .audit_events(AuditFilter {
-                    case_no: Some(case_no.clone()),
-                    limit: 1000,
-                    ..AuditFilter::default()
-                })
-                .await?;
-            let rows: Vec<Vec<String>> = events
+            let rows: Vec<Vec<String>> = r
+                .deliveries
                 .iter()
-                .map(|e| {
+                .map(|d| {
                     vec![
-                        e.seq.to_string(),
-                        esc(&rfc3339(e.at_ms)),
-                        esc(&e.event),
-                        esc(e.node.as_deref().unwrap_or("")),
-                        esc(&masked(&e.detail).to_string()),
+                        d.id.to_string(),
+                        esc(&d.destination),
+                        state_cell(d.state),
+                        d.attempts.to_string(),
+                        d.last_status.map_or_else(String::new, |s| s.to_string()),
+                        esc(d.delivered_at.as_deref().unwrap_or("")),
+                        esc(&crate::record::mask_text(
+                            d.receipt
+                                .as_deref()
+                                .or(d.last_error.as_deref())
+                                .unwrap_or(""),
+                        )),
                     ]
                 })
                 .collect();
-            body.push_str("<h3>全程留痕</h3>");
-            body.push_str(&table(&["序号", "时间", "事件", "节点", "详情"], &rows));
+            body.push_str(&table(
+                &[
+                    "投递",
+                    "目的地",
+                    "状态",
+                    "次数",
+                    "状态码",
+                    "送达时间",
+                    "回执或原因",
+                ],
+                &rows,
+            ));
         }
+        let events = c
+            .app
+            .store
+            .audit_events(AuditFilter {
+                case_no: Some(case_no.to_string()),
+                limit: 1000,
+                ..AuditFilter::default()
+            })
+            .await?;
+        let rows: Vec<Vec<String>> = events
+            .iter()
+            .map(|e| {
+                vec![
+                    e.seq.to_string(),
+                    esc(&rfc3339(e.at_ms)),
+                    esc(&e.event),
+                    esc(e.node.as_deref().unwrap_or("")),
+                    esc(&masked(&e.detail).to_string()),
+                ]
+            })
+            .collect();
+        body.push_str("<h3>全程留痕</h3>");
+        body.push_str(&table(&["序号", "时间", "事件", "节点", "详情"], &rows));
     }
+    Ok(body)
+}
+
+#[derive(Deserialize)]
+pub(super) struct RevealForm {
+    #[serde(rename = "_csrf")]
+    csrf: Option<String>,
+    case_no: String,
+    message_id: String,
+    index: usize,
+    reason: String,
+}
+
+/// An auditor reveals one record's masked fields, stating why; audited with the
+/// person and the reason before anything is shown.
+pub(super) async fn reveal(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    axum::Form(f): axum::Form<RevealForm>,
+) -> Result<Response, ConsoleError> {
+    let Some((user, s)) =
+        super::session::current(&*c.app.store, &c.app.config.console, &headers).await?
+    else {
+        return Ok(forbidden("请先登录。"));
+    };
+    if !super::session::csrf_ok(&s, f.csrf.as_deref()) {
+        return Ok(forbidden("缺少或错误的 CSRF 令牌：请从控制台页面操作。"));
+    }
+    if !user.roles.iter().any(|r| r == "auditor") {
+        return Ok(forbidden("查看完整信息需要 auditor（审计）角色。"));
+    }
+    let reason: String = f.reason.trim().chars().take(200).collect();
+    if reason.is_empty() {
+        return Ok(forbidden("请说明查看完整信息的理由。"));
+    }
+    let mut e = Event::new(now_ms(), EventKind::PersonalDataRevealed);
+    e.case_no = Some(f.case_no.clone());
+    e.message_id = Some(f.message_id.clone());
+    e.detail = json!({
+        "by": format!("console user {}", user.name),
+        "index": f.index,
+        "reason": crate::record::mask_text(&reason),
+    });
+    c.app.store.audit(e).await?;
+    let v = Viewer {
+        user: &user,
+        session: &s,
+    };
+    let body = case_body(&c, &v, &f.case_no, Some((&f.message_id, f.index))).await?;
     Ok(Html(page("办件", Some(&v), &body)).into_response())
 }

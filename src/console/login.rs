@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Form;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -71,6 +71,25 @@ pub(super) async fn submit(
     req: Request,
 ) -> Result<Response, ConsoleError> {
     let addr = address(req.extensions().get::<crate::tls::Peer>());
+    // A login posted from another site's page is refused (login CSRF): the browser
+    // names the page's origin, and it must be this gateway.
+    let cross_site = {
+        let h = req.headers();
+        let get = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        match get("origin") {
+            Some(origin) => {
+                origin.split_once("://").map(|(_, host)| host.to_string()) != get("host")
+            }
+            None => false,
+        }
+    };
+    if cross_site {
+        return Ok(super::pages::forbidden("登录只能从本网关的登录页提交。"));
+    }
     let Ok(Form(f)) = Form::<LoginForm>::from_request(req, &()).await else {
         return Ok((
             StatusCode::BAD_REQUEST,
@@ -200,5 +219,3 @@ pub(super) async fn logout(
     )
         .into_response())
 }
-
-use axum::extract::FromRequest;

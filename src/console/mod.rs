@@ -81,6 +81,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/console/login", get(login::form).post(login::submit))
         .route("/console/logout", post(login::logout))
         .route("/console/cases", get(cases::cases))
+        .route("/console/cases/reveal", post(cases::reveal))
         .route("/console/deliveries", get(pages::deliveries))
         .route("/console/deliveries/retry", post(pages::retry_matching))
         .route("/console/deliveries/{id}/retry", post(pages::retry_one))
@@ -94,6 +95,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/console/assets/console.js", get(js))
         .with_state(console)
         .layer(axum::middleware::from_fn(guard))
+        .layer(axum::middleware::from_fn(crate::api::tag_request))
 }
 
 /// Headers on every console answer: nothing from another origin, no framing, no
