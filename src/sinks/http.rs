@@ -217,29 +217,8 @@ pub(super) fn answered(status: StatusCode, text: String, retry_after_ms: Option<
 pub(super) fn unanswered(e: &reqwest::Error, started: std::time::Instant) -> Outcome {
     let error = if e.is_timeout() {
         format!("timed out after {:?}", started.elapsed())
-    } else if e.is_connect() {
-        // Say to where and why: "connection refused to 127.0.0.1:8201".
-        let to = e
-            .url()
-            .map(|u| {
-                format!(
-                    " to {}:{}",
-                    u.host_str().unwrap_or("?"),
-                    u.port_or_known_default().unwrap_or(0)
-                )
-            })
-            .unwrap_or_default();
-        let chain = crate::observe::error_chain(e).to_ascii_lowercase();
-        let why = if chain.contains("refused") {
-            "connection refused"
-        } else if chain.contains("dns") || chain.contains("resolve") {
-            "the host name does not resolve"
-        } else if chain.contains("certificate") || chain.contains("tls") {
-            "TLS handshake failed"
-        } else {
-            "cannot connect"
-        };
-        format!("{why}{to}")
+    } else if let Some(why) = crate::tls::connect_failure(e) {
+        why
     } else {
         mask_text(&format!("network error: {e}"))
     };

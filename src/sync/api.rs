@@ -67,7 +67,8 @@ impl Api {
         let shown = url.to_string();
         let http = |e: reqwest::Error| SyncError::Http {
             url: shown.clone(),
-            reason: crate::observe::error_chain(&e),
+            reason: crate::tls::connect_failure(&e)
+                .unwrap_or_else(|| crate::observe::error_chain(&e)),
         };
         let mut full = reqwest::Url::parse(url).map_err(|e| SyncError::Http {
             url: url.to_string(),

@@ -185,6 +185,36 @@ impl PeerCert {
     }
 }
 
+/// Why a request could not connect, said with where to: "connection refused to
+/// 127.0.0.1:8201", "the host name does not resolve to …", "TLS handshake failed to
+/// …" (None when it did connect).
+pub fn connect_failure(e: &reqwest::Error) -> Option<String> {
+    if !e.is_connect() {
+        return None;
+    }
+    let to = e
+        .url()
+        .map(|u| {
+            format!(
+                " to {}:{}",
+                u.host_str().unwrap_or("?"),
+                u.port_or_known_default().unwrap_or(0)
+            )
+        })
+        .unwrap_or_default();
+    let chain = crate::observe::error_chain(e).to_ascii_lowercase();
+    let why = if chain.contains("refused") {
+        "connection refused"
+    } else if chain.contains("dns") || chain.contains("resolve") {
+        "the host name does not resolve"
+    } else if chain.contains("certificate") || chain.contains("tls") {
+        "TLS handshake failed"
+    } else {
+        "cannot connect"
+    };
+    Some(format!("{why}{to}"))
+}
+
 /// A reqwest client builder on rustls with the pure-Rust `ring` provider (installed
 /// as the process default on first use).
 pub fn http_client() -> reqwest::ClientBuilder {
