@@ -186,15 +186,13 @@ async fn an_auditor_finds_a_case_and_sees_deliveries_timeline_and_no_retry() {
         .to_string();
     let session = session_cookie(&b).await;
     let id = h.count("SELECT id FROM deliveries WHERE state = 'dead'");
-    let r = h
-        .client
-        .post(format!("{}/console/deliveries/{id}/retry", h.url))
-        .header("cookie", format!("hallgate_console={session}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("_csrf={csrf}"))
-        .send()
-        .await
-        .expect("post");
+    let r = post_form(
+        &h,
+        &session,
+        &format!("/console/deliveries/{id}/retry"),
+        format!("_csrf={csrf}"),
+    )
+    .await;
     assert_eq!(r.status(), 403);
     assert_eq!(
         h.count("SELECT count(*) FROM deliveries WHERE state = 'dead'"),
@@ -209,6 +207,24 @@ async fn an_auditor_finds_a_case_and_sees_deliveries_timeline_and_no_retry() {
         "{logins:?}"
     );
     b.quit().await;
+}
+
+/// POST a form to a console path with a session cookie, as a page would (or
+/// would not).
+async fn post_form(
+    h: &Harness,
+    session: &str,
+    path: &str,
+    body: impl Into<String>,
+) -> reqwest::Response {
+    h.client
+        .post(format!("{}{path}", h.url))
+        .header("cookie", format!("hallgate_console={session}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.into())
+        .send()
+        .await
+        .expect("post")
 }
 
 /// The session cookie the browser holds (HttpOnly: not readable by the page).
@@ -268,15 +284,13 @@ async fn an_operator_retries_a_dead_letter_and_sees_it_delivered() {
 
     // Without the CSRF token the same POST is refused.
     let session = session_cookie(&b).await;
-    let r = h
-        .client
-        .post(format!("{}/console/deliveries/retry", h.url))
-        .header("cookie", format!("hallgate_console={session}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("destination=city")
-        .send()
-        .await
-        .expect("post");
+    let r = post_form(
+        &h,
+        &session,
+        "/console/deliveries/retry",
+        "destination=city",
+    )
+    .await;
     assert_eq!(r.status(), 403);
     // Only auditors reveal personal data.
     let csrf = b
@@ -285,17 +299,13 @@ async fn an_operator_retries_a_dead_letter_and_sees_it_delivered() {
         .as_str()
         .expect("csrf")
         .to_string();
-    let r = h
-        .client
-        .post(format!("{}/console/cases/reveal", h.url))
-        .header("cookie", format!("hallgate_console={session}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!(
-            "_csrf={csrf}&case_no=350205261204009903&message_id=x&index=0&reason=curious"
-        ))
-        .send()
-        .await
-        .expect("post");
+    let r = post_form(
+        &h,
+        &session,
+        "/console/cases/reveal",
+        format!("_csrf={csrf}&case_no=350205261204009903&message_id=x&index=0&reason=curious"),
+    )
+    .await;
     assert_eq!(r.status(), 403);
     assert!(audit_details(&h, "personal_data_revealed").is_empty());
     // A login posted from another site's page is refused.

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::html::{Viewer, esc, page, table};
 use super::pages::{forbidden, viewer_or_login};
+use super::session::CsrfForm;
 use super::session::csrf_ok;
 use super::{Console, ConsoleError};
 use crate::event::{Event, EventKind};
@@ -126,12 +127,6 @@ pub(super) async fn audit_page(
 fn short(hex: &str) -> String {
     let head: String = hex.chars().take(16).collect();
     format!("<span title=\"{}\">{}…</span>", esc(hex), esc(&head))
-}
-
-#[derive(Deserialize)]
-pub(super) struct CsrfForm {
-    #[serde(rename = "_csrf")]
-    csrf: Option<String>,
 }
 
 /// Start a verification of the whole live chain (one at a time).

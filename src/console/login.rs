@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::html::{esc, page};
+use super::session::CsrfForm;
 use super::session::{self, csrf_ok};
 use super::{Console, ConsoleError};
 use crate::event::{Event, EventKind};
@@ -25,12 +26,6 @@ use crate::time::now_ms;
 pub(super) struct LoginForm {
     user: String,
     password: String,
-}
-
-#[derive(Deserialize)]
-pub(super) struct CsrfForm {
-    #[serde(rename = "_csrf")]
-    csrf: Option<String>,
 }
 
 fn login_page(message: Option<&str>) -> String {

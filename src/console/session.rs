@@ -102,6 +102,13 @@ pub fn open(user: &str, settings: &ConsoleSettings) -> (String, ConsoleSession) 
     (token, session)
 }
 
+/// A form whose only field is the CSRF token (logout, verify, pause and resume).
+#[derive(serde::Deserialize)]
+pub struct CsrfForm {
+    #[serde(rename = "_csrf")]
+    pub csrf: Option<String>,
+}
+
 /// Whether a form's CSRF token is the session's (compared in constant time).
 pub fn csrf_ok(session: &ConsoleSession, sent: Option<&str>) -> bool {
     let Some(sent) = sent else { return false };

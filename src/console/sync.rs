@@ -8,10 +8,10 @@ use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use serde::Deserialize;
 
 use super::html::{Viewer, esc, page, table};
 use super::pages::{forbidden, operator, viewer_or_login};
+use super::session::CsrfForm;
 use super::{Console, ConsoleError};
 use crate::time::{now_ms, rfc3339};
 
@@ -70,12 +70,6 @@ pub(super) async fn sync_page(
         &rows,
     );
     Ok(Html(page("同步", Some(&v), &body)).into_response())
-}
-
-#[derive(Deserialize)]
-pub(super) struct CsrfForm {
-    #[serde(rename = "_csrf")]
-    csrf: Option<String>,
 }
 
 pub(super) async fn control(
