@@ -63,6 +63,7 @@ fn message(first: usize, cases: usize, at: i64) -> NewMessage {
                 flags: Vec::new(),
                 region: Some("350205".into()),
                 item_code: Some(item(c)),
+                fact: None,
             });
         }
     }

@@ -83,6 +83,7 @@ async fn preload(config: &Config, n: usize) {
                     flags: Vec::new(),
                     region: None,
                     item_code: None,
+                    fact: None,
                 }
             })
             .collect();

@@ -70,10 +70,13 @@ pub enum EventKind {
     ChainVerified,
     /// An auditor revealed a record's masked personal data (who, which, why).
     PersonalDataRevealed,
+    /// A case's supervision state changed (on time, warning, overdue, suspended,
+    /// finished on time or late): from, to, the deadline, and the alert sent.
+    SupervisionChanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 29] = [
+    pub const ALL: [EventKind; 30] = [
         EventKind::ConfigLoaded,
         EventKind::Received,
         EventKind::Rejected,
@@ -103,6 +106,7 @@ impl EventKind {
         EventKind::ConsoleUserChanged,
         EventKind::ChainVerified,
         EventKind::PersonalDataRevealed,
+        EventKind::SupervisionChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -136,6 +140,7 @@ impl EventKind {
             EventKind::ConsoleUserChanged => "console_user_changed",
             EventKind::ChainVerified => "chain_verified",
             EventKind::PersonalDataRevealed => "personal_data_revealed",
+            EventKind::SupervisionChanged => "supervision_changed",
         }
     }
 

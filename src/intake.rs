@@ -369,6 +369,16 @@ impl Intake {
         let mut new_records = Vec::with_capacity(records.len());
         let syntax = self.ids.get(node);
         for (r, i) in records.into_iter().zip(indices) {
+            if r.kind == Kind::Alert {
+                errors.push(FieldError {
+                    record: i,
+                    field: "kind".into(),
+                    source_path: None,
+                    rule: "not_allowed".into(),
+                    message: "alert records are made by the gateway's supervision; a node cannot send them".into(),
+                });
+                continue;
+            }
             if let Some(e) = identifier_problem(syntax, &r, i) {
                 errors.push(e);
                 continue;
@@ -422,6 +432,11 @@ impl Intake {
                     continue;
                 }
             };
+            let fact = if self.config.supervision.enabled {
+                crate::supervise::facts::of(&r, &flags)
+            } else {
+                None
+            };
             let canonical = r.to_json();
             new_records.push(NewRecord {
                 index: i,
@@ -437,6 +452,7 @@ impl Intake {
                 flags,
                 region: r.str_field("region").map(str::to_string),
                 item_code: r.str_field("item_code").map(str::to_string),
+                fact,
             });
             kept.push(r);
         }

@@ -42,6 +42,7 @@ pub mod limits;
 pub mod route;
 pub mod sinks;
 pub mod sources;
+pub mod supervise;
 pub mod sync;
 // 5.
 pub mod api;

@@ -39,8 +39,13 @@ impl Rule {
             prefixes.is_empty()
                 || value.is_some_and(|v| prefixes.iter().any(|p| v.starts_with(p.as_str())))
         };
-        (self.kinds.is_empty() || self.kinds.contains(&r.kind))
-            && (self.sources.is_empty() || self.sources.iter().any(|s| s == source))
+        // Alerts go only where a rule names them: a rule for every kind means every
+        // kind nodes send.
+        (if r.kind == Kind::Alert {
+            self.kinds.contains(&Kind::Alert)
+        } else {
+            self.kinds.is_empty() || self.kinds.contains(&r.kind)
+        }) && (self.sources.is_empty() || self.sources.iter().any(|s| s == source))
             && prefix_any(&self.regions, r.str_field("region"))
             && prefix_any(&self.item_codes, r.str_field("item_code"))
             && (self.item_types.is_empty()
@@ -121,6 +126,20 @@ impl Router {
             });
         }
         Ok(out)
+    }
+
+    /// Where a supervision alert goes: the destinations of the rules naming `alert`
+    /// in their kinds (none: the alert is kept and audited, not sent).
+    pub fn route_alert(&self, source: &str, record: &Record) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for rule in self.rules.iter().filter(|r| r.matches(source, record)) {
+            for to in &rule.to {
+                if !out.contains(to) {
+                    out.push(to.clone());
+                }
+            }
+        }
+        out
     }
 
     /// Every destination a record from `source` could be routed to (the rules that may

@@ -42,6 +42,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("route", 4),
     ("sinks", 4),
     ("sources", 4),
+    ("supervise", 4),
     ("sync", 4),
     // 5. the HTTP API.
     ("api", 5),

@@ -118,6 +118,7 @@ fn message(source: &str, key: Option<&str>, recs: Vec<Rec>) -> NewMessage {
                 flags: Vec::new(),
                 region: None,
                 item_code: None,
+                fact: None,
             }
         })
         .collect();

@@ -169,6 +169,13 @@ pub fn check(config_path: &Path, mapping_files: &[PathBuf]) -> anyhow::Result<Ex
         &mut out,
     );
     let mappings: usize = sets.values().map(|s| s.mappings.len()).sum();
+    // A calendar that ends before the deadlines it will be asked for is said loudly.
+    if config.supervision.enabled
+        && let Ok(cal) = hallgate::supervise::calendar(&config)
+        && let Some(w) = hallgate::supervise::calendar_warning(&cal, hallgate::time::now_ms())
+    {
+        eprintln!("warning: {w}");
+    }
     if ok {
         println!(
             "{}: ok ({} nodes, {} routes, {} mappings)",

@@ -1,6 +1,8 @@
 //! The gateway's own tables: `[gateway]` (with `[gateway.tls]`), `[limits]`,
 //! `[delivery]` and `[audit]`.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -266,5 +268,72 @@ impl Default for ConsoleSettings {
             lock_after: 5,
             lock_minutes: 15,
         }
+    }
+}
+
+/// `[supervision]`: 电子监察, deadlines of cases on the working-day calendar, their
+/// states on a durable timer, alerts and reports (docs/supervision.md). Off unless
+/// `enabled`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisionSettings {
+    pub enabled: bool,
+    /// A calendar file (the shape of `data/cn-holidays.toml`) whose years replace or
+    /// extend the shipped ones: next year's notice, a local decision.
+    pub calendar: Option<PathBuf>,
+    /// A case turns yellow (warning) with fewer than this many working days left…
+    pub warn_days: f64,
+    /// …or less than this share of its promise left (0: only `warn_days`).
+    pub warn_share: f64,
+    /// Item-code prefixes whose promise counts from submission (`submitted_at`), not
+    /// from acceptance.
+    pub from_submission: Vec<String>,
+    /// How often the timer looks for cases due, in milliseconds.
+    pub sweep_ms: u64,
+    /// Cases settled per transaction.
+    pub batch: usize,
+    /// The clock deadlines are read against: the system's, or a test's or the demo's.
+    #[serde(skip)]
+    pub clock: crate::time::Clock,
+}
+
+impl Default for SupervisionSettings {
+    fn default() -> Self {
+        SupervisionSettings {
+            enabled: false,
+            calendar: None,
+            warn_days: 1.0,
+            warn_share: 0.0,
+            from_submission: Vec::new(),
+            sweep_ms: 1000,
+            batch: 500,
+            clock: crate::time::Clock::default(),
+        }
+    }
+}
+
+impl SupervisionSettings {
+    /// What is wrong with the settings' values.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !(0.0..=365.0).contains(&self.warn_days) {
+            out.push(format!(
+                "supervision.warn_days: {} must be between 0 and 365",
+                self.warn_days
+            ));
+        }
+        if !(0.0..1.0).contains(&self.warn_share) {
+            out.push(format!(
+                "supervision.warn_share: {} must be at least 0 and below 1",
+                self.warn_share
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.sweep_ms) {
+            out.push("supervision.sweep_ms: between 100 and 3600000".into());
+        }
+        if !(1..=10_000).contains(&self.batch) {
+            out.push("supervision.batch: between 1 and 10000".into());
+        }
+        out
     }
 }

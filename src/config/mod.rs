@@ -77,6 +77,8 @@ pub struct Config {
     pub log: LogSettings,
     #[serde(default)]
     pub console: ConsoleSettings,
+    #[serde(default)]
+    pub supervision: SupervisionSettings,
     /// `[catalogue] source = "NODE"`: whose item catalogue is the reference (the
     /// provincial hall's); it is pulled from that node's `sync.catalogue_url`.
     #[serde(default)]
@@ -171,6 +173,9 @@ impl Config {
                 ),
             ),
             Ok(_) => {}
+        }
+        for e in self.supervision.problems() {
+            err(0..0, e);
         }
         if let Err(e) = crate::hash::HashAlg::parse(&self.audit.hash) {
             err(0..0, format!("audit.hash: {e}"));

@@ -50,6 +50,7 @@ pub(super) struct Built {
     intake: Arc<Intake>,
     pullers: Vec<Box<dyn Source>>,
     catalogue_api: Option<crate::sync::Api>,
+    supervisor: Option<crate::supervise::Supervisor>,
 }
 
 /// A generation serving, with its tasks.
@@ -86,6 +87,18 @@ pub(super) fn build(
         Some(c) => Some(crate::sync::Api::new(&config, &c.source, &keys)?),
         None => None,
     };
+    // 电子监察: the timer over the cases' deadlines, when enabled.
+    let supervisor = if config.supervision.enabled {
+        let mut s = crate::supervise::Supervisor::new(
+            &config,
+            shared.store.clone(),
+            Arc::new(intake.router.clone()),
+        )?;
+        s.wake = Some(wake.clone());
+        Some(s)
+    } else {
+        None
+    };
     let push = HttpSource::new(intake.clone(), tokens.clone(), shared.refusals.clone());
     let state = Arc::new(AppState {
         config: config.clone(),
@@ -105,6 +118,7 @@ pub(super) fn build(
         intake,
         pullers,
         catalogue_api,
+        supervisor,
     })
 }
 
@@ -150,6 +164,9 @@ impl Built {
         );
         for source in self.pullers {
             tasks.spawn(source.run(cancel.clone()));
+        }
+        if let Some(s) = self.supervisor {
+            tasks.spawn(s.run(cancel.clone()));
         }
         crate::observe::zero(
             self.config

@@ -48,6 +48,11 @@ pub fn file_problems(config: &Config) -> Vec<ConfigError> {
     {
         out.push(config.problem(0..0, format!("gateway.tls: {e}")));
     }
+    if config.supervision.enabled
+        && let Err(e) = crate::supervise::calendar(config)
+    {
+        out.push(config.problem(0..0, e.to_string()));
+    }
     for (id, node) in &config.nodes {
         if let Some(auth) = &node.get_ref().auth
             && let Err(e) = crate::auth::token::check_node(config, id, auth)

@@ -45,6 +45,8 @@ pub enum GatewayError {
     Tls(#[from] crate::tls::TlsError),
     #[error("sync: {0}")]
     Sync(#[from] crate::sync::SyncError),
+    #[error("{0}")]
+    Supervise(#[from] crate::supervise::SuperviseError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,

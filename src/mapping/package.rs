@@ -149,7 +149,9 @@ fn json(pkg: &[&str], cases: &Cases) -> Result<Vec<u8>, RenderError> {
             let at = &part.roots[0].steps[steps_covering(&part.roots[0].steps, pkg.len())..];
             match part.kind {
                 Kind::Application | Kind::Result => case.put_value(at, Value::Object(obj.0)),
-                Kind::Material | Kind::Process => push_item(&mut case, at, Value::Object(obj.0)),
+                Kind::Material | Kind::Process | Kind::Alert => {
+                    push_item(&mut case, at, Value::Object(obj.0))
+                }
             }
         }
         for l in lifted {

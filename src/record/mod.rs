@@ -25,10 +25,21 @@ pub enum Kind {
     Material,
     Process,
     Result,
+    /// 监察预警: made by the gateway's supervision, never sent by a node.
+    Alert,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
+        Kind::Application,
+        Kind::Material,
+        Kind::Process,
+        Kind::Result,
+        Kind::Alert,
+    ];
+
+    /// The kinds nodes send.
+    pub const SENT: [Kind; 4] = [
         Kind::Application,
         Kind::Material,
         Kind::Process,
@@ -41,6 +52,7 @@ impl Kind {
             Kind::Material => "material",
             Kind::Process => "process",
             Kind::Result => "result",
+            Kind::Alert => "alert",
         }
     }
 
@@ -51,6 +63,7 @@ impl Kind {
             Kind::Material => 1,
             Kind::Process => 2,
             Kind::Result => 3,
+            Kind::Alert => 4,
         }
     }
 
@@ -487,6 +500,7 @@ pub fn identity_of(
         Kind::Application | Kind::Result => format!("case:{case_no}"),
         Kind::Material => format!("case:{case_no}:material:{}", material_id.unwrap_or("")),
         Kind::Process => format!("case:{case_no}:step:{step_no}"),
+        Kind::Alert => format!("case:{case_no}:alert"),
     }
 }
 

@@ -120,6 +120,18 @@ pub fn shapes(kind: Kind) -> &'static [(&'static str, Shape)] {
             ("fee.amount", Shape::Number),
             ("dept.code", Shape::Named(Check::Uscc)),
         ],
+        Kind::Alert => &[
+            (
+                "state",
+                Shape::Enum(&["warning", "overdue", "finished_late"]),
+            ),
+            ("accepted_at", Shape::Time),
+            ("deadline", Shape::Time),
+            ("raised_at", Shape::Time),
+            ("promise.unit", Shape::Enum(UNITS)),
+            ("promise.value", Shape::Integer),
+            ("used.value", Shape::Number),
+        ],
     }
 }
 
@@ -131,7 +143,7 @@ fn required(kind: Kind) -> &'static [(&'static str, &'static str)] {
             "item_code",
             "item_code (事项编码) is required for an application",
         )],
-        Kind::Material | Kind::Process | Kind::Result => &[],
+        Kind::Material | Kind::Process | Kind::Result | Kind::Alert => &[],
     }
 }
 
@@ -298,6 +310,15 @@ pub fn validate(
             e(field, rule, message);
         }
     }
+    // A time limit counts forwards: a negative one would give a deadline before the
+    // case began.
+    for field in ["promise.value", "time_limit.value"] {
+        if let Some(v) = get(fields, field).and_then(Val::as_i64)
+            && v < 0
+        {
+            e(field, "range", format!("{field} must be 0 or more"));
+        }
+    }
     if kind == Kind::Application {
         match fields.get_mut("materials") {
             Some(Val::Arr(items)) => {
@@ -430,6 +451,21 @@ pub fn fields_of(kind: Kind) -> &'static [&'static str] {
             "fee.charged",
             "fee.amount",
             "delivery_mode",
+        ],
+        Kind::Alert => &[
+            "state",
+            "item_code",
+            "item_name",
+            "dept.code",
+            "dept.name",
+            "accepted_at",
+            "deadline",
+            "promise.value",
+            "promise.unit",
+            "used.value",
+            "used.unit",
+            "reason",
+            "raised_at",
         ],
     }
 }

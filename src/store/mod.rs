@@ -12,6 +12,7 @@ mod plan;
 mod postgres;
 pub mod sealed;
 mod sqlite;
+pub mod supervision;
 mod types;
 
 use std::future::Future;
@@ -178,6 +179,8 @@ pub trait Store: Send + Sync {
     fn search_cases(&self, q: console::CaseSearch) -> StoreFuture<'_, Vec<console::CaseSummary>>;
     /// The console's users and sessions ([`console`]).
     fn console(&self, op: console::ConsoleOp) -> StoreFuture<'_, console::ConsoleOut>;
+    /// Supervision's timer, settlements and listings ([`supervision`]).
+    fn supervision(&self, op: supervision::SvOp) -> StoreFuture<'_, supervision::SvOut>;
     /// Flush and stop accepting work.
     fn close(&self) -> StoreFuture<'_, ()>;
 

@@ -22,6 +22,7 @@ use super::pg_tls::{Connector, SslMode};
 use super::console::{
     self, CaseSearch, CaseSummary, ConsoleOp, ConsoleOut, ConsoleSession, ConsoleUser,
 };
+use super::supervision::{DueCase, SV_COLUMNS, SvCase, SvOp, SvOut};
 use super::{
     AcceptOutcome, AcceptResponse, Asked, AuditFilter, AuditMeta, CaseStanding, CatalogueChange,
     CatalogueItem, Completion, DataKey, DeliveryFilter, DeliveryResult, DeliveryState,
@@ -257,6 +258,46 @@ CREATE INDEX cases_node_opened ON cases (opened_by, opened_at);
 CREATE INDEX cases_item_opened ON cases (item_code, opened_at);
 CREATE INDEX records_case_kind ON records (case_no, kind);
 "#,
+    // Supervision (电子监察): facts per case, each case's state and next look.
+    r#"
+CREATE TABLE sv_facts (
+    id BIGSERIAL PRIMARY KEY,
+    case_no TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    idx BIGINT NOT NULL,
+    received_at BIGINT NOT NULL,
+    fact TEXT NOT NULL
+);
+CREATE INDEX sv_facts_case ON sv_facts (case_no, id);
+CREATE TABLE sv_cases (
+    case_no TEXT PRIMARY KEY,
+    state TEXT,
+    transitions BIGINT NOT NULL DEFAULT 0,
+    version BIGINT NOT NULL DEFAULT 0,
+    item_code TEXT,
+    item_name TEXT,
+    dept_code TEXT,
+    dept_name TEXT,
+    region TEXT,
+    accepted_at BIGINT,
+    deadline BIGINT,
+    finished_at BIGINT,
+    promised_days DOUBLE PRECISION,
+    used_days DOUBLE PRECISION,
+    quality TEXT NOT NULL DEFAULT '',
+    problem TEXT,
+    late_steps TEXT NOT NULL DEFAULT '',
+    updated_at BIGINT NOT NULL DEFAULT 0,
+    due_at BIGINT
+);
+CREATE INDEX sv_cases_due ON sv_cases (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX sv_cases_state ON sv_cases (state, dept_code);
+CREATE TABLE sv_lease (
+    id INT PRIMARY KEY CHECK (id = 1),
+    owner TEXT NOT NULL,
+    until BIGINT NOT NULL
+);
+"#,
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -281,6 +322,7 @@ enum Job {
     Sealed(SealOp, Reply<SealOut>),
     PauseDestination(String, bool, Event, Reply<()>),
     Console(ConsoleOp, Reply<ConsoleOut>),
+    Supervision(SvOp, Reply<SvOut>),
 }
 
 /// The arguments of [`Store::sync_take`].
@@ -304,7 +346,8 @@ impl Job {
             | Job::CatalogueReplace(..)
             | Job::Requeue(..)
             | Job::PauseDestination(..)
-            | Job::Console(..) => true,
+            | Job::Console(..)
+            | Job::Supervision(..) => true,
             Job::SyncAdvance(a, _) => !a.events.is_empty(),
             Job::Exchange(c, _) => !c.is_empty(),
             Job::Release(..)
@@ -334,6 +377,7 @@ impl Job {
             Job::Sealed(_, r) => drop(r.send(Err(e()))),
             Job::PauseDestination(_, _, _, r) => drop(r.send(Err(e()))),
             Job::Console(_, r) => drop(r.send(Err(e()))),
+            Job::Supervision(_, r) => drop(r.send(Err(e()))),
         }
     }
 }
@@ -1086,6 +1130,9 @@ async fn run_job(
         }),
         Job::Sealed(op, reply) => in_savepoint!(reply, |sp, _ch| sealed_op(sp, op).await),
         Job::Console(op, reply) => in_savepoint!(reply, |sp, ch| console_op(sp, ch, op).await),
+        Job::Supervision(op, reply) => in_savepoint!(reply, |sp, ch| {
+            supervision_write(sp, st, ch, op, retain).await
+        }),
         Job::PauseDestination(dest, paused, event, reply) => in_savepoint!(reply, |sp, ch| {
             sp.execute(
                 "INSERT INTO destination_controls (destination, paused, updated_at) VALUES ($1, $2, $3)
@@ -1095,6 +1142,214 @@ async fn run_job(
             .await?;
             ch.push(event)
         }),
+    }
+}
+
+fn sv_row(r: &tokio_postgres::Row) -> SvCase {
+    SvCase {
+        case_no: r.get(0),
+        state: r.get(1),
+        transitions: r.get(2),
+        version: r.get(3),
+        item_code: r.get(4),
+        item_name: r.get(5),
+        dept_code: r.get(6),
+        dept_name: r.get(7),
+        region: r.get(8),
+        accepted_ms: r.get(9),
+        deadline_ms: r.get(10),
+        finished_ms: r.get(11),
+        promised_days: r.get(12),
+        used_days: r.get(13),
+        quality: r.get(14),
+        problem: r.get(15),
+        late_steps: r.get(16),
+        updated_ms: r.get(17),
+    }
+}
+
+/// Supervision's questions (`store::supervision`).
+async fn supervision_read(c: &Client, op: SvOp) -> Result<SvOut, StoreError> {
+    Ok(match op {
+        SvOp::Due { now_ms, limit } => {
+            let rows: Vec<SvCase> = c
+                .query(
+                    &format!(
+                        "SELECT {SV_COLUMNS} FROM sv_cases WHERE due_at IS NOT NULL AND due_at <= $1
+                         ORDER BY due_at LIMIT $2"
+                    ),
+                    &[&now_ms, &(limit as i64)],
+                )
+                .await?
+                .iter()
+                .map(sv_row)
+                .collect();
+            let names: Vec<&str> = rows.iter().map(|r| r.case_no.as_str()).collect();
+            let mut facts: std::collections::HashMap<String, Vec<(i64, String)>> =
+                std::collections::HashMap::new();
+            for r in c
+                .query(
+                    "SELECT case_no, received_at, fact FROM sv_facts WHERE case_no = ANY($1) ORDER BY id",
+                    &[&names],
+                )
+                .await?
+            {
+                facts
+                    .entry(r.get(0))
+                    .or_default()
+                    .push((r.get(1), r.get(2)));
+            }
+            SvOut::Due(
+                rows.into_iter()
+                    .map(|row| DueCase {
+                        facts: facts.remove(&row.case_no).unwrap_or_default(),
+                        row,
+                    })
+                    .collect(),
+            )
+        }
+        SvOp::Cases(f) => {
+            let limit = f.limit as i64;
+            SvOut::Cases(
+                c.query(
+                    &format!(
+                        "SELECT {SV_COLUMNS} FROM sv_cases
+                         WHERE (cardinality($1::text[]) = 0 OR state = ANY($1))
+                           AND ($2::text IS NULL OR dept_code = $2)
+                           AND ($3::bigint IS NULL OR accepted_at >= $3)
+                           AND ($4::bigint IS NULL OR accepted_at < $4)
+                           AND ($5::text IS NULL OR case_no > $5)
+                         ORDER BY case_no LIMIT $6"
+                    ),
+                    &[
+                        &f.states,
+                        &f.dept_code,
+                        &f.accepted_from_ms,
+                        &f.accepted_to_ms,
+                        &f.after,
+                        &limit,
+                    ],
+                )
+                .await?
+                .iter()
+                .map(sv_row)
+                .collect(),
+            )
+        }
+        SvOp::Counts => SvOut::Counts(
+            c.query(
+                "SELECT state, coalesce(dept_code, ''), count(*) FROM sv_cases
+                 WHERE state IN ('on_time', 'warning', 'overdue', 'suspended')
+                 GROUP BY state, dept_code",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect(),
+        ),
+        SvOp::Case(case_no) => SvOut::Case(
+            c.query_opt(
+                &format!("SELECT {SV_COLUMNS} FROM sv_cases WHERE case_no = $1"),
+                &[&case_no],
+            )
+            .await?
+            .as_ref()
+            .map(|r| Box::new(sv_row(r))),
+        ),
+        SvOp::Lease { .. } | SvOp::Settle(_) => {
+            return Err(StoreError::Corrupt(
+                "a supervision change sent to a reader".into(),
+            ));
+        }
+    })
+}
+
+/// Supervision's changes, in the writer: the timer's lease, and settlements, each
+/// applied only if its case is as it was read (the row's lock makes a second
+/// instance's settlement of the same look find it changed).
+async fn supervision_write(
+    tx: &Transaction<'_>,
+    st: &Stmts,
+    ch: &mut Chain,
+    op: SvOp,
+    retain: bool,
+) -> Result<SvOut, StoreError> {
+    match op {
+        SvOp::Lease {
+            owner,
+            now_ms,
+            until_ms,
+        } => {
+            let n = tx
+                .execute(
+                    "INSERT INTO sv_lease (id, owner, until) VALUES (1, $1, $2)
+                     ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, until = excluded.until
+                     WHERE sv_lease.owner = excluded.owner OR sv_lease.until < $3",
+                    &[&owner, &until_ms, &now_ms],
+                )
+                .await?;
+            Ok(SvOut::Leased(n == 1))
+        }
+        SvOp::Settle(list) => {
+            let mut applied = 0;
+            for s in list {
+                let r = &s.row;
+                let bump = i64::from(s.transition.is_some());
+                let n = tx
+                    .execute(
+                        "UPDATE sv_cases SET state = $2, transitions = transitions + $3, item_code = $4,
+                             item_name = $5, dept_code = $6, dept_name = $7, region = $8, accepted_at = $9,
+                             deadline = $10, finished_at = $11, promised_days = $12, used_days = $13,
+                             quality = $14, problem = $15, late_steps = $16, updated_at = $17, due_at = $18
+                         WHERE case_no = $1 AND version = $19 AND transitions = $20",
+                        &[
+                            &r.case_no,
+                            &r.state,
+                            &bump,
+                            &r.item_code,
+                            &r.item_name,
+                            &r.dept_code,
+                            &r.dept_name,
+                            &r.region,
+                            &r.accepted_ms,
+                            &r.deadline_ms,
+                            &r.finished_ms,
+                            &r.promised_days,
+                            &r.used_days,
+                            &r.quality,
+                            &r.problem,
+                            &r.late_steps,
+                            &r.updated_ms,
+                            &s.due_ms,
+                            &r.version,
+                            &r.transitions,
+                        ],
+                    )
+                    .await?;
+                if n == 0 {
+                    continue;
+                }
+                applied += 1;
+                if let Some(t) = s.transition {
+                    if let Some(msg) = t.alert {
+                        match accept(tx, st, ch, *msg, retain).await? {
+                            AcceptOutcome::Accepted(_) | AcceptOutcome::Replayed(_) => {}
+                            other => {
+                                return Err(StoreError::Corrupt(format!(
+                                    "an alert was not stored: {other:?}"
+                                )));
+                            }
+                        }
+                    }
+                    ch.push(t.event)?;
+                }
+            }
+            Ok(SvOut::Settled(applied))
+        }
+        read => Err(StoreError::Corrupt(format!(
+            "a supervision question sent to the writer: {read:?}"
+        ))),
     }
 }
 
@@ -1783,11 +2038,32 @@ async fn accept(
         try_join_all(party_rows.iter().map(|(case_no, node)| async move {
             tx.execute(&st.case_party, &[case_no, node]).await
         }));
+    let facts = try_join_all(
+        msg.records
+            .iter()
+            .zip(&statuses)
+            .enumerate()
+            .filter(|(_, (r, s))| **s == "accepted" && r.fact.is_some())
+            .map(|(i, (r, _))| async move {
+                tx.execute(
+                    "INSERT INTO sv_facts (case_no, message_id, idx, received_at, fact)
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[&r.case_no, &msg.id, &indexes[i], &msg.received_at_ms, &r.fact],
+                )
+                .await?;
+                tx.execute(
+                    "INSERT INTO sv_cases (case_no, version, due_at) VALUES ($1, 1, 0)
+                     ON CONFLICT (case_no) DO UPDATE SET version = sv_cases.version + 1, due_at = 0",
+                    &[&r.case_no],
+                )
+                .await
+            }),
+    );
     // One round trip for all of it: the case rows depend only on the standings read
     // before, not on the rows above.
     try_join(
         try_join(try_join(message, key), try_join(opens, parties)),
-        try_join(records, try_join(versions, deliveries)),
+        try_join(records, try_join(versions, try_join(deliveries, facts))),
     )
     .await?;
     chain.push(received)?;
@@ -2583,6 +2859,13 @@ impl Store for PostgresStore {
 
     fn console(&self, op: ConsoleOp) -> StoreFuture<'_, ConsoleOut> {
         self.submit(|r| Job::Console(op, r))
+    }
+
+    fn supervision(&self, op: SvOp) -> StoreFuture<'_, SvOut> {
+        match op {
+            SvOp::Lease { .. } | SvOp::Settle(_) => self.submit(|r| Job::Supervision(op, r)),
+            read => Box::pin(async move { supervision_read(&*self.reader().await?, read).await }),
+        }
     }
 
     fn paused_destinations(&self) -> StoreFuture<'_, Vec<String>> {

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::console::{
     self, CaseSearch, CaseSummary, ConsoleOp, ConsoleOut, ConsoleSession, ConsoleUser,
 };
+use super::supervision::{DueCase, SV_COLUMNS, SvCase, SvOp, SvOut};
 use super::{
     AcceptOutcome, AcceptResponse, Asked, AuditFilter, AuditMeta, CaseStanding, CatalogueChange,
     CatalogueItem, Completion, DataKey, DeliveryFilter, DeliveryResult, DeliveryState,
@@ -230,6 +231,45 @@ CREATE INDEX cases_node_opened ON cases (opened_by, opened_at);
 CREATE INDEX cases_item_opened ON cases (item_code, opened_at);
 CREATE INDEX records_case_kind ON records (case_no, kind);
 "#,
+    // Supervision (电子监察): facts per case, each case's state and next look.
+    r#"
+CREATE TABLE sv_facts (
+    id INTEGER PRIMARY KEY,
+    case_no TEXT NOT NULL,
+    record_id INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    fact TEXT NOT NULL
+);
+CREATE INDEX sv_facts_case ON sv_facts (case_no, id);
+CREATE TABLE sv_cases (
+    case_no TEXT PRIMARY KEY,
+    state TEXT,
+    transitions INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 0,
+    item_code TEXT,
+    item_name TEXT,
+    dept_code TEXT,
+    dept_name TEXT,
+    region TEXT,
+    accepted_at INTEGER,
+    deadline INTEGER,
+    finished_at INTEGER,
+    promised_days REAL,
+    used_days REAL,
+    quality TEXT NOT NULL DEFAULT '',
+    problem TEXT,
+    late_steps TEXT NOT NULL DEFAULT '',
+    updated_at INTEGER NOT NULL DEFAULT 0,
+    due_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX sv_cases_due ON sv_cases (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX sv_cases_state ON sv_cases (state, dept_code);
+CREATE TABLE sv_lease (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    owner TEXT NOT NULL,
+    until INTEGER NOT NULL
+);
+"#,
 ];
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -254,6 +294,7 @@ enum Job {
     PauseDestination(String, bool, Event, Reply<()>),
     ClaimToken(TokenUse, Reply<bool>),
     Console(ConsoleOp, Reply<ConsoleOut>),
+    Supervision(SvOp, Reply<SvOut>),
 }
 
 /// The arguments of [`Store::sync_take`].
@@ -594,6 +635,7 @@ impl Job {
             Job::Sealed(_, r) => drop(r.send(Err(e()))),
             Job::PauseDestination(_, _, _, r) => drop(r.send(Err(e()))),
             Job::Console(_, r) => drop(r.send(Err(e()))),
+            Job::Supervision(_, r) => drop(r.send(Err(e()))),
             Job::ClaimToken(_, r) => drop(r.send(Err(e()))),
         }
     }
@@ -773,6 +815,9 @@ fn run_job(conn: &Connection, chain: &mut Chain, job: Job, retain_payloads: bool
         }),
         Job::Sealed(op, reply) => in_savepoint(conn, chain, reply, |c, _| sealed_op(c, op)),
         Job::Console(op, reply) => in_savepoint(conn, chain, reply, |c, ch| console_op(c, ch, op)),
+        Job::Supervision(op, reply) => in_savepoint(conn, chain, reply, |c, ch| {
+            supervision_write(c, ch, op, retain_payloads)
+        }),
         Job::PauseDestination(dest, paused, event, reply) => {
             in_savepoint(conn, chain, reply, |c, ch| {
                 c.execute(
@@ -783,6 +828,180 @@ fn run_job(conn: &Connection, chain: &mut Chain, job: Job, retain_payloads: bool
                 ch.append(c, &event)
             })
         }
+    }
+}
+
+fn sv_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SvCase> {
+    Ok(SvCase {
+        case_no: r.get(0)?,
+        state: r.get(1)?,
+        transitions: r.get(2)?,
+        version: r.get(3)?,
+        item_code: r.get(4)?,
+        item_name: r.get(5)?,
+        dept_code: r.get(6)?,
+        dept_name: r.get(7)?,
+        region: r.get(8)?,
+        accepted_ms: r.get(9)?,
+        deadline_ms: r.get(10)?,
+        finished_ms: r.get(11)?,
+        promised_days: r.get(12)?,
+        used_days: r.get(13)?,
+        quality: r.get(14)?,
+        problem: r.get(15)?,
+        late_steps: r.get(16)?,
+        updated_ms: r.get(17)?,
+    })
+}
+
+/// Supervision's questions (`store::supervision`), on a reader.
+fn supervision_read(c: &Connection, op: SvOp) -> Result<SvOut, StoreError> {
+    Ok(match op {
+        SvOp::Due { now_ms, limit } => {
+            let mut cases = c.prepare_cached(&format!(
+                "SELECT {SV_COLUMNS} FROM sv_cases WHERE due_at IS NOT NULL AND due_at <= ?1
+                 ORDER BY due_at LIMIT ?2"
+            ))?;
+            let rows: Vec<SvCase> = cases
+                .query_map(params![now_ms, limit as i64], sv_row)?
+                .collect::<Result<_, _>>()?;
+            let mut facts = c.prepare_cached(
+                "SELECT received_at, fact FROM sv_facts WHERE case_no = ?1 ORDER BY id",
+            )?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let f = facts
+                    .query_map([&row.case_no], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                out.push(DueCase { row, facts: f });
+            }
+            SvOut::Due(out)
+        }
+        SvOp::Cases(f) => {
+            let states = format!(",{},", f.states.join(","));
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {SV_COLUMNS} FROM sv_cases
+                 WHERE (?1 = ',,' OR instr(?1, ',' || state || ',') > 0)
+                   AND (?2 IS NULL OR dept_code = ?2)
+                   AND (?3 IS NULL OR accepted_at >= ?3) AND (?4 IS NULL OR accepted_at < ?4)
+                   AND (?5 IS NULL OR case_no > ?5)
+                 ORDER BY case_no LIMIT ?6"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    states,
+                    f.dept_code,
+                    f.accepted_from_ms,
+                    f.accepted_to_ms,
+                    f.after,
+                    f.limit as i64
+                ],
+                sv_row,
+            )?;
+            SvOut::Cases(rows.collect::<Result<_, _>>()?)
+        }
+        SvOp::Counts => {
+            let mut stmt = c.prepare_cached(
+                "SELECT state, coalesce(dept_code, ''), count(*) FROM sv_cases
+                 WHERE state IN ('on_time', 'warning', 'overdue', 'suspended')
+                 GROUP BY state, dept_code",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            SvOut::Counts(rows.collect::<Result<_, _>>()?)
+        }
+        SvOp::Case(case_no) => SvOut::Case(
+            c.query_row(
+                &format!("SELECT {SV_COLUMNS} FROM sv_cases WHERE case_no = ?1"),
+                [case_no],
+                sv_row,
+            )
+            .optional()?
+            .map(Box::new),
+        ),
+        SvOp::Lease { .. } | SvOp::Settle(_) => {
+            return Err(StoreError::Corrupt(
+                "a supervision change sent to a reader".into(),
+            ));
+        }
+    })
+}
+
+/// Supervision's changes, in the writer: the timer's lease, and settlements, each
+/// applied only if its case is as it was read.
+fn supervision_write(
+    c: &Connection,
+    ch: &mut Chain,
+    op: SvOp,
+    retain_payloads: bool,
+) -> Result<SvOut, StoreError> {
+    match op {
+        SvOp::Lease {
+            owner,
+            now_ms,
+            until_ms,
+        } => {
+            let n = c.execute(
+                "INSERT INTO sv_lease (id, owner, until) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, until = excluded.until
+                 WHERE sv_lease.owner = excluded.owner OR sv_lease.until < ?3",
+                params![owner, until_ms, now_ms],
+            )?;
+            Ok(SvOut::Leased(n == 1))
+        }
+        SvOp::Settle(list) => {
+            let mut update = c.prepare_cached(
+                "UPDATE sv_cases SET state = ?2, transitions = transitions + ?3, item_code = ?4,
+                     item_name = ?5, dept_code = ?6, dept_name = ?7, region = ?8, accepted_at = ?9,
+                     deadline = ?10, finished_at = ?11, promised_days = ?12, used_days = ?13,
+                     quality = ?14, problem = ?15, late_steps = ?16, updated_at = ?17, due_at = ?18
+                 WHERE case_no = ?1 AND version = ?19 AND transitions = ?20",
+            )?;
+            let mut applied = 0;
+            for s in list {
+                let r = &s.row;
+                let n = update.execute(params![
+                    r.case_no,
+                    r.state,
+                    i64::from(s.transition.is_some()),
+                    r.item_code,
+                    r.item_name,
+                    r.dept_code,
+                    r.dept_name,
+                    r.region,
+                    r.accepted_ms,
+                    r.deadline_ms,
+                    r.finished_ms,
+                    r.promised_days,
+                    r.used_days,
+                    r.quality,
+                    r.problem,
+                    r.late_steps,
+                    r.updated_ms,
+                    s.due_ms,
+                    r.version,
+                    r.transitions
+                ])?;
+                if n == 0 {
+                    continue;
+                }
+                applied += 1;
+                if let Some(t) = s.transition {
+                    if let Some(msg) = t.alert {
+                        match accept(c, ch, *msg, retain_payloads)? {
+                            AcceptOutcome::Accepted(_) | AcceptOutcome::Replayed(_) => {}
+                            other => {
+                                return Err(StoreError::Corrupt(format!(
+                                    "an alert was not stored: {other:?}"
+                                )));
+                            }
+                        }
+                    }
+                    ch.append(c, &t.event)?;
+                }
+            }
+            Ok(SvOut::Settled(applied))
+        }
+        read => supervision_read(c, read),
     }
 }
 
@@ -1301,6 +1520,17 @@ fn accept(
             ])?;
         }
         chain.append(conn, &plan::routed_event(&msg, r))?;
+        if let Some(fact) = &r.fact {
+            conn.prepare_cached(
+                "INSERT INTO sv_facts (case_no, record_id, received_at, fact) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![r.case_no, record_id, msg.received_at_ms, fact])?;
+            conn.prepare_cached(
+                "INSERT INTO sv_cases (case_no, version, due_at) VALUES (?1, 1, 0)
+                 ON CONFLICT (case_no) DO UPDATE SET version = sv_cases.version + 1, due_at = 0",
+            )?
+            .execute([&r.case_no])?;
+        }
     }
     join_cases(conn, &msg, &statuses, &standing)?;
     Ok(AcceptOutcome::Accepted(response))
@@ -2090,6 +2320,13 @@ impl Store for SqliteStore {
 
     fn console(&self, op: ConsoleOp) -> StoreFuture<'_, ConsoleOut> {
         self.submit(|r| Job::Console(op, r))
+    }
+
+    fn supervision(&self, op: SvOp) -> StoreFuture<'_, SvOut> {
+        match op {
+            SvOp::Lease { .. } | SvOp::Settle(_) => self.submit(|r| Job::Supervision(op, r)),
+            read => self.read(move |c| supervision_read(c, read)),
+        }
     }
 
     fn paused_destinations(&self) -> StoreFuture<'_, Vec<String>> {

@@ -82,6 +82,9 @@ pub struct NewRecord {
     /// for the grants of nodes that are not its parties).
     pub region: Option<String>,
     pub item_code: Option<String>,
+    /// What supervision needs from the record (`crate::supervise::facts`), stored
+    /// with it when supervision is on.
+    pub fact: Option<String>,
 }
 
 /// A message as received, with its records.

@@ -146,6 +146,28 @@ impl Store for SealedStore {
         self.inner.console(op)
     }
 
+    /// Alerts stored by a settlement are sealed as any accepted message is.
+    fn supervision(
+        &self,
+        mut op: crate::store::supervision::SvOp,
+    ) -> StoreFuture<'_, crate::store::supervision::SvOut> {
+        Box::pin(async move {
+            if let crate::store::supervision::SvOp::Settle(list) = &mut op {
+                for msg in list
+                    .iter_mut()
+                    .filter_map(|s| s.transition.as_mut())
+                    .filter_map(|t| t.alert.as_mut())
+                {
+                    msg.body = Bytes::from(self.keys.seal_body(&msg.body));
+                    for r in &mut msg.records {
+                        r.canonical = self.keys.seal_record(&r.canonical)?;
+                    }
+                }
+            }
+            self.inner.supervision(op).await
+        })
+    }
+
     fn record_deliveries(&self, id: i64) -> StoreFuture<'_, Vec<DeliveryView>> {
         self.inner.record_deliveries(id)
     }

@@ -1,0 +1,116 @@
+//! What the store keeps for supervision (电子监察): per case, the facts its records
+//! gave (written with the records, in the same transaction) and the state the timer
+//! last settled, with the next time it must look again. The store does not interpret
+//! facts; `crate::supervise` does.
+
+use super::types::NewMessage;
+use crate::event::Event;
+
+/// A case's supervision row as the timer and the reports read it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SvCase {
+    pub case_no: String,
+    /// `on_time`, `warning`, `overdue`, `suspended`, `finished_on_time`,
+    /// `finished_late`; `None` when not supervised (no promise or no start).
+    pub state: Option<String>,
+    /// Transitions so far (each one audited, most with an alert).
+    pub transitions: i64,
+    /// Bumped by every new fact: a settlement computed from older facts is refused.
+    pub version: i64,
+    pub item_code: Option<String>,
+    pub item_name: Option<String>,
+    pub dept_code: Option<String>,
+    pub dept_name: Option<String>,
+    pub region: Option<String>,
+    pub accepted_ms: Option<i64>,
+    pub deadline_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    /// Working days promised and used (special procedures excluded).
+    pub promised_days: Option<f64>,
+    pub used_days: Option<f64>,
+    /// Data-quality codes (`0001`…`0006`), comma-separated.
+    pub quality: String,
+    /// Why the case cannot be supervised now (a year the calendar lacks…).
+    pub problem: Option<String>,
+    /// Process steps past their own time limit, comma-separated step numbers.
+    pub late_steps: String,
+    pub updated_ms: i64,
+}
+
+/// A case the timer must look at, with its facts in the order they were stored,
+/// each with the time its record was received.
+#[derive(Debug, Clone)]
+pub struct DueCase {
+    pub row: SvCase,
+    pub facts: Vec<(i64, String)>,
+}
+
+/// The outcome of looking at a case: its new row and next look, and, on a
+/// transition, its audit event and the alert message (stored with the row in one
+/// transaction, or not at all).
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    /// `row.version` and `row.transitions` as read: a case changed since is left
+    /// for the next look.
+    pub row: SvCase,
+    pub due_ms: Option<i64>,
+    pub transition: Option<Transition>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub event: Event,
+    pub alert: Option<Box<NewMessage>>,
+}
+
+/// Which cases a listing wants.
+#[derive(Debug, Clone, Default)]
+pub struct SvFilter {
+    pub states: Vec<String>,
+    pub dept_code: Option<String>,
+    /// Accepted in `[from, to)`.
+    pub accepted_from_ms: Option<i64>,
+    pub accepted_to_ms: Option<i64>,
+    /// Keyset paging: cases after this one, by case number.
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// One supervision question or change.
+#[derive(Debug, Clone)]
+pub enum SvOp {
+    /// Take or keep the timer's lease (one instance sweeps at a time); `false` while
+    /// another instance holds it.
+    Lease {
+        owner: String,
+        now_ms: i64,
+        until_ms: i64,
+    },
+    /// Up to `limit` cases due at `now_ms`, earliest first.
+    Due { now_ms: i64, limit: usize },
+    /// Store these settlements in one transaction; answers how many applied.
+    Settle(Vec<Settlement>),
+    /// Cases matching a filter, by case number.
+    Cases(SvFilter),
+    /// Open cases by state and department (for gauges).
+    Counts,
+    /// One case's row.
+    Case(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum SvOut {
+    Leased(bool),
+    Due(Vec<DueCase>),
+    Settled(usize),
+    Cases(Vec<SvCase>),
+    Counts(Vec<(String, String, i64)>),
+    Case(Option<Box<SvCase>>),
+}
+
+/// The SQL column list of [`SvCase`], in its field order (both engines).
+pub const SV_COLUMNS: &str = "case_no, state, transitions, version, item_code, item_name, dept_code, dept_name, region,
+     accepted_at, deadline, finished_at, promised_days, used_days, quality, problem, late_steps, updated_at";
+
+/// States of a case still open.
+pub const OPEN_STATES: [&str; 4] = ["on_time", "warning", "overdue", "suspended"];
