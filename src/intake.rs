@@ -433,7 +433,7 @@ impl Intake {
                 }
             };
             let fact = if self.config.supervision.enabled {
-                crate::supervise::facts::of(&r, &flags)
+                crate::supervise::facts::of(&r, &flags, self.config.supervision.clock.now_ms())
             } else {
                 None
             };

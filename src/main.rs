@@ -98,6 +98,9 @@ enum Command {
     /// Ask the running gateway to reload its configuration (as SIGHUP does): checked
     /// whole first; on a problem the old one keeps serving and file:line is printed.
     Reload(cli::reload::ReloadArgs),
+    /// 电子监察: the efficiency report and the red and yellow lists.
+    #[command(subcommand)]
+    Supervise(cli::supervise::SuperviseCommand),
     /// The people who log in to the console: add, passwd, disable, enable, list.
     #[command(subcommand)]
     Users(cli::users::UsersCommand),
@@ -192,6 +195,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Reload(args) => cli::reload::reload(args, config),
+        Command::Supervise(cmd) => {
+            let config = cli::config(config)?;
+            cli::runtime()?.block_on(cli::supervise::run(cmd, &config))
+        }
         Command::Users(cmd) => {
             let config = cli::config(config)?;
             cli::runtime()?.block_on(cli::users::run(cmd, &config))

@@ -27,6 +27,7 @@ mod metrics;
 mod openapi;
 mod records;
 mod request_id;
+mod supervision;
 mod sync;
 mod tap;
 
@@ -82,6 +83,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(deliveries::router())
         .merge(destinations::router())
         .merge(audit::router())
+        .merge(supervision::router())
         .merge(sync::router())
         .merge(admin::router())
         .merge(openapi::router())

@@ -96,6 +96,25 @@ pub fn summary(row: &AuditRow, name: &dyn Fn(&str) -> String, label: Option<&str
             Some(by) => format!("{kind} to {who} put back in the queue by {by}"),
             None => format!("{kind} to {who} put back in the queue by an operator"),
         },
+        "supervision_changed" => {
+            let sent: Vec<&str> = d
+                .get("alert_to")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let alert = if sent.is_empty() {
+                String::new()
+            } else {
+                format!("; alert to {}", sent.join(", "))
+            };
+            format!(
+                "supervision: {} → {} at {} (deadline {}){alert}",
+                d.get("from").and_then(Value::as_str).unwrap_or("new"),
+                text("to"),
+                text("at"),
+                d.get("deadline").and_then(Value::as_str).unwrap_or("none")
+            )
+        }
         "rejected" | "authorization_refused" | "token_refused" => format!(
             "request from {who} refused ({}): {}",
             text("code"),

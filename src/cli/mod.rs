@@ -7,6 +7,7 @@ pub mod keys;
 pub mod map;
 pub mod reload;
 pub mod serve;
+pub mod supervise;
 pub mod sync;
 pub mod users;
 

@@ -249,5 +249,25 @@ pub fn working_before(cal: &Calendar, end: i64, amount: i64) -> Result<i64, Dead
     Err(DeadlineError::TooLong)
 }
 
+/// Working time between two instants (negative when `b` is before `a`), for "N
+/// working days left" and "N working days past"; spans beyond [`MAX_SPAN_DAYS`] are
+/// an error.
+pub fn working_between(cal: &Calendar, a: i64, b: i64) -> Result<i64, DeadlineError> {
+    if b < a {
+        return working_between(cal, b, a).map(|v| -v);
+    }
+    let (first, last) = (day_of(a), day_of(b));
+    if last - first > MAX_SPAN_DAYS {
+        return Err(DeadlineError::TooLong);
+    }
+    let mut sum = 0;
+    for day in first..=last {
+        if cal.workday(day)? {
+            sum += midnight(day + 1).min(b) - midnight(day).max(a);
+        }
+    }
+    Ok(sum.max(0))
+}
+
 #[cfg(test)]
 mod tests;

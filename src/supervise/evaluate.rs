@@ -192,6 +192,7 @@ pub fn evaluate(cal: &Calendar, rules: &Rules, facts: &[(i64, Fact)], now_ms: i6
             submitted_at,
             promise,
             withdrawn: w,
+            received_at,
             ..
         },
     )) = case.application
@@ -202,6 +203,7 @@ pub fn evaluate(cal: &Calendar, rules: &Rules, facts: &[(i64, Fact)], now_ms: i6
         ev.dept_name = dept_name.clone();
         ev.region = region.clone();
         withdrawn = *w;
+        let received = received_at.unwrap_or(received);
         if accepted_at.is_some_and(|a| received - a > 24 * HOUR_MS) {
             ev.quality.push("0001");
         }
@@ -296,8 +298,10 @@ fn clock(
     });
     let deadline = line.deadline()?;
     ev.deadline_ms = deadline;
+    // Days used are best effort: a case long past its deadline into a year the
+    // calendar lacks is still overdue.
     if let Some(end) = ev.finished_ms {
-        ev.used_days = Some(days(work.counted(end)?));
+        ev.used_days = work.counted(end).ok().map(days);
         ev.state = Some(if line.counted(end)? <= line.budget() {
             State::FinishedOnTime
         } else {
@@ -305,7 +309,7 @@ fn clock(
         });
         return Ok(());
     }
-    ev.used_days = Some(days(work.counted(now_ms)?));
+    ev.used_days = work.counted(now_ms).ok().map(days);
     let Some(deadline) = deadline else {
         ev.state = Some(State::Suspended);
         return Ok(());

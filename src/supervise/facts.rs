@@ -35,6 +35,9 @@ pub enum Fact {
         /// Flags the record was accepted with (`id_no_invalid`, …).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         flags: Vec<String>,
+        /// When the gateway received it, on supervision's clock.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        received_at: Option<i64>,
     },
     Process {
         step_no: i64,
@@ -84,8 +87,9 @@ fn limit(r: &Record, prefix: &str) -> Option<(i64, String)> {
 }
 
 /// The fact a record gives, as stored JSON; `None` for a record that says nothing
-/// about the clock. `flags` are those it was accepted with.
-pub fn of(r: &Record, flags: &[String]) -> Option<String> {
+/// about the clock. `flags` are those it was accepted with; `now_ms` is when it was
+/// received, on supervision's clock.
+pub fn of(r: &Record, flags: &[String], now_ms: i64) -> Option<String> {
     let flags = flags.to_vec();
     let fact = match r.kind {
         Kind::Application => Fact::Application {
@@ -99,6 +103,7 @@ pub fn of(r: &Record, flags: &[String]) -> Option<String> {
             promise: limit(r, "promise"),
             withdrawn: r.str_field("op") == Some("delete"),
             flags,
+            received_at: Some(now_ms),
         },
         Kind::Process => Fact::Process {
             step_no: r.step_no(),

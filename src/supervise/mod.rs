@@ -299,3 +299,43 @@ fn row_of(read: &SvCase, ev: &Evaluation, now_ms: i64) -> SvCase {
         updated_ms: now_ms,
     }
 }
+
+/// A case's supervision as the API, the CLI and the console show it: its row with
+/// times in CST, the state's Chinese name, and the working days left (negative:
+/// past the deadline) at `now_ms`. No personal data is in it.
+pub fn view(cal: &Calendar, r: &SvCase, now_ms: i64) -> serde_json::Value {
+    let open = r
+        .state
+        .as_deref()
+        .is_some_and(|s| crate::store::supervision::OPEN_STATES.contains(&s));
+    let days_left = r
+        .deadline_ms
+        .filter(|_| open)
+        .and_then(|d| deadline::working_between(cal, now_ms, d).ok())
+        .map(|ms| (ms as f64 / deadline::DAY_MS as f64 * 100.0).round() / 100.0);
+    let list = |s: &str| -> Vec<String> {
+        s.split(',')
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    serde_json::json!({
+        "case_no": r.case_no,
+        "state": r.state,
+        "state_label": r.state.as_deref().and_then(State::parse).map(State::label),
+        "item_code": r.item_code,
+        "item_name": r.item_name,
+        "dept": {"code": r.dept_code, "name": r.dept_name},
+        "region": r.region,
+        "accepted_at": r.accepted_ms.map(crate::time::rfc3339),
+        "deadline": r.deadline_ms.map(crate::time::rfc3339),
+        "finished_at": r.finished_ms.map(crate::time::rfc3339),
+        "promised_days": r.promised_days,
+        "used_days": r.used_days,
+        "days_left": days_left,
+        "late_steps": list(&r.late_steps),
+        "quality": list(&r.quality),
+        "problem": r.problem,
+        "transitions": r.transitions,
+    })
+}

@@ -104,6 +104,8 @@ pub struct Harness {
     pub client: reqwest::Client,
     routes: String,
     edit: fn(String) -> String,
+    /// Supervision's clock, when a test moves it.
+    pub clock: Option<hallgate::time::Clock>,
 }
 
 impl Harness {
@@ -122,6 +124,16 @@ impl Harness {
 
     /// With an edit, and files made in the config's folder before the gateway starts.
     pub async fn with_setup(routes: &str, edit: fn(String) -> String, setup: fn(&Path)) -> Harness {
+        Harness::with_clock(routes, edit, setup, None).await
+    }
+
+    /// …and supervision reading `clock`.
+    pub async fn with_clock(
+        routes: &str,
+        edit: fn(String) -> String,
+        setup: fn(&Path),
+        clock: Option<hallgate::time::Clock>,
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         // ES256 key pairs for the two senders, for tests that configure tokens.
         for node in ["district-a", "district-b"] {
@@ -151,6 +163,7 @@ impl Harness {
             client: hallgate::tls::http_client().build().expect("client"),
             routes: routes.to_string(),
             edit,
+            clock,
         };
         h.start_gateway().await;
         h
@@ -166,7 +179,11 @@ impl Harness {
         ));
         let path = self.dir.path().join("hallgate.toml");
         std::fs::write(&path, &text).expect("write config");
-        Config::load(&path).expect("test config is valid")
+        let mut config = Config::load(&path).expect("test config is valid");
+        if let Some(c) = &self.clock {
+            config.supervision.clock = c.clone();
+        }
+        config
     }
 
     /// (Re)start the gateway on the same data.

@@ -11,7 +11,7 @@ fn app(accepted: &str, value: i64, unit: &str) -> Fact {
     Fact::Application {
         item_code: Some("11350200MB0001".into()),
         item_name: Some("建设工程规划许可".into()),
-        dept_code: Some("11350200003602000X".into()),
+        dept_code: Some("11350200003602000F".into()),
         dept_name: Some("规划局".into()),
         region: Some("350205".into()),
         accepted_at: Some(t(accepted)),
@@ -19,6 +19,7 @@ fn app(accepted: &str, value: i64, unit: &str) -> Fact {
         promise: Some((value, unit.into())),
         withdrawn: false,
         flags: vec![],
+        received_at: None,
     }
 }
 
