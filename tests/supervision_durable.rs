@@ -40,7 +40,9 @@ fn alert_arrivals(r: &Receiver, case_no: &str) -> Vec<hallgate::receiver::Arriva
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_between_the_transition_and_the_delivery_delivers_the_alert_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let city = Receiver::start("city", "127.0.0.1:0").await.expect("receiver");
+    let city = Receiver::start("city", "127.0.0.1:0")
+        .await
+        .expect("receiver");
     let sv = Receiver::start("supervision", "127.0.0.1:0")
         .await
         .expect("receiver");
@@ -99,8 +101,10 @@ async fn sigkill_between_the_transition_and_the_delivery_delivers_the_alert_once
     let accepted: Vec<_> = arrivals.iter().filter(|a| a.status == 200).collect();
     assert_eq!(accepted.len(), 1, "one alert delivered");
     assert_eq!(accepted[0].body["state"], "overdue");
-    let keys: std::collections::BTreeSet<&str> =
-        arrivals.iter().map(|a| a.idempotency_key.as_str()).collect();
+    let keys: std::collections::BTreeSet<&str> = arrivals
+        .iter()
+        .map(|a| a.idempotency_key.as_str())
+        .collect();
     assert_eq!(keys.len(), 1, "every attempt under one key: {keys:?}");
     // One transition, not a second one after the restart.
     let resp = client
@@ -120,25 +124,37 @@ async fn sigkill_between_the_transition_and_the_delivery_delivers_the_alert_once
 async fn two_instances_on_postgresql_raise_each_alert_once() {
     let db = pg::fresh_database().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let city = Receiver::start("city", "127.0.0.1:0").await.expect("receiver");
+    let city = Receiver::start("city", "127.0.0.1:0")
+        .await
+        .expect("receiver");
     let sv = Receiver::start("supervision", "127.0.0.1:0")
         .await
         .expect("receiver");
     let clock = Clock::manual(parse_time("2026-03-02T10:00:00+08:00").expect("time"));
     let mut running = Vec::new();
     for name in ["a", "b"] {
-        let hallgate_key = dir.path().join(format!("{name}/certs/gateway-signing.key.pem"));
+        let hallgate_key = dir
+            .path()
+            .join(format!("{name}/certs/gateway-signing.key.pem"));
         hallgate::keys::generate_key(&hallgate_key).expect("key");
         let text = supervised(
-            config_text(std::path::Path::new("UNUSED"), &city.url(), &city.url(), &sv.url(), ROUTES)
-                .replace("sqlite://UNUSED", &db)
-                .replace("id = \"gw-test\"", &format!("id = \"gw-{name}\"")),
+            config_text(
+                std::path::Path::new("UNUSED"),
+                &city.url(),
+                &city.url(),
+                &sv.url(),
+                ROUTES,
+            )
+            .replace("sqlite://UNUSED", &db)
+            .replace("id = \"gw-test\"", &format!("id = \"gw-{name}\"")),
         );
         let path = dir.path().join(format!("{name}/hallgate.toml"));
         std::fs::write(&path, text).expect("config");
         let mut config = hallgate::config::Config::load(&path).expect("config");
         config.supervision.clock = clock.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         running.push(
             hallgate::gateway::start(config, Some(listener))
                 .await
@@ -169,7 +185,11 @@ async fn two_instances_on_postgresql_raise_each_alert_once() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let alerts: Vec<_> = sv.accepted().into_iter().filter(|a| a.kind == "alert").collect();
+    let alerts: Vec<_> = sv
+        .accepted()
+        .into_iter()
+        .filter(|a| a.kind == "alert")
+        .collect();
     assert_eq!(alerts.len(), CASES, "one alert per case, not two");
     let cases: std::collections::BTreeSet<String> =
         alerts.iter().map(|a| a.case_no.clone()).collect();

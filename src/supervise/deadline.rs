@@ -221,6 +221,10 @@ impl<'a> Timeline<'a> {
             return Ok(0);
         }
         self.walk(|a, b| {
+            // `until` may fall between counted spans (a weekend, a stop).
+            if a >= until {
+                return false;
+            }
             sum += b.min(until) - a;
             b < until
         })?;

@@ -302,7 +302,14 @@ fn clock(
     // calendar lacks is still overdue.
     if let Some(end) = ev.finished_ms {
         ev.used_days = work.counted(end).ok().map(days);
-        ev.state = Some(if line.counted(end)? <= line.budget() {
+        // Finished after the deadline instant is late, even on a day that does not
+        // count (a Saturday after a Friday deadline); with no deadline (finished
+        // while stopped) it is the time counted that decides.
+        let on_time = match deadline {
+            Some(d) => end <= d,
+            None => line.counted(end)? <= line.budget(),
+        };
+        ev.state = Some(if on_time {
             State::FinishedOnTime
         } else {
             State::FinishedLate

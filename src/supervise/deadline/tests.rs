@@ -166,6 +166,8 @@ fn working_time_counted_and_left() {
         line.counted(t("2026-10-09T12:00:00+08:00")),
         Ok(DAY_MS * 7 / 2)
     );
+    // Counted until a holiday: the two working days before it, no more, no less.
+    assert_eq!(line.counted(t("2026-10-03T12:00:00+08:00")), Ok(2 * DAY_MS));
     let end = t("2026-02-26T00:00:00+08:00");
     assert_eq!(
         working_before(&cal, end, DAY_MS),
@@ -201,6 +203,10 @@ proptest! {
             match line.deadline() {
                 Ok(Some(d)) => {
                     prop_assert_eq!(line.counted(d), Ok(line.budget()));
+                    // Counting never runs backwards, whatever day it stops on.
+                    let mid = start + (d - start) / 3;
+                    let (a, b) = (line.counted(mid), line.counted(mid + DAY_MS / 2));
+                    prop_assert!(matches!((&a, &b), (Ok(x), Ok(y)) if 0 <= *x && x <= y), "{:?} {:?}", a, b);
                     prop_assert!(d >= start);
                 }
                 Ok(None) => prop_assert!(false, "closed stops never leave a case without a deadline"),
