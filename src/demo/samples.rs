@@ -103,6 +103,10 @@ pub const FILES: crate::mapping::Embedded = crate::mapping::Embedded(&[
         include_bytes!("../../mappings/sd/result.toml"),
     ),
     (
+        "mappings/sd/alert.toml",
+        include_bytes!("../../mappings/sd/alert.toml"),
+    ),
+    (
         "mappings/tables/applicant_type.toml",
         include_bytes!("../../mappings/tables/applicant_type.toml"),
     ),

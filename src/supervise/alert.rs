@@ -7,6 +7,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::Supervisor;
+use super::deadline::Unit;
 use super::evaluate::{Evaluation, State};
 use crate::hash::sha256_hex;
 use crate::record::{Kind, Obj, Record};
@@ -17,7 +18,16 @@ use crate::store::{Grants, NewMessage, NewRecord};
 pub fn reason(state: State, ev: &Evaluation) -> String {
     let promised = ev
         .promise
-        .map(|p| format!("{} {}", p.value, p.unit.as_str()))
+        .map(|p| {
+            let unit = match p.unit {
+                Unit::Workday => "个工作日",
+                Unit::Day => "天",
+                Unit::Hour => "小时",
+                Unit::Minute => "分钟",
+                Unit::Month => "个月",
+            };
+            format!("{} {unit}", p.value)
+        })
         .unwrap_or_default();
     let used = ev.used_days.map(|d| format!("{d}")).unwrap_or_default();
     match state {
