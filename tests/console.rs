@@ -587,3 +587,76 @@ async fn an_operator_sees_a_failing_pull_source_and_pauses_it() {
     );
     b.quit().await;
 }
+
+fn console_and_supervision(t: String) -> String {
+    console_on(t) + "\n[supervision]\nenabled = true\nsweep_ms = 100\n"
+}
+
+fn supervised_app(case_no: &str, accepted: &str, days: i64) -> Value {
+    let mut a = application(case_no, "350205");
+    a["accepted_at"] = json!(accepted);
+    a["promise"] = json!({"value": days, "unit": "workday"});
+    a["accept_dept"] = json!({"code": "11350200003602000F", "name": "厦门市规划局"});
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auditor_sees_the_red_and_yellow_lists_and_the_report() {
+    let t = |s: &str| hallgate::time::parse_time(s).expect("time");
+    let clock = hallgate::time::Clock::manual(t("2026-03-06T10:00:00+08:00"));
+    let h = Harness::with_clock(TO_CITY, console_and_supervision, |_| {}, Some(clock)).await;
+    add_user(&h, "zhou.shenji", "auditor");
+    // Overdue (deadline the end of 5 March), in warning (less than one working day
+    // left: the deadline is the end of 6 March), and finished on time.
+    let mut red = supervised_app("SV-RED", "2026-03-02T09:00:00+08:00", 3);
+    red["item_name"] = json!("<script>alert(1)</script>许可");
+    let yellow = supervised_app("SV-YELLOW", "2026-03-04T09:00:00+08:00", 2);
+    let done = supervised_app("SV-DONE", "2026-03-02T09:00:00+08:00", 10);
+    let mut result = common::result("SV-DONE", "350205");
+    result["finished_at"] = json!("2026-03-05T16:00:00+08:00");
+    let (status, _, body) = h
+        .post("district-a", &json!([red, yellow, done, result]), None)
+        .await;
+    assert_eq!(status, 202, "{body}");
+
+    let b = Browser::start().await;
+    login(&b, &h, "zhou.shenji", PASSWORD).await;
+    b.wait_for("投递队列").await;
+    let started = std::time::Instant::now();
+    loop {
+        b.goto(&format!("{}/console/supervision", h.url)).await;
+        let src = b.source().await;
+        if src.contains("SV-RED") && src.contains("SV-YELLOW") && src.contains("按时率") {
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "the lists never filled: {src}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let red_list = b.text("h3.sv-red + table").await;
+    assert!(
+        red_list.contains("SV-RED") && !red_list.contains("SV-YELLOW"),
+        "{red_list}"
+    );
+    // Outside text stays text.
+    assert!(
+        red_list.contains("<script>alert(1)</script>许可"),
+        "{red_list}"
+    );
+    let yellow_list = b.text("h3.sv-yellow + table").await;
+    assert!(yellow_list.contains("SV-YELLOW"), "{yellow_list}");
+    // The report: one department, three cases received, one finished on time, one
+    // overdue; and its bar.
+    let report = b.text("form.filters + svg + table").await;
+    assert!(report.contains("厦门市规划局"), "{report}");
+    assert!(
+        report.contains("3\t1\t1\t100%") || report.contains("3 1 1 100%"),
+        "{report}"
+    );
+    assert!(b.find("svg.sv-chart rect.on-time").await.is_some());
+    only_the_gateway(&b, &h).await;
+    b.screenshot(&shot("supervision")).await;
+    b.quit().await;
+}

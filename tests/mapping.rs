@@ -305,7 +305,7 @@ fn check_passes_and_shows_a_diff_when_an_expected_output_is_edited() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("hallgate.toml: ok (8 nodes, 3 routes, 11 mappings)"),
+        stdout.contains("hallgate.toml: ok (8 nodes, 4 routes, 12 mappings)"),
         "{stdout}"
     );
 

@@ -50,7 +50,7 @@ pub fn page(title: &str, viewer: Option<&Viewer<'_>>, body: &str) -> String {
     if let Some(v) = viewer {
         nav.push_str("<nav><a href=\"/console/\">概览</a><a href=\"/console/cases\">办件</a>");
         if v.is("operator") || v.is("auditor") {
-            nav.push_str("<a href=\"/console/deliveries\">投递</a><a href=\"/console/sync\">同步</a><a href=\"/console/audit\">审计</a>");
+            nav.push_str("<a href=\"/console/deliveries\">投递</a><a href=\"/console/sync\">同步</a><a href=\"/console/audit\">审计</a><a href=\"/console/supervision\">监察</a>");
         }
         let _ = write!(
             nav,

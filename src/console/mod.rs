@@ -12,6 +12,7 @@
 //! - `cases`: the case search and a case's page (办件, 全程留痕);
 //! - `audit`: verify the chain now, signed checkpoints, masked exports;
 //! - `sync`: the pull sources, paused and resumed by operators;
+//! - `supervision`: 电子监察, the red and yellow lists and the report by department;
 //! - `password`: Argon2id hashes (`hallgate users`).
 
 mod audit;
@@ -21,6 +22,7 @@ mod login;
 mod pages;
 pub mod password;
 mod session;
+mod supervision;
 mod sync;
 
 use std::sync::Arc;
@@ -90,6 +92,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/console/audit/checkpoints/{seq}", get(audit::checkpoint))
         .route("/console/audit/export", get(audit::export))
         .route("/console/sync", get(sync::sync_page))
+        .route("/console/supervision", get(supervision::supervision_page))
         .route("/console/sync/{node}/{action}", post(sync::control))
         .route("/console/assets/console.css", get(css))
         .route("/console/assets/console.js", get(js))

@@ -38,14 +38,6 @@ impl Kind {
         Kind::Alert,
     ];
 
-    /// The kinds nodes send.
-    pub const SENT: [Kind; 4] = [
-        Kind::Application,
-        Kind::Material,
-        Kind::Process,
-        Kind::Result,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Application => "application",
