@@ -32,6 +32,8 @@ function request()
   local case_no = os.getenv("BATCH") and string.format("35%02d%012d", id, counter)
     or string.format("35%02d%014d", id, counter)
   local body = template:gsub("CASENO", case_no)
+  -- A fresh case (benches/one-record-fresh.json) is accepted now.
+  body = body:gsub("NOWUTC", os.date("!%Y-%m-%dT%H:%M:%SZ"))
   return wrk.format("POST", nil, headers, body)
 end
 

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # What supervision (电子监察) costs intake: the gateway's records accepted/s under
 # wrk's load (benches/post-record.lua: one ~1.2 KB application per request, each a new
-# case with accepted_at and a 5-working-day promise), in rounds with supervision off
-# and on. Each round starts the gateway on a fresh store; the rounds alternate in
+# case accepted now with a 5-working-day promise, benches/one-record-fresh.json), in
+# rounds with supervision off and on. Each round starts the gateway on a fresh store; the rounds alternate in
 # ABBA order after a warm-up round, so both meet the same machine, and the ratio of
 # each pair is reported. With supervision on, every record also stores its facts and
-# marks its case due, and the timer settles the cases meanwhile (each already past
-# its deadline on the real clock: a transition, an audit event and an alert each);
-# how many it settled during the round is reported too.
+# marks its case due, and the timer settles the cases meanwhile (each enters
+# supervision on time: a transition and its audit event); how many it settled during
+# the round is reported too. BODY_FILE=benches/one-record.json sends cases accepted in
+# April 2026 instead: each is overdue at its first look and raises an alert (a stored
+# and routed record of its own), the worst case.
 #
 #   bash benches/supervision-load.sh            # DURATION=15 (s per round) PAIRS=2 CONNS=64
 # Needs wrk (Debian: wrk); installs it when run as root.
@@ -36,7 +38,7 @@ round() {  # $1 = off|on|warmup; prints records/s accepted by the gateway
   [ "$1" = on ] && printf '\n[supervision]\nenabled = true\n' >> "$dir/bench.toml"
   RUST_LOG=warn "$BIN" serve --config "$dir/bench.toml" 2>>"$OUT/hallgate.log" & local gw=$!
   wait_port "$GW/healthz"
-  WRK_OUT=$OUT/wrk.txt WRK_LABEL=$1 wrk -t2 -c"$CONNS" -d"${DURATION}s" -s benches/post-record.lua "$GW/v1/records" > /dev/null
+  BODY_FILE=${BODY_FILE:-benches/one-record-fresh.json} WRK_OUT=$OUT/wrk.txt WRK_LABEL=$1 wrk -t2 -c"$CONNS" -d"${DURATION}s" -s benches/post-record.lua "$GW/v1/records" > /dev/null
   if [ "$1" = on ]; then
     sqlite3 "$dir/hallgate.db" "SELECT count(*), sum(state IS NOT NULL) FROM sv_cases" |
       awk -F'|' '{printf "  (supervision: %d cases, %d settled by the timer during the round)\n", $1, $2}' >&2

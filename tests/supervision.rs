@@ -62,9 +62,9 @@ async fn sv_get(h: &Harness, path: &str, node: &str) -> (u16, Value) {
     )
 }
 
-/// The case's supervision state once the timer has looked at it after `since`
-/// transitions.
-async fn state_after(h: &Harness, case_no: &str, transitions: i64) -> Value {
+/// The case's supervision once the timer has put it in `state` with `transitions`
+/// audited changes (entering on time is not one).
+async fn state_after(h: &Harness, case_no: &str, state: &str, transitions: i64) -> Value {
     let mut last = Value::Null;
     for _ in 0..200 {
         let (status, v) = sv_get(
@@ -73,13 +73,13 @@ async fn state_after(h: &Harness, case_no: &str, transitions: i64) -> Value {
             "supervision",
         )
         .await;
-        if status == 200 && v["transitions"].as_i64() == Some(transitions) {
+        if status == 200 && v["state"] == state && v["transitions"].as_i64() == Some(transitions) {
             return v;
         }
         last = v;
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    panic!("case {case_no} did not reach {transitions} transitions: {last}");
+    panic!("case {case_no} did not reach {state} after {transitions} changes: {last}");
 }
 
 fn alerts(h: &Harness, case_no: &str) -> Vec<Value> {
@@ -104,7 +104,7 @@ async fn a_case_turns_yellow_then_red_on_the_timer_and_each_alert_arrives_once()
         )
         .await;
     assert_eq!(status, 202, "{body}");
-    let v = state_after(&h, "SV-1", 1).await;
+    let v = state_after(&h, "SV-1", "on_time", 0).await;
     assert_eq!(v["state"], "on_time");
     assert_eq!(v["deadline"], "2026-03-06T00:00:00.000+08:00");
     // The rest of Monday and three whole working days.
@@ -113,10 +113,10 @@ async fn a_case_turns_yellow_then_red_on_the_timer_and_each_alert_arrives_once()
 
     // No new record: only the clock moves.
     clock.set(t("2026-03-05T09:00:00+08:00"));
-    let v = state_after(&h, "SV-1", 2).await;
+    let v = state_after(&h, "SV-1", "warning", 1).await;
     assert_eq!(v["state"], "warning");
     clock.set(t("2026-03-06T08:00:00+08:00"));
-    let v = state_after(&h, "SV-1", 3).await;
+    let v = state_after(&h, "SV-1", "overdue", 2).await;
     assert_eq!(v["state"], "overdue");
     assert_eq!(v["quality"], json!(["0003"]));
     wait_until(10, "two alerts delivered", || alerts(&h, "SV-1").len() >= 2).await;
@@ -155,9 +155,9 @@ async fn a_case_turns_yellow_then_red_on_the_timer_and_each_alert_arrives_once()
         .iter()
         .filter(|s| s["event"] == "supervision_changed")
         .collect();
-    assert_eq!(changes.len(), 3, "{tl}");
+    assert_eq!(changes.len(), 2, "entering on time is not a change: {tl}");
     assert!(
-        changes[2]["summary"]
+        changes[1]["summary"]
             .as_str()
             .is_some_and(|s| s.starts_with("supervision: warning → overdue")
                 && s.contains("alert to supervision")),
@@ -177,10 +177,13 @@ async fn a_late_result_finishes_late_and_the_report_counts_it() {
             )
             .await;
         assert_eq!(status, 202, "{body}");
-        state_after(&h, case, 1).await;
+        state_after(&h, case, "on_time", 0).await;
     }
     clock.set(t("2026-03-04T10:00:00+08:00"));
-    assert_eq!(state_after(&h, "SV-LATE", 2).await["state"], "overdue");
+    assert_eq!(
+        state_after(&h, "SV-LATE", "overdue", 1).await["state"],
+        "overdue"
+    );
     for case in ["SV-LATE", "SV-ONTIME"] {
         let mut p = process(case, "350205", 1);
         p["started_at"] = json!("2026-03-03T09:00:00+08:00");
@@ -190,11 +193,11 @@ async fn a_late_result_finishes_late_and_the_report_counts_it() {
         let (status, _, body) = h.post("district-a", &json!([p, r]), None).await;
         assert_eq!(status, 202, "{body}");
     }
-    let v = state_after(&h, "SV-LATE", 3).await;
+    let v = state_after(&h, "SV-LATE", "finished_late", 2).await;
     assert_eq!(v["state"], "finished_late");
     assert_eq!(v["quality"], json!(["0002"]));
     assert_eq!(
-        state_after(&h, "SV-ONTIME", 2).await["state"],
+        state_after(&h, "SV-ONTIME", "finished_on_time", 1).await["state"],
         "finished_on_time"
     );
     wait_until(10, "alerts delivered", || alerts(&h, "SV-LATE").len() >= 2).await;

@@ -260,15 +260,6 @@ CREATE INDEX records_case_kind ON records (case_no, kind);
 "#,
     // Supervision (电子监察): facts per case, each case's state and next look.
     r#"
-CREATE TABLE sv_facts (
-    id BIGSERIAL PRIMARY KEY,
-    case_no TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    idx BIGINT NOT NULL,
-    received_at BIGINT NOT NULL,
-    fact TEXT NOT NULL
-);
-CREATE INDEX sv_facts_case ON sv_facts (case_no, id);
 CREATE TABLE sv_cases (
     case_no TEXT PRIMARY KEY,
     state TEXT,
@@ -288,7 +279,8 @@ CREATE TABLE sv_cases (
     problem TEXT,
     late_steps TEXT NOT NULL DEFAULT '',
     updated_at BIGINT NOT NULL DEFAULT 0,
-    due_at BIGINT
+    due_at BIGINT,
+    facts TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX sv_cases_due ON sv_cases (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX sv_cases_state ON sv_cases (state, dept_code);
@@ -1171,43 +1163,22 @@ fn sv_row(r: &tokio_postgres::Row) -> SvCase {
 /// Supervision's questions (`store::supervision`).
 async fn supervision_read(c: &Client, op: SvOp) -> Result<SvOut, StoreError> {
     Ok(match op {
-        SvOp::Due { now_ms, limit } => {
-            let rows: Vec<SvCase> = c
-                .query(
-                    &format!(
-                        "SELECT {SV_COLUMNS} FROM sv_cases WHERE due_at IS NOT NULL AND due_at <= $1
-                         ORDER BY due_at LIMIT $2"
-                    ),
-                    &[&now_ms, &(limit as i64)],
-                )
-                .await?
-                .iter()
-                .map(sv_row)
-                .collect();
-            let names: Vec<&str> = rows.iter().map(|r| r.case_no.as_str()).collect();
-            let mut facts: std::collections::HashMap<String, Vec<(i64, String)>> =
-                std::collections::HashMap::new();
-            for r in c
-                .query(
-                    "SELECT case_no, received_at, fact FROM sv_facts WHERE case_no = ANY($1) ORDER BY id",
-                    &[&names],
-                )
-                .await?
-            {
-                facts
-                    .entry(r.get(0))
-                    .or_default()
-                    .push((r.get(1), r.get(2)));
-            }
-            SvOut::Due(
-                rows.into_iter()
-                    .map(|row| DueCase {
-                        facts: facts.remove(&row.case_no).unwrap_or_default(),
-                        row,
-                    })
-                    .collect(),
+        SvOp::Due { now_ms, limit } => SvOut::Due(
+            c.query(
+                &format!(
+                    "SELECT {SV_COLUMNS}, facts FROM sv_cases WHERE due_at IS NOT NULL AND due_at <= $1
+                     ORDER BY due_at LIMIT $2"
+                ),
+                &[&now_ms, &(limit as i64)],
             )
-        }
+            .await?
+            .iter()
+            .map(|r| DueCase {
+                row: sv_row(r),
+                facts: super::supervision::fact_lines(r.get(18)),
+            })
+            .collect(),
+        ),
         SvOp::Cases(f) => {
             let limit = f.limit as i64;
             SvOut::Cases(
@@ -2042,19 +2013,17 @@ async fn accept(
         msg.records
             .iter()
             .zip(&statuses)
-            .enumerate()
-            .filter(|(_, (r, s))| **s == "accepted" && r.fact.is_some())
-            .map(|(i, (r, _))| async move {
+            .filter(|(r, s)| **s == "accepted" && r.fact.is_some())
+            .map(|(r, _)| async move {
+                let line = r
+                    .fact
+                    .as_deref()
+                    .map(|f| super::supervision::fact_line(msg.received_at_ms, f));
                 tx.execute(
-                    "INSERT INTO sv_facts (case_no, message_id, idx, received_at, fact)
-                     VALUES ($1, $2, $3, $4, $5)",
-                    &[&r.case_no, &msg.id, &indexes[i], &msg.received_at_ms, &r.fact],
-                )
-                .await?;
-                tx.execute(
-                    "INSERT INTO sv_cases (case_no, version, due_at) VALUES ($1, 1, 0)
-                     ON CONFLICT (case_no) DO UPDATE SET version = sv_cases.version + 1, due_at = 0",
-                    &[&r.case_no],
+                    "INSERT INTO sv_cases (case_no, version, due_at, facts) VALUES ($1, 1, 0, $2)
+                     ON CONFLICT (case_no) DO UPDATE SET version = sv_cases.version + 1, due_at = 0,
+                         facts = sv_cases.facts || excluded.facts",
+                    &[&r.case_no, &line],
                 )
                 .await
             }),

@@ -233,14 +233,6 @@ CREATE INDEX records_case_kind ON records (case_no, kind);
 "#,
     // Supervision (电子监察): facts per case, each case's state and next look.
     r#"
-CREATE TABLE sv_facts (
-    id INTEGER PRIMARY KEY,
-    case_no TEXT NOT NULL,
-    record_id INTEGER NOT NULL,
-    received_at INTEGER NOT NULL,
-    fact TEXT NOT NULL
-);
-CREATE INDEX sv_facts_case ON sv_facts (case_no, id);
 CREATE TABLE sv_cases (
     case_no TEXT PRIMARY KEY,
     state TEXT,
@@ -260,7 +252,8 @@ CREATE TABLE sv_cases (
     problem TEXT,
     late_steps TEXT NOT NULL DEFAULT '',
     updated_at INTEGER NOT NULL DEFAULT 0,
-    due_at INTEGER
+    due_at INTEGER,
+    facts TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE INDEX sv_cases_due ON sv_cases (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX sv_cases_state ON sv_cases (state, dept_code);
@@ -859,23 +852,16 @@ fn supervision_read(c: &Connection, op: SvOp) -> Result<SvOut, StoreError> {
     Ok(match op {
         SvOp::Due { now_ms, limit } => {
             let mut cases = c.prepare_cached(&format!(
-                "SELECT {SV_COLUMNS} FROM sv_cases WHERE due_at IS NOT NULL AND due_at <= ?1
+                "SELECT {SV_COLUMNS}, facts FROM sv_cases WHERE due_at IS NOT NULL AND due_at <= ?1
                  ORDER BY due_at LIMIT ?2"
             ))?;
-            let rows: Vec<SvCase> = cases
-                .query_map(params![now_ms, limit as i64], sv_row)?
-                .collect::<Result<_, _>>()?;
-            let mut facts = c.prepare_cached(
-                "SELECT received_at, fact FROM sv_facts WHERE case_no = ?1 ORDER BY id",
-            )?;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in rows {
-                let f = facts
-                    .query_map([&row.case_no], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<Result<_, _>>()?;
-                out.push(DueCase { row, facts: f });
-            }
-            SvOut::Due(out)
+            let rows = cases.query_map(params![now_ms, limit as i64], |r| {
+                Ok(DueCase {
+                    row: sv_row(r)?,
+                    facts: super::supervision::fact_lines(&r.get::<_, String>(18)?),
+                })
+            })?;
+            SvOut::Due(rows.collect::<Result<_, _>>()?)
         }
         SvOp::Cases(f) => {
             let states = format!(",{},", f.states.join(","));
@@ -1522,14 +1508,14 @@ fn accept(
         chain.append(conn, &plan::routed_event(&msg, r))?;
         if let Some(fact) = &r.fact {
             conn.prepare_cached(
-                "INSERT INTO sv_facts (case_no, record_id, received_at, fact) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO sv_cases (case_no, version, due_at, facts) VALUES (?1, 1, 0, ?2)
+                 ON CONFLICT (case_no) DO UPDATE SET version = sv_cases.version + 1, due_at = 0,
+                     facts = sv_cases.facts || excluded.facts",
             )?
-            .execute(params![r.case_no, record_id, msg.received_at_ms, fact])?;
-            conn.prepare_cached(
-                "INSERT INTO sv_cases (case_no, version, due_at) VALUES (?1, 1, 0)
-                 ON CONFLICT (case_no) DO UPDATE SET version = sv_cases.version + 1, due_at = 0",
-            )?
-            .execute([&r.case_no])?;
+            .execute(params![
+                r.case_no,
+                super::supervision::fact_line(msg.received_at_ms, fact)
+            ])?;
         }
     }
     join_cases(conn, &msg, &statuses, &standing)?;

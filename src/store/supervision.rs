@@ -1,7 +1,8 @@
-//! What the store keeps for supervision (电子监察): per case, the facts its records
-//! gave (written with the records, in the same transaction) and the state the timer
-//! last settled, with the next time it must look again. The store does not interpret
-//! facts; `crate::supervise` does.
+//! What the store keeps for supervision (电子监察): per case, one row with the facts
+//! its records gave (appended with the records, in the same transaction: one line
+//! each, `received_ms TAB json`) and the state the timer last settled, with the next
+//! time it must look again. The store does not interpret facts; `crate::supervise`
+//! does.
 
 use super::types::NewMessage;
 use crate::event::Event;
@@ -114,3 +115,20 @@ pub const SV_COLUMNS: &str = "case_no, state, transitions, version, item_code, i
 
 /// States of a case still open.
 pub const OPEN_STATES: [&str; 4] = ["on_time", "warning", "overdue", "suspended"];
+
+/// One stored fact line: when its record was received, and the fact.
+pub fn fact_line(received_ms: i64, fact: &str) -> String {
+    // A fact is JSON on one line (serde_json never writes a raw newline or tab).
+    format!("{received_ms}\t{fact}\n")
+}
+
+/// The facts of a case's stored lines, in the order they were stored; a line that
+/// does not read is skipped (the evaluation says what is missing).
+pub fn fact_lines(text: &str) -> Vec<(i64, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let (at, fact) = l.split_once('\t')?;
+            Some((at.parse().ok()?, fact.to_string()))
+        })
+        .collect()
+}

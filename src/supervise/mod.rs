@@ -212,8 +212,13 @@ impl Supervisor {
         let ev = evaluate::evaluate(&self.calendar, &self.rules, &facts, now_ms);
         let before = case.row.state.as_deref().and_then(State::parse);
         let mut row = row_of(&case.row, &ev, crate::time::now_ms());
+        // A case entering supervision on time (or suspended) only starts its clock:
+        // its row says so, and the first change from there is the first event. Every
+        // other change is audited (and most raise an alert).
+        let entering =
+            before.is_none() && matches!(ev.state, Some(State::OnTime | State::Suspended));
         let transition = match ev.state {
-            Some(to) if Some(to) != before => {
+            Some(to) if Some(to) != before && !entering => {
                 let alert = to
                     .alerts()
                     .then(|| alert::message(self, &row, &ev, to, case.row.transitions + 1, now_ms));
