@@ -280,6 +280,12 @@ impl Intake {
         let mut records = Vec::new();
         // Place of each record in the body (a record's index in answers).
         let mut indices = Vec::new();
+        // Records accepted with an ID number that failed its check (`id_checks`).
+        let mut id_flagged: BTreeSet<usize> = BTreeSet::new();
+        let flag_ids = self
+            .config
+            .node(node)
+            .is_some_and(|n| n.id_checks == crate::config::IdChecks::Flag);
         let mut errors = Vec::new();
         match self.mappings.get(node) {
             Some(set) => {
@@ -305,6 +311,9 @@ impl Intake {
                             r.set_source(node);
                             records.push(r);
                             indices.push(c.index);
+                            if c.id_flagged {
+                                id_flagged.insert(c.index);
+                            }
                         }
                         Err(mut e) => errors.append(&mut e),
                     }
@@ -348,11 +357,19 @@ impl Intake {
                     }
                 };
                 for (i, v) in values.into_iter().enumerate() {
-                    match Record::from_value(i, v, kind) {
-                        Ok(mut r) => {
+                    let checked = if flag_ids {
+                        Record::from_value_flagging_ids(i, v, kind)
+                    } else {
+                        Record::from_value(i, v, kind).map(|r| (r, false))
+                    };
+                    match checked {
+                        Ok((mut r, flagged)) => {
                             r.set_source(node);
                             records.push(r);
                             indices.push(i);
+                            if flagged {
+                                id_flagged.insert(i);
+                            }
                         }
                         Err(mut e) => errors.append(&mut e),
                     }
@@ -384,6 +401,9 @@ impl Intake {
                 continue;
             }
             let mut flags = Vec::new();
+            if id_flagged.contains(&i) {
+                flags.push(crate::record::lenient::ID_FLAG.to_string());
+            }
             if let Some(problem) = self.catalogue.check(policy, &r) {
                 match policy {
                     crate::config::CataloguePolicy::Refuse => {

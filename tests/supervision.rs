@@ -272,3 +272,46 @@ async fn bad_promises_are_refused_or_flagged_never_a_wrong_deadline() {
         "{answer}"
     );
 }
+
+fn supervised_flagging_ids(text: String) -> String {
+    supervised(text).replace(
+        "[nodes.district-a]\n",
+        "[nodes.district-a]\nid_checks = \"flag\"\n",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_id_number_a_flagging_node_let_through_is_quality_code_0006() {
+    let clock = Clock::manual(t("2026-03-02T10:00:00+08:00"));
+    let h = Harness::with_clock(ROUTES, supervised_flagging_ids, |_| {}, Some(clock)).await;
+    let mut a = app("SV-ID", "2026-03-02T09:30:00+08:00", 5);
+    // The check digit of this resident ID number is wrong (…0259 is right).
+    a["applicant"]["id_no"] = json!("350205195912280250");
+    let (status, _, body) = h.post("district-a", &a, None).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body["records"][0]["flags"],
+        json!(["id_no_invalid"]),
+        "{body}"
+    );
+    let v = state_after(&h, "SV-ID", "on_time", 0).await;
+    assert_eq!(v["quality"], json!(["0006"]), "{v}");
+    // Any other problem still refuses the record, and a node that does not flag
+    // refuses the ID number as before.
+    let mut bad = app("SV-ID-2", "2026-03-02T09:30:00+08:00", 5);
+    bad["applicant"]["id_no"] = json!("350205195912280250");
+    bad["contact"]["mobile"] = json!("123");
+    let (status, _, body) = h.post("district-a", &bad, None).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, _, body) = h
+        .post(
+            "district-b",
+            &json!({"kind": "application", "case_no": "SV-ID-3",
+        "region": "330122", "item_code": "X1", "applicant": {"type": "person", "id_type": "111",
+        "id_no": "350205195912280250"}}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["details"][0]["rule"], "id_no", "{body}");
+}

@@ -91,6 +91,18 @@ pub struct Config {
     text: String,
 }
 
+/// `[nodes.ID] id_checks`: what happens to a record whose ID number (居民身份证号码,
+/// 统一社会信用代码) fails its check. `flag` is for nodes whose data cannot be
+/// corrected at the source in time: the record is accepted as sent with the flag
+/// `id_no_invalid`, audited, and counted by supervision as data-quality code 0006.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IdChecks {
+    #[default]
+    Refuse,
+    Flag,
+}
+
 impl ConfigError {
     /// `Ok` when there are no problems, else the one problem or all of them.
     pub fn all(mut errors: Vec<ConfigError>) -> Result<(), ConfigError> {

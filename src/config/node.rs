@@ -15,8 +15,7 @@ use crate::record::Kind;
 pub enum Role {
     /// May query the audit log and timelines of every node (电子监察, 审管互动).
     Auditor,
-    /// May read every message, case and delivery and put dead letters back in the
-    /// queue (the gateway's operators; without this role a node sees only its own).
+    /// Reads every message, case and delivery, retries dead letters (else: its own).
     Operator,
 }
 
@@ -65,11 +64,13 @@ pub struct Node {
     /// The node sends its bodies SM4-encrypted; they are decrypted before its mapping.
     #[serde(default)]
     pub sm4: Option<super::Sm4Body>,
-    /// What happens to a record from this node whose `item_code` the item catalogue
-    /// does not hold as valid: `off` (default), `flag` (accepted with a flag) or
-    /// `refuse` (rejected like any invalid record).
+    /// A record whose `item_code` the item catalogue does not hold as valid: `off`
+    /// (default), `flag` (accepted with a flag) or `refuse` (rejected).
     #[serde(default)]
     pub catalogue: CataloguePolicy,
+    /// A record whose ID number fails its check: `refuse` (default) or `flag`.
+    #[serde(default)]
+    pub id_checks: super::IdChecks,
     /// Synchronisation with the node: pull its list API, its item catalogue, and the
     /// APIs reconciliation reads.
     #[serde(default)]

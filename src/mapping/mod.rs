@@ -303,7 +303,9 @@ pub fn load_sets(
             };
             set.push(mapping);
         }
-        out.insert(id.clone(), MappingSet::new(set));
+        let mut set = MappingSet::new(set);
+        set.flag_ids = node.id_checks == crate::config::IdChecks::Flag;
+        out.insert(id.clone(), set);
     }
     Ok(out)
 }
@@ -314,11 +316,17 @@ pub fn load_sets(
 #[derive(Debug, Clone, Default)]
 pub struct MappingSet {
     pub mappings: Vec<Arc<Mapping>>,
+    /// The node flags ID numbers that fail their check rather than refusing them
+    /// (`[nodes.ID] id_checks = "flag"`).
+    pub flag_ids: bool,
 }
 
 impl MappingSet {
     pub fn new(mappings: Vec<Arc<Mapping>>) -> MappingSet {
-        MappingSet { mappings }
+        MappingSet {
+            mappings,
+            flag_ids: false,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -354,7 +362,7 @@ impl MappingSet {
         emit: &mut dyn FnMut(Checked) -> Result<(), DecodeError>,
     ) -> Result<(), DecodeError> {
         decode::decode(self, body, content_type, kind, limits, &mut |d| {
-            emit(check_one(d))
+            emit(check_one(d, self.flag_ids))
         })
     }
 
@@ -375,7 +383,10 @@ pub fn decode_and_check(
     limits: &Limits,
 ) -> Result<Vec<Checked>, DecodeError> {
     let decoded = set.decode(body, content_type, kind, limits)?;
-    Ok(decoded.into_iter().map(check_one).collect())
+    Ok(decoded
+        .into_iter()
+        .map(|d| check_one(d, set.flag_ids))
+        .collect())
 }
 
 /// One decoded record after canonical validation.
@@ -384,10 +395,20 @@ pub struct Checked {
     pub index: usize,
     pub mapping: Arc<Mapping>,
     pub result: Result<crate::record::Record, Vec<FieldError>>,
+    /// Accepted with an ID number that failed its check (a node that flags them).
+    pub id_flagged: bool,
 }
 
-fn check_one(d: Decoded) -> Checked {
+fn check_one(d: Decoded, flag_ids: bool) -> Checked {
+    let mut id_flagged = false;
     let result = match d.result {
+        Ok(v) if flag_ids => {
+            crate::record::Record::from_obj_flagging_ids(d.index, v, Some(d.kind), d.mapping.known)
+                .map(|(r, flagged)| {
+                    id_flagged = flagged;
+                    r
+                })
+        }
         Ok(v) => crate::record::Record::from_obj_known(d.index, v, Some(d.kind), d.mapping.known),
         Err(e) => Err(e),
     };
@@ -403,6 +424,7 @@ fn check_one(d: Decoded) -> Checked {
         index: d.index,
         mapping: d.mapping,
         result,
+        id_flagged,
     }
 }
 

@@ -9,6 +9,7 @@ use std::fmt;
 
 pub mod checks;
 mod json;
+pub mod lenient;
 pub mod schema;
 pub mod value;
 
