@@ -278,7 +278,7 @@ impl Default for ConsoleSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct SupervisionSettings {
     pub enabled: bool,
-    /// A calendar file (the shape of `data/cn-holidays.toml`) whose years replace or
+    /// A calendar file (the shape of `calendar/cn-holidays.toml`) whose years replace or
     /// extend the shipped ones: next year's notice, a local decision.
     pub calendar: Option<PathBuf>,
     /// A case turns yellow (warning) with fewer than this many working days left…

@@ -1,6 +1,6 @@
 //! The working-day calendar (工作日历): which dates are working days in mainland China.
 //!
-//! The State Council's annual notices are shipped in `data/cn-holidays.toml` (each
+//! The State Council's annual notices are shipped in `calendar/cn-holidays.toml` (each
 //! year names its notice). An operator's file of the same shape (`[supervision]
 //! calendar`) replaces or extends years without a rebuild. A date in a year neither
 //! file covers is an error, never silently counted as a weekday.
@@ -11,7 +11,7 @@ use jiff::civil::{Date, Weekday};
 use serde::Deserialize;
 
 /// The calendar shipped with the gateway.
-pub const SHIPPED: &str = include_str!("../../data/cn-holidays.toml");
+pub const SHIPPED: &str = include_str!("../../calendar/cn-holidays.toml");
 
 /// The most days one `A..B` range may name (a holiday block is at most a few weeks).
 pub const MAX_RANGE_DAYS: i64 = 31;
@@ -83,7 +83,7 @@ fn weekend(d: Date) -> bool {
 impl Calendar {
     /// The calendar shipped in the binary.
     pub fn shipped() -> Result<Calendar, CalendarError> {
-        Calendar::parse(SHIPPED, "data/cn-holidays.toml")
+        Calendar::parse(SHIPPED, "calendar/cn-holidays.toml")
     }
 
     /// Read a calendar file; `origin` names it in errors.

@@ -128,6 +128,7 @@ impl Supervisor {
     pub async fn run(self, stop: CancellationToken) {
         let owner = format!("{}-supervision-{}", self.gateway_id, uuid::Uuid::now_v7());
         let mut gauges_at = 0i64;
+        let mut shown = std::collections::BTreeSet::new();
         loop {
             let more = match self.round(&owner).await {
                 Ok(n) => n >= self.batch,
@@ -139,20 +140,27 @@ impl Supervisor {
             let now = crate::time::now_ms();
             if now - gauges_at >= 15_000 {
                 gauges_at = now;
-                if let Err(e) = self.gauges().await {
+                if let Err(e) = self.gauges(&mut shown).await {
                     tracing::warn!(error = %e, "supervision gauges not refreshed");
                 }
             }
-            if more {
-                if stop.is_cancelled() {
-                    return;
-                }
+            if more && !stop.is_cancelled() {
                 continue;
             }
             tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(self.sweep) => {}
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(self.sweep), if !more => {}
             }
+        }
+        // Give the lease back, so that the next generation (after a reload) or
+        // another instance takes the timer at once rather than when it expires.
+        let release = SvOp::Lease {
+            owner,
+            now_ms: crate::time::now_ms(),
+            until_ms: 0,
+        };
+        if let Err(e) = self.store.supervision(release).await {
+            tracing::debug!(error = %e, "supervision lease not given back; it expires");
         }
     }
 
@@ -254,10 +262,24 @@ impl Supervisor {
     }
 
     /// Refresh the gauges of open cases by state and department.
-    pub async fn gauges(&self) -> Result<(), SuperviseError> {
+    /// `shown`: the (state, department) pairs set before, so that one with no open
+    /// case left reads 0 rather than its last count.
+    pub async fn gauges(
+        &self,
+        shown: &mut std::collections::BTreeSet<(String, String)>,
+    ) -> Result<(), SuperviseError> {
         let SvOut::Counts(counts) = self.store.supervision(SvOp::Counts).await? else {
             return Err(SuperviseError::Answer);
         };
+        let now: std::collections::BTreeSet<(String, String)> = counts
+            .iter()
+            .map(|(s, d, _)| (s.clone(), d.clone()))
+            .collect();
+        for (state, dept) in shown.difference(&now) {
+            metrics::gauge!("hallgate_supervision_open_cases", "state" => state.clone(), "dept" => dept.clone())
+                .set(0.0);
+        }
+        *shown = now;
         for (state, dept, n) in counts {
             metrics::gauge!("hallgate_supervision_open_cases", "state" => state, "dept" => dept)
                 .set(n as f64);
