@@ -4,10 +4,10 @@
 # case accepted now with a 5-working-day promise, benches/one-record-fresh.json), in
 # rounds with supervision off and on. Each round starts the gateway on a fresh store; the rounds alternate in
 # ABBA order after a warm-up round, so both meet the same machine, and the ratio of
-# each pair is reported. With supervision on, every record also stores its facts and
-# marks its case due, and the timer settles the cases meanwhile (each enters
-# supervision on time: a transition and its audit event); how many it settled during
-# the round is reported too. BODY_FILE=benches/one-record.json sends cases accepted in
+# each pair is reported. With supervision on, every record also stores its facts in
+# its case's supervision row, settled at intake (each case enters supervision on
+# time, which needs no event); how many rows have a state at the end of the round,
+# and how many are still left for the timer, is reported too. BODY_FILE=benches/one-record.json sends cases accepted in
 # April 2026 instead: each is overdue at its first look and raises an alert (a stored
 # and routed record of its own), the worst case.
 #
@@ -40,8 +40,8 @@ round() {  # $1 = off|on|warmup; prints records/s accepted by the gateway
   wait_port "$GW/healthz"
   BODY_FILE=${BODY_FILE:-benches/one-record-fresh.json} WRK_OUT=$OUT/wrk.txt WRK_LABEL=$1 wrk -t2 -c"$CONNS" -d"${DURATION}s" -s benches/post-record.lua "$GW/v1/records" > /dev/null
   if [ "$1" = on ]; then
-    sqlite3 "$dir/hallgate.db" "SELECT count(*), sum(state IS NOT NULL) FROM sv_cases" |
-      awk -F'|' '{printf "  (supervision: %d cases, %d settled by the timer during the round)\n", $1, $2}' >&2
+    sqlite3 "$dir/hallgate.db" "SELECT count(*), sum(state IS NOT NULL), sum(due_at = 0) FROM sv_cases" |
+      awk -F'|' '{printf "  (supervision: %d cases, %d with a state, %d left for the timer)\n", $1, $2, $3}' >&2
   fi
   kill "$gw"; wait "$gw" 2>/dev/null || true
   awk -v l="$1" '$1 == l {for (i = 2; i <= NF; i++) if ($i ~ /^rps=/) {sub("rps=", "", $i); r = $i}} END {print r}' "$OUT/wrk.txt"

@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use hallgate::record::{Kind, Record};
+use hallgate::store::supervision::{IntakeFact, SvCase};
 use hallgate::store::{NewMessage, NewRecord, OpenMode};
 use hallgate::supervise::report::{By, report};
 use hallgate::supervise::{Supervisor, facts};
@@ -88,7 +89,17 @@ fn message(first: usize, n: usize, start: i64, now: i64) -> NewMessage {
             step_no: 0,
             label: "application".into(),
             sha256: hallgate::hash::sha256_hex(canonical.as_bytes()),
-            fact: facts::of(&r, &[], now),
+            // Stored as if the timer had never looked (intake settles a new case at
+            // once; here every case waits for the catch-up sweep).
+            fact: facts::of(&r, &[], now).map(|fact| IntakeFact {
+                fact,
+                row: SvCase {
+                    case_no: case_no.clone(),
+                    version: 1,
+                    ..SvCase::default()
+                },
+                due_ms: Some(0),
+            }),
             canonical,
             destinations: vec!["city".into()],
             flags: vec![],

@@ -40,6 +40,8 @@ pub struct Intake {
     decoders: tokio::sync::Semaphore,
     /// Nodes whose identifiers have a syntax of their own.
     ids: BTreeMap<String, IdSyntax>,
+    /// 电子监察, when enabled: each record's fact, and a new case's first row.
+    pub supervision: Option<crate::supervise::AtIntake>,
 }
 
 /// A node's own syntax of case numbers and other identifiers (`accept.case_no_pattern`,
@@ -216,6 +218,7 @@ impl Intake {
         let router = Router::new(&config);
         Intake {
             ids,
+            supervision: None,
             backlog: Arc::new(Backlog::new(&config, &router)),
             router,
             config,
@@ -452,11 +455,10 @@ impl Intake {
                     continue;
                 }
             };
-            let fact = if self.config.supervision.enabled {
-                crate::supervise::facts::of(&r, &flags, self.config.supervision.clock.now_ms())
-            } else {
-                None
-            };
+            let fact = self
+                .supervision
+                .as_ref()
+                .and_then(|s| s.fact(&r, &flags, self.config.supervision.clock.now_ms()));
             let canonical = r.to_json();
             new_records.push(NewRecord {
                 index: i,

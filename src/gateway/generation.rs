@@ -74,20 +74,15 @@ pub(super) fn build(
     let wake = Wake::new(&config);
     let config = Arc::new(config);
     // Intake: the one admit-and-store path of every source.
-    let intake = Arc::new(Intake::new(
+    let mut intake = Intake::new(
         config.clone(),
         shared.store.clone(),
         mappings,
         shared.catalogue.clone(),
         wake.clone(),
-    ));
-    // Sources that read on their own schedule, and the catalogue they are checked by.
-    let pullers = crate::sources::pull::pullers(&intake, &keys)?;
-    let catalogue_api = match &config.catalogue {
-        Some(c) => Some(crate::sync::Api::new(&config, &c.source, &keys)?),
-        None => None,
-    };
-    // 电子监察: the timer over the cases' deadlines, when enabled.
+    );
+    // 电子监察: the timer over the cases' deadlines, when enabled; intake settles the
+    // cases it opens by the same calendar and rules.
     let supervisor = if config.supervision.enabled {
         let mut s = crate::supervise::Supervisor::new(
             &config,
@@ -95,9 +90,17 @@ pub(super) fn build(
             Arc::new(intake.router.clone()),
         )?;
         s.wake = Some(wake.clone());
+        intake.supervision = Some(s.at_intake());
         Some(s)
     } else {
         None
+    };
+    let intake = Arc::new(intake);
+    // Sources that read on their own schedule, and the catalogue they are checked by.
+    let pullers = crate::sources::pull::pullers(&intake, &keys)?;
+    let catalogue_api = match &config.catalogue {
+        Some(c) => Some(crate::sync::Api::new(&config, &c.source, &keys)?),
+        None => None,
     };
     let push = HttpSource::new(intake.clone(), tokens.clone(), shared.refusals.clone());
     let state = Arc::new(AppState {

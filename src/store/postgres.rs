@@ -632,6 +632,7 @@ struct Stmts {
     case_get: Statement,
     case_open: Statement,
     case_party: Statement,
+    sv_intake: Statement,
 }
 
 const RETURNING_COMPLETED: &str =
@@ -672,6 +673,9 @@ impl Stmts {
                 .await?,
             case_party: c
                 .prepare("INSERT INTO case_parties (case_no, node) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .await?,
+            sv_intake: c
+                .prepare(&super::supervision::intake_sql('$'))
                 .await?,
             latest_sha: c
                 .prepare(
@@ -2013,17 +2017,35 @@ async fn accept(
         msg.records
             .iter()
             .zip(&statuses)
-            .filter(|(r, s)| **s == "accepted" && r.fact.is_some())
-            .map(|(r, _)| async move {
-                let line = r
-                    .fact
-                    .as_deref()
-                    .map(|f| super::supervision::fact_line(msg.received_at_ms, f));
+            .filter(|(_, s)| **s == "accepted")
+            .filter_map(|(r, _)| r.fact.as_ref())
+            .map(|f| async move {
+                let row = &f.row;
+                let line = super::supervision::fact_line(msg.received_at_ms, &f.fact);
                 tx.execute(
-                    "INSERT INTO sv_cases (case_no, version, due_at, facts) VALUES ($1, 1, 0, $2)
-                     ON CONFLICT (case_no) DO UPDATE SET version = sv_cases.version + 1, due_at = 0,
-                         facts = sv_cases.facts || excluded.facts",
-                    &[&r.case_no, &line],
+                    &st.sv_intake,
+                    &[
+                        &row.case_no,
+                        &row.state,
+                        &row.transitions,
+                        &row.version,
+                        &row.item_code,
+                        &row.item_name,
+                        &row.dept_code,
+                        &row.dept_name,
+                        &row.region,
+                        &row.accepted_ms,
+                        &row.deadline_ms,
+                        &row.finished_ms,
+                        &row.promised_days,
+                        &row.used_days,
+                        &row.quality,
+                        &row.problem,
+                        &row.late_steps,
+                        &row.updated_ms,
+                        &f.due_ms,
+                        &line,
+                    ],
                 )
                 .await
             }),

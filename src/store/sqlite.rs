@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
@@ -231,10 +231,13 @@ CREATE INDEX cases_node_opened ON cases (opened_by, opened_at);
 CREATE INDEX cases_item_opened ON cases (item_code, opened_at);
 CREATE INDEX records_case_kind ON records (case_no, kind);
 "#,
-    // Supervision (电子监察): facts per case, each case's state and next look.
+    // Supervision (电子监察): facts per case, each case's state and next look. A rowid
+    // table: its rows are wide (facts), and a WITHOUT ROWID b-tree keeps whole rows
+    // in its interior pages (intake wrote a third as many rows a second into it).
     r#"
 CREATE TABLE sv_cases (
-    case_no TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY,
+    case_no TEXT NOT NULL UNIQUE,
     state TEXT,
     transitions INTEGER NOT NULL DEFAULT 0,
     version INTEGER NOT NULL DEFAULT 0,
@@ -254,7 +257,7 @@ CREATE TABLE sv_cases (
     updated_at INTEGER NOT NULL DEFAULT 0,
     due_at INTEGER,
     facts TEXT NOT NULL DEFAULT ''
-) WITHOUT ROWID;
+);
 CREATE INDEX sv_cases_due ON sv_cases (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX sv_cases_state ON sv_cases (state, dept_code);
 CREATE TABLE sv_lease (
@@ -1506,21 +1509,38 @@ fn accept(
             ])?;
         }
         chain.append(conn, &plan::routed_event(&msg, r))?;
-        if let Some(fact) = &r.fact {
-            conn.prepare_cached(
-                "INSERT INTO sv_cases (case_no, version, due_at, facts) VALUES (?1, 1, 0, ?2)
-                 ON CONFLICT (case_no) DO UPDATE SET version = sv_cases.version + 1, due_at = 0,
-                     facts = sv_cases.facts || excluded.facts",
-            )?
-            .execute(params![
-                r.case_no,
-                super::supervision::fact_line(msg.received_at_ms, fact)
+        if let Some(f) = &r.fact {
+            let row = &f.row;
+            conn.prepare_cached(&SV_INTAKE)?.execute(params![
+                row.case_no,
+                row.state,
+                row.transitions,
+                row.version,
+                row.item_code,
+                row.item_name,
+                row.dept_code,
+                row.dept_name,
+                row.region,
+                row.accepted_ms,
+                row.deadline_ms,
+                row.finished_ms,
+                row.promised_days,
+                row.used_days,
+                row.quality,
+                row.problem,
+                row.late_steps,
+                row.updated_ms,
+                f.due_ms,
+                super::supervision::fact_line(msg.received_at_ms, &f.fact)
             ])?;
         }
     }
     join_cases(conn, &msg, &statuses, &standing)?;
     Ok(AcceptOutcome::Accepted(response))
 }
+
+/// How intake stores a record's supervision fact.
+static SV_INTAKE: LazyLock<String> = LazyLock::new(|| super::supervision::intake_sql('?'));
 
 /// Where the sender stands with the case of each record.
 fn standing(conn: &Connection, msg: &NewMessage) -> Result<Vec<CaseStanding>, StoreError> {

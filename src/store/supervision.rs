@@ -1,8 +1,9 @@
 //! What the store keeps for supervision (电子监察): per case, one row with the facts
 //! its records gave (appended with the records, in the same transaction: one line
-//! each, `received_ms TAB json`) and the state the timer last settled, with the next
-//! time it must look again. The store does not interpret facts; `crate::supervise`
-//! does.
+//! each, `received_ms TAB json`) and the state last settled, with the next time the
+//! timer must look again. A new case's row is settled by intake where that needs no
+//! transition ([`IntakeFact`]); every later fact leaves the case to the timer. The
+//! store does not interpret facts; `crate::supervise` does.
 
 use super::types::NewMessage;
 use crate::event::Event;
@@ -36,6 +37,20 @@ pub struct SvCase {
     /// Process steps past their own time limit, comma-separated step numbers.
     pub late_steps: String,
     pub updated_ms: i64,
+}
+
+/// What an accepted record gives its case's supervision row, stored with it in one
+/// transaction. A case with a row already gets the fact appended, its version bumped
+/// and is due now (the timer looks). A case without one gets `row` and `due_ms`:
+/// settled by intake when the case enters supervision on time, suspended or not at
+/// all (no transition, so no event or alert), else an empty row due now.
+#[derive(Debug, Clone)]
+pub struct IntakeFact {
+    /// The fact as stored JSON (see `crate::supervise::facts`).
+    pub fact: String,
+    /// The row of a new case, with `version` 1 and no transition.
+    pub row: SvCase,
+    pub due_ms: Option<i64>,
 }
 
 /// A case the timer must look at, with its facts in the order they were stored,
@@ -112,6 +127,19 @@ pub enum SvOut {
 /// The SQL column list of [`SvCase`], in its field order (both engines).
 pub const SV_COLUMNS: &str = "case_no, state, transitions, version, item_code, item_name, dept_code, dept_name, region,
      accepted_at, deadline, finished_at, promised_days, used_days, quality, problem, late_steps, updated_at";
+
+/// The statement that stores an [`IntakeFact`]: parameters 1 to 18 are its row in
+/// [`SV_COLUMNS`] order, 19 its next look and 20 its fact line; `mark` is the
+/// engine's parameter mark (`?` or `$`).
+pub fn intake_sql(mark: char) -> String {
+    let params: Vec<String> = (1..=20).map(|i| format!("{mark}{i}")).collect();
+    format!(
+        "INSERT INTO sv_cases ({SV_COLUMNS}, due_at, facts) VALUES ({})
+         ON CONFLICT (case_no) DO UPDATE SET version = sv_cases.version + 1, due_at = 0,
+             facts = sv_cases.facts || excluded.facts",
+        params.join(", ")
+    )
+}
 
 /// States of a case still open.
 pub const OPEN_STATES: [&str; 4] = ["on_time", "warning", "overdue", "suspended"];

@@ -84,7 +84,7 @@ pub struct NewRecord {
     pub item_code: Option<String>,
     /// What supervision needs from the record (`crate::supervise::facts`), stored
     /// with it when supervision is on.
-    pub fact: Option<String>,
+    pub fact: Option<super::supervision::IntakeFact>,
 }
 
 /// A message as received, with its records.

@@ -90,6 +90,11 @@ fn limit(r: &Record, prefix: &str) -> Option<(i64, String)> {
 /// about the clock. `flags` are those it was accepted with; `now_ms` is when it was
 /// received, on supervision's clock.
 pub fn of(r: &Record, flags: &[String], now_ms: i64) -> Option<String> {
+    serde_json::to_string(&fact(r, flags, now_ms)?).ok()
+}
+
+/// The fact a record gives (see [`of`]).
+pub fn fact(r: &Record, flags: &[String], now_ms: i64) -> Option<Fact> {
     let flags = flags.to_vec();
     let fact = match r.kind {
         Kind::Application => Fact::Application {
@@ -122,7 +127,7 @@ pub fn of(r: &Record, flags: &[String], now_ms: i64) -> Option<String> {
         Kind::Material if !flags.is_empty() => Fact::Flags { flags },
         Kind::Material | Kind::Alert => return None,
     };
-    serde_json::to_string(&fact).ok()
+    Some(fact)
 }
 
 /// Read a stored fact back; a row that does not parse is skipped by the caller.

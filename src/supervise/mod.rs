@@ -1,7 +1,8 @@
 //! 电子监察 (layer 4): time limits of cases on the working-day calendar, their states
 //! on a durable timer, alerts on transitions, data-quality codes and reports.
 //!
-//! Intake stores each record's [`facts`] with it and marks its case due. The
+//! Intake stores each record's [`facts`] with it and marks its case due; a new
+//! case it settles at once where that needs no transition ([`AtIntake`]). The
 //! [`Supervisor`] takes the cases due (the store keeps each case's next look, so no
 //! sweep reads every case), [`evaluate`]s them, and settles each in one transaction:
 //! its new row and next look, and on a transition the audit event and the `alert`
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::event::{Event, EventKind};
 use crate::route::Router;
-use crate::store::supervision::{DueCase, Settlement, SvCase, SvOp, SvOut, Transition};
+use crate::store::supervision::{DueCase, IntakeFact, Settlement, SvCase, SvOp, SvOut, Transition};
 use crate::store::{Store, StoreError};
 use crate::time::Clock;
 
@@ -217,47 +218,41 @@ impl Supervisor {
             .iter()
             .filter_map(|(at, f)| facts::parse(f).map(|f| (*at, f)))
             .collect();
-        let ev = evaluate::evaluate(&self.calendar, &self.rules, &facts, now_ms);
-        let before = case.row.state.as_deref().and_then(State::parse);
-        let mut row = row_of(&case.row, &ev, crate::time::now_ms());
-        // A case entering supervision on time (or suspended) only starts its clock:
-        // its row says so, and the first change from there is the first event. Every
-        // other change is audited (and most raise an alert).
-        let entering =
-            before.is_none() && matches!(ev.state, Some(State::OnTime | State::Suspended));
-        let transition = match ev.state {
-            Some(to) if Some(to) != before && !entering => {
-                let alert = to
-                    .alerts()
-                    .then(|| alert::message(self, &row, &ev, to, case.row.transitions + 1, now_ms));
-                let mut event = Event::new(crate::time::now_ms(), EventKind::SupervisionChanged);
-                event.case_no = Some(case.row.case_no.clone());
-                event.kind = Some("alert".into());
-                event.message_id = alert.as_ref().map(|m| m.id.clone());
-                event.detail = serde_json::json!({
-                    "from": before.map(State::as_str),
-                    "to": to.as_str(),
-                    "deadline": ev.deadline_ms.map(crate::time::rfc3339),
-                    "promised_days": ev.promised_days,
-                    "used_days": ev.used_days,
-                    "at": crate::time::rfc3339(now_ms),
-                    "alert_to": alert.as_ref().map(|m| m.records.iter().flat_map(|r| r.destinations.clone()).collect::<Vec<_>>()),
-                });
-                Some(Transition {
-                    event,
-                    alert: alert.map(Box::new),
-                })
+        let (ev, row, to) = judge(&self.calendar, &self.rules, &case.row, &facts, now_ms);
+        let transition = to.map(|to| {
+            let alert = to
+                .alerts()
+                .then(|| alert::message(self, &row, &ev, to, case.row.transitions + 1, now_ms));
+            let mut event = Event::new(crate::time::now_ms(), EventKind::SupervisionChanged);
+            event.case_no = Some(case.row.case_no.clone());
+            event.kind = Some("alert".into());
+            event.message_id = alert.as_ref().map(|m| m.id.clone());
+            event.detail = serde_json::json!({
+                "from": case.row.state.as_deref().and_then(State::parse).map(State::as_str),
+                "to": to.as_str(),
+                "deadline": ev.deadline_ms.map(crate::time::rfc3339),
+                "promised_days": ev.promised_days,
+                "used_days": ev.used_days,
+                "at": crate::time::rfc3339(now_ms),
+                "alert_to": alert.as_ref().map(|m| m.records.iter().flat_map(|r| r.destinations.clone()).collect::<Vec<_>>()),
+            });
+            Transition {
+                event,
+                alert: alert.map(Box::new),
             }
-            _ => None,
-        };
-        if ev.state.is_none() {
-            // A case no longer supervisable keeps the state it last had.
-            row.state = case.row.state.clone();
-        }
+        });
         Settlement {
             row,
             due_ms: ev.due_ms,
             transition,
+        }
+    }
+
+    /// What intake stores for its records' cases (see [`AtIntake`]).
+    pub fn at_intake(&self) -> AtIntake {
+        AtIntake {
+            calendar: self.calendar.clone(),
+            rules: self.rules.clone(),
         }
     }
 
@@ -294,6 +289,72 @@ impl Supervisor {
             },
         );
         Ok(())
+    }
+}
+
+/// A case's evaluation from its facts, the row to store, and the state it moves to
+/// when that is a transition (audited, most with an alert). A case entering
+/// supervision on time (or suspended) only starts its clock: its row says so, and
+/// the first change from there is the first transition. A case no longer
+/// supervisable keeps the state it last had.
+fn judge(
+    cal: &Calendar,
+    rules: &Rules,
+    read: &SvCase,
+    facts: &[(i64, facts::Fact)],
+    now_ms: i64,
+) -> (Evaluation, SvCase, Option<State>) {
+    let ev = evaluate::evaluate(cal, rules, facts, now_ms);
+    let before = read.state.as_deref().and_then(State::parse);
+    let mut row = row_of(read, &ev, crate::time::now_ms());
+    let entering = before.is_none() && matches!(ev.state, Some(State::OnTime | State::Suspended));
+    let to = ev.state.filter(|to| Some(*to) != before && !entering);
+    if ev.state.is_none() {
+        row.state = read.state.clone();
+    }
+    (ev, row, to)
+}
+
+/// Supervision at intake: each record's fact, and for a case that has no row yet
+/// the row the timer would settle it to, when that needs no transition (the case
+/// enters on time, suspended, or not supervisable). The timer then has nothing to
+/// do for the new case until its next look; a case arriving already late is left
+/// to the timer, which audits and alerts it.
+#[derive(Debug, Clone)]
+pub struct AtIntake {
+    pub calendar: Arc<Calendar>,
+    pub rules: Rules,
+}
+
+impl AtIntake {
+    /// What to store for record `r`, accepted with `flags`, at `now_ms` on
+    /// supervision's clock; `None` for a record that says nothing about the clock.
+    pub fn fact(
+        &self,
+        r: &crate::record::Record,
+        flags: &[String],
+        now_ms: i64,
+    ) -> Option<IntakeFact> {
+        let fact = facts::fact(r, flags, now_ms)?;
+        let stored = serde_json::to_string(&fact).ok()?;
+        let new = SvCase {
+            case_no: r.case_no.clone(),
+            version: 1,
+            ..SvCase::default()
+        };
+        let (ev, row, to) = judge(&self.calendar, &self.rules, &new, &[(now_ms, fact)], now_ms);
+        Some(match to {
+            None => IntakeFact {
+                fact: stored,
+                row,
+                due_ms: ev.due_ms,
+            },
+            Some(_) => IntakeFact {
+                fact: stored,
+                row: new,
+                due_ms: Some(0),
+            },
+        })
     }
 }
 
@@ -366,3 +427,6 @@ pub fn view(cal: &Calendar, r: &SvCase, now_ms: i64) -> serde_json::Value {
         "transitions": r.transitions,
     })
 }
+
+#[cfg(test)]
+mod tests;
