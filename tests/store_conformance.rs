@@ -74,6 +74,7 @@ conformance!(
     a_settled_record_queues_one_receipt_for_its_sender,
     console_users_lock_and_sessions_expire,
     cases_are_found_by_node_item_kind_and_time,
+    a_failing_job_fails_alone,
 );
 
 struct Rec {
@@ -1350,4 +1351,56 @@ async fn cases_are_found_by_node_item_kind_and_time(store: Arc<dyn Store>) {
         (s1[0].case_no.as_str(), s1[0].opened_by.as_str()),
         ("S1", "a")
     );
+}
+
+/// Fifty good messages and one that cannot be stored (its message id is taken), sent
+/// at once so that the writer takes them in one batch: the good ones are stored with
+/// their audit events, the bad one is refused and leaves nothing, and the chain holds.
+async fn a_failing_job_fails_alone(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let first = message("a", None, vec![rec(Kind::Application, "G0", 0, &["city"])]);
+    let taken = first.id.clone();
+    assert!(matches!(
+        s.accept(first).await,
+        Ok(AcceptOutcome::Accepted(_))
+    ));
+    let cases: Vec<&'static str> = (1..=50)
+        .map(|i| &*Box::leak(format!("G{i}").into_boxed_str()))
+        .collect();
+    let mut msgs: Vec<NewMessage> = cases
+        .iter()
+        .map(|c| message("a", None, vec![rec(Kind::Application, c, 0, &["city"])]))
+        .collect();
+    let mut bad = message("a", None, vec![rec(Kind::Application, "GX", 0, &["city"])]);
+    bad.id = taken;
+    msgs.insert(25, bad);
+    let answers = futures_util::future::join_all(msgs.into_iter().map(|m| s.accept(m))).await;
+    for (i, a) in answers.iter().enumerate() {
+        if i == 25 {
+            assert!(a.is_err(), "the message with a taken id was stored: {a:?}");
+        } else {
+            assert!(
+                matches!(a, Ok(AcceptOutcome::Accepted(_))),
+                "message {i}: {a:?}"
+            );
+        }
+    }
+    assert!(s.case("GX").await.unwrap().is_empty());
+    for c in &cases {
+        assert_eq!(s.case(c).await.unwrap().len(), 1, "case {c}");
+    }
+    let (report, _) = hallgate::audit::verify_store(s, None, None, |_| {})
+        .await
+        .expect("intact");
+    // received, accepted, routed for each of the 51 stored messages; nothing of GX.
+    assert_eq!(report.live, 51 * 3);
+    let gx = s
+        .audit_events(AuditFilter {
+            case_no: Some("GX".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(gx.is_empty(), "{gx:?}");
 }

@@ -1,9 +1,11 @@
 //! The embedded SQLite engine: one file, WAL, `synchronous = FULL`, and group commit.
 //!
 //! All writes go through one writer thread. It takes every job waiting in its queue
-//! (up to [`MAX_BATCH`]), runs each inside its own savepoint of one transaction and
-//! commits once, so many concurrent requests share one fsync; a job that fails rolls
-//! back to its savepoint without disturbing the others. Reads use their own
+//! (up to [`MAX_BATCH`]), runs them in one transaction and commits once, so many
+//! concurrent requests share one fsync. A batch of intake and delivery jobs runs
+//! without savepoints; if one of its jobs fails, the transaction is rolled back and
+//! the batch runs again with each job in its own savepoint, so a job that fails rolls
+//! back without disturbing the others (as every other batch runs from the start). Reads use their own
 //! connection. A lock file keeps a second gateway process off the same database.
 
 use std::fs::File;
@@ -586,6 +588,26 @@ fn writer_loop(
                 continue;
             }
         }
+        // The common batch (intake and delivery exchanges) runs first without a
+        // savepoint per job: every page a job touches inside a savepoint is copied
+        // to the sub-journal first, which took a third of the writer (perf,
+        // BENCHMARKS.md issue 19). If any job fails, the whole transaction is rolled
+        // back and the batch runs again with each job in its own savepoint, so a
+        // failing job still fails alone.
+        let jobs = match optimistic(&conn, &mut chain, jobs, retain_payloads) {
+            Optimistic::Done(finishes) => {
+                let commit = conn.execute_batch("COMMIT");
+                finish(&conn, &mut chain, commit, finishes);
+                continue;
+            }
+            Optimistic::Again(jobs) => jobs,
+            Optimistic::Failed(jobs, msg) => {
+                for job in jobs {
+                    job.fail(&msg);
+                }
+                continue;
+            }
+        };
         let mut finishes: Vec<Finish> = Vec::with_capacity(jobs.len());
         for job in jobs {
             match job {
@@ -594,22 +616,138 @@ fn writer_loop(
             }
         }
         let commit = conn.execute_batch("COMMIT");
-        let err = commit.as_ref().err().map(|e| e.to_string());
-        if err.is_some() {
-            let _ = conn.execute_batch("ROLLBACK");
-            if let Ok(c) = Chain::load(&conn, chain.alg) {
-                chain = c;
-            }
-        }
-        for f in finishes {
-            f(err.as_deref());
-        }
+        finish(&conn, &mut chain, commit, finishes);
     }
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
     drop(conn);
     if let Some(reply) = closing {
         let _ = reply.send(Ok(()));
     }
+}
+
+/// After a batch's commit: on failure roll back and reload the chain head; then
+/// answer every job (with the commit's error, if any).
+fn finish(
+    conn: &Connection,
+    chain: &mut Chain,
+    commit: rusqlite::Result<()>,
+    finishes: Vec<Finish>,
+) {
+    let err = commit.as_ref().err().map(|e| e.to_string());
+    if err.is_some() {
+        let _ = conn.execute_batch("ROLLBACK");
+        if let Ok(c) = Chain::load(conn, chain.alg) {
+            *chain = c;
+        }
+    }
+    for f in finishes {
+        f(err.as_deref());
+    }
+}
+
+/// What the savepoint-free pass over a batch did.
+enum Optimistic {
+    /// Every job ran; commit and answer.
+    Done(Vec<Finish>),
+    /// Not tried (a job that needs its own savepoint), or a job failed and the
+    /// transaction was rolled back and begun again: run the jobs one savepoint each.
+    Again(Vec<Job>),
+    /// A job failed and a new transaction could not begin.
+    Failed(Vec<Job>, String),
+}
+
+/// Run a batch of intake and exchange jobs without savepoints (see `writer_loop`).
+/// The jobs are only borrowed, so that they can run again if one fails.
+fn optimistic(conn: &Connection, chain: &mut Chain, jobs: Vec<Job>, retain: bool) -> Optimistic {
+    if !jobs
+        .iter()
+        .all(|j| matches!(j, Job::Accept(..) | Job::Exchange(..) | Job::Ping(_)))
+    {
+        return Optimistic::Again(jobs);
+    }
+    let mut outs = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        let out = match job {
+            Job::Accept(msg, _) => accept(conn, chain, msg, retain).map(Borrowed::Accept),
+            Job::Exchange(completions, lease_req, _) => {
+                exchange_plain(conn, chain, completions, lease_req.as_ref()).map(Borrowed::Exchange)
+            }
+            _ => Ok(Borrowed::Ping),
+        };
+        match out {
+            Ok(o) => outs.push(o),
+            Err(e) => {
+                tracing::debug!(error = %e, "a job failed in a batch without savepoints; the batch runs again, one savepoint each");
+                let _ = conn.execute_batch("ROLLBACK");
+                if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+                    return Optimistic::Failed(jobs, e.to_string());
+                }
+                return match Chain::load(conn, chain.alg) {
+                    Ok(c) => {
+                        *chain = c;
+                        Optimistic::Again(jobs)
+                    }
+                    Err(e) => {
+                        let _ = conn.execute_batch("ROLLBACK");
+                        Optimistic::Failed(jobs, e.to_string())
+                    }
+                };
+            }
+        }
+    }
+    let finishes = jobs
+        .into_iter()
+        .zip(outs)
+        .map(|(job, out)| -> Finish {
+            match (job, out) {
+                (Job::Accept(_, reply), Borrowed::Accept(o)) => answer(reply, o),
+                (Job::Exchange(_, _, reply), Borrowed::Exchange(o)) => answer(reply, o),
+                (Job::Ping(reply), _) => answer(reply, ()),
+                (job, _) => {
+                    job.fail("a batch answer went to the wrong job");
+                    Box::new(|_| {})
+                }
+            }
+        })
+        .collect();
+    Optimistic::Done(finishes)
+}
+
+/// A borrowed job's answer, sent after the commit.
+enum Borrowed {
+    Accept(AcceptOutcome),
+    Exchange(Exchange),
+    Ping,
+}
+
+fn answer<T: Send + 'static>(reply: Reply<T>, value: T) -> Finish {
+    Box::new(move |commit_err| {
+        let _ = reply.send(match commit_err {
+            Some(e) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
+            None => Ok(value),
+        });
+    })
+}
+
+/// A delivery exchange without savepoints: record the completions, lease more.
+fn exchange_plain(
+    c: &Connection,
+    ch: &mut Chain,
+    completions: &[Completion],
+    lease_req: Option<&LeaseRequest>,
+) -> Result<Exchange, StoreError> {
+    let mut out = Exchange::default();
+    for done in completions.iter().cloned() {
+        if complete(c, ch, done)? {
+            out.recorded += 1;
+        } else {
+            out.lost += 1;
+        }
+    }
+    if let Some(l) = lease_req {
+        out.leased = lease(c, &l.destination, &l.owner, l.limit, l.now_ms, l.lease_ms)?;
+    }
+    Ok(out)
 }
 
 impl Job {
@@ -640,7 +778,7 @@ impl Job {
 fn run_job(conn: &Connection, chain: &mut Chain, job: Job, retain_payloads: bool) -> Finish {
     match job {
         Job::Accept(msg, reply) => in_savepoint(conn, chain, reply, |c, ch| {
-            accept(c, ch, *msg, retain_payloads)
+            accept(c, ch, &msg, retain_payloads)
         }),
         Job::Audit(e, reply) => in_savepoint(conn, chain, reply, |c, ch| ch.append(c, &e)),
         Job::ArchiveAudit(through, sha, e, reply) => in_savepoint(conn, chain, reply, |c, ch| {
@@ -976,7 +1114,7 @@ fn supervision_write(
                 applied += 1;
                 if let Some(t) = s.transition {
                     if let Some(msg) = t.alert {
-                        match accept(c, ch, *msg, retain_payloads)? {
+                        match accept(c, ch, &msg, retain_payloads)? {
                             AcceptOutcome::Accepted(_) | AcceptOutcome::Replayed(_) => {}
                             other => {
                                 return Err(StoreError::Corrupt(format!(
@@ -1327,7 +1465,7 @@ fn in_savepoint<T: Send + 'static>(
 fn accept(
     conn: &Connection,
     chain: &mut Chain,
-    msg: NewMessage,
+    msg: &NewMessage,
     retain_payloads: bool,
 ) -> Result<AcceptOutcome, StoreError> {
     if let Some(key) = &msg.idempotency_key {
@@ -1351,7 +1489,7 @@ fn accept(
             .optional()?;
         match seen {
             Some(sha) if sha != t.token_sha256 => {
-                chain.append(conn, &plan::replay_event(&msg))?;
+                chain.append(conn, &plan::replay_event(msg))?;
                 return Ok(AcceptOutcome::TokenReplayed);
             }
             Some(_) => {}
@@ -1399,9 +1537,9 @@ fn accept(
             });
         }
     }
-    let standing = standing(conn, &msg)?;
+    let standing = standing(conn, msg)?;
     let (statuses, response, response_json, received) =
-        match plan::accept(&msg, &stored, &unchanged, &standing) {
+        match plan::accept(msg, &stored, &unchanged, &standing) {
             plan::AcceptPlan::Stale { stale, event } => {
                 chain.append(conn, &event)?;
                 return Ok(AcceptOutcome::Stale(stale));
@@ -1420,7 +1558,7 @@ fn accept(
     if let Some(adv) = &msg.pull {
         let new_records = statuses.iter().filter(|s| **s == "accepted").count() as i64;
         advance(conn, chain, adv, new_records)?;
-        if !statuses.iter().any(|s| plan::stored(&msg, s)) {
+        if !statuses.iter().any(|s| plan::stored(msg, s)) {
             return Ok(AcceptOutcome::Accepted(response));
         }
     }
@@ -1460,7 +1598,7 @@ fn accept(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?10, ?9, ?9)",
     )?;
     for (r, status) in msg.records.iter().zip(&statuses) {
-        if !plan::stored(&msg, status) {
+        if !plan::stored(msg, status) {
             continue;
         }
         ins_record.execute(params![
@@ -1478,12 +1616,12 @@ fn accept(
             plan::flags_column(&r.flags)
         ])?;
         let record_id = conn.last_insert_rowid();
-        chain.append(conn, &plan::accepted_event(&msg, r, status))?;
+        chain.append(conn, &plan::accepted_event(msg, r, status))?;
         if *status != "accepted" {
             continue;
         }
         if !r.flags.is_empty() {
-            chain.append(conn, &plan::flagged_event(&msg, r))?;
+            chain.append(conn, &plan::flagged_event(msg, r))?;
         }
         if let Some(v) = r.version {
             upsert_version.execute(params![
@@ -1505,10 +1643,10 @@ fn accept(
                 r.kind.rank(),
                 r.step_no,
                 msg.received_at_ms,
-                plan::delivery_key(&msg, r, dest)
+                plan::delivery_key(msg, r, dest)
             ])?;
         }
-        chain.append(conn, &plan::routed_event(&msg, r))?;
+        chain.append(conn, &plan::routed_event(msg, r))?;
         if let Some(f) = &r.fact {
             let row = &f.row;
             conn.prepare_cached(&SV_INTAKE)?.execute(params![
@@ -1535,7 +1673,7 @@ fn accept(
             ])?;
         }
     }
-    join_cases(conn, &msg, &statuses, &standing)?;
+    join_cases(conn, msg, &statuses, &standing)?;
     Ok(AcceptOutcome::Accepted(response))
 }
 
