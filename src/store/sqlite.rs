@@ -700,9 +700,9 @@ fn optimistic(conn: &Connection, chain: &mut Chain, jobs: Vec<Job>, retain: bool
         .zip(outs)
         .map(|(job, out)| -> Finish {
             match (job, out) {
-                (Job::Accept(_, reply), Borrowed::Accept(o)) => answer(reply, o),
-                (Job::Exchange(_, _, reply), Borrowed::Exchange(o)) => answer(reply, o),
-                (Job::Ping(reply), _) => answer(reply, ()),
+                (Job::Accept(_, reply), Borrowed::Accept(o)) => answer(reply, Ok(o)),
+                (Job::Exchange(_, _, reply), Borrowed::Exchange(o)) => answer(reply, Ok(o)),
+                (Job::Ping(reply), _) => answer(reply, Ok(())),
                 (job, _) => {
                     job.fail("a batch answer went to the wrong job");
                     Box::new(|_| {})
@@ -720,11 +720,12 @@ enum Borrowed {
     Ping,
 }
 
-fn answer<T: Send + 'static>(reply: Reply<T>, value: T) -> Finish {
+/// Send a job's result once the batch is committed, or the commit's error.
+fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Finish {
     Box::new(move |commit_err| {
         let _ = reply.send(match commit_err {
             Some(e) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
-            None => Ok(value),
+            None => result,
         });
     })
 }
@@ -1453,13 +1454,7 @@ fn in_savepoint<T: Send + 'static>(
         *chain = mark;
         let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
     }
-    Box::new(move |commit_err| {
-        let out = match commit_err {
-            Some(e) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
-            None => result,
-        };
-        let _ = reply.send(out);
-    })
+    answer(reply, result)
 }
 
 fn accept(
