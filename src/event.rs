@@ -73,10 +73,15 @@ pub enum EventKind {
     /// A case's supervision state changed (on time, warning, overdue, suspended,
     /// finished on time or late): from, to, the deadline, and the alert sent.
     SupervisionChanged,
+    /// A batch read from a 前置库 table: the table, the rows, keys read, refused and why.
+    TableRead,
+    /// 前置库 rows marked after their records were stored (or refused): how many of
+    /// each flag, and the keys.
+    TableMarked,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 30] = [
+    pub const ALL: [EventKind; 32] = [
         EventKind::ConfigLoaded,
         EventKind::Received,
         EventKind::Rejected,
@@ -107,6 +112,8 @@ impl EventKind {
         EventKind::ChainVerified,
         EventKind::PersonalDataRevealed,
         EventKind::SupervisionChanged,
+        EventKind::TableRead,
+        EventKind::TableMarked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -141,6 +148,8 @@ impl EventKind {
             EventKind::ChainVerified => "chain_verified",
             EventKind::PersonalDataRevealed => "personal_data_revealed",
             EventKind::SupervisionChanged => "supervision_changed",
+            EventKind::TableRead => "table_read",
+            EventKind::TableMarked => "table_marked",
         }
     }
 

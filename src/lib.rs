@@ -31,6 +31,7 @@ pub mod tls;
 // 2.
 pub mod mapping;
 // 3.
+pub mod frontdb;
 pub mod store;
 // 4. the pipeline
 pub mod audit;

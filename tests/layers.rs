@@ -30,6 +30,7 @@ const LAYERS: &[(&str, u8)] = &[
     // 2. the mapping engine.
     ("mapping", 2),
     // 3. the durable store.
+    ("frontdb", 3),
     ("store", 3),
     // 4. the pipeline: auth, routing, intake and its sources, delivery and its sinks,
     //    sync, the audit tools.

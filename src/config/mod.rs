@@ -12,7 +12,9 @@ mod gateway;
 mod guomi;
 mod node;
 mod receipt;
+mod routes;
 mod spans;
+mod tables;
 pub use receipt::RECEIPT_PREFIX;
 
 use std::collections::BTreeMap;
@@ -25,6 +27,8 @@ use toml::Spanned;
 pub use gateway::*;
 pub use guomi::*;
 pub use node::*;
+pub use routes::*;
+pub use tables::*;
 
 /// The `[log] format` of a config file, read before logging starts (and before the
 /// config is checked whole): None when the file or the setting is not there.
@@ -249,6 +253,11 @@ impl Config {
             }
             if let Some(sync) = &n.sync {
                 for e in sync.problems(id) {
+                    err(node.span(), e);
+                }
+            }
+            if let Some(t) = &n.tables {
+                for e in t.problems(id) {
                     err(node.span(), e);
                 }
             }

@@ -1,7 +1,6 @@
 //! The tables of a node (`[nodes.ID]` and what it holds: accept, auth, destination,
-//! sync) and of the routes (`[[routes]]`, `[routing]`).
+//! sync); the routes are in `routes.rs`, the 前置库 in `tables.rs`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -75,6 +74,9 @@ pub struct Node {
     /// APIs reconciliation reads.
     #[serde(default)]
     pub sync: Option<SyncSettings>,
+    /// The node's 前置库 and the exchange tables read from it (`tables.rs`).
+    #[serde(default)]
+    pub tables: Option<super::TableSettings>,
     /// 回执推送: where a receipt goes once each record is settled (`receipt.rs`).
     #[serde(default)]
     pub receipt_url: Option<Spanned<String>>,
@@ -510,42 +512,6 @@ fn default_timeout_ms() -> u64 {
 }
 fn default_concurrency() -> usize {
     8
-}
-
-/// `[[routes]]`: a rule that sends matching records to one or more destinations.
-/// Every condition given must hold; a list condition holds when any entry matches.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Route {
-    pub name: String,
-    #[serde(default)]
-    pub kinds: Vec<Kind>,
-    /// Sending node ids.
-    #[serde(default)]
-    pub sources: Vec<Spanned<String>>,
-    /// 行政区划代码 prefixes.
-    #[serde(default)]
-    pub regions: Vec<String>,
-    /// 事项编码 prefixes.
-    #[serde(default)]
-    pub item_codes: Vec<String>,
-    /// Canonical item types (licensing, penalty, …).
-    #[serde(default)]
-    pub item_types: Vec<String>,
-    /// Canonical field (dotted path) = required value.
-    #[serde(default)]
-    pub fields: BTreeMap<String, String>,
-    /// Destination node ids.
-    pub to: Vec<Spanned<String>>,
-}
-
-/// `[routing]`: what happens to a record no route matches.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Routing {
-    /// Destinations for unmatched records; empty = such records are rejected.
-    #[serde(default)]
-    pub default: Vec<Spanned<String>>,
 }
 
 impl SyncSettings {

@@ -49,6 +49,7 @@ pub(super) struct Built {
     wake: Wake,
     intake: Arc<Intake>,
     pullers: Vec<Box<dyn Source>>,
+    tables: Vec<crate::sources::tables::TableReader>,
     catalogue_api: Option<crate::sync::Api>,
     supervisor: Option<crate::supervise::Supervisor>,
 }
@@ -98,6 +99,7 @@ pub(super) fn build(
     let intake = Arc::new(intake);
     // Sources that read on their own schedule, and the catalogue they are checked by.
     let pullers = crate::sources::pull::pullers(&intake, &keys)?;
+    let tables = crate::sources::tables::readers(&intake)?;
     let catalogue_api = match &config.catalogue {
         Some(c) => Some(crate::sync::Api::new(&config, &c.source, &keys)?),
         None => None,
@@ -120,6 +122,7 @@ pub(super) fn build(
         wake,
         intake,
         pullers,
+        tables,
         catalogue_api,
         supervisor,
     })
@@ -144,6 +147,22 @@ impl Built {
             cancel.cancel();
             return Err(e.into());
         }
+        // A 前置库 whose tables or columns are not what the config names refuses the
+        // start (naming them); one that cannot be reached is read once it can.
+        let mut tables = Vec::with_capacity(self.tables.len());
+        for mut reader in self.tables {
+            match reader.prepare().await {
+                Ok(_) => {}
+                Err(e @ crate::sources::tables::TableError::Shape { .. }) => {
+                    cancel.cancel();
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    tracing::warn!(node = %reader.node(), error = %crate::record::mask_text(&e.to_string()), "前置库 not reachable at start; retrying in the background");
+                }
+            }
+            tables.push(reader);
+        }
         // A destination paused before a restart or reload stays paused.
         let paused = shared.store.paused_destinations().await?;
         let workers = delivery::spawn_workers(
@@ -167,6 +186,9 @@ impl Built {
         );
         for source in self.pullers {
             tasks.spawn(source.run(cancel.clone()));
+        }
+        for reader in tables {
+            tasks.spawn(reader.run(cancel.clone()));
         }
         if let Some(s) = self.supervisor {
             tasks.spawn(s.run(cancel.clone()));

@@ -47,6 +47,8 @@ pub enum GatewayError {
     Sync(#[from] crate::sync::SyncError),
     #[error("{0}")]
     Supervise(#[from] crate::supervise::SuperviseError),
+    #[error("{0}")]
+    Tables(#[from] crate::sources::tables::TableError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,

@@ -16,6 +16,7 @@
 
 pub mod http;
 pub mod pull;
+pub mod tables;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,0 +1,295 @@
+//! `[nodes.ID.tables]`: a node's 前置库 (front-end database) and the exchange tables
+//! read from it (`[[nodes.ID.tables.source]]`). Only what the config alone can
+//! check is checked here (identifiers, values, bounds); whether the tables and
+//! columns exist is checked against the database at start-up (`frontdb`).
+
+use serde::Deserialize;
+
+use crate::record::Kind;
+
+/// The database engine of a 前置库.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// MySQL or MariaDB.
+    Mysql,
+    /// PostgreSQL, and Kingbase, openGauss or HighGo in their PostgreSQL mode.
+    Postgres,
+}
+
+impl Driver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Mysql => "mysql",
+            Driver::Postgres => "postgres",
+        }
+    }
+}
+
+/// `[nodes.ID.tables]`: how to reach the node's 前置库.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSettings {
+    pub driver: Driver,
+    pub host: String,
+    /// Default: 3306 (mysql), 5432 (postgres).
+    #[serde(default)]
+    pub port: Option<u16>,
+    pub database: String,
+    pub user: String,
+    /// The environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// A file holding the password (its first line), relative to the config file.
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// The node's time zone as a UTC offset: DATETIME and TIMESTAMP values are read
+    /// as times in it, and SYNC_DATE is written in it.
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    /// Connections kept open to the database.
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+    /// A statement taking longer fails (and is retried with back-off).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// The exchange tables read from this database, in the order they are read in
+    /// each round (applications before their steps and results).
+    #[serde(default)]
+    pub source: Vec<TableSource>,
+}
+
+/// `[[nodes.ID.tables.source]]`: one exchange table the gateway reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSource {
+    /// The table, optionally with its schema (`qzk.inf_apply`).
+    pub table: String,
+    /// The kind of record each row is; the node's mapping of that kind reads it.
+    pub kind: Kind,
+    /// The columns that name a row (its primary key).
+    pub keys: Vec<String>,
+    /// The sync flag column the producer leaves pending and the gateway sets.
+    #[serde(default = "default_flag")]
+    pub flag: String,
+    /// Stamped with the time a row was marked.
+    #[serde(default = "default_sync_date")]
+    pub sync_date: String,
+    /// Why a row was marked `failed` (field, rule and message).
+    #[serde(default = "default_error")]
+    pub error: String,
+    /// Flag values that mean "waiting to be read"; NULL always does too.
+    #[serde(default = "default_pending")]
+    pub pending: Vec<String>,
+    /// The flag written once the row's record is stored.
+    #[serde(default = "default_done")]
+    pub done: String,
+    /// The flag written when the row is refused.
+    #[serde(default = "default_failed")]
+    pub failed: String,
+    /// The order rows are read in (process steps by `no_ord`); the keys follow.
+    #[serde(default)]
+    pub order: Vec<String>,
+    /// A version column: a row is marked only while it still holds the version read.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Rows read at once.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// How long to wait when the table has nothing pending.
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+}
+
+/// The largest batch a table source reads at once.
+pub const MAX_TABLE_BATCH: usize = 5_000;
+
+impl TableSource {
+    /// The columns this source writes or filters on, with the key each comes from.
+    pub fn named_columns(&self) -> Vec<(&'static str, &str)> {
+        let mut out: Vec<(&'static str, &str)> =
+            self.keys.iter().map(|k| ("keys", k.as_str())).collect();
+        out.push(("flag", &self.flag));
+        out.push(("sync_date", &self.sync_date));
+        out.push(("error", &self.error));
+        out.extend(self.order.iter().map(|c| ("order", c.as_str())));
+        if let Some(v) = &self.version {
+            out.push(("version", v));
+        }
+        out
+    }
+}
+
+impl TableSettings {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.driver {
+            Driver::Mysql => 3306,
+            Driver::Postgres => 5432,
+        })
+    }
+
+    /// The zone's offset in seconds east of UTC.
+    pub fn zone_seconds(&self) -> Result<i32, String> {
+        parse_offset(&self.zone)
+    }
+
+    /// What is wrong with the settings, each message naming its key.
+    pub fn problems(&self, id: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let at = format!("nodes.{id}.tables");
+        if let Err(e) = self.zone_seconds() {
+            out.push(format!("{at}.zone: {e}"));
+        }
+        if self.password_env.is_some() && self.password_file.is_some() {
+            out.push(format!(
+                "{at}: password_env and password_file both given; keep one"
+            ));
+        }
+        if self.connections == 0 || self.connections > 64 {
+            out.push(format!("{at}.connections: between 1 and 64"));
+        }
+        if self.timeout_ms == 0 {
+            out.push(format!("{at}.timeout_ms: above 0"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, s) in self.source.iter().enumerate() {
+            let at = format!("{at}.source[{i}] (`{}`)", s.table);
+            if !seen.insert(s.table.to_ascii_lowercase()) {
+                out.push(format!("{at}: the table is read twice"));
+            }
+            if !qualified_identifier(&s.table) {
+                out.push(format!(
+                    "{at}.table: `{}` is not a table name (letters, digits and _, optionally schema.table)",
+                    s.table
+                ));
+            }
+            if s.keys.is_empty() {
+                out.push(format!("{at}.keys: at least one key column"));
+            }
+            for (key, column) in s.named_columns() {
+                if !identifier(column) {
+                    out.push(format!(
+                        "{at}.{key}: `{column}` is not a column name (letters, digits and _)"
+                    ));
+                }
+            }
+            if s.kind == Kind::Alert {
+                out.push(format!("{at}.kind: alerts are made by the gateway"));
+            }
+            if s.batch == 0 || s.batch > MAX_TABLE_BATCH {
+                out.push(format!("{at}.batch: between 1 and {MAX_TABLE_BATCH}"));
+            }
+            if s.interval_ms == 0 {
+                out.push(format!("{at}.interval_ms: above 0"));
+            }
+            for v in s.pending.iter().chain([&s.done, &s.failed]) {
+                if v.len() > 16
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    out.push(format!(
+                        "{at}: flag value `{v}`: at most 16 letters, digits, _ or -"
+                    ));
+                }
+            }
+            if s.pending.contains(&s.done) || s.pending.contains(&s.failed) || s.done == s.failed {
+                out.push(format!(
+                    "{at}: pending, done and failed flag values must differ"
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// A plain SQL identifier: ASCII letters, digits and `_`, not starting with a digit,
+/// at most 64 characters. Quoted by the engine; never anything to escape.
+pub fn identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `table` or `schema.table`.
+pub fn qualified_identifier(s: &str) -> bool {
+    let mut parts = s.split('.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(t), None, None) => identifier(t),
+        (Some(schema), Some(t), None) => identifier(schema) && identifier(t),
+        _ => false,
+    }
+}
+
+/// `+08:00` (or `Z`) as seconds east of UTC.
+pub fn parse_offset(s: &str) -> Result<i32, String> {
+    if s == "Z" || s == "+00:00" {
+        return Ok(0);
+    }
+    let bad = || format!("`{s}` is not a UTC offset such as +08:00");
+    let (sign, rest) = match s.as_bytes().first() {
+        Some(b'+') => (1, &s[1..]),
+        Some(b'-') => (-1, &s[1..]),
+        _ => return Err(bad()),
+    };
+    let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+    let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if !(0..=14).contains(&h) || !(0..60).contains(&m) {
+        return Err(bad());
+    }
+    Ok(sign * (h * 3600 + m * 60))
+}
+
+fn default_zone() -> String {
+    "+08:00".into()
+}
+fn default_connections() -> usize {
+    2
+}
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+fn default_flag() -> String {
+    "SYNC_SIGN".into()
+}
+fn default_sync_date() -> String {
+    "SYNC_DATE".into()
+}
+fn default_error() -> String {
+    "SYNC_ERROR_DESC".into()
+}
+fn default_pending() -> Vec<String> {
+    vec!["0".into(), String::new()]
+}
+fn default_done() -> String {
+    "1".into()
+}
+fn default_failed() -> String {
+    "2".into()
+}
+fn default_batch() -> usize {
+    500
+}
+fn default_interval_ms() -> u64 {
+    2_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_and_offsets() {
+        assert!(identifier("SYNC_SIGN"));
+        assert!(!identifier("a;drop"));
+        assert!(!identifier("1a"));
+        assert!(!identifier("a b"));
+        assert!(qualified_identifier("qzk.inf_apply"));
+        assert!(!qualified_identifier("a.b.c"));
+        assert_eq!(parse_offset("+08:00"), Ok(28_800));
+        assert_eq!(parse_offset("-03:30"), Ok(-12_600));
+        assert!(parse_offset("8").is_err());
+        assert!(parse_offset("+8:00:00").is_err());
+    }
+}

@@ -1,0 +1,243 @@
+//! 前置库: the front-end databases departments exchange records through (layer 3,
+//! beside the store). It owns the small [`FrontDb`] trait every engine implements
+//! (read a table's shape, read its pending rows, mark rows), the engines for
+//! MySQL/MariaDB ([`mysql`]) and PostgreSQL ([`postgres`], which also serves
+//! Kingbase, openGauss and HighGo in their PostgreSQL mode), and the reading of a
+//! column's value as a record field ([`cell`]).
+//!
+//! Engines build their SQL only from identifiers the config checked
+//! (`config::identifier`) and flag values it checked; row values always travel as
+//! parameters. An Oracle or 达梦 engine is a new module implementing [`FrontDb`]
+//! and a `Driver` variant (docs/exchange-tables.md says how).
+
+pub mod cell;
+mod mysql;
+mod postgres;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::config::{Driver, TableSettings};
+
+/// Why a 前置库 operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontDbError {
+    #[error("{driver} {host}:{port}: cannot connect: {reason}")]
+    Connect {
+        driver: &'static str,
+        host: String,
+        port: u16,
+        reason: String,
+    },
+    #[error("{0}")]
+    Query(String),
+    #[error("the statement took longer than {0} ms")]
+    Timeout(u64),
+    #[error("no password: {0}")]
+    Password(String),
+}
+
+/// What the gateway makes of a column's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Integer,
+    /// DECIMAL/NUMERIC: read as its exact text.
+    Decimal,
+    Float,
+    Bool,
+    Text,
+    /// DATETIME, TIMESTAMP: a time in the node's zone.
+    DateTime,
+    Date,
+    Time,
+    /// BLOB, BYTEA: a file, known by its SHA-256 and size.
+    Blob,
+    Other,
+}
+
+impl ColumnType {
+    pub fn numeric(self) -> bool {
+        matches!(self, ColumnType::Integer | ColumnType::Decimal)
+    }
+}
+
+/// A column as the database describes it.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    /// The engine's own name of the type (`varchar(200)`, `timestamp`).
+    pub type_name: String,
+    pub ty: ColumnType,
+    pub nullable: bool,
+    /// The longest text the column holds, in characters, where it is bounded.
+    pub max_chars: Option<u64>,
+}
+
+/// A table's columns, in their order in the table.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub table: String,
+    pub columns: Vec<Column>,
+}
+
+impl Shape {
+    /// The column named `name` (as the engine compares names).
+    pub fn column(&self, name: &str, driver: Driver) -> Option<&Column> {
+        self.columns.iter().find(|c| match driver {
+            Driver::Mysql => c.name.eq_ignore_ascii_case(name),
+            Driver::Postgres => c.name == name,
+        })
+    }
+}
+
+/// One row as read: each column of the shape, raw (text, or bytes for a blob);
+/// `None` is NULL.
+pub type Row = Vec<Option<Vec<u8>>>;
+
+/// What to read: the pending rows of a table, in order, at most `limit`.
+pub struct PendingRead<'a> {
+    pub shape: &'a Shape,
+    pub flag: &'a str,
+    pub pending: &'a [String],
+    /// ORDER BY these columns (the order columns, then the keys).
+    pub order: &'a [String],
+    pub limit: usize,
+}
+
+/// How rows are marked once read.
+pub struct MarkWrite<'a> {
+    pub shape: &'a Shape,
+    pub keys: &'a [String],
+    pub flag: &'a str,
+    pub sync_date: &'a str,
+    pub error: &'a str,
+    pub version: Option<&'a str>,
+    /// A row is marked only while its flag is still pending…
+    pub pending: &'a [String],
+    /// …the time stamped, `YYYY-MM-DD HH:MM:SS` in the node's zone.
+    pub at: String,
+}
+
+/// One row's mark.
+#[derive(Debug, Clone)]
+pub struct Mark {
+    /// The row's key values, as text, in the order of the keys.
+    pub key: Vec<String>,
+    /// The version read, when the source has a version column: a row rewritten
+    /// since is left pending, to be read again.
+    pub version: Option<String>,
+    pub flag: String,
+    pub error: Option<String>,
+}
+
+pub type DbFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, FrontDbError>> + Send + 'a>>;
+
+/// A 前置库 engine.
+pub trait FrontDb: Send + Sync {
+    fn driver(&self) -> Driver;
+    /// The table's columns; `None` when there is no such table.
+    fn shape<'a>(&'a self, table: &'a str) -> DbFuture<'a, Option<Shape>>;
+    /// The first `limit` pending rows, in order, each with every column of the shape.
+    fn pending<'a>(&'a self, read: &'a PendingRead<'a>) -> DbFuture<'a, Vec<Row>>;
+    /// How many rows are pending.
+    fn count_pending<'a>(&'a self, read: &'a PendingRead<'a>) -> DbFuture<'a, u64>;
+    /// Mark rows in one transaction; answers how many rows were marked (a row
+    /// rewritten meanwhile is not).
+    fn mark<'a>(&'a self, write: &'a MarkWrite<'a>, marks: &'a [Mark]) -> DbFuture<'a, u64>;
+}
+
+/// Connect to a node's 前置库 (lazily: the first statement opens the connection).
+pub fn open(settings: &TableSettings, password: String) -> Result<Arc<dyn FrontDb>, FrontDbError> {
+    let zone = settings
+        .zone_seconds()
+        .map_err(|e| FrontDbError::Query(format!("zone: {e}")))?;
+    Ok(match settings.driver {
+        Driver::Mysql => Arc::new(mysql::MysqlDb::new(settings, password, zone)?),
+        Driver::Postgres => Arc::new(postgres::PostgresDb::new(settings, password, zone)),
+    })
+}
+
+/// The password of `[nodes.ID.tables]`: from its env var or file (relative to
+/// `base`), or empty when neither is set.
+pub fn password(settings: &TableSettings, base: &std::path::Path) -> Result<String, FrontDbError> {
+    if let Some(var) = &settings.password_env {
+        return std::env::var(var).map_err(|_| {
+            FrontDbError::Password(format!("the environment variable {var} is not set"))
+        });
+    }
+    if let Some(file) = &settings.password_file {
+        let path = base.join(file);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| FrontDbError::Password(format!("{}: {e}", path.display())))?;
+        return Ok(text.lines().next().unwrap_or_default().to_string());
+    }
+    Ok(String::new())
+}
+
+/// An SQL literal for a flag value compared with a column of type `ty`: numbers
+/// bare, others quoted. The config allows only letters, digits, `_` and `-` in flag
+/// values, so there is nothing to escape; a value a numeric column cannot hold (the
+/// empty string) matches nothing and is left out.
+fn flag_literal(value: &str, ty: ColumnType) -> Option<String> {
+    if ty.numeric() {
+        value.parse::<i64>().ok().map(|n| n.to_string())
+    } else {
+        Some(format!("'{value}'"))
+    }
+}
+
+/// `(flag IS NULL OR flag IN (…))` for the pending values, `flag` already quoted.
+fn pending_predicate(flag: &str, ty: ColumnType, pending: &[String]) -> String {
+    let values: Vec<String> = pending.iter().filter_map(|v| flag_literal(v, ty)).collect();
+    if values.is_empty() {
+        format!("{flag} IS NULL")
+    } else {
+        format!("({flag} IS NULL OR {flag} IN ({}))", values.join(", "))
+    }
+}
+
+/// A quoted identifier (each part of `schema.table`): backticks for MySQL, double
+/// quotes for PostgreSQL. Identifiers were checked by the config.
+fn quote(driver: Driver, name: &str) -> String {
+    let q = match driver {
+        Driver::Mysql => '`',
+        Driver::Postgres => '"',
+    };
+    name.split('.')
+        .map(|p| format!("{q}{p}{q}"))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// `SELECT every column … WHERE pending ORDER BY … LIMIT n`, or its `COUNT(*)`.
+fn select_sql(read: &PendingRead<'_>, count: bool, driver: Driver) -> String {
+    let flag_ty = read
+        .shape
+        .column(read.flag, driver)
+        .map_or(ColumnType::Text, |c| c.ty);
+    let what = if count {
+        "COUNT(*)".to_string()
+    } else {
+        read.shape
+            .columns
+            .iter()
+            .map(|c| quote(driver, &c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut sql = format!(
+        "SELECT {what} FROM {} WHERE {}",
+        quote(driver, &read.shape.table),
+        pending_predicate(&quote(driver, read.flag), flag_ty, read.pending)
+    );
+    if !count {
+        let order: Vec<String> = read.order.iter().map(|c| quote(driver, c)).collect();
+        sql.push_str(&format!(
+            " ORDER BY {} LIMIT {}",
+            order.join(", "),
+            read.limit
+        ));
+    }
+    sql
+}

@@ -1,0 +1,231 @@
+//! The MySQL/MariaDB engine of the 前置库, over `mysql_async` (a pool of a few
+//! connections; each connection's session time zone is the node's zone, so DATETIME
+//! and TIMESTAMP text reads as local time there). Rows are read with the text
+//! protocol: every value arrives as its text (a blob as its bytes), as PostgreSQL's
+//! engine reads them, and `cell` turns it into a field.
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts, Value};
+
+use super::{
+    Column, ColumnType, DbFuture, FrontDb, FrontDbError, Mark, MarkWrite, PendingRead, Row, Shape,
+    pending_predicate, quote, select_sql,
+};
+use crate::config::{Driver, TableSettings};
+
+pub struct MysqlDb {
+    pool: Pool,
+    host: String,
+    port: u16,
+    timeout_ms: u64,
+}
+
+impl MysqlDb {
+    pub fn new(s: &TableSettings, password: String, zone: i32) -> Result<MysqlDb, FrontDbError> {
+        let constraints = PoolConstraints::new(0, s.connections.max(1))
+            .ok_or_else(|| FrontDbError::Query("connections: at least 1".into()))?;
+        let sign = if zone < 0 { '-' } else { '+' };
+        let offset = format!(
+            "{sign}{:02}:{:02}",
+            zone.abs() / 3600,
+            zone.abs() % 3600 / 60
+        );
+        let opts = OptsBuilder::default()
+            .ip_or_hostname(s.host.clone())
+            .tcp_port(s.port())
+            .user(Some(s.user.clone()))
+            .pass(Some(password))
+            .db_name(Some(s.database.clone()))
+            .prefer_socket(false)
+            .setup(vec![
+                format!("SET time_zone = '{offset}'"),
+                "SET NAMES utf8mb4".to_string(),
+            ])
+            .pool_opts(
+                PoolOpts::default()
+                    .with_constraints(constraints)
+                    .with_inactive_connection_ttl(Duration::from_secs(60)),
+            );
+        Ok(MysqlDb {
+            pool: Pool::new(opts),
+            host: s.host.clone(),
+            port: s.port(),
+            timeout_ms: s.timeout_ms,
+        })
+    }
+
+    async fn conn(&self) -> Result<mysql_async::Conn, FrontDbError> {
+        self.bounded(self.pool.get_conn())
+            .await?
+            .map_err(|e| FrontDbError::Connect {
+                driver: "mysql",
+                host: self.host.clone(),
+                port: self.port,
+                reason: e.to_string(),
+            })
+    }
+
+    async fn bounded<F: std::future::Future>(&self, f: F) -> Result<F::Output, FrontDbError> {
+        tokio::time::timeout(Duration::from_millis(self.timeout_ms), f)
+            .await
+            .map_err(|_| FrontDbError::Timeout(self.timeout_ms))
+    }
+}
+
+fn query_error(e: mysql_async::Error) -> FrontDbError {
+    FrontDbError::Query(e.to_string())
+}
+
+fn column_type(data_type: &str) -> ColumnType {
+    match data_type.to_ascii_lowercase().as_str() {
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "year" => {
+            ColumnType::Integer
+        }
+        "decimal" | "numeric" => ColumnType::Decimal,
+        "float" | "double" | "real" => ColumnType::Float,
+        "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "enum" | "set"
+        | "json" => ColumnType::Text,
+        "datetime" | "timestamp" => ColumnType::DateTime,
+        "date" => ColumnType::Date,
+        "time" => ColumnType::Time,
+        "tinyblob" | "blob" | "mediumblob" | "longblob" | "binary" | "varbinary" => {
+            ColumnType::Blob
+        }
+        _ => ColumnType::Other,
+    }
+}
+
+fn text(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::NULL => None,
+        Value::Bytes(b) => Some(b),
+        // The text protocol sends text; anything else is written as SQL would.
+        other => Some(other.as_sql(true).trim_matches('\'').as_bytes().to_vec()),
+    }
+}
+
+impl FrontDb for MysqlDb {
+    fn driver(&self) -> Driver {
+        Driver::Mysql
+    }
+
+    fn shape<'a>(&'a self, table: &'a str) -> DbFuture<'a, Option<Shape>> {
+        Box::pin(async move {
+            let (schema, name) = match table.split_once('.') {
+                Some((s, t)) => (Some(s.to_string()), t.to_string()),
+                None => (None, table.to_string()),
+            };
+            let mut conn = self.conn().await?;
+            let rows: Vec<(String, String, String, String, Option<u64>)> = self
+                .bounded(conn.exec(
+                    "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH \
+                     FROM information_schema.COLUMNS \
+                     WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? \
+                     ORDER BY ORDINAL_POSITION",
+                    (schema, name),
+                ))
+                .await?
+                .map_err(query_error)?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let columns = rows
+                .into_iter()
+                .map(
+                    |(name, data_type, column_type_text, nullable, max)| Column {
+                        ty: column_type(&data_type),
+                        name,
+                        type_name: column_type_text,
+                        nullable: nullable == "YES",
+                        max_chars: max,
+                    },
+                )
+                .collect();
+            Ok(Some(Shape {
+                table: table.to_string(),
+                columns,
+            }))
+        })
+    }
+
+    fn pending<'a>(&'a self, read: &'a PendingRead<'a>) -> DbFuture<'a, Vec<Row>> {
+        Box::pin(async move {
+            let sql = select_sql(read, false, Driver::Mysql);
+            let mut conn = self.conn().await?;
+            let rows: Vec<mysql_async::Row> =
+                self.bounded(conn.query(sql)).await?.map_err(query_error)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| {
+                    r.unwrap_raw()
+                        .into_iter()
+                        .map(|v| v.and_then(text))
+                        .collect()
+                })
+                .collect())
+        })
+    }
+
+    fn count_pending<'a>(&'a self, read: &'a PendingRead<'a>) -> DbFuture<'a, u64> {
+        Box::pin(async move {
+            let sql = select_sql(read, true, Driver::Mysql);
+            let mut conn = self.conn().await?;
+            let n: Option<u64> = self
+                .bounded(conn.query_first(sql))
+                .await?
+                .map_err(query_error)?;
+            Ok(n.unwrap_or(0))
+        })
+    }
+
+    fn mark<'a>(&'a self, w: &'a MarkWrite<'a>, marks: &'a [Mark]) -> DbFuture<'a, u64> {
+        Box::pin(async move {
+            let flag_ty = w
+                .shape
+                .column(w.flag, Driver::Mysql)
+                .map_or(ColumnType::Text, |c| c.ty);
+            let mut sql = format!(
+                "UPDATE {} SET {} = ?, {} = ?, {} = ? WHERE ",
+                quote(Driver::Mysql, &w.shape.table),
+                quote(Driver::Mysql, w.flag),
+                quote(Driver::Mysql, w.sync_date),
+                quote(Driver::Mysql, w.error)
+            );
+            for k in w.keys {
+                sql.push_str(&format!("{} = ? AND ", quote(Driver::Mysql, k)));
+            }
+            sql.push_str(&pending_predicate(
+                &quote(Driver::Mysql, w.flag),
+                flag_ty,
+                w.pending,
+            ));
+            if let Some(v) = w.version {
+                sql.push_str(&format!(" AND {} <=> ?", quote(Driver::Mysql, v)));
+            }
+            let pool = self.pool.clone();
+            let work = async move {
+                let mut tx = pool.start_transaction(TxOpts::default()).await?;
+                let stmt = tx.prep(sql).await?;
+                let mut marked = 0;
+                for m in marks {
+                    let mut params: Vec<Value> = vec![
+                        Value::from(m.flag.as_str()),
+                        Value::from(w.at.as_str()),
+                        m.error.as_deref().map_or(Value::NULL, Value::from),
+                    ];
+                    params.extend(m.key.iter().map(|k| Value::from(k.as_str())));
+                    if w.version.is_some() {
+                        params.push(m.version.as_deref().map_or(Value::NULL, Value::from));
+                    }
+                    tx.exec_drop(&stmt, params).await?;
+                    marked += tx.affected_rows();
+                }
+                tx.commit().await?;
+                Ok::<u64, mysql_async::Error>(marked)
+            };
+            self.bounded(work).await?.map_err(query_error)
+        })
+    }
+}

@@ -1,0 +1,321 @@
+//! The PostgreSQL engine of the 前置库 (and of Kingbase, openGauss and HighGo in
+//! their PostgreSQL mode), over `tokio-postgres`: one connection, opened when first
+//! needed and again after it breaks. Its session time zone is the node's zone.
+//! Pending rows are read with the simple query protocol, so every value arrives as
+//! its text whatever its type; marks are parameters given as text and cast to the
+//! column's own type (`($1::text)::varchar(2)`), so a key or flag of any type
+//! compares with its index.
+
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use super::{
+    Column, ColumnType, DbFuture, FrontDb, FrontDbError, Mark, MarkWrite, PendingRead, Row, Shape,
+    pending_predicate, quote, select_sql,
+};
+use crate::config::{Driver, TableSettings};
+
+pub struct PostgresDb {
+    config: tokio_postgres::Config,
+    host: String,
+    port: u16,
+    timeout_ms: u64,
+    zone: i32,
+    client: Mutex<Option<Client>>,
+}
+
+impl PostgresDb {
+    pub fn new(s: &TableSettings, password: String, zone: i32) -> PostgresDb {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&s.host)
+            .port(s.port())
+            .dbname(&s.database)
+            .user(&s.user)
+            .application_name("hallgate")
+            .connect_timeout(Duration::from_millis(s.timeout_ms));
+        if !password.is_empty() {
+            config.password(password);
+        }
+        PostgresDb {
+            config,
+            host: s.host.clone(),
+            port: s.port(),
+            timeout_ms: s.timeout_ms,
+            zone,
+            client: Mutex::new(None),
+        }
+    }
+
+    /// Run `f` with the connection, opening it first if there is none; a broken
+    /// connection is dropped, to be opened again by the next call.
+    async fn with<T, F>(&self, f: F) -> Result<T, FrontDbError>
+    where
+        F: for<'c> FnOnce(
+            &'c mut Client,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send + 'c>,
+        >,
+    {
+        let mut guard = self.client.lock().await;
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            *guard = Some(self.connect().await?);
+        }
+        let Some(client) = guard.as_mut() else {
+            return Err(FrontDbError::Query("no connection".into()));
+        };
+        let out = tokio::time::timeout(Duration::from_millis(self.timeout_ms), f(client)).await;
+        match out {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if client.is_closed() {
+                    *guard = None;
+                }
+                Err(FrontDbError::Query(pg_error(&e)))
+            }
+            Err(_) => {
+                // A statement cut off mid-way leaves the connection in doubt.
+                *guard = None;
+                Err(FrontDbError::Timeout(self.timeout_ms))
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Client, FrontDbError> {
+        let fail = |reason: String| FrontDbError::Connect {
+            driver: "postgres",
+            host: self.host.clone(),
+            port: self.port,
+            reason,
+        };
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| fail(pg_error(&e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "前置库 connection closed");
+            }
+        });
+        let sign = if self.zone < 0 { '-' } else { '+' };
+        let z = self.zone.abs();
+        client
+            .batch_execute(&format!(
+                "SET TIME ZONE INTERVAL '{sign}{:02}:{:02}' HOUR TO MINUTE; SET statement_timeout = {}",
+                z / 3600,
+                z % 3600 / 60,
+                self.timeout_ms
+            ))
+            .await
+            .map_err(|e| fail(pg_error(&e)))?;
+        Ok(client)
+    }
+}
+
+/// The server's message where there is one (it names the column or table).
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+fn column_type(typname: &str) -> ColumnType {
+    match typname {
+        "int2" | "int4" | "int8" => ColumnType::Integer,
+        "numeric" => ColumnType::Decimal,
+        "float4" | "float8" => ColumnType::Float,
+        "bool" => ColumnType::Bool,
+        "text" | "varchar" | "bpchar" | "name" | "json" | "jsonb" | "uuid" => ColumnType::Text,
+        "timestamp" | "timestamptz" => ColumnType::DateTime,
+        "date" => ColumnType::Date,
+        "time" | "timetz" => ColumnType::Time,
+        "bytea" => ColumnType::Blob,
+        _ => ColumnType::Other,
+    }
+}
+
+/// `bytea` text output (`\x0a1b…`) as bytes.
+fn bytea(text: &str) -> Option<Vec<u8>> {
+    hex::decode(text.strip_prefix("\\x")?).ok()
+}
+
+impl FrontDb for PostgresDb {
+    fn driver(&self) -> Driver {
+        Driver::Postgres
+    }
+
+    fn shape<'a>(&'a self, table: &'a str) -> DbFuture<'a, Option<Shape>> {
+        Box::pin(async move {
+            let qualified = quote(Driver::Postgres, table);
+            let rows = self
+                .with(move |c| {
+                    Box::pin(async move {
+                        c.query(
+                            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), t.typname::text, \
+                                    NOT a.attnotnull, \
+                                    CASE WHEN t.typname IN ('varchar', 'bpchar') AND a.atttypmod > 4 \
+                                         THEN (a.atttypmod - 4)::int8 END \
+                             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+                             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+                             ORDER BY a.attnum",
+                            &[&qualified],
+                        )
+                        .await
+                    })
+                })
+                .await?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let mut columns = Vec::with_capacity(rows.len());
+            for r in rows {
+                let typname: String = r
+                    .try_get(2)
+                    .map_err(|e| FrontDbError::Query(e.to_string()))?;
+                let max: Option<i64> = r
+                    .try_get(4)
+                    .map_err(|e| FrontDbError::Query(e.to_string()))?;
+                columns.push(Column {
+                    name: r
+                        .try_get(0)
+                        .map_err(|e| FrontDbError::Query(e.to_string()))?,
+                    type_name: r
+                        .try_get(1)
+                        .map_err(|e| FrontDbError::Query(e.to_string()))?,
+                    ty: column_type(&typname),
+                    nullable: r
+                        .try_get(3)
+                        .map_err(|e| FrontDbError::Query(e.to_string()))?,
+                    max_chars: max.and_then(|m| u64::try_from(m).ok()),
+                });
+            }
+            Ok(Some(Shape {
+                table: table.to_string(),
+                columns,
+            }))
+        })
+    }
+
+    fn pending<'a>(&'a self, read: &'a PendingRead<'a>) -> DbFuture<'a, Vec<Row>> {
+        Box::pin(async move {
+            let sql = select_sql(read, false, Driver::Postgres);
+            let messages = self
+                .with(move |c| Box::pin(async move { c.simple_query(&sql).await }))
+                .await?;
+            let blobs: Vec<bool> = read
+                .shape
+                .columns
+                .iter()
+                .map(|c| c.ty == ColumnType::Blob)
+                .collect();
+            let mut rows = Vec::new();
+            for m in messages {
+                if let SimpleQueryMessage::Row(r) = m {
+                    let mut row = Vec::with_capacity(blobs.len());
+                    for (i, blob) in blobs.iter().enumerate() {
+                        let v = r
+                            .try_get(i)
+                            .map_err(|e| FrontDbError::Query(e.to_string()))?;
+                        row.push(v.map(|t| {
+                            if *blob {
+                                bytea(t).unwrap_or_else(|| t.as_bytes().to_vec())
+                            } else {
+                                t.as_bytes().to_vec()
+                            }
+                        }));
+                    }
+                    rows.push(row);
+                }
+            }
+            Ok(rows)
+        })
+    }
+
+    fn count_pending<'a>(&'a self, read: &'a PendingRead<'a>) -> DbFuture<'a, u64> {
+        Box::pin(async move {
+            let sql = select_sql(read, true, Driver::Postgres);
+            let row = self
+                .with(move |c| Box::pin(async move { c.query_one(&sql, &[]).await }))
+                .await?;
+            let n: i64 = row
+                .try_get(0)
+                .map_err(|e| FrontDbError::Query(e.to_string()))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    fn mark<'a>(&'a self, w: &'a MarkWrite<'a>, marks: &'a [Mark]) -> DbFuture<'a, u64> {
+        Box::pin(async move {
+            let cast = |name: &str| -> String {
+                w.shape
+                    .column(name, Driver::Postgres)
+                    .map_or_else(|| "text".to_string(), |c| c.type_name.clone())
+            };
+            let flag_ty = w
+                .shape
+                .column(w.flag, Driver::Postgres)
+                .map_or(ColumnType::Text, |c| c.ty);
+            let mut sql = format!(
+                "UPDATE {} SET {} = ($1::text)::{}, {} = ($2::text)::{}, {} = ($3::text)::{} WHERE ",
+                quote(Driver::Postgres, &w.shape.table),
+                quote(Driver::Postgres, w.flag),
+                cast(w.flag),
+                quote(Driver::Postgres, w.sync_date),
+                cast(w.sync_date),
+                quote(Driver::Postgres, w.error),
+                cast(w.error),
+            );
+            let mut n = 3;
+            for k in w.keys {
+                n += 1;
+                sql.push_str(&format!(
+                    "{} = (${n}::text)::{} AND ",
+                    quote(Driver::Postgres, k),
+                    cast(k)
+                ));
+            }
+            sql.push_str(&pending_predicate(
+                &quote(Driver::Postgres, w.flag),
+                flag_ty,
+                w.pending,
+            ));
+            if let Some(v) = w.version {
+                n += 1;
+                sql.push_str(&format!(
+                    " AND {}::text IS NOT DISTINCT FROM ${n}::text",
+                    quote(Driver::Postgres, v)
+                ));
+            }
+            let at = w.at.clone();
+            let with_version = w.version.is_some();
+            let marks = marks.to_vec();
+            self.with(move |c| {
+                Box::pin(async move {
+                    let tx = c.transaction().await?;
+                    let stmt = tx.prepare(&sql).await?;
+                    let mut marked = 0;
+                    for m in &marks {
+                        let mut params: Vec<Option<String>> =
+                            vec![Some(m.flag.clone()), Some(at.clone()), m.error.clone()];
+                        params.extend(m.key.iter().cloned().map(Some));
+                        if with_version {
+                            params.push(m.version.clone());
+                        }
+                        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                            .iter()
+                            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+                            .collect();
+                        marked += tx.execute(&stmt, &refs).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(marked)
+                })
+            })
+            .await
+        })
+    }
+}

@@ -1,0 +1,510 @@
+//! The table source: a node's 前置库 exchange tables (`[[nodes.ID.tables.source]]`)
+//! read batch by batch. Each pending row becomes a JSON object of its columns
+//! (`frontdb::cell`), and a batch goes through the same decode (the node's mapping
+//! of the table's kind), validation, catalogue, authorisation and routing as a
+//! pushed body ([`Intake::admit`]), then into the store with its audit event in one
+//! transaction. Only after that commit are the rows marked in the 前置库: `done`
+//! (`1`) for a stored or already-stored record, `failed` (`2`) with the field, rule
+//! and message (masked, cut to the error column's length) for a refused one.
+//!
+//! A crash between the commit and the marks leaves the rows pending; they are read
+//! again, recognised as already stored (same record, same content or version), and
+//! marked then. A row its producer rewrote is a new version and is stored and
+//! delivered again; an older version than one stored is refused. One gateway reads
+//! a table at a time: a lease in the store, as pull sources take (named
+//! `NODE/TABLE`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{Source, SourceFuture};
+use crate::config::TableSettings;
+use crate::event::{Event, EventKind};
+use crate::frontdb::{self, FrontDb, FrontDbError, Mark, MarkWrite, PendingRead, cell};
+use crate::hash::sha256_hex;
+use crate::intake::{Admission, Intake};
+use crate::record::mask_text;
+use crate::store::{AcceptOutcome, NewMessage, PullAdvance, StoreError};
+use crate::time::now_ms;
+
+mod prepare;
+pub use prepare::{Prepared, prepare, shape_problems};
+
+/// How long a reader holds a table without committing before another may take it.
+const LEASE_MS: i64 = 30_000;
+
+/// Why reading a table failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("前置库 of node `{node}`: {source}")]
+    Db {
+        node: String,
+        #[source]
+        source: FrontDbError,
+    },
+    /// The tables or columns the config names are not in the database.
+    #[error("前置库 of node `{node}` does not match the config:\n  {}", problems.join("\n  "))]
+    Shape { node: String, problems: Vec<String> },
+    #[error("node `{0}` has no [nodes.{0}.tables]")]
+    NotConfigured(String),
+    #[error("table `{table}`: the batch was refused: {reason}")]
+    Refused { table: String, reason: String },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What one batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub rows: usize,
+    /// Records stored now (not already stored).
+    pub new: usize,
+    pub done: u64,
+    pub failed: u64,
+    /// The batch was full: more may be waiting.
+    pub more: bool,
+}
+
+/// One node's table source: its 前置库 and the tables read from it.
+pub struct TableReader {
+    intake: Arc<Intake>,
+    db: Arc<dyn FrontDb>,
+    node: String,
+    owner: String,
+    zone: i32,
+    tables: Option<Vec<Prepared>>,
+}
+
+impl TableReader {
+    /// Connect (lazily) to the node's 前置库.
+    pub fn new(intake: Arc<Intake>, node: &str, owner: &str) -> Result<TableReader, TableError> {
+        let settings = settings(&intake, node)?;
+        let db_err = |source| TableError::Db {
+            node: node.to_string(),
+            source,
+        };
+        let password = frontdb::password(settings, &intake.config.base_dir()).map_err(db_err)?;
+        let db = frontdb::open(settings, password).map_err(db_err)?;
+        let zone = settings
+            .zone_seconds()
+            .map_err(|e| db_err(FrontDbError::Query(e)))?;
+        Ok(TableReader {
+            intake,
+            db,
+            node: node.to_string(),
+            owner: owner.to_string(),
+            zone,
+            tables: None,
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Read the tables' shapes and check them against the config.
+    pub async fn prepare(&mut self) -> Result<&[Prepared], TableError> {
+        let settings = settings(&self.intake, &self.node)?;
+        let tables = prepare(&self.node, settings, &*self.db).await?;
+        Ok(self.tables.insert(tables))
+    }
+
+    /// Read until `shutdown`: each table in turn, again at once while a batch was
+    /// full, else after the shortest interval; back off on errors.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut failures: u32 = 0;
+        loop {
+            let wait = match self.round(&shutdown).await {
+                Ok(true) => {
+                    failures = 0;
+                    Duration::ZERO
+                }
+                Ok(false) => {
+                    failures = 0;
+                    self.interval()
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let text = mask_text(&e.to_string());
+                    tracing::warn!(node = %self.node, error = %text, failures, "前置库 read failed; backing off");
+                    metrics::counter!("hallgate_table_errors_total", "node" => self.node.clone())
+                        .increment(1);
+                    if let Some(tables) = &self.tables {
+                        for t in tables {
+                            if let Err(err) = self
+                                .intake
+                                .store
+                                .sync_failed(&t.name, text.clone(), now_ms())
+                                .await
+                            {
+                                tracing::error!(source = %t.name, error = %err, "could not record a table failure");
+                            }
+                        }
+                    }
+                    Duration::from_millis(500u64.saturating_mul(1 << failures.min(6)))
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        let ms = settings(&self.intake, &self.node)
+            .ok()
+            .and_then(|s| s.source.iter().map(|t| t.interval_ms).min())
+            .unwrap_or(2_000);
+        Duration::from_millis(ms)
+    }
+
+    /// One batch from each table, in the configured order; whether any was full.
+    pub async fn round(&mut self, shutdown: &CancellationToken) -> Result<bool, TableError> {
+        if self.tables.is_none() {
+            self.prepare().await?;
+        }
+        let tables = self.tables.clone().unwrap_or_default();
+        let mut more = false;
+        for t in &tables {
+            if shutdown.is_cancelled() {
+                return Ok(false);
+            }
+            more |= self.batch(t).await?.more;
+        }
+        Ok(more)
+    }
+
+    /// Read, store and mark one batch of a table.
+    pub async fn batch(&self, t: &Prepared) -> Result<BatchOutcome, TableError> {
+        let now = now_ms();
+        let Some(source) = self
+            .intake
+            .store
+            .sync_take(&t.name, &self.owner, "{}".into(), now, now + LEASE_MS)
+            .await?
+        else {
+            return Ok(BatchOutcome::default());
+        };
+        if source.paused {
+            return Ok(BatchOutcome::default());
+        }
+        if let Some((dest, level)) = self.intake.backlog.feeds_full(&self.node) {
+            tracing::info!(source = %t.name, "table paused: {}", self.intake.backlog.describe(&dest, &level));
+            return Ok(BatchOutcome::default());
+        }
+        let spec = &t.spec;
+        let read = PendingRead {
+            shape: &t.shape,
+            flag: &spec.flag,
+            pending: &spec.pending,
+            order: &t.order,
+            limit: spec.batch,
+        };
+        let rows = self.db.pending(&read).await.map_err(|e| self.db_error(e))?;
+        if rows.is_empty() {
+            self.publish_pending(t, 0);
+            return Ok(BatchOutcome::default());
+        }
+        let driver = self.db.driver();
+        let index_of = |name: &str| {
+            t.shape.columns.iter().position(|c| match driver {
+                crate::config::Driver::Mysql => c.name.eq_ignore_ascii_case(name),
+                crate::config::Driver::Postgres => c.name == name,
+            })
+        };
+        let key_at: Vec<usize> = spec.keys.iter().filter_map(|k| index_of(k)).collect();
+        let version_at = spec.version.as_deref().and_then(index_of);
+        // Each row's mark, settled below; the rows that could be read go to intake.
+        let mut marks: Vec<Mark> = Vec::with_capacity(rows.len());
+        let mut body: Vec<Value> = Vec::new();
+        let mut row_of_record: Vec<usize> = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            let key = key_at
+                .iter()
+                .map(|&k| cell::text(row.get(k).and_then(Option::as_ref)).unwrap_or_default())
+                .collect();
+            let version = version_at.and_then(|v| cell::text(row.get(v).and_then(Option::as_ref)));
+            let mut mark = Mark {
+                key,
+                version,
+                flag: spec.done.clone(),
+                error: None,
+            };
+            match cell::row_object(&t.shape, row, self.zone) {
+                Ok(obj) => {
+                    body.push(Value::Object(obj));
+                    row_of_record.push(i);
+                }
+                Err(e) => {
+                    mark.flag = spec.failed.clone();
+                    mark.error = Some(e.to_string());
+                }
+            }
+            marks.push(mark);
+        }
+        let bytes = bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        let mut reasons: Vec<Value> = Vec::new();
+        let mut new = 0;
+        let admitted = if body.is_empty() {
+            None
+        } else {
+            Some(
+                self.intake
+                    .admit_async(
+                        &self.node,
+                        Some(spec.kind),
+                        bytes.clone(),
+                        Some("application/json".into()),
+                        Admission::Page,
+                    )
+                    .await
+                    .map_err(|r| TableError::Refused {
+                        table: spec.table.clone(),
+                        reason: format!("{}: {}", r.code, mask_text(&r.message)),
+                    })?,
+            )
+        };
+        // Refusals by field, rule and message, per row.
+        let mut refused: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        if let Some(a) = &admitted {
+            for e in &a.errors {
+                let Some(&row) = row_of_record.get(e.record) else {
+                    continue;
+                };
+                refused
+                    .entry(row)
+                    .or_default()
+                    .push(format!("{}: {}: {}", e.field, e.rule, e.message));
+                reasons.push(json!({"row": row, "field": e.field, "rule": e.rule}));
+            }
+        }
+        let at = now_ms();
+        let mut event = Event::new(at, EventKind::TableRead);
+        event.node = Some(self.node.clone());
+        event.detail = json!({
+            "table": spec.table,
+            "rows": rows.len(),
+            "keys": marks.iter().map(|m| m.key.join("|")).collect::<Vec<_>>(),
+            "unreadable": marks.iter().filter(|m| m.error.is_some()).count(),
+            "refused": refused.len(),
+            "reasons": reasons,
+            "body_sha256": sha256_hex(&bytes),
+        });
+        let advance = PullAdvance {
+            node: t.name.clone(),
+            owner: self.owner.clone(),
+            cursor: "{}".into(),
+            at_ms: at,
+            lease_until_ms: at + LEASE_MS,
+            events: vec![event],
+        };
+        let new_records = admitted.map(|a| a.new_records).unwrap_or_default();
+        if new_records.is_empty() {
+            match self.intake.store.sync_advance(advance).await {
+                Err(StoreError::LeaseLost(_)) => return Ok(BatchOutcome::default()),
+                other => other?,
+            }
+        } else {
+            let msg = NewMessage {
+                token: None,
+                id: uuid::Uuid::now_v7().to_string(),
+                source: self.node.clone(),
+                received_at_ms: at,
+                content_type: Some("application/json".into()),
+                idempotency_key: None,
+                body_sha256: sha256_hex(&bytes),
+                body: bytes,
+                records: new_records,
+                pull: Some(advance),
+                grants: crate::intake::grants(&self.intake.config, &self.node),
+                request_id: Some(format!("table-{}", uuid::Uuid::now_v7().simple())),
+            };
+            let outcome = match self.intake.commit(msg).await {
+                Err(StoreError::LeaseLost(_)) => return Ok(BatchOutcome::default()),
+                other => other?,
+            };
+            let (AcceptOutcome::Accepted(resp) | AcceptOutcome::Replayed(resp)) = outcome else {
+                return Err(TableError::Refused {
+                    table: spec.table.clone(),
+                    reason: "the store refused the batch as if it were pushed".into(),
+                });
+            };
+            for r in &resp.records {
+                let Some(&row) = row_of_record.get(r.index) else {
+                    continue;
+                };
+                match r.status.as_str() {
+                    "accepted" => new += 1,
+                    "duplicate" => {}
+                    "stale" => refused.entry(row).or_default().push(
+                        "version: stale: a newer version of this record is already stored".into(),
+                    ),
+                    other => refused
+                        .entry(row)
+                        .or_default()
+                        .push(format!("record: {other}")),
+                }
+            }
+            metrics::counter!("hallgate_records_accepted_total", "node" => self.node.clone())
+                .increment(new as u64);
+            crate::observe::minutes::accepted(new as u64);
+        }
+        for (row, texts) in refused {
+            if let Some(m) = marks.get_mut(row) {
+                m.flag = spec.failed.clone();
+                m.error = Some(texts.join("; "));
+            }
+        }
+        for m in &mut marks {
+            if let Some(e) = &m.error {
+                m.error = Some(truncate(&mask_text(e), t.error_chars));
+            }
+        }
+        let out = self.mark(t, &marks, rows.len(), new).await?;
+        Ok(out)
+    }
+
+    /// Mark the rows of a stored batch and audit the marks.
+    async fn mark(
+        &self,
+        t: &Prepared,
+        marks: &[Mark],
+        rows: usize,
+        new: usize,
+    ) -> Result<BatchOutcome, TableError> {
+        let spec = &t.spec;
+        let write = MarkWrite {
+            shape: &t.shape,
+            keys: &spec.keys,
+            flag: &spec.flag,
+            sync_date: &spec.sync_date,
+            error: &spec.error,
+            version: spec.version.as_deref(),
+            pending: &spec.pending,
+            at: cell::local_time(now_ms(), self.zone),
+        };
+        let marked = self
+            .db
+            .mark(&write, marks)
+            .await
+            .map_err(|e| self.db_error(e))?;
+        let failed = marks.iter().filter(|m| m.flag == spec.failed).count() as u64;
+        let done = marks.len() as u64 - failed;
+        let mut event = Event::new(now_ms(), EventKind::TableMarked);
+        event.node = Some(self.node.clone());
+        event.detail = json!({
+            "table": spec.table,
+            "done": done,
+            "failed": failed,
+            "marked": marked,
+            "failed_keys": marks.iter().filter(|m| m.flag == spec.failed).map(|m| m.key.join("|")).collect::<Vec<_>>(),
+        });
+        self.intake.store.audit(event).await?;
+        let labels = [("table", t.name.clone())];
+        metrics::counter!("hallgate_table_rows_read_total", &labels).increment(rows as u64);
+        metrics::counter!("hallgate_table_rows_marked_total", "table" => t.name.clone(), "flag" => "done")
+            .increment(done);
+        metrics::counter!("hallgate_table_rows_marked_total", "table" => t.name.clone(), "flag" => "failed")
+            .increment(failed);
+        if rows < spec.batch {
+            self.publish_pending(t, 0);
+        }
+        tracing::debug!(source = %t.name, rows, new, done, failed, marked, "table batch");
+        Ok(BatchOutcome {
+            rows,
+            new,
+            done,
+            failed,
+            more: rows >= spec.batch,
+        })
+    }
+
+    fn publish_pending(&self, t: &Prepared, n: u64) {
+        metrics::gauge!("hallgate_table_pending_rows", "table" => t.name.clone()).set(n as f64);
+    }
+
+    fn db_error(&self, source: FrontDbError) -> TableError {
+        TableError::Db {
+            node: self.node.clone(),
+            source,
+        }
+    }
+
+    /// How many rows of each table are pending.
+    pub async fn pending_counts(&self) -> Result<Vec<(String, u64)>, TableError> {
+        let mut out = Vec::new();
+        for t in self.tables.as_deref().unwrap_or_default() {
+            let read = PendingRead {
+                shape: &t.shape,
+                flag: &t.spec.flag,
+                pending: &t.spec.pending,
+                order: &t.order,
+                limit: t.spec.batch,
+            };
+            let n = self
+                .db
+                .count_pending(&read)
+                .await
+                .map_err(|e| self.db_error(e))?;
+            out.push((t.spec.table.clone(), n));
+        }
+        Ok(out)
+    }
+}
+
+fn settings<'a>(intake: &'a Intake, node: &str) -> Result<&'a TableSettings, TableError> {
+    intake
+        .config
+        .node(node)
+        .and_then(|n| n.tables.as_ref())
+        .ok_or_else(|| TableError::NotConfigured(node.to_string()))
+}
+
+/// At most `chars` characters, cut on a character boundary.
+fn truncate(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((at, _)) => text[..at].to_string(),
+        None => text.to_string(),
+    }
+}
+
+impl Source for TableReader {
+    fn run(self: Box<Self>, shutdown: CancellationToken) -> SourceFuture {
+        Box::pin(TableReader::run(*self, shutdown))
+    }
+}
+
+/// A reader for every node with `[nodes.ID.tables]` sources.
+pub fn readers(intake: &Arc<Intake>) -> Result<Vec<TableReader>, TableError> {
+    let owner = format!(
+        "{}-tables-{}",
+        intake.config.gateway.id,
+        uuid::Uuid::now_v7()
+    );
+    let mut out = Vec::new();
+    for (id, node) in &intake.config.nodes {
+        if node
+            .get_ref()
+            .tables
+            .as_ref()
+            .is_some_and(|t| !t.source.is_empty())
+        {
+            out.push(TableReader::new(intake.clone(), id, &owner)?);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn truncates_on_characters() {
+        assert_eq!(super::truncate("申请人证件号码", 3), "申请人");
+        assert_eq!(super::truncate("ab", 5), "ab");
+    }
+}

@@ -1,0 +1,112 @@
+//! A table source's tables as the database has them: each configured table's shape,
+//! checked against the config (every named column there, of a usable type), so a
+//! wrong name stops the start-up with the table and column named.
+
+use super::TableError;
+use crate::config::{TableSettings, TableSource};
+use crate::frontdb::{ColumnType, FrontDb, Shape};
+
+/// The longest error text written when the error column's length is unknown.
+const MAX_ERROR_CHARS: usize = 500;
+
+/// A configured table with the shape the database gave for it.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub spec: TableSource,
+    pub shape: Shape,
+    /// ORDER BY: the order columns, then the keys.
+    pub(super) order: Vec<String>,
+    /// Its name in the store's sync sources: `NODE/TABLE`.
+    pub name: String,
+    pub(super) error_chars: usize,
+}
+
+/// What is wrong with `spec` against the table's `shape`, naming table and column.
+pub fn shape_problems(
+    spec: &TableSource,
+    shape: &Shape,
+    driver: crate::config::Driver,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let t = &spec.table;
+    for (key, name) in spec.named_columns() {
+        match shape.column(name, driver) {
+            None => out.push(format!(
+                "table `{t}` has no column `{name}` (tables.source.{key})"
+            )),
+            Some(c) => {
+                let usable = match key {
+                    "flag" => c.ty == ColumnType::Text || c.ty == ColumnType::Integer,
+                    "error" => c.ty == ColumnType::Text,
+                    "sync_date" => c.ty == ColumnType::DateTime || c.ty == ColumnType::Text,
+                    "keys" | "version" => c.ty != ColumnType::Blob,
+                    _ => true,
+                };
+                if !usable {
+                    out.push(format!(
+                        "table `{t}` column `{name}` is {}, which cannot serve as tables.source.{key}",
+                        c.type_name
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Read the shape of every configured table of a node; a missing table or column
+/// is named.
+pub async fn prepare(
+    node: &str,
+    settings: &TableSettings,
+    db: &dyn FrontDb,
+) -> Result<Vec<Prepared>, TableError> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for spec in &settings.source {
+        let shape = db
+            .shape(&spec.table)
+            .await
+            .map_err(|source| TableError::Db {
+                node: node.to_string(),
+                source,
+            })?;
+        let Some(shape) = shape else {
+            problems.push(format!("there is no table `{}`", spec.table));
+            continue;
+        };
+        let found = shape_problems(spec, &shape, db.driver());
+        if !found.is_empty() {
+            problems.extend(found);
+            continue;
+        }
+        let error_chars = shape
+            .column(&spec.error, db.driver())
+            .and_then(|c| c.max_chars)
+            .map_or(MAX_ERROR_CHARS, |n| {
+                usize::try_from(n).unwrap_or(MAX_ERROR_CHARS)
+            });
+        let mut order = spec.order.clone();
+        order.extend(
+            spec.keys
+                .iter()
+                .filter(|k| !spec.order.contains(k))
+                .cloned(),
+        );
+        out.push(Prepared {
+            name: format!("{node}/{}", spec.table),
+            spec: spec.clone(),
+            shape,
+            order,
+            error_chars: error_chars.min(MAX_ERROR_CHARS),
+        });
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(TableError::Shape {
+            node: node.to_string(),
+            problems,
+        })
+    }
+}

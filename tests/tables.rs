@@ -1,0 +1,495 @@
+//! The table source against a real MariaDB and a real PostgreSQL (前置库): rows in
+//! the Jiangsu `inf_apply` family are read through the node's mappings, stored,
+//! delivered to a real receiver, and marked `1`, or `2` with the field and rule; a
+//! row inserted later is read, a rewritten row is a new version, an older version
+//! is refused; a config naming a column the table lacks does not start.
+//!
+//! Servers: `HALLGATE_TEST_MARIADB` and `HALLGATE_TEST_POSTGRES`, started by
+//! `bash scripts/test.sh` (scripts/mariadb-test-server.sh, scripts/pg-test-server.sh).
+
+mod common;
+
+use std::path::Path;
+
+use hallgate::config::Config;
+use hallgate::receiver::Receiver;
+use mysql_async::prelude::Queryable;
+
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    Maria,
+    Pg,
+}
+
+/// A fresh database on the engine's test server: the department's 前置库.
+enum Qzk {
+    Maria(mysql_async::Pool),
+    Pg(tokio_postgres::Client),
+}
+
+struct Fresh {
+    db: Qzk,
+    /// `[nodes.qzk.tables]` connection keys for it.
+    settings: String,
+    /// Its user's password, written to a file the config names.
+    password: Option<String>,
+}
+
+fn maria_url() -> String {
+    std::env::var("HALLGATE_TEST_MARIADB").unwrap_or_else(|_| {
+        panic!(
+            "HALLGATE_TEST_MARIADB is not set: run the tests with `bash scripts/test.sh`, or start a \
+             server with `eval \"$(bash scripts/mariadb-test-server.sh start)\"` first"
+        )
+    })
+}
+
+async fn fresh(engine: Engine) -> Fresh {
+    let name = format!("qzk_{}", uuid::Uuid::now_v7().simple());
+    match engine {
+        Engine::Maria => {
+            let url = maria_url();
+            let opts = mysql_async::Opts::from_url(&url).expect("mysql url");
+            let admin = mysql_async::Pool::new(opts.clone());
+            let mut c = admin.get_conn().await.expect("connect to the test MariaDB");
+            c.query_drop(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4"))
+                .await
+                .expect("create database");
+            drop(c);
+            admin.disconnect().await.expect("disconnect");
+            let pool = mysql_async::Pool::new(
+                mysql_async::OptsBuilder::from_opts(opts.clone()).db_name(Some(name.clone())),
+            );
+            let settings = format!(
+                "driver = \"mysql\"\nhost = \"{}\"\nport = {}\ndatabase = \"{name}\"\nuser = \"{}\"\n",
+                opts.ip_or_hostname(),
+                opts.tcp_port(),
+                opts.user().unwrap_or_default(),
+            );
+            Fresh {
+                db: Qzk::Maria(pool),
+                settings,
+                password: opts.pass().map(str::to_string),
+            }
+        }
+        Engine::Pg => {
+            let url = common::pg::fresh_database().await;
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test PostgreSQL");
+            tokio::spawn(conn);
+            let cfg: tokio_postgres::Config = url.parse().expect("pg url");
+            let host = match cfg.get_hosts().first() {
+                Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+                _ => "127.0.0.1".into(),
+            };
+            let settings = format!(
+                "driver = \"postgres\"\nhost = \"{host}\"\nport = {}\ndatabase = \"{}\"\nuser = \"{}\"\n",
+                cfg.get_ports().first().copied().unwrap_or(5432),
+                cfg.get_dbname().unwrap_or_default(),
+                cfg.get_user().unwrap_or_default(),
+            );
+            Fresh {
+                db: Qzk::Pg(client),
+                settings,
+                password: None,
+            }
+        }
+    }
+}
+
+impl Qzk {
+    /// Run statements written with double-quoted identifiers (backticks on MariaDB)
+    /// and `{dt}` for the engine's date-time type.
+    async fn exec(&self, sql: &str) {
+        match self {
+            Qzk::Maria(pool) => {
+                let sql = sql.replace('"', "`").replace("{dt}", "DATETIME");
+                let mut c = pool.get_conn().await.expect("conn");
+                c.query_drop(sql).await.expect("mariadb statement");
+            }
+            Qzk::Pg(c) => {
+                let sql = sql.replace("{dt}", "TIMESTAMP");
+                c.batch_execute(&sql).await.expect("postgres statement");
+            }
+        }
+    }
+
+    /// The rows of a query, every value as text.
+    async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        match self {
+            Qzk::Maria(pool) => {
+                let sql = sql.replace('"', "`");
+                let mut c = pool.get_conn().await.expect("conn");
+                let rows: Vec<mysql_async::Row> = c.query(sql).await.expect("query");
+                rows.into_iter()
+                    .map(|r| {
+                        r.unwrap_raw()
+                            .into_iter()
+                            .map(|v| match v {
+                                None | Some(mysql_async::Value::NULL) => None,
+                                Some(mysql_async::Value::Bytes(b)) => {
+                                    Some(String::from_utf8_lossy(&b).into_owned())
+                                }
+                                Some(other) => Some(other.as_sql(true)),
+                            })
+                            .collect()
+                    })
+                    .collect()
+            }
+            Qzk::Pg(c) => c
+                .simple_query(sql)
+                .await
+                .expect("query")
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                    }
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// `(PROJID, SYNC_SIGN, SYNC_ERROR_DESC, SYNC_DATE is set)` of a table's rows.
+    async fn marks(&self, table: &str) -> Vec<(String, String, String, bool)> {
+        self.rows(&format!(
+            "SELECT \"ROWGUID\", \"SYNC_SIGN\", \"SYNC_ERROR_DESC\", \"SYNC_DATE\" FROM \"{table}\" ORDER BY \"ROWGUID\""
+        ))
+        .await
+        .into_iter()
+        .map(|r| {
+            let get = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+            (get(0), get(1), get(2), r.get(3).is_some_and(Option::is_some))
+        })
+        .collect()
+    }
+
+    async fn pending(&self, table: &str) -> usize {
+        self.rows(&format!(
+            "SELECT \"ROWGUID\" FROM \"{table}\" WHERE \"SYNC_SIGN\" IS NULL OR \"SYNC_SIGN\" IN ('0', '')"
+        ))
+        .await
+        .len()
+    }
+}
+
+/// The Jiangsu exchange tables, as docs/exchange-tables.md gives them.
+const DDL: &str = r#"
+CREATE TABLE "inf_apply" (
+  "ROWGUID" VARCHAR(50) NOT NULL PRIMARY KEY,
+  "PROJID" VARCHAR(50),
+  "PROJPWD" VARCHAR(50),
+  "IMPLEMENTCODE" VARCHAR(50),
+  "SERVICENAME" VARCHAR(200),
+  "PROJECTNAME" VARCHAR(200),
+  "AREACODE" VARCHAR(12),
+  "APPLYERTYPE" VARCHAR(2),
+  "APPLYERNAME" VARCHAR(100),
+  "APPLYERPAGETYPE" VARCHAR(10),
+  "APPLYERPAGECODE" VARCHAR(50),
+  "CONTACTMAN" VARCHAR(100),
+  "TELPHONE" VARCHAR(50),
+  "APPLYDATE" {dt},
+  "RECEIVETIME" {dt},
+  "PROMISEDAY" VARCHAR(10),
+  "PROMISETYPE" VARCHAR(2),
+  "DATAVERSION" INT,
+  "SYNC_SIGN" VARCHAR(2),
+  "SYNC_DATE" {dt},
+  "SYNC_ERROR_DESC" VARCHAR(60)
+);
+CREATE TABLE "inf_apply_process" (
+  "ROWGUID" VARCHAR(50) NOT NULL PRIMARY KEY,
+  "PROJID" VARCHAR(50),
+  "AREACODE" VARCHAR(12),
+  "NO_ORD" INT,
+  "NODENAME" VARCHAR(100),
+  "NODESTATE" VARCHAR(2),
+  "HANDLERESULT" VARCHAR(2),
+  "HANDLEUSERNAME" VARCHAR(100),
+  "ENDTIME" {dt},
+  "SYNC_SIGN" VARCHAR(2),
+  "SYNC_DATE" {dt},
+  "SYNC_ERROR_DESC" VARCHAR(200)
+);
+"#;
+
+const ITEM: &str = "11320115MB0000000X00001";
+const ID_OK: &str = "350205195912280259";
+
+fn apply_row(guid: &str, case: &str, id_no: &str, promise: &str, version: u32) -> String {
+    format!(
+        "INSERT INTO \"inf_apply\" (\"ROWGUID\", \"PROJID\", \"IMPLEMENTCODE\", \"SERVICENAME\", \"AREACODE\", \"APPLYERTYPE\", \"APPLYERNAME\", \"APPLYERPAGETYPE\", \"APPLYERPAGECODE\", \"TELPHONE\", \"RECEIVETIME\", \"PROMISEDAY\", \"PROMISETYPE\", \"DATAVERSION\", \"SYNC_SIGN\") \
+         VALUES ('{guid}', '{case}', '{ITEM}', '食品经营许可', '320115', '10', '王小明', '111', '{id_no}', '13912345678', '2026-04-03 09:15:00', '{promise}', 'G', {version}, '0');"
+    )
+}
+
+fn step_row(guid: &str, case: &str, no: u32) -> String {
+    format!(
+        "INSERT INTO \"inf_apply_process\" (\"ROWGUID\", \"PROJID\", \"AREACODE\", \"NO_ORD\", \"NODENAME\", \"NODESTATE\", \"HANDLERESULT\", \"ENDTIME\") \
+         VALUES ('{guid}', '{case}', '320115', {no}, '审查{no}', '1', '1', '2026-04-04 10:00:00');"
+    )
+}
+
+fn config(dir: &Path, f: &Fresh, city: &str, flag: &str) -> Config {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut settings = f.settings.clone();
+    if let Some(p) = &f.password {
+        std::fs::write(dir.join("qzk.pass"), format!("{p}\n")).expect("password file");
+        settings.push_str("password_file = \"qzk.pass\"\n");
+    }
+    let text = format!(
+        r#"
+[gateway]
+id = "gw-tables"
+listen = "127.0.0.1:0"
+store = "sqlite://{store}"
+shutdown_grace_seconds = 5
+
+[delivery]
+base_backoff_ms = 40
+max_backoff_ms = 400
+poll_ms = 50
+
+[nodes.qzk]
+name = "江宁区市场监管局前置库"
+level = "department"
+region = "320115"
+mappings = ["{root}/mappings/js-qzk/inf_apply.toml", "{root}/mappings/js-qzk/inf_apply_process.toml"]
+accept = {{ kinds = ["application", "process"], regions = ["320115"] }}
+
+[nodes.qzk.tables]
+{settings}
+[[nodes.qzk.tables.source]]
+table = "inf_apply"
+kind = "application"
+keys = ["ROWGUID"]
+flag = "{flag}"
+version = "DATAVERSION"
+batch = 3
+interval_ms = 100
+
+[[nodes.qzk.tables.source]]
+table = "inf_apply_process"
+kind = "process"
+keys = ["ROWGUID"]
+order = ["PROJID", "NO_ORD"]
+batch = 50
+interval_ms = 100
+
+[nodes.city]
+name = "市级平台"
+level = "city"
+destination = {{ url = "{city}", timeout_ms = 5000, concurrency = 2 }}
+
+[[routes]]
+name = "all-to-city"
+kinds = ["application", "process"]
+to = ["city"]
+"#,
+        store = dir.join("hallgate.db").display()
+    );
+    let path = dir.join("hallgate.toml");
+    std::fs::write(&path, text).expect("write config");
+    Config::load(&path).expect("config is valid")
+}
+
+fn stored(dir: &Path, case: &str) -> i64 {
+    let c = rusqlite::Connection::open(dir.join("hallgate.db")).expect("store");
+    c.query_row(
+        "SELECT COUNT(*) FROM records WHERE case_no = ?1",
+        [case],
+        |r| r.get(0),
+    )
+    .expect("count")
+}
+
+async fn wait_drained(db: &Qzk) {
+    let start = std::time::Instant::now();
+    while db.pending("inf_apply").await + db.pending("inf_apply_process").await > 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the tables were not drained in 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn drains_marks_and_delivers(engine: Engine) {
+    let f = fresh(engine).await;
+    f.db.exec(DDL).await;
+    // Good rows, a bad check digit, NULL in a required column, text in a number
+    // column, and (MariaDB) a zero date.
+    let mut rows = String::new();
+    for (g, case) in [("a1", "C1"), ("a2", "C2"), ("a3", "C3")] {
+        rows.push_str(&apply_row(g, case, ID_OK, "20", 1));
+    }
+    rows.push_str(&apply_row("a4", "C4", "350205195912280250", "20", 1));
+    rows.push_str(&apply_row("a5", "C5", ID_OK, "二十", 1));
+    rows.push_str(&apply_row("a6", "C6", ID_OK, "20", 1).replace("'C6'", "NULL"));
+    for (g, no) in [("p2", 2), ("p1", 1), ("p3", 3)] {
+        rows.push_str(&step_row(g, "C1", no));
+    }
+    f.db.exec(&rows).await;
+    if let Engine::Maria = engine {
+        f.db.exec("SET SESSION sql_mode = ''; INSERT INTO \"inf_apply\" (\"ROWGUID\", \"PROJID\", \"IMPLEMENTCODE\", \"AREACODE\", \"RECEIVETIME\", \"SYNC_SIGN\") VALUES ('a7', 'C7', 'X', '320115', '0000-00-00 00:00:00', '0');")
+            .await;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let city = Receiver::start("city", "127.0.0.1:0")
+        .await
+        .expect("receiver");
+    let running = hallgate::gateway::start(config(dir.path(), &f, &city.url(), "SYNC_SIGN"), None)
+        .await
+        .expect("gateway starts");
+    wait_drained(&f.db).await;
+
+    let marks = f.db.marks("inf_apply").await;
+    let flag = |g: &str| marks.iter().find(|m| m.0 == g).cloned().expect("row");
+    for g in ["a1", "a2", "a3"] {
+        let (_, sign, err, dated) = flag(g);
+        assert_eq!(
+            (sign.as_str(), err.as_str(), dated),
+            ("1", "", true),
+            "{engine:?} row {g}"
+        );
+    }
+    let (_, sign, err, _) = flag("a4");
+    assert_eq!(sign, "2", "{engine:?}: a bad check digit is refused");
+    assert!(
+        err.contains("applicant.id_no") && err.contains("id_no:"),
+        "{engine:?}: {err}"
+    );
+    assert!(
+        !err.contains("350205"),
+        "{engine:?}: the ID number is masked: {err}"
+    );
+    assert!(
+        err.chars().count() <= 60,
+        "{engine:?}: cut to the column: {err}"
+    );
+    assert_eq!(
+        stored(dir.path(), "C4"),
+        0,
+        "nothing is stored for a refused row"
+    );
+    let (_, sign, err, _) = flag("a5");
+    assert_eq!(sign, "2");
+    assert!(
+        err.contains("promise.value"),
+        "{engine:?}: text in a number column: {err}"
+    );
+    let (_, sign, err, _) = flag("a6");
+    assert_eq!(sign, "2");
+    assert!(
+        err.contains("case_no") && err.contains("required"),
+        "{engine:?}: NULL: {err}"
+    );
+    if let Engine::Maria = engine {
+        let (_, sign, err, _) = flag("a7");
+        assert_eq!(sign, "2");
+        assert!(
+            err.contains("RECEIVETIME") && err.contains("0000-00-00"),
+            "zero date: {err}"
+        );
+        assert_eq!(stored(dir.path(), "C7"), 0);
+    }
+    let steps = f.db.marks("inf_apply_process").await;
+    assert!(steps.iter().all(|s| s.1 == "1"), "{engine:?}: {steps:?}");
+
+    // Delivered: each stored record once, the steps of C1 in order.
+    common::wait_until(20, "deliveries", || city.accepted().len() >= 6).await;
+    let got = city.accepted();
+    let c1: Vec<String> = got
+        .iter()
+        .filter(|a| a.case_no == "C1")
+        .map(|a| format!("{}:{}", a.kind, a.body["step_no"]))
+        .collect();
+    assert_eq!(
+        c1,
+        ["application:null", "process:1", "process:2", "process:3"],
+        "{engine:?}"
+    );
+    let accepted_at = got
+        .iter()
+        .find(|a| a.case_no == "C2")
+        .map(|a| a.body["accepted_at"].clone());
+    assert_eq!(
+        accepted_at,
+        Some(serde_json::json!("2026-04-03T09:15:00+08:00"))
+    );
+
+    // A row inserted while it runs is read.
+    f.db.exec(&apply_row("a8", "C8", ID_OK, "20", 1)).await;
+    common::wait_until(20, "the new row", || {
+        city.accepted().iter().any(|a| a.case_no == "C8")
+    })
+    .await;
+    wait_drained(&f.db).await;
+
+    // A rewritten row (a higher version, the flag back to pending) is delivered again;
+    // an older version than the one stored is refused.
+    f.db.exec("UPDATE \"inf_apply\" SET \"PROJECTNAME\" = '新店', \"DATAVERSION\" = 2, \"SYNC_SIGN\" = '0' WHERE \"ROWGUID\" = 'a2';")
+        .await;
+    common::wait_until(20, "the new version", || {
+        city.accepted()
+            .iter()
+            .any(|a| a.case_no == "C2" && a.body["version"] == 2)
+    })
+    .await;
+    wait_drained(&f.db).await;
+    f.db.exec("UPDATE \"inf_apply\" SET \"DATAVERSION\" = 1, \"SYNC_SIGN\" = '0' WHERE \"ROWGUID\" = 'a2';")
+        .await;
+    wait_drained(&f.db).await;
+    let (_, sign, err, _) =
+        f.db.marks("inf_apply")
+            .await
+            .into_iter()
+            .find(|m| m.0 == "a2")
+            .expect("a2");
+    assert_eq!(sign, "2", "{engine:?}: a stale version is refused");
+    assert!(err.contains("stale"), "{err}");
+    let c2 = city.accepted().iter().filter(|a| a.case_no == "C2").count();
+    assert_eq!(
+        c2, 2,
+        "{engine:?}: versions 1 and 2, not the stale one again"
+    );
+    running.shutdown().await;
+}
+
+async fn wrong_column_refused(engine: Engine) {
+    let f = fresh(engine).await;
+    f.db.exec(DDL).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), &f, "http://127.0.0.1:9/", "SYNC_SIGNAL");
+    let err = match hallgate::gateway::start(config, None).await {
+        Ok(_) => panic!("{engine:?}: a gateway started with a column the table lacks"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("inf_apply") && err.contains("SYNC_SIGNAL"),
+        "{engine:?}: the error names table and column: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_rows_are_read_marked_and_delivered() {
+    drains_marks_and_delivers(Engine::Maria).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rows_are_read_marked_and_delivered() {
+    drains_marks_and_delivers(Engine::Pg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_wrong_column_is_refused_at_start() {
+    wrong_column_refused(Engine::Maria).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_wrong_column_is_refused_at_start() {
+    wrong_column_refused(Engine::Pg).await;
+}
