@@ -93,6 +93,11 @@ pub struct TableSource {
     /// A version column: a row is marked only while it still holds the version read.
     #[serde(default)]
     pub version: Option<String>,
+    /// The case number column (`PROJID`). With it, a row waits while an earlier
+    /// table (in config order) still has a pending row of its case, so a case's
+    /// application is stored before its steps, and its steps before its result.
+    #[serde(default)]
+    pub case: Option<String>,
     /// Rows read at once.
     #[serde(default = "default_batch")]
     pub batch: usize,
@@ -115,6 +120,9 @@ impl TableSource {
         out.extend(self.order.iter().map(|c| ("order", c.as_str())));
         if let Some(v) = &self.version {
             out.push(("version", v));
+        }
+        if let Some(c) = &self.case {
+            out.push(("case", c));
         }
         out
     }

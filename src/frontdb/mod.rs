@@ -142,6 +142,13 @@ pub trait FrontDb: Send + Sync {
     fn pending<'a>(&'a self, read: &'a PendingRead<'a>) -> DbFuture<'a, Vec<Row>>;
     /// How many rows are pending.
     fn count_pending<'a>(&'a self, read: &'a PendingRead<'a>) -> DbFuture<'a, u64>;
+    /// Of `cases`, those with a pending row in the table (by its `case` column).
+    fn pending_cases<'a>(
+        &'a self,
+        read: &'a PendingRead<'a>,
+        case: &'a str,
+        cases: &'a [String],
+    ) -> DbFuture<'a, Vec<String>>;
     /// Mark rows in one transaction; answers how many rows were marked (a row
     /// rewritten meanwhile is not).
     fn mark<'a>(&'a self, write: &'a MarkWrite<'a>, marks: &'a [Mark]) -> DbFuture<'a, u64>;

@@ -180,6 +180,41 @@ impl FrontDb for MysqlDb {
         })
     }
 
+    fn pending_cases<'a>(
+        &'a self,
+        read: &'a PendingRead<'a>,
+        case: &'a str,
+        cases: &'a [String],
+    ) -> DbFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            if cases.is_empty() {
+                return Ok(Vec::new());
+            }
+            let flag_ty = read
+                .shape
+                .column(read.flag, Driver::Mysql)
+                .map_or(ColumnType::Text, |c| c.ty);
+            let marks = vec!["?"; cases.len()].join(", ");
+            let sql = format!(
+                "SELECT DISTINCT {c} FROM {} WHERE {} AND {c} IN ({marks})",
+                quote(Driver::Mysql, &read.shape.table),
+                pending_predicate(&quote(Driver::Mysql, read.flag), flag_ty, read.pending),
+                c = quote(Driver::Mysql, case),
+            );
+            let params: Vec<Value> = cases.iter().map(|c| Value::from(c.as_str())).collect();
+            let mut conn = self.conn().await?;
+            let rows: Vec<Option<Vec<u8>>> = self
+                .bounded(conn.exec(sql, params))
+                .await?
+                .map_err(query_error)?;
+            Ok(rows
+                .into_iter()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .collect())
+        })
+    }
+
     fn mark<'a>(&'a self, w: &'a MarkWrite<'a>, marks: &'a [Mark]) -> DbFuture<'a, u64> {
         Box::pin(async move {
             let flag_ty = w

@@ -248,6 +248,43 @@ impl FrontDb for PostgresDb {
         })
     }
 
+    fn pending_cases<'a>(
+        &'a self,
+        read: &'a PendingRead<'a>,
+        case: &'a str,
+        cases: &'a [String],
+    ) -> DbFuture<'a, Vec<String>> {
+        Box::pin(async move {
+            if cases.is_empty() {
+                return Ok(Vec::new());
+            }
+            let col = read.shape.column(case, Driver::Postgres);
+            let flag_ty = read
+                .shape
+                .column(read.flag, Driver::Postgres)
+                .map_or(ColumnType::Text, |c| c.ty);
+            let sql = format!(
+                "SELECT DISTINCT {c}::text FROM {} WHERE {} AND {c} = ANY(($1::text[])::{}[])",
+                quote(Driver::Postgres, &read.shape.table),
+                pending_predicate(&quote(Driver::Postgres, read.flag), flag_ty, read.pending),
+                col.map_or("text", |c| c.type_name.as_str()),
+                c = quote(Driver::Postgres, case),
+            );
+            let cases = cases.to_vec();
+            let rows = self
+                .with(move |c| Box::pin(async move { c.query(&sql, &[&cases]).await }))
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                let v: Option<String> = r
+                    .try_get(0)
+                    .map_err(|e| FrontDbError::Query(e.to_string()))?;
+                out.extend(v);
+            }
+            Ok(out)
+        })
+    }
+
     fn mark<'a>(&'a self, w: &'a MarkWrite<'a>, marks: &'a [Mark]) -> DbFuture<'a, u64> {
         Box::pin(async move {
             let cast = |name: &str| -> String {

@@ -6,6 +6,7 @@ pub mod browser;
 pub mod gm;
 pub mod load;
 pub mod pg;
+pub mod qzk;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Source, SourceFuture};
 use crate::config::TableSettings;
 use crate::event::{Event, EventKind};
-use crate::frontdb::{self, FrontDb, FrontDbError, Mark, MarkWrite, PendingRead, cell};
+use crate::frontdb::{self, FrontDb, FrontDbError, Mark, MarkWrite, cell};
 use crate::hash::sha256_hex;
 use crate::intake::{Admission, Intake};
 use crate::record::mask_text;
@@ -170,17 +170,22 @@ impl TableReader {
         }
         let tables = self.tables.clone().unwrap_or_default();
         let mut more = false;
-        for t in &tables {
+        for (i, t) in tables.iter().enumerate() {
             if shutdown.is_cancelled() {
                 return Ok(false);
             }
-            more |= self.batch(t).await?.more;
+            more |= self.batch(t, &tables[..i]).await?.more;
         }
         Ok(more)
     }
 
-    /// Read, store and mark one batch of a table.
-    pub async fn batch(&self, t: &Prepared) -> Result<BatchOutcome, TableError> {
+    /// Read, store and mark one batch of a table; a row whose case still has a
+    /// pending row in an `earlier` table waits.
+    pub async fn batch(
+        &self,
+        t: &Prepared,
+        earlier: &[Prepared],
+    ) -> Result<BatchOutcome, TableError> {
         let now = now_ms();
         let Some(source) = self
             .intake
@@ -198,18 +203,13 @@ impl TableReader {
             return Ok(BatchOutcome::default());
         }
         let spec = &t.spec;
-        let read = PendingRead {
-            shape: &t.shape,
-            flag: &spec.flag,
-            pending: &spec.pending,
-            order: &t.order,
-            limit: spec.batch,
-        };
-        let rows = self.db.pending(&read).await.map_err(|e| self.db_error(e))?;
+        let read = t.read();
+        let mut rows = self.db.pending(&read).await.map_err(|e| self.db_error(e))?;
         if rows.is_empty() {
             self.publish_pending(t, 0);
             return Ok(BatchOutcome::default());
         }
+        let full = rows.len() >= spec.batch;
         let driver = self.db.driver();
         let index_of = |name: &str| {
             t.shape.columns.iter().position(|c| match driver {
@@ -217,6 +217,18 @@ impl TableReader {
                 crate::config::Driver::Postgres => c.name == name,
             })
         };
+        if let Some(case_at) = spec.case.as_deref().and_then(index_of) {
+            let held = self.held_cases(&rows, case_at, earlier).await?;
+            if !held.is_empty() {
+                rows.retain(|r| {
+                    cell::text(r.get(case_at).and_then(Option::as_ref))
+                        .is_none_or(|c| !held.contains(&c))
+                });
+                if rows.is_empty() {
+                    return Ok(BatchOutcome::default());
+                }
+            }
+        }
         let key_at: Vec<usize> = spec.keys.iter().filter_map(|k| index_of(k)).collect();
         let version_at = spec.version.as_deref().and_then(index_of);
         // Each row's mark, settled below; the rows that could be read go to intake.
@@ -365,8 +377,38 @@ impl TableReader {
                 m.error = Some(truncate(&mask_text(e), t.error_chars));
             }
         }
-        let out = self.mark(t, &marks, rows.len(), new).await?;
+        let mut out = self.mark(t, &marks, rows.len(), new).await?;
+        out.more = full;
         Ok(out)
+    }
+
+    /// The cases among `rows` that still have a pending row in an earlier table.
+    async fn held_cases(
+        &self,
+        rows: &[frontdb::Row],
+        case_at: usize,
+        earlier: &[Prepared],
+    ) -> Result<std::collections::BTreeSet<String>, TableError> {
+        let cases: Vec<String> = rows
+            .iter()
+            .filter_map(|r| cell::text(r.get(case_at).and_then(Option::as_ref)))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut held = std::collections::BTreeSet::new();
+        for e in earlier {
+            let Some(case) = e.spec.case.as_deref() else {
+                continue;
+            };
+            let read = e.read();
+            let found = self
+                .db
+                .pending_cases(&read, case, &cases)
+                .await
+                .map_err(|err| self.db_error(err))?;
+            held.extend(found);
+        }
+        Ok(held)
     }
 
     /// Mark the rows of a stored batch and audit the marks.
@@ -439,13 +481,7 @@ impl TableReader {
     pub async fn pending_counts(&self) -> Result<Vec<(String, u64)>, TableError> {
         let mut out = Vec::new();
         for t in self.tables.as_deref().unwrap_or_default() {
-            let read = PendingRead {
-                shape: &t.shape,
-                flag: &t.spec.flag,
-                pending: &t.spec.pending,
-                order: &t.order,
-                limit: t.spec.batch,
-            };
+            let read = t.read();
             let n = self
                 .db
                 .count_pending(&read)

@@ -4,7 +4,7 @@
 
 use super::TableError;
 use crate::config::{TableSettings, TableSource};
-use crate::frontdb::{ColumnType, FrontDb, Shape};
+use crate::frontdb::{ColumnType, FrontDb, PendingRead, Shape};
 
 /// The longest error text written when the error column's length is unknown.
 const MAX_ERROR_CHARS: usize = 500;
@@ -19,6 +19,19 @@ pub struct Prepared {
     /// Its name in the store's sync sources: `NODE/TABLE`.
     pub name: String,
     pub(super) error_chars: usize,
+}
+
+impl Prepared {
+    /// The table's pending rows, a batch at a time, in order.
+    pub fn read(&self) -> PendingRead<'_> {
+        PendingRead {
+            shape: &self.shape,
+            flag: &self.spec.flag,
+            pending: &self.spec.pending,
+            order: &self.order,
+            limit: self.spec.batch,
+        }
+    }
 }
 
 /// What is wrong with `spec` against the table's `shape`, naming table and column.

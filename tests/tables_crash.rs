@@ -1,0 +1,265 @@
+//! 前置库 crash test: 5,000 rows across the apply, process and result tables of a real
+//! MariaDB and a real PostgreSQL are drained by the gateway binary while it is
+//! killed with SIGKILL twice. Afterwards every row is `1`; every row's record is in
+//! the store; every record reached the receiver under one Idempotency-Key, and each
+//! case in order (application, its steps, its result) although the three tables are
+//! read separately.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::load::{free_port, spawn_gateway, wait_healthy};
+use common::qzk::{
+    DDL, Engine, Fresh, ID_OK, Qzk, RESULT_COLUMNS, apply_row, fresh, result_values, step_row,
+};
+use hallgate::receiver::Receiver;
+
+const CASES: usize = 1250;
+const ROWS: usize = CASES * 4;
+
+fn config_file(dir: &Path, f: &Fresh, port: u16, city: &str) -> std::path::PathBuf {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut settings = f.settings.clone();
+    if let Some(p) = &f.password {
+        std::fs::write(dir.join("qzk.pass"), format!("{p}\n")).expect("password file");
+        settings.push_str("password_file = \"qzk.pass\"\n");
+    }
+    hallgate::keys::generate_key(&dir.join("certs/gateway-signing.key.pem")).expect("key");
+    let text = format!(
+        r#"
+[gateway]
+id = "gw-tables-crash"
+listen = "127.0.0.1:{port}"
+store = "sqlite://{store}"
+shutdown_grace_seconds = 2
+
+[delivery]
+base_backoff_ms = 40
+max_backoff_ms = 400
+poll_ms = 50
+
+[nodes.qzk]
+name = "江宁区市场监管局前置库"
+level = "department"
+region = "320115"
+mappings = ["{root}/mappings/js-qzk/inf_apply.toml", "{root}/mappings/js-qzk/inf_apply_process.toml", "{root}/mappings/js-qzk/inf_apply_result.toml"]
+accept = {{ kinds = ["application", "process", "result"], regions = ["320115"] }}
+
+[nodes.qzk.tables]
+{settings}
+[[nodes.qzk.tables.source]]
+table = "inf_apply"
+kind = "application"
+keys = ["ROWGUID"]
+case = "PROJID"
+order = ["PROJID"]
+batch = 200
+interval_ms = 50
+
+[[nodes.qzk.tables.source]]
+table = "inf_apply_process"
+kind = "process"
+keys = ["ROWGUID"]
+case = "PROJID"
+order = ["PROJID", "NO_ORD"]
+batch = 300
+interval_ms = 50
+
+[[nodes.qzk.tables.source]]
+table = "inf_apply_result"
+kind = "result"
+keys = ["ROWGUID"]
+case = "PROJID"
+order = ["PROJID"]
+batch = 500
+interval_ms = 50
+
+[nodes.city]
+name = "市级平台"
+level = "city"
+destination = {{ url = "{city}", timeout_ms = 5000, concurrency = 4 }}
+
+[[routes]]
+name = "all-to-city"
+to = ["city"]
+"#,
+        store = dir.join("hallgate.db").display()
+    );
+    let path = dir.join("hallgate.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+async fn done(db: &Qzk) -> usize {
+    let mut n = 0;
+    for t in ["inf_apply", "inf_apply_process", "inf_apply_result"] {
+        n += db
+            .rows(&format!(
+                "SELECT \"ROWGUID\" FROM \"{t}\" WHERE \"SYNC_SIGN\" IN ('1', '2')"
+            ))
+            .await
+            .len();
+    }
+    n
+}
+
+async fn wait_done(db: &Qzk, at_least: usize, log: &Path) {
+    let start = Instant::now();
+    while done(db).await < at_least {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "fewer than {at_least} rows marked in 120 s; log: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn kill(mut child: Child) {
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+}
+
+async fn crash_drain(engine: Engine) {
+    let f = fresh(engine).await;
+    f.db.exec(DDL).await;
+    // The rows, written as a producer would: every case's application, its two
+    // steps and its result.
+    let mut apply = String::new();
+    let mut steps = String::new();
+    let mut results = Vec::new();
+    for c in 0..CASES {
+        let case = format!("3201152604{c:08}");
+        apply.push_str(&apply_row(&format!("a{c:05}"), &case, ID_OK, "20", 1));
+        steps.push_str(&step_row(&format!("p{c:05}-1"), &case, 1));
+        steps.push_str(&step_row(&format!("p{c:05}-2"), &case, 2));
+        results.push(result_values(&format!("r{c:05}"), &case));
+    }
+    f.db.exec(&apply).await;
+    f.db.exec(&steps).await;
+    for chunk in results.chunks(250) {
+        f.db.exec(&format!("{RESULT_COLUMNS}{};", chunk.join(", ")))
+            .await;
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let city = Receiver::start("city", "127.0.0.1:0")
+        .await
+        .expect("receiver");
+    let port = free_port();
+    let config = config_file(dir.path(), &f, port, &city.url());
+    let log = dir.path().join("gateway.log");
+    let url = format!("http://127.0.0.1:{port}");
+    let client = hallgate::tls::http_client().build().expect("client");
+    // Killed twice while draining.
+    for at_least in [ROWS / 5, ROWS * 3 / 5] {
+        let child = spawn_gateway(&config, &log);
+        wait_healthy(&client, &url).await;
+        wait_done(&f.db, at_least, &log).await;
+        kill(child);
+    }
+    let child = spawn_gateway(&config, &log);
+    wait_healthy(&client, &url).await;
+    wait_done(&f.db, ROWS, &log).await;
+
+    // Every row is 1, and its record is in the store.
+    let mut flags: BTreeMap<String, String> = BTreeMap::new();
+    for t in ["inf_apply", "inf_apply_process", "inf_apply_result"] {
+        for r in
+            f.db.rows(&format!(
+                "SELECT \"ROWGUID\", \"SYNC_SIGN\", \"SYNC_ERROR_DESC\" FROM \"{t}\""
+            ))
+            .await
+        {
+            let guid = r.first().cloned().flatten().unwrap_or_default();
+            let sign = r.get(1).cloned().flatten().unwrap_or_default();
+            assert_eq!(sign, "1", "{engine:?}: row {guid}: {:?}", r.get(2));
+            flags.insert(guid, sign);
+        }
+    }
+    assert_eq!(flags.len(), ROWS);
+    let store = rusqlite::Connection::open(dir.path().join("hallgate.db")).expect("store");
+    let mut stmt = store
+        .prepare("SELECT json_extract(canonical, '$.ext.rowguid') FROM records WHERE status != 'duplicate'")
+        .expect("prepare");
+    let stored: BTreeSet<String> = stmt
+        .query_map([], |r| r.get::<_, Option<String>>(0))
+        .expect("query")
+        .filter_map(|r| r.ok().flatten())
+        .collect();
+    let unstored: Vec<&String> = flags
+        .keys()
+        .filter(|g| !stored.contains(*g))
+        .take(5)
+        .collect();
+    assert!(
+        unstored.is_empty(),
+        "{engine:?}: rows marked 1 without their record: {unstored:?}"
+    );
+
+    // Each record delivered under one key, each case in order.
+    let start = Instant::now();
+    loop {
+        let got: BTreeSet<String> = city
+            .accepted()
+            .iter()
+            .filter_map(|a| a.body["ext"]["rowguid"].as_str().map(str::to_string))
+            .collect();
+        if got.len() >= ROWS {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{engine:?}: {} of {ROWS} records delivered",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut order: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for a in city.arrivals() {
+        let guid = a.body["ext"]["rowguid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        keys.entry(guid.clone())
+            .or_default()
+            .insert(a.idempotency_key.clone());
+        if (200..300).contains(&a.status) {
+            order.entry(a.case_no.clone()).or_default().push(guid);
+        }
+    }
+    let twice: Vec<_> = keys.iter().filter(|(_, k)| k.len() > 1).take(5).collect();
+    assert!(
+        twice.is_empty(),
+        "{engine:?}: records under two keys: {twice:?}"
+    );
+    assert_eq!(order.len(), CASES);
+    for (case, seen) in &order {
+        let kinds: Vec<char> = seen.iter().filter_map(|g| g.chars().next()).collect();
+        assert_eq!(
+            kinds,
+            ['a', 'p', 'p', 'r'],
+            "{engine:?}: case {case} in order: {seen:?}"
+        );
+        assert!(
+            seen[1].ends_with("-1") && seen[2].ends_with("-2"),
+            "{case}: {seen:?}"
+        );
+    }
+    kill(child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_drain_survives_two_sigkills() {
+    crash_drain(Engine::Maria).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_drain_survives_two_sigkills() {
+    crash_drain(Engine::Pg).await;
+}
