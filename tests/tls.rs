@@ -245,7 +245,7 @@ async fn deliveries_present_the_gateways_client_certificate() {
     let mut config = h.config();
     let city = config.nodes.get_mut("city").unwrap().get_mut();
     let d = city.destination.as_mut().unwrap();
-    d.url = toml::Spanned::new(0..0, url.clone());
+    d.url = Some(toml::Spanned::new(0..0, url.clone()));
     d.tls = Some(hallgate::config::ClientTls {
         ca: Some(format!("{cert_dir}/certs/dev/ca.pem")),
         cert: Some(format!("{cert_dir}/certs/dev/nodes/district-b.pem")),

@@ -265,14 +265,34 @@ impl Config {
                 err(n.receipt_url.as_ref().map_or(node.span(), |u| u.span()), e);
             }
             if let Some(d) = &n.destination {
-                let url = d.url.get_ref();
-                if !(url.starts_with("http://") || url.starts_with("https://"))
-                    || reqwest::Url::parse(url).is_err()
-                {
-                    err(
-                        d.url.span(),
-                        format!("nodes.{id}.destination.url: `{url}` is not an http(s) URL"),
-                    );
+                let tables = n.tables.as_ref().is_some_and(|t| !t.destination.is_empty());
+                match &d.url {
+                    Some(u) if tables => err(
+                        u.span(),
+                        format!(
+                            "nodes.{id}.destination.url: the node takes its records in its tables ([[nodes.{id}.tables.destination]]); give one or the other"
+                        ),
+                    ),
+                    Some(u) => {
+                        let url = u.get_ref();
+                        if !(url.starts_with("http://") || url.starts_with("https://"))
+                            || reqwest::Url::parse(url).is_err()
+                        {
+                            err(
+                                u.span(),
+                                format!(
+                                    "nodes.{id}.destination.url: `{url}` is not an http(s) URL"
+                                ),
+                            );
+                        }
+                    }
+                    None if !tables => err(
+                        node.span(),
+                        format!(
+                            "nodes.{id}.destination.url: required (or [[nodes.{id}.tables.destination]] for a 前置库)"
+                        ),
+                    ),
+                    None => {}
                 }
                 if d.concurrency == 0 {
                     err(

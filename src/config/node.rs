@@ -365,7 +365,10 @@ pub struct RateLimit {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Destination {
-    pub url: Spanned<String>,
+    /// Where records are POSTed; absent when the node takes them in its 前置库
+    /// tables (`[[nodes.ID.tables.destination]]`).
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
     #[serde(default = "default_content_type")]
     pub content_type: String,
     #[serde(default = "default_timeout_ms")]
@@ -399,6 +402,13 @@ pub struct Destination {
     /// Batched delivery: several records in one request.
     #[serde(default)]
     pub batch: Option<Batch>,
+}
+
+impl Destination {
+    /// The URL, or empty for a table destination.
+    pub fn url(&self) -> &str {
+        self.url.as_ref().map_or("", |u| u.get_ref())
+    }
 }
 
 /// `batch = { max_records = 100, max_bytes = 1048576, max_wait_ms = 20, results =

@@ -51,7 +51,7 @@ impl Config {
                 let url = n.receipt_url.as_ref()?;
                 let d = match &n.destination {
                     Some(d) => Destination {
-                        url: url.clone(),
+                        url: Some(url.clone()),
                         content_type: "application/json".into(),
                         batch: None,
                         max_backlog: None,
@@ -70,7 +70,7 @@ impl Config {
 fn defaults(url: &Spanned<String>) -> Destination {
     let text = format!("url = {}", toml::Value::String(url.get_ref().clone()));
     let d = toml::from_str(&text).unwrap_or_else(|_| Destination {
-        url: url.clone(),
+        url: Some(url.clone()),
         content_type: "application/json".into(),
         timeout_ms: 10_000,
         concurrency: 2,

@@ -57,6 +57,64 @@ pub struct TableSettings {
     /// each round (applications before their steps and results).
     #[serde(default)]
     pub source: Vec<TableSource>,
+    /// The exchange tables the gateway writes records into (the node is then a
+    /// destination without a URL).
+    #[serde(default)]
+    pub destination: Vec<TableDestination>,
+}
+
+/// How a table destination writes a record's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Each row replaces the row with the same keys, if any.
+    Upsert,
+    /// The case's rows are deleted, then the record's rows inserted (先删后插).
+    ReplaceCase,
+}
+
+/// `[[nodes.ID.tables.destination]]`: one exchange table the gateway writes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableDestination {
+    pub table: String,
+    /// Records of this kind are written here, rendered by the node's mapping of it.
+    pub kind: Kind,
+    /// The columns that name a row.
+    pub keys: Vec<String>,
+    #[serde(default = "default_mode")]
+    pub mode: WriteMode,
+    /// The case number column: required by `replace_case`.
+    #[serde(default)]
+    pub case: Option<String>,
+    /// The consumer's sync flag, set to `pending` with each row written.
+    #[serde(default = "default_flag")]
+    pub flag: String,
+    /// Where the consumer says why it refused a row (read back as the receipt).
+    #[serde(default = "default_error")]
+    pub error: String,
+    /// The flag written with each row: the consumer has not read it yet.
+    #[serde(default = "default_pending_value")]
+    pub pending: String,
+    /// The consumer's flag for a row it refused: the delivery fails.
+    #[serde(default = "default_failed")]
+    pub failed: String,
+    /// How often the consumer's flags are read back.
+    #[serde(default = "default_interval_ms")]
+    pub receipt_interval_ms: u64,
+}
+
+impl TableDestination {
+    pub fn named_columns(&self) -> Vec<(&'static str, &str)> {
+        let mut out: Vec<(&'static str, &str)> =
+            self.keys.iter().map(|k| ("keys", k.as_str())).collect();
+        out.push(("flag", &self.flag));
+        out.push(("error", &self.error));
+        if let Some(c) = &self.case {
+            out.push(("case", c));
+        }
+        out
+    }
 }
 
 /// `[[nodes.ID.tables.source]]`: one exchange table the gateway reads.
@@ -207,8 +265,50 @@ impl TableSettings {
                 ));
             }
         }
+        let mut written = std::collections::BTreeSet::new();
+        for (i, d) in self.destination.iter().enumerate() {
+            let at = format!("{at}.destination[{i}] (`{}`)", d.table);
+            if !written.insert(d.kind) {
+                out.push(format!(
+                    "{at}: another table already takes {} records",
+                    d.kind
+                ));
+            }
+            if !qualified_identifier(&d.table) {
+                out.push(format!("{at}.table: `{}` is not a table name", d.table));
+            }
+            if d.keys.is_empty() {
+                out.push(format!("{at}.keys: at least one key column"));
+            }
+            for (key, column) in d.named_columns() {
+                if !identifier(column) {
+                    out.push(format!("{at}.{key}: `{column}` is not a column name"));
+                }
+            }
+            if d.mode == WriteMode::ReplaceCase && d.case.is_none() {
+                out.push(format!(
+                    "{at}.case: replace_case needs the case number column"
+                ));
+            }
+            for v in [&d.pending, &d.failed] {
+                if !flag_value(v) {
+                    out.push(format!(
+                        "{at}: flag value `{v}`: at most 16 letters, digits, _ or -"
+                    ));
+                }
+            }
+            if d.receipt_interval_ms == 0 {
+                out.push(format!("{at}.receipt_interval_ms: above 0"));
+            }
+        }
         out
     }
+}
+
+fn flag_value(v: &str) -> bool {
+    v.len() <= 16
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// A plain SQL identifier: ASCII letters, digits and `_`, not starting with a digit,
@@ -275,6 +375,12 @@ fn default_done() -> String {
 }
 fn default_failed() -> String {
     "2".into()
+}
+fn default_mode() -> WriteMode {
+    WriteMode::Upsert
+}
+fn default_pending_value() -> String {
+    "0".into()
 }
 fn default_batch() -> usize {
     500

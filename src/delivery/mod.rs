@@ -551,7 +551,7 @@ mod tests {
             ..DeliveryDefaults::default()
         };
         let dest = Destination {
-            url: toml::Spanned::new(0..0, "http://x/".into()),
+            url: Some(toml::Spanned::new(0..0, "http://x/".into())),
             content_type: "application/json".into(),
             timeout_ms: 1,
             concurrency: 1,

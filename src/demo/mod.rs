@@ -86,11 +86,11 @@ pub fn demo_config(
             continue;
         };
         // The configured host and port, wherever the node's URLs name them.
-        let configured = reqwest::Url::parse(d.url.get_ref())
+        let configured = reqwest::Url::parse(d.url())
             .map(|u| u.origin().ascii_serialization())
             .unwrap_or_default();
         let actual = format!("http://{}", hall.addr);
-        d.url = toml::Spanned::new(0..0, hall.url());
+        d.url = Some(toml::Spanned::new(0..0, hall.url()));
         if let Some(sync) = node.sync.as_mut() {
             for url in [
                 &mut sync.pull_url,

@@ -155,6 +155,35 @@ fn date_time(t: &str, offset: &str) -> Result<String, String> {
     Ok(format!("{d}T{h:02}:{m:02}:{s:02}{offset}"))
 }
 
+/// A rendered field as the text a column of type `ty` takes (`None`: NULL): an
+/// RFC 3339 time becomes `YYYY-MM-DD HH:MM:SS` in the node's zone for a DATETIME
+/// column and its date for a DATE one; booleans `1`/`0`; objects and lists their
+/// JSON text.
+pub fn column_text(ty: ColumnType, v: &Value, zone: i32) -> Result<Option<String>, String> {
+    Ok(match v {
+        Value::Null => None,
+        Value::Bool(b) => Some(if *b { "1" } else { "0" }.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(t) if t.is_empty() => None,
+        Value::String(t) => Some(match ty {
+            ColumnType::DateTime | ColumnType::Date => match t.parse::<jiff::Timestamp>() {
+                Ok(ts) => {
+                    let offset = jiff::tz::Offset::from_seconds(zone).map_err(|e| e.to_string())?;
+                    let local = offset.to_datetime(ts);
+                    if ty == ColumnType::Date {
+                        local.date().to_string()
+                    } else {
+                        local.strftime("%Y-%m-%d %H:%M:%S").to_string()
+                    }
+                }
+                Err(_) => t.clone(),
+            },
+            _ => t.clone(),
+        }),
+        other => Some(other.to_string()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +218,18 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(local_time(0, 28_800), "1970-01-01 08:00:00");
+        let t = Value::String("2026-04-03T01:15:00Z".into());
+        assert_eq!(
+            column_text(ColumnType::DateTime, &t, 28_800),
+            Ok(Some("2026-04-03 09:15:00".into()))
+        );
+        assert_eq!(
+            column_text(ColumnType::Text, &t, 28_800),
+            Ok(Some("2026-04-03T01:15:00Z".into()))
+        );
+        assert_eq!(
+            column_text(ColumnType::Integer, &Value::Bool(true), 0),
+            Ok(Some("1".into()))
+        );
     }
 }

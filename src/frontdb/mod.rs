@@ -18,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::config::{Driver, TableSettings};
+use crate::config::{Driver, TableSettings, WriteMode};
 
 /// Why a 前置库 operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,10 @@ pub enum FrontDbError {
     Timeout(u64),
     #[error("no password: {0}")]
     Password(String),
+    /// The database refused the values (too long, wrong type, NULL where none may
+    /// be): writing them again cannot help.
+    #[error("refused by the database: {0}")]
+    Rejected(String),
 }
 
 /// What the gateway makes of a column's type.
@@ -131,6 +135,59 @@ pub struct Mark {
     pub error: Option<String>,
 }
 
+/// The table in every 前置库 the gateway writes to, beside the exchange tables: one
+/// row per delivery written, in the same transaction as the delivery's rows, so a
+/// delivery attempted again after a crash is never written twice.
+pub const KEYS_TABLE: &str = "hallgate_delivery_keys";
+
+/// A row to write: (column, value as text or NULL).
+pub type WriteRow = Vec<(String, Option<String>)>;
+
+/// One record's rows for a table destination.
+pub struct TableWrite<'a> {
+    pub shape: &'a Shape,
+    pub keys: &'a [String],
+    pub mode: WriteMode,
+    /// The case column and the record's case number (`replace_case`).
+    pub case: Option<(&'a str, String)>,
+    /// Each row as (column, value as text or NULL), columns of the shape.
+    pub rows: Vec<WriteRow>,
+    /// The delivery's stable key (its Idempotency-Key) and id.
+    pub delivery_key: &'a str,
+    pub delivery_id: i64,
+    /// The first row's key values, `|`-joined: how a consumer's flag is found again.
+    pub row_key: String,
+    /// `YYYY-MM-DD HH:MM:SS` in the node's zone.
+    pub at: String,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The rows are in the table now.
+    Now(u64),
+    /// This delivery was written before (an attempt again after a crash).
+    Before,
+}
+
+/// A row the consumer refused: its delivery, and the consumer's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub delivery_id: i64,
+    pub delivery_key: String,
+    pub error: String,
+}
+
+/// Where a consumer's refusals are read from.
+pub struct RefusalRead<'a> {
+    pub shape: &'a Shape,
+    pub keys: &'a [String],
+    pub flag: &'a str,
+    pub failed: &'a str,
+    pub error: &'a str,
+    pub limit: usize,
+}
+
 pub type DbFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, FrontDbError>> + Send + 'a>>;
 
 /// A 前置库 engine.
@@ -149,6 +206,15 @@ pub trait FrontDb: Send + Sync {
         case: &'a str,
         cases: &'a [String],
     ) -> DbFuture<'a, Vec<String>>;
+    /// Create the delivery-key table if it is missing.
+    fn ensure_keys<'a>(&'a self) -> DbFuture<'a, ()>;
+    /// Write one delivery's rows and its key in one transaction (nothing if its key
+    /// is there already).
+    fn write<'a>(&'a self, w: &'a TableWrite<'a>) -> DbFuture<'a, Written>;
+    /// Rows the consumer marked refused whose delivery is still on record.
+    fn refused<'a>(&'a self, r: &'a RefusalRead<'a>) -> DbFuture<'a, Vec<Refused>>;
+    /// Forget a delivery's key (its refusal is recorded; a retry writes it again).
+    fn forget<'a>(&'a self, delivery_key: &'a str) -> DbFuture<'a, ()>;
     /// Mark rows in one transaction; answers how many rows were marked (a row
     /// rewritten meanwhile is not).
     fn mark<'a>(&'a self, write: &'a MarkWrite<'a>, marks: &'a [Mark]) -> DbFuture<'a, u64>;
@@ -247,4 +313,39 @@ fn select_sql(read: &PendingRead<'_>, count: bool, driver: Driver) -> String {
         ));
     }
     sql
+}
+
+/// The delivery-key table's DDL (the same for both engines).
+fn keys_ddl() -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {KEYS_TABLE} (\
+           delivery_key VARCHAR(128) NOT NULL PRIMARY KEY, \
+           delivery_id BIGINT NOT NULL, \
+           table_name VARCHAR(128) NOT NULL, \
+           row_key VARCHAR(512) NOT NULL, \
+           written_at VARCHAR(19) NOT NULL)"
+    )
+}
+
+/// `SELECT delivery_id, delivery_key, error` of the rows a consumer refused, joined
+/// to the delivery keys by the row's key columns.
+fn refused_sql(r: &RefusalRead<'_>, driver: Driver) -> String {
+    let q = |n: &str| quote(driver, n);
+    let cast = match driver {
+        Driver::Mysql => "",
+        Driver::Postgres => "::text",
+    };
+    let keys: Vec<String> = r.keys.iter().map(|k| format!("t.{}{cast}", q(k))).collect();
+    format!(
+        "SELECT k.delivery_id, k.delivery_key, t.{err}{cast} FROM {KEYS_TABLE} k JOIN {table} t \
+         ON k.table_name = '{name}' AND k.row_key = concat_ws('|', {keys}) \
+         WHERE t.{flag}{cast} = '{failed}' LIMIT {limit}",
+        err = q(r.error),
+        table = q(&r.shape.table),
+        name = r.shape.table,
+        keys = keys.join(", "),
+        flag = q(r.flag),
+        failed = r.failed,
+        limit = r.limit,
+    )
 }

@@ -10,9 +10,11 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts, Value};
 
 use super::{
-    Column, ColumnType, DbFuture, FrontDb, FrontDbError, Mark, MarkWrite, PendingRead, Row, Shape,
-    pending_predicate, quote, select_sql,
+    Column, ColumnType, DbFuture, FrontDb, FrontDbError, KEYS_TABLE, Mark, MarkWrite, PendingRead,
+    RefusalRead, Refused, Row, Shape, TableWrite, Written, keys_ddl, pending_predicate, quote,
+    refused_sql, select_sql,
 };
+use crate::config::WriteMode;
 use crate::config::{Driver, TableSettings};
 
 pub struct MysqlDb {
@@ -75,7 +77,21 @@ impl MysqlDb {
 }
 
 fn query_error(e: mysql_async::Error) -> FrontDbError {
-    FrontDbError::Query(e.to_string())
+    match &e {
+        // Values the table cannot take: NULL where none may be (1048), an unknown
+        // column (1054), a duplicate key (1062), a bad date or number (1292, 1366),
+        // out of range (1264), too long (1406).
+        mysql_async::Error::Server(s)
+            if [1048, 1054, 1062, 1264, 1292, 1366, 1406].contains(&s.code) =>
+        {
+            FrontDbError::Rejected(s.message.clone())
+        }
+        _ => FrontDbError::Query(e.to_string()),
+    }
+}
+
+fn param(v: &Option<String>) -> Value {
+    v.as_deref().map_or(Value::NULL, Value::from)
 }
 
 fn column_type(data_type: &str) -> ColumnType {
@@ -212,6 +228,120 @@ impl FrontDb for MysqlDb {
                 .flatten()
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .collect())
+        })
+    }
+
+    fn ensure_keys<'a>(&'a self) -> DbFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            self.bounded(conn.query_drop(keys_ddl()))
+                .await?
+                .map_err(query_error)
+        })
+    }
+
+    fn write<'a>(&'a self, w: &'a TableWrite<'a>) -> DbFuture<'a, Written> {
+        Box::pin(async move {
+            let pool = self.pool.clone();
+            let table = quote(Driver::Mysql, &w.shape.table);
+            let work = async move {
+                let mut tx = pool.start_transaction(TxOpts::default()).await?;
+                let before: Option<i64> = tx
+                    .exec_first(
+                        format!(
+                            "SELECT delivery_id FROM {KEYS_TABLE} WHERE delivery_key = ? FOR UPDATE"
+                        ),
+                        (w.delivery_key,),
+                    )
+                    .await?;
+                if before.is_some() {
+                    tx.commit().await?;
+                    return Ok(Written::Before);
+                }
+                match (&w.mode, &w.case) {
+                    (WriteMode::ReplaceCase, Some((column, value))) => {
+                        tx.exec_drop(
+                            format!(
+                                "DELETE FROM {table} WHERE {} = ?",
+                                quote(Driver::Mysql, column)
+                            ),
+                            (value.as_str(),),
+                        )
+                        .await?;
+                    }
+                    _ => {
+                        let cond: Vec<String> = w
+                            .keys
+                            .iter()
+                            .map(|k| format!("{} = ?", quote(Driver::Mysql, k)))
+                            .collect();
+                        let sql = format!("DELETE FROM {table} WHERE {}", cond.join(" AND "));
+                        for row in &w.rows {
+                            let params: Vec<Value> = w
+                                .keys
+                                .iter()
+                                .map(|k| {
+                                    row.iter()
+                                        .find(|(c, _)| c.eq_ignore_ascii_case(k))
+                                        .map_or(Value::NULL, |(_, v)| param(v))
+                                })
+                                .collect();
+                            tx.exec_drop(sql.as_str(), params).await?;
+                        }
+                    }
+                }
+                let mut written = 0;
+                for row in &w.rows {
+                    let cols: Vec<String> =
+                        row.iter().map(|(c, _)| quote(Driver::Mysql, c)).collect();
+                    let marks = vec!["?"; row.len()].join(", ");
+                    let params: Vec<Value> = row.iter().map(|(_, v)| param(v)).collect();
+                    tx.exec_drop(
+                        format!("INSERT INTO {table} ({}) VALUES ({marks})", cols.join(", ")),
+                        params,
+                    )
+                    .await?;
+                    written += tx.affected_rows();
+                }
+                tx.exec_drop(
+                    format!("INSERT INTO {KEYS_TABLE} (delivery_key, delivery_id, table_name, row_key, written_at) VALUES (?, ?, ?, ?, ?)"),
+                    (w.delivery_key, w.delivery_id, w.shape.table.as_str(), w.row_key.as_str(), w.at.as_str()),
+                )
+                .await?;
+                tx.commit().await?;
+                Ok::<Written, mysql_async::Error>(Written::Now(written))
+            };
+            self.bounded(work).await?.map_err(query_error)
+        })
+    }
+
+    fn refused<'a>(&'a self, r: &'a RefusalRead<'a>) -> DbFuture<'a, Vec<Refused>> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            let rows: Vec<(i64, String, Option<String>)> = self
+                .bounded(conn.query(refused_sql(r, Driver::Mysql)))
+                .await?
+                .map_err(query_error)?;
+            Ok(rows
+                .into_iter()
+                .map(|(delivery_id, delivery_key, error)| Refused {
+                    delivery_id,
+                    delivery_key,
+                    error: error.unwrap_or_default(),
+                })
+                .collect())
+        })
+    }
+
+    fn forget<'a>(&'a self, delivery_key: &'a str) -> DbFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            self.bounded(conn.exec_drop(
+                format!("DELETE FROM {KEYS_TABLE} WHERE delivery_key = ?"),
+                (delivery_key,),
+            ))
+            .await?
+            .map_err(query_error)
         })
     }
 

@@ -12,9 +12,11 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use super::{
-    Column, ColumnType, DbFuture, FrontDb, FrontDbError, Mark, MarkWrite, PendingRead, Row, Shape,
-    pending_predicate, quote, select_sql,
+    Column, ColumnType, DbFuture, FrontDb, FrontDbError, KEYS_TABLE, Mark, MarkWrite, PendingRead,
+    RefusalRead, Refused, Row, Shape, TableWrite, Written, keys_ddl, pending_predicate, quote,
+    refused_sql, select_sql,
 };
+use crate::config::WriteMode;
 use crate::config::{Driver, TableSettings};
 
 pub struct PostgresDb {
@@ -73,7 +75,14 @@ impl PostgresDb {
                 if client.is_closed() {
                     *guard = None;
                 }
-                Err(FrontDbError::Query(pg_error(&e)))
+                // Data exceptions (22…) and constraint violations (23…): the values
+                // themselves are refused.
+                let code = e.as_db_error().map(|d| d.code().code().to_string());
+                if code.is_some_and(|c| c.starts_with("22") || c.starts_with("23")) {
+                    Err(FrontDbError::Rejected(pg_error(&e)))
+                } else {
+                    Err(FrontDbError::Query(pg_error(&e)))
+                }
             }
             Err(_) => {
                 // A statement cut off mid-way leaves the connection in doubt.
@@ -113,6 +122,75 @@ impl PostgresDb {
             .map_err(|e| fail(pg_error(&e)))?;
         Ok(client)
     }
+}
+
+/// Statements with their parameters (text or NULL), run in order.
+type Plan = Vec<(String, Vec<Option<String>>)>;
+
+fn params(p: &[Option<String>]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    p.iter()
+        .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
+/// The statements that write `w`'s rows: the delete (by keys or case), the inserts.
+fn write_plan(w: &TableWrite<'_>) -> Plan {
+    let d = Driver::Postgres;
+    let table = quote(d, &w.shape.table);
+    let cast = |name: &str| -> String {
+        w.shape
+            .column(name, d)
+            .map_or_else(|| "text".to_string(), |c| c.type_name.clone())
+    };
+    let mut plan = Plan::new();
+    match (&w.mode, &w.case) {
+        (WriteMode::ReplaceCase, Some((column, value))) => plan.push((
+            format!(
+                "DELETE FROM {table} WHERE {} = ($1::text)::{}",
+                quote(d, column),
+                cast(column)
+            ),
+            vec![Some(value.clone())],
+        )),
+        _ => {
+            let cond: Vec<String> = w
+                .keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| format!("{} = (${}::text)::{}", quote(d, k), i + 1, cast(k)))
+                .collect();
+            let sql = format!("DELETE FROM {table} WHERE {}", cond.join(" AND "));
+            for row in &w.rows {
+                let values = w
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        row.iter()
+                            .find(|(c, _)| c == k)
+                            .and_then(|(_, v)| v.clone())
+                    })
+                    .collect();
+                plan.push((sql.clone(), values));
+            }
+        }
+    }
+    for row in &w.rows {
+        let cols: Vec<String> = row.iter().map(|(c, _)| quote(d, c)).collect();
+        let values: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| format!("(${}::text)::{}", i + 1, cast(c)))
+            .collect();
+        plan.push((
+            format!(
+                "INSERT INTO {table} ({}) VALUES ({})",
+                cols.join(", "),
+                values.join(", ")
+            ),
+            row.iter().map(|(_, v)| v.clone()).collect(),
+        ));
+    }
+    plan
 }
 
 /// The server's message where there is one (it names the column or table).
@@ -282,6 +360,95 @@ impl FrontDb for PostgresDb {
                 out.extend(v);
             }
             Ok(out)
+        })
+    }
+
+    fn ensure_keys<'a>(&'a self) -> DbFuture<'a, ()> {
+        Box::pin(async move {
+            let ddl = keys_ddl();
+            self.with(move |c| Box::pin(async move { c.batch_execute(&ddl).await }))
+                .await
+        })
+    }
+
+    fn write<'a>(&'a self, w: &'a TableWrite<'a>) -> DbFuture<'a, Written> {
+        Box::pin(async move {
+            let plan = write_plan(w);
+            let key = w.delivery_key.to_string();
+            let record = vec![
+                Some(w.delivery_key.to_string()),
+                Some(w.delivery_id.to_string()),
+                Some(w.shape.table.clone()),
+                Some(w.row_key.clone()),
+                Some(w.at.clone()),
+            ];
+            self.with(move |c| {
+                    Box::pin(async move {
+                        let tx = c.transaction().await?;
+                        let before = tx
+                            .query_opt(
+                                &format!("SELECT delivery_id FROM {KEYS_TABLE} WHERE delivery_key = $1 FOR UPDATE"),
+                                &[&key],
+                            )
+                            .await?;
+                        if before.is_some() {
+                            tx.commit().await?;
+                            return Ok(Written::Before);
+                        }
+                        let mut written = 0;
+                        for (sql, p) in &plan {
+                            let n = tx.execute(sql.as_str(), &params(p)).await?;
+                            if sql.starts_with("INSERT") {
+                                written += n;
+                            }
+                        }
+                        tx.execute(
+                            &format!("INSERT INTO {KEYS_TABLE} (delivery_key, delivery_id, table_name, row_key, written_at) VALUES ($1, ($2::text)::int8, $3, $4, $5)"),
+                            &params(&record),
+                        )
+                        .await?;
+                        tx.commit().await?;
+                        Ok(Written::Now(written))
+                    })
+                })
+                .await
+        })
+    }
+
+    fn refused<'a>(&'a self, r: &'a RefusalRead<'a>) -> DbFuture<'a, Vec<Refused>> {
+        Box::pin(async move {
+            let sql = refused_sql(r, Driver::Postgres);
+            let rows = self
+                .with(move |c| Box::pin(async move { c.query(&sql, &[]).await }))
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let get = |e: tokio_postgres::Error| FrontDbError::Query(e.to_string());
+                let error: Option<String> = row.try_get(2).map_err(get)?;
+                out.push(Refused {
+                    delivery_id: row.try_get(0).map_err(get)?,
+                    delivery_key: row.try_get(1).map_err(get)?,
+                    error: error.unwrap_or_default(),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn forget<'a>(&'a self, delivery_key: &'a str) -> DbFuture<'a, ()> {
+        Box::pin(async move {
+            let key = delivery_key.to_string();
+            self.with(move |c| {
+                Box::pin(async move {
+                    c.execute(
+                        &format!("DELETE FROM {KEYS_TABLE} WHERE delivery_key = $1"),
+                        &[&key],
+                    )
+                    .await
+                    .map(|_| ())
+                })
+            })
+            .await
         })
     }
 

@@ -50,6 +50,7 @@ pub(super) struct Built {
     intake: Arc<Intake>,
     pullers: Vec<Box<dyn Source>>,
     tables: Vec<crate::sources::tables::TableReader>,
+    refusals: Vec<crate::sinks::tables::TableSink>,
     catalogue_api: Option<crate::sync::Api>,
     supervisor: Option<crate::supervise::Supervisor>,
 }
@@ -100,6 +101,12 @@ pub(super) fn build(
     // Sources that read on their own schedule, and the catalogue they are checked by.
     let pullers = crate::sources::pull::pullers(&intake, &keys)?;
     let tables = crate::sources::tables::readers(&intake)?;
+    let refusals = crate::sinks::tables::refusal_watchers(&config).map_err(|e| {
+        crate::sinks::SinkError::Tables {
+            destination: "tables".into(),
+            reason: e.to_string(),
+        }
+    })?;
     let catalogue_api = match &config.catalogue {
         Some(c) => Some(crate::sync::Api::new(&config, &c.source, &keys)?),
         None => None,
@@ -123,6 +130,7 @@ pub(super) fn build(
         intake,
         pullers,
         tables,
+        refusals,
         catalogue_api,
         supervisor,
     })
@@ -163,6 +171,22 @@ impl Built {
             }
             tables.push(reader);
         }
+        for sink in &self.refusals {
+            match sink.targets().await {
+                Ok(_) => {}
+                Err(e @ crate::frontdb::FrontDbError::Rejected(_)) => {
+                    cancel.cancel();
+                    return Err(crate::sinks::SinkError::Tables {
+                        destination: sink.node().to_string(),
+                        reason: e.to_string(),
+                    }
+                    .into());
+                }
+                Err(e) => {
+                    tracing::warn!(node = %sink.node(), error = %crate::record::mask_text(&e.to_string()), "前置库 not reachable at start; writing once it is");
+                }
+            }
+        }
         // A destination paused before a restart or reload stays paused.
         let paused = shared.store.paused_destinations().await?;
         let workers = delivery::spawn_workers(
@@ -189,6 +213,13 @@ impl Built {
         }
         for reader in tables {
             tasks.spawn(reader.run(cancel.clone()));
+        }
+        for sink in self.refusals {
+            tasks.spawn(crate::sinks::tables::watch_refusals(
+                sink,
+                shared.store.clone(),
+                cancel.clone(),
+            ));
         }
         if let Some(s) = self.supervisor {
             tasks.spawn(s.run(cancel.clone()));

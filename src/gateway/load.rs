@@ -76,7 +76,7 @@ pub fn file_problems(config: &Config) -> Vec<ConfigError> {
                 id,
                 d.sm2_sign.as_ref(),
                 d.sm4.as_ref(),
-                d.url.get_ref(),
+                d.url(),
             )
         {
             out.push(config.problem(node.span(), e.to_string()));

@@ -64,18 +64,12 @@ impl HttpSink {
             .map_err(|e| failed(e.to_string()))?;
         Ok(HttpSink {
             client,
-            url: d.url.get_ref().clone(),
+            url: d.url().to_string(),
             content_type: d.content_type.clone(),
             render,
             signer: Signer::new(config, id, d, keys).map_err(|e| failed(e.to_string()))?,
-            seal: Seal::new(
-                config,
-                id,
-                d.sm2_sign.as_ref(),
-                d.sm4.as_ref(),
-                d.url.get_ref(),
-            )
-            .map_err(|e| failed(e.to_string()))?,
+            seal: Seal::new(config, id, d.sm2_sign.as_ref(), d.sm4.as_ref(), d.url())
+                .map_err(|e| failed(e.to_string()))?,
             results: d
                 .batch
                 .as_ref()

@@ -14,12 +14,15 @@
 //! - [`receipt`]: receipts back to a sending node (`receipt:NODE`), POSTed through
 //!   an HTTP sink made with that node's outbound settings.
 //!
-//! A new sink (a 前置库 table writer, say) is a module here that implements [`Sink`]
-//! and is chosen in [`build`].
+//! - [`tables`]: rows written into a node's 前置库 exchange tables, with the
+//!   delivery's key in the same database transaction.
+//!
+//! A new sink is a module here that implements [`Sink`] and is chosen in [`build`].
 
 mod batch;
 pub mod http;
 pub mod receipt;
+pub mod tables;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -36,6 +39,8 @@ use crate::store::{LeasedDelivery, Store};
 pub enum SinkError {
     #[error("cannot build the HTTP client for `{destination}`: {reason}")]
     Client { destination: String, reason: String },
+    #[error("前置库 of `{destination}`: {reason}")]
+    Tables { destination: String, reason: String },
 }
 
 /// How one attempt ended.
@@ -101,8 +106,28 @@ pub fn build(
 ) -> Result<BTreeMap<String, Arc<dyn Sink>>, SinkError> {
     let mut out: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::new();
     for (id, d) in config.destinations() {
-        let sink = http::HttpSink::new(config, id, d, mappings.get(id).cloned(), keys)?;
-        out.insert(id.to_string(), Arc::new(sink));
+        let tables = config
+            .node(id)
+            .and_then(|n| n.tables.as_ref())
+            .filter(|t| !t.destination.is_empty());
+        let sink: Arc<dyn Sink> = match tables {
+            Some(t) => Arc::new(
+                tables::open(config, id, t, mappings.get(id).cloned()).map_err(|e| {
+                    SinkError::Tables {
+                        destination: id.to_string(),
+                        reason: e.to_string(),
+                    }
+                })?,
+            ),
+            None => Arc::new(http::HttpSink::new(
+                config,
+                id,
+                d,
+                mappings.get(id).cloned(),
+                keys,
+            )?),
+        };
+        out.insert(id.to_string(), sink);
     }
     for (queue, d) in config.receipt_destinations() {
         let node = queue.trim_start_matches(crate::config::RECEIPT_PREFIX);

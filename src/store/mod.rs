@@ -159,6 +159,11 @@ pub trait Store: Send + Sync {
     /// with its `manually_retried` event; the ids it put back.
     fn retry_dead_many(&self, ids: Vec<i64>, at_ms: i64, asked: Asked)
     -> StoreFuture<'_, Vec<i64>>;
+    /// A delivered delivery its consumer refused afterwards (a 前置库 flag `2`):
+    /// dead-lettered with the consumer's reason and a `dead_lettered` event, so an
+    /// operator sees it and may retry it. `false` when it is not delivered (already
+    /// dead, or put back in the queue).
+    fn consumer_refused(&self, id: i64, reason: String, at_ms: i64) -> StoreFuture<'_, bool>;
     /// Prove the store is writable (readiness).
     fn ping(&self) -> StoreFuture<'_, ()>;
     fn message(&self, id: &str) -> StoreFuture<'_, Option<MessageView>>;

@@ -359,6 +359,18 @@ pub fn manual_retry_event(at_ms: i64, id: i64, d: &Completed, asked: &super::Ask
     e
 }
 
+/// The event of a delivery its consumer refused after it was delivered.
+pub fn consumer_refused_event(at_ms: i64, id: i64, d: &Completed, reason: &str) -> Event {
+    let mut e = Event::new(at_ms, EventKind::DeadLettered);
+    e.node = Some(d.destination.clone());
+    e.case_no = Some(d.case_no.clone());
+    e.kind = Some(d.kind.clone());
+    e.message_id = Some(d.message_id.clone());
+    e.delivery_id = Some(id);
+    e.detail = json!({ "by": "consumer", "reason": reason });
+    e
+}
+
 /// Token ids whose tokens expired before this time (ms) are pruned: an hour past
 /// expiry, well beyond any configured clock skew, no such token verifies any more.
 pub fn token_ids_expired_before(now_ms: i64) -> i64 {

@@ -303,6 +303,8 @@ enum Job {
     Release(String, Vec<i64>, Reply<()>),
     /// Ids, time, who asked, and whether a single id's refusal is the answer.
     RetryDead(Vec<i64>, i64, Asked, bool, Reply<Vec<i64>>),
+    /// Delivery id, the consumer's reason, time.
+    Refuse(i64, String, i64, Reply<bool>),
     Ping(Reply<()>),
     Close(Reply<()>),
     SyncTake(SyncTake, Reply<Option<SyncSource>>),
@@ -334,6 +336,7 @@ impl Job {
             | Job::Audit(..)
             | Job::ArchiveAudit(..)
             | Job::RetryDead(..)
+            | Job::Refuse(..)
             | Job::SyncControl(..)
             | Job::CatalogueReplace(..)
             | Job::Requeue(..)
@@ -360,6 +363,7 @@ impl Job {
             Job::Exchange(_, r) => drop(r.send(Err(e()))),
             Job::Release(_, _, r) => drop(r.send(Err(e()))),
             Job::RetryDead(_, _, _, _, r) => drop(r.send(Err(e()))),
+            Job::Refuse(_, _, _, r) => drop(r.send(Err(e()))),
             Job::Ping(r) | Job::Close(r) => drop(r.send(Err(e()))),
             Job::SyncTake(_, r) => drop(r.send(Err(e()))),
             Job::SyncAdvance(_, r) | Job::SyncFailed(_, _, _, r) => drop(r.send(Err(e()))),
@@ -1081,6 +1085,25 @@ async fn run_job(
                 }
             }
             Ok(done)
+        }),
+        Job::Refuse(id, reason, at, reply) => in_savepoint!(reply, |sp, ch| {
+            let row = sp
+                .query_opt(
+                    "UPDATE deliveries SET state = 'dead', last_error = $2, updated_at = $3,
+                         lease_owner = NULL, lease_until = NULL
+                     WHERE id = $1 AND state = 'delivered'
+                     RETURNING destination, case_no, kind, message_id, attempts, record_idx",
+                    &[&id, &reason, &at],
+                )
+                .await?;
+            let Some(row) = row else { return Ok(false) };
+            ch.push(plan::consumer_refused_event(
+                at,
+                id,
+                &completed(&row),
+                &reason,
+            ))?;
+            Ok(true)
         }),
         Job::Ping(reply) => in_savepoint!(reply, |sp, _ch| sp
             .execute("SELECT 1", &[])
@@ -2467,6 +2490,10 @@ impl Store for PostgresStore {
         asked: Asked,
     ) -> StoreFuture<'_, Vec<i64>> {
         self.submit(|r| Job::RetryDead(ids, at_ms, asked, false, r))
+    }
+
+    fn consumer_refused(&self, id: i64, reason: String, at_ms: i64) -> StoreFuture<'_, bool> {
+        self.submit(|r| Job::Refuse(id, reason, at_ms, r))
     }
 
     fn retry_dead(&self, id: i64, at_ms: i64, asked: Asked) -> StoreFuture<'_, DeliveryView> {

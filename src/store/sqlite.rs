@@ -280,6 +280,8 @@ enum Job {
     Release(String, Vec<i64>, Reply<()>),
     /// Ids, time, who asked, and whether a single id's refusal is the answer.
     RetryDead(Vec<i64>, i64, Asked, bool, Reply<Vec<i64>>),
+    /// Delivery id, the consumer's reason, time.
+    Refuse(i64, String, i64, Reply<bool>),
     Ping(Reply<()>),
     Close(Reply<()>),
     SyncTake(SyncTake, Reply<Option<SyncSource>>),
@@ -761,6 +763,7 @@ impl Job {
             Job::Exchange(_, _, r) => drop(r.send(Err(e()))),
             Job::Release(_, _, r) => drop(r.send(Err(e()))),
             Job::RetryDead(_, _, _, _, r) => drop(r.send(Err(e()))),
+            Job::Refuse(_, _, _, r) => drop(r.send(Err(e()))),
             Job::Ping(r) | Job::Close(r) => drop(r.send(Err(e()))),
             Job::SyncTake(_, r) => drop(r.send(Err(e()))),
             Job::SyncAdvance(_, r) | Job::SyncFailed(_, _, _, r) => drop(r.send(Err(e()))),
@@ -863,6 +866,21 @@ fn run_job(conn: &Connection, chain: &mut Chain, job: Job, retain_payloads: bool
                 }
             }
             Ok(done)
+        }),
+        Job::Refuse(id, reason, at, reply) => in_savepoint(conn, chain, reply, |c, ch| {
+            let row = c
+                .query_row(
+                    "UPDATE deliveries SET state = 'dead', last_error = ?2, updated_at = ?3,
+                         lease_owner = NULL, lease_until = NULL
+                     WHERE id = ?1 AND state = 'delivered'
+                     RETURNING destination, case_no, kind, message_id, attempts, record_idx",
+                    params![id, reason, at],
+                    completed_row,
+                )
+                .optional()?;
+            let Some(done) = row else { return Ok(false) };
+            ch.append(c, &plan::consumer_refused_event(at, id, &done, &reason))?;
+            Ok(true)
         }),
         Job::Ping(reply) => in_savepoint(conn, chain, reply, |_, _| Ok(())),
         Job::ClaimToken(t, reply) => in_savepoint(conn, chain, reply, |c, _| {
@@ -2027,6 +2045,10 @@ impl Store for SqliteStore {
         asked: Asked,
     ) -> StoreFuture<'_, Vec<i64>> {
         self.submit(|r| Job::RetryDead(ids, at_ms, asked, false, r))
+    }
+
+    fn consumer_refused(&self, id: i64, reason: String, at_ms: i64) -> StoreFuture<'_, bool> {
+        self.submit(|r| Job::Refuse(id, reason, at_ms, r))
     }
 
     fn retry_dead(&self, id: i64, at_ms: i64, asked: Asked) -> StoreFuture<'_, DeliveryView> {

@@ -70,6 +70,10 @@ impl Store for SealedStore {
         self.inner.retry_dead(id, at_ms, asked)
     }
 
+    fn consumer_refused(&self, id: i64, reason: String, at_ms: i64) -> StoreFuture<'_, bool> {
+        self.inner.consumer_refused(id, reason, at_ms)
+    }
+
     fn retry_dead_many(
         &self,
         ids: Vec<i64>,
