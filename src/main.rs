@@ -90,6 +90,10 @@ enum Command {
     /// backfill (docs/sync.md).
     #[command(subcommand)]
     Sync(SyncCommand),
+    /// The 前置库 exchange tables: check a node's tables and columns
+    /// (docs/exchange-tables.md).
+    #[command(subcommand)]
+    Tables(cli::tables::TablesCommand),
     /// The item catalogue (事项目录): pull it now, show it, diff a node's against it.
     #[command(subcommand)]
     Catalogue(CatalogueCommand),
@@ -182,6 +186,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync(cmd) => {
             let config = cli::config(config)?;
             cli::runtime()?.block_on(cli::sync::sync(cmd, &config))
+        }
+        Command::Tables(cmd) => {
+            let config = cli::config(config)?;
+            cli::runtime()?.block_on(cli::tables::tables(cmd, &config))
         }
         Command::Catalogue(cmd) => {
             let config = cli::config(config)?;

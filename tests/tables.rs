@@ -238,6 +238,35 @@ async fn drains_marks_and_delivers(engine: Engine) {
         c2, 2,
         "{engine:?}: versions 1 and 2, not the stale one again"
     );
+
+    // The operator's view: rows by flag, counted in the tables.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hallgate"))
+        .arg("--config")
+        .arg(dir.path().join("hallgate.toml"))
+        .args(["sync", "status", "--json"])
+        .output()
+        .expect("hallgate sync status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let apply = status["tables"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["table"] == "inf_apply"))
+        .cloned()
+        .expect("inf_apply in sync status");
+    let marks = f.db.marks("inf_apply").await;
+    let count = |flag: &str| marks.iter().filter(|m| m.1 == flag).count() as u64;
+    assert_eq!(apply["pending"], 0, "{engine:?}: {apply}");
+    assert_eq!(apply["failed"], count("2"), "{engine:?}: {apply}");
+    assert_eq!(apply["done"], count("1"), "{engine:?}: {apply}");
+    assert!(count("1") == 3 && count("2") >= 4, "{engine:?}: {marks:?}");
+    assert!(
+        apply["records_stored"].as_i64().unwrap_or(0) >= 5,
+        "{apply}"
+    );
     running.shutdown().await;
 }
 
@@ -253,6 +282,23 @@ async fn wrong_column_refused(engine: Engine) {
     assert!(
         err.contains("inf_apply") && err.contains("SYNC_SIGNAL"),
         "{engine:?}: the error names table and column: {err}"
+    );
+    // `hallgate tables check` says the same, and that the other table is fine.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hallgate"))
+        .arg("--config")
+        .arg(dir.path().join("hallgate.toml"))
+        .args(["tables", "check", "--node", "qzk"])
+        .output()
+        .expect("hallgate tables check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{engine:?}: {text}");
+    assert!(
+        text.contains("FAIL  inf_apply (source): table `inf_apply` has no column `SYNC_SIGNAL`"),
+        "{engine:?}: {text}"
+    );
+    assert!(
+        text.contains("ok    inf_apply_process (source)"),
+        "{engine:?}: {text}"
     );
 }
 

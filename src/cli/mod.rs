@@ -9,6 +9,7 @@ pub mod reload;
 pub mod serve;
 pub mod supervise;
 pub mod sync;
+pub mod tables;
 pub mod users;
 
 use std::path::Path;

@@ -14,7 +14,8 @@ use super::time_arg;
 
 #[derive(Subcommand)]
 pub enum SyncCommand {
-    /// Every pull source: cursor, lag, last success and error, records pulled.
+    /// Every pull source (cursor, lag, last success and error, records pulled) and
+    /// every 前置库 table source (rows pending, done and failed, lag, last error).
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -115,11 +116,18 @@ pub async fn sync(cmd: SyncCommand, config: &Config) -> anyhow::Result<ExitCode>
     let store = store.as_ref();
     match cmd {
         SyncCommand::Status { json } => {
-            let status = sync::status(config, store).await?;
+            let mut status = sync::status(config, store).await?;
+            // The 前置库 table sources, counted in their tables.
+            let tables = hallgate::sources::tables::status::status(config, store).await;
             if json {
+                status["tables"] = serde_json::Value::Array(tables);
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 print!("{}", sync::status_table(&status));
+                print!(
+                    "{}",
+                    hallgate::sources::tables::status::status_text(&tables)
+                );
             }
         }
         SyncCommand::Pause { node } => {

@@ -11,6 +11,7 @@
 //! and a `Driver` variant (docs/exchange-tables.md says how).
 
 pub mod cell;
+pub mod check;
 mod mysql;
 mod postgres;
 
@@ -206,6 +207,12 @@ pub trait FrontDb: Send + Sync {
         case: &'a str,
         cases: &'a [String],
     ) -> DbFuture<'a, Vec<String>>;
+    /// How many rows hold each flag value (`None`: NULL), for `hallgate sync status`.
+    fn flag_counts<'a>(
+        &'a self,
+        shape: &'a Shape,
+        flag: &'a str,
+    ) -> DbFuture<'a, Vec<(Option<String>, u64)>>;
     /// Create the delivery-key table if it is missing.
     fn ensure_keys<'a>(&'a self) -> DbFuture<'a, ()>;
     /// Write one delivery's rows and its key in one transaction (nothing if its key
@@ -347,5 +354,18 @@ fn refused_sql(r: &RefusalRead<'_>, driver: Driver) -> String {
         flag = q(r.flag),
         failed = r.failed,
         limit = r.limit,
+    )
+}
+
+/// `SELECT flag, COUNT(*) … GROUP BY flag`, the flag as text.
+fn flag_counts_sql(shape: &Shape, flag: &str, driver: Driver) -> String {
+    let cast = match driver {
+        Driver::Mysql => "",
+        Driver::Postgres => "::text",
+    };
+    let f = quote(driver, flag);
+    format!(
+        "SELECT {f}{cast}, COUNT(*) FROM {} GROUP BY {f}",
+        quote(driver, &shape.table)
     )
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts, Value};
 
+use super::flag_counts_sql;
 use super::{
     Column, ColumnType, DbFuture, FrontDb, FrontDbError, KEYS_TABLE, Mark, MarkWrite, PendingRead,
     RefusalRead, Refused, Row, Shape, TableWrite, Written, keys_ddl, pending_predicate, quote,
@@ -227,6 +228,24 @@ impl FrontDb for MysqlDb {
                 .into_iter()
                 .flatten()
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .collect())
+        })
+    }
+
+    fn flag_counts<'a>(
+        &'a self,
+        shape: &'a Shape,
+        flag: &'a str,
+    ) -> DbFuture<'a, Vec<(Option<String>, u64)>> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            let rows: Vec<(Option<Vec<u8>>, u64)> = self
+                .bounded(conn.query(flag_counts_sql(shape, flag, Driver::Mysql)))
+                .await?
+                .map_err(query_error)?;
+            Ok(rows
+                .into_iter()
+                .map(|(f, n)| (f.map(|b| String::from_utf8_lossy(&b).into_owned()), n))
                 .collect())
         })
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
+use super::flag_counts_sql;
 use super::{
     Column, ColumnType, DbFuture, FrontDb, FrontDbError, KEYS_TABLE, Mark, MarkWrite, PendingRead,
     RefusalRead, Refused, Row, Shape, TableWrite, Written, keys_ddl, pending_predicate, quote,
@@ -358,6 +359,26 @@ impl FrontDb for PostgresDb {
                     .try_get(0)
                     .map_err(|e| FrontDbError::Query(e.to_string()))?;
                 out.extend(v);
+            }
+            Ok(out)
+        })
+    }
+
+    fn flag_counts<'a>(
+        &'a self,
+        shape: &'a Shape,
+        flag: &'a str,
+    ) -> DbFuture<'a, Vec<(Option<String>, u64)>> {
+        Box::pin(async move {
+            let sql = flag_counts_sql(shape, flag, Driver::Postgres);
+            let rows = self
+                .with(move |c| Box::pin(async move { c.query(&sql, &[]).await }))
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                let get = |e: tokio_postgres::Error| FrontDbError::Query(e.to_string());
+                let n: i64 = r.try_get(1).map_err(get)?;
+                out.push((r.try_get(0).map_err(get)?, u64::try_from(n).unwrap_or(0)));
             }
             Ok(out)
         })

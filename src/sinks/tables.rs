@@ -212,14 +212,11 @@ async fn prepare(
             problems.push(format!("there is no table `{}`", spec.table));
             continue;
         };
-        for (key, name) in spec.named_columns() {
-            if shape.column(name, db.driver()).is_none() {
-                problems.push(format!(
-                    "table `{}` has no column `{name}` (tables.destination.{key})",
-                    spec.table
-                ));
-            }
-        }
+        problems.extend(frontdb::check::destination_problems(
+            spec,
+            &shape,
+            db.driver(),
+        ));
         out.push(Target {
             spec: spec.clone(),
             shape,

@@ -32,10 +32,13 @@ use crate::store::{AcceptOutcome, NewMessage, PullAdvance, StoreError};
 use crate::time::now_ms;
 
 mod prepare;
-pub use prepare::{Prepared, prepare, shape_problems};
+pub use prepare::{Prepared, prepare};
+pub mod status;
 
 /// How long a reader holds a table without committing before another may take it.
 const LEASE_MS: i64 = 30_000;
+/// How often the pending rows of each table are counted for `/metrics`.
+const COUNT_EVERY: Duration = Duration::from_secs(10);
 
 /// Why reading a table failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,8 +120,26 @@ impl TableReader {
     /// full, else after the shortest interval; back off on errors.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut failures: u32 = 0;
+        // Pending rows are counted (a COUNT(*) per table) at most this often.
+        let mut counted: Option<std::time::Instant> = None;
         loop {
-            let wait = match self.round(&shutdown).await {
+            let round = self.round(&shutdown).await;
+            self.publish_health(round.is_ok());
+            if round.is_ok() && counted.is_none_or(|t| t.elapsed() >= COUNT_EVERY) {
+                counted = Some(std::time::Instant::now());
+                match self.pending_counts().await {
+                    Ok(counts) => {
+                        for (table, n) in counts {
+                            metrics::gauge!("hallgate_table_pending_rows", "table" => format!("{}/{table}", self.node))
+                                .set(n as f64);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(node = %self.node, error = %mask_text(&e.to_string()), "cannot count pending rows")
+                    }
+                }
+            }
+            let wait = match round {
                 Ok(true) => {
                     failures = 0;
                     Duration::ZERO
@@ -151,6 +172,18 @@ impl TableReader {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// `hallgate_table_failing` and, after a good round, the time of the last success.
+    fn publish_health(&self, ok: bool) {
+        for t in self.tables.as_deref().unwrap_or_default() {
+            let labels = [("table", t.name.clone())];
+            metrics::gauge!("hallgate_table_failing", &labels).set(if ok { 0.0 } else { 1.0 });
+            if ok {
+                metrics::gauge!("hallgate_table_last_success_timestamp_seconds", &labels)
+                    .set(now_ms() as f64 / 1000.0);
             }
         }
     }

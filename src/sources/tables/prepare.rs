@@ -4,7 +4,7 @@
 
 use super::TableError;
 use crate::config::{TableSettings, TableSource};
-use crate::frontdb::{ColumnType, FrontDb, PendingRead, Shape};
+use crate::frontdb::{FrontDb, PendingRead, Shape};
 
 /// The longest error text written when the error column's length is unknown.
 const MAX_ERROR_CHARS: usize = 500;
@@ -34,39 +34,6 @@ impl Prepared {
     }
 }
 
-/// What is wrong with `spec` against the table's `shape`, naming table and column.
-pub fn shape_problems(
-    spec: &TableSource,
-    shape: &Shape,
-    driver: crate::config::Driver,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    let t = &spec.table;
-    for (key, name) in spec.named_columns() {
-        match shape.column(name, driver) {
-            None => out.push(format!(
-                "table `{t}` has no column `{name}` (tables.source.{key})"
-            )),
-            Some(c) => {
-                let usable = match key {
-                    "flag" => c.ty == ColumnType::Text || c.ty == ColumnType::Integer,
-                    "error" => c.ty == ColumnType::Text,
-                    "sync_date" => c.ty == ColumnType::DateTime || c.ty == ColumnType::Text,
-                    "keys" | "version" => c.ty != ColumnType::Blob,
-                    _ => true,
-                };
-                if !usable {
-                    out.push(format!(
-                        "table `{t}` column `{name}` is {}, which cannot serve as tables.source.{key}",
-                        c.type_name
-                    ));
-                }
-            }
-        }
-    }
-    out
-}
-
 /// Read the shape of every configured table of a node; a missing table or column
 /// is named.
 pub async fn prepare(
@@ -88,7 +55,7 @@ pub async fn prepare(
             problems.push(format!("there is no table `{}`", spec.table));
             continue;
         };
-        let found = shape_problems(spec, &shape, db.driver());
+        let found = crate::frontdb::check::source_problems(spec, &shape, db.driver());
         if !found.is_empty() {
             problems.extend(found);
             continue;
