@@ -313,6 +313,16 @@ async fn postgres_rows_are_read_marked_and_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rows_are_read_marked_and_delivered() {
+    drains_marks_and_delivers(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_wrong_column_is_refused_at_start() {
+    wrong_column_refused(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_wrong_column_is_refused_at_start() {
     wrong_column_refused(Engine::Maria).await;
 }

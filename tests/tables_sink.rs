@@ -47,6 +47,7 @@ CREATE TABLE "write_log" ("PROJID" VARCHAR(50));
         Engine::Maria => "CREATE TRIGGER log_write AFTER INSERT ON \"inf_apply_in\" FOR EACH ROW INSERT INTO \"write_log\" VALUES (NEW.\"PROJID\");",
         Engine::Pg => "CREATE FUNCTION log_write() RETURNS trigger AS $$ BEGIN INSERT INTO \"write_log\" VALUES (NEW.\"PROJID\"); RETURN NEW; END $$ LANGUAGE plpgsql; \
                        CREATE TRIGGER log_write AFTER INSERT ON \"inf_apply_in\" FOR EACH ROW EXECUTE FUNCTION log_write();",
+        Engine::Sqlite => "CREATE TRIGGER log_write AFTER INSERT ON \"inf_apply_in\" FOR EACH ROW BEGIN INSERT INTO \"write_log\" VALUES (NEW.\"PROJID\"); END;",
     });
     sql
 }
@@ -353,6 +354,16 @@ async fn mariadb_table_destination() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_table_destination() {
     written_refused_and_retried(Engine::Pg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_table_destination() {
+    written_refused_and_retried(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_table_destination_killed_mid_write() {
+    killed_mid_write_holds_each_once(Engine::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

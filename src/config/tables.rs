@@ -15,13 +15,26 @@ pub enum Driver {
     Mysql,
     /// PostgreSQL, and Kingbase, openGauss or HighGo in their PostgreSQL mode.
     Postgres,
+    /// An SQLite file (`database` is its path): the demo's embedded 前置库, and a
+    /// way to try a mapping without a server.
+    Sqlite,
 }
 
 impl Driver {
+    /// Whether a column named `a` is the one the config calls `b`: MySQL and SQLite
+    /// compare column names without case, PostgreSQL exactly.
+    pub fn same_name(self, a: &str, b: &str) -> bool {
+        match self {
+            Driver::Mysql | Driver::Sqlite => a.eq_ignore_ascii_case(b),
+            Driver::Postgres => a == b,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Driver::Mysql => "mysql",
             Driver::Postgres => "postgres",
+            Driver::Sqlite => "sqlite",
         }
     }
 }
@@ -31,11 +44,16 @@ impl Driver {
 #[serde(deny_unknown_fields)]
 pub struct TableSettings {
     pub driver: Driver,
+    /// The server (mysql, postgres).
+    #[serde(default)]
     pub host: String,
     /// Default: 3306 (mysql), 5432 (postgres).
     #[serde(default)]
     pub port: Option<u16>,
+    /// The database (mysql, postgres), or the file's path relative to the config
+    /// file (sqlite).
     pub database: String,
+    #[serde(default)]
     pub user: String,
     /// The environment variable holding the password.
     #[serde(default)]
@@ -191,6 +209,7 @@ impl TableSettings {
         self.port.unwrap_or(match self.driver {
             Driver::Mysql => 3306,
             Driver::Postgres => 5432,
+            Driver::Sqlite => 0,
         })
     }
 
@@ -205,6 +224,12 @@ impl TableSettings {
         let at = format!("nodes.{id}.tables");
         if let Err(e) = self.zone_seconds() {
             out.push(format!("{at}.zone: {e}"));
+        }
+        if self.driver != Driver::Sqlite && (self.host.is_empty() || self.user.is_empty()) {
+            out.push(format!(
+                "{at}: host and user are required for {}",
+                self.driver.as_str()
+            ));
         }
         if self.password_env.is_some() && self.password_file.is_some() {
             out.push(format!(

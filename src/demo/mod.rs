@@ -5,7 +5,8 @@
 //! store in a fresh data folder, sends the sample records of `examples/samples` as
 //! their senders would, waits for the deliveries, and prints what arrived where.
 //! The supervision platform is scripted to be "busy" at first, so the account also
-//! shows a retry.
+//! shows a retry. A department exchanges through its 前置库 tables, an embedded
+//! SQLite file (`qzk.rs`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use crate::gateway::{self, GatewayError, Running};
 use crate::receiver::{Receiver, ReceiverError, Script};
 use crate::store::{DeliveryFilter, DeliveryState, StoreError};
 
+mod qzk;
 mod samples;
 mod supervision;
 
@@ -141,6 +143,8 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
             .map_err(|e| DemoError::Send(e.to_string()))?,
     };
     let mut config = demo_config(&data_dir, &halls, "127.0.0.1:8080")?;
+    // A department that exchanges through its 前置库 tables (qzk.rs).
+    let qzk = qzk::prepare(&mut config, &data_dir)?;
     // 电子监察 reads a clock the account moves fast (supervision.rs).
     let clock = supervision::clock();
     config.supervision.clock = clock.clone();
@@ -318,6 +322,7 @@ pub async fn run(data_dir: &Path, once: bool) -> Result<(), DemoError> {
         println!("  (only {pulled} of {PULLED} pulled so far: see `hallgate sync status`)");
     }
     print_account(&running, &cases, &halls, &name_of).await?;
+    qzk::show(&running, &qzk).await?;
     reconcile(&kept, &running).await?;
     supervision::watch(&running, &clock, &supervision, &kept).await?;
     // Reads need a token too: one from the first case's sender, with the key the

@@ -95,6 +95,14 @@ pub const FILES: crate::mapping::Embedded = crate::mapping::Embedded(&[
         include_bytes!("../../mappings/js/result.toml"),
     ),
     (
+        "mappings/js-qzk/inf_apply.toml",
+        include_bytes!("../../mappings/js-qzk/inf_apply.toml"),
+    ),
+    (
+        "mappings/js-qzk/inf_apply_result.toml",
+        include_bytes!("../../mappings/js-qzk/inf_apply_result.toml"),
+    ),
+    (
         "mappings/nat/application.toml",
         include_bytes!("../../mappings/nat/application.toml"),
     ),

@@ -2,7 +2,8 @@
 //! beside the store). It owns the small [`FrontDb`] trait every engine implements
 //! (read a table's shape, read its pending rows, mark rows), the engines for
 //! MySQL/MariaDB ([`mysql`]) and PostgreSQL ([`postgres`], which also serves
-//! Kingbase, openGauss and HighGo in their PostgreSQL mode), and the reading of a
+//! Kingbase, openGauss and HighGo in their PostgreSQL mode), an SQLite file
+//! ([`sqlite`], the demo's embedded 前置库), and the reading of a
 //! column's value as a record field ([`cell`]).
 //!
 //! Engines build their SQL only from identifiers the config checked
@@ -14,6 +15,7 @@ pub mod cell;
 pub mod check;
 mod mysql;
 mod postgres;
+mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -89,10 +91,9 @@ pub struct Shape {
 impl Shape {
     /// The column named `name` (as the engine compares names).
     pub fn column(&self, name: &str, driver: Driver) -> Option<&Column> {
-        self.columns.iter().find(|c| match driver {
-            Driver::Mysql => c.name.eq_ignore_ascii_case(name),
-            Driver::Postgres => c.name == name,
-        })
+        self.columns
+            .iter()
+            .find(|c| driver.same_name(&c.name, name))
     }
 }
 
@@ -227,14 +228,23 @@ pub trait FrontDb: Send + Sync {
     fn mark<'a>(&'a self, write: &'a MarkWrite<'a>, marks: &'a [Mark]) -> DbFuture<'a, u64>;
 }
 
-/// Connect to a node's 前置库 (lazily: the first statement opens the connection).
-pub fn open(settings: &TableSettings, password: String) -> Result<Arc<dyn FrontDb>, FrontDbError> {
+/// Connect to a node's 前置库 (lazily: the first statement opens the connection);
+/// an SQLite file's path is relative to `base`, the config's folder.
+pub fn open(
+    settings: &TableSettings,
+    password: String,
+    base: &std::path::Path,
+) -> Result<Arc<dyn FrontDb>, FrontDbError> {
     let zone = settings
         .zone_seconds()
         .map_err(|e| FrontDbError::Query(format!("zone: {e}")))?;
     Ok(match settings.driver {
         Driver::Mysql => Arc::new(mysql::MysqlDb::new(settings, password, zone)?),
         Driver::Postgres => Arc::new(postgres::PostgresDb::new(settings, password, zone)),
+        Driver::Sqlite => Arc::new(sqlite::SqliteDb::open(
+            &base.join(&settings.database),
+            settings.timeout_ms,
+        )?),
     })
 }
 
@@ -282,7 +292,7 @@ fn pending_predicate(flag: &str, ty: ColumnType, pending: &[String]) -> String {
 fn quote(driver: Driver, name: &str) -> String {
     let q = match driver {
         Driver::Mysql => '`',
-        Driver::Postgres => '"',
+        Driver::Postgres | Driver::Sqlite => '"',
     };
     name.split('.')
         .map(|p| format!("{q}{p}{q}"))
@@ -339,7 +349,7 @@ fn keys_ddl() -> String {
 fn refused_sql(r: &RefusalRead<'_>, driver: Driver) -> String {
     let q = |n: &str| quote(driver, n);
     let cast = match driver {
-        Driver::Mysql => "",
+        Driver::Mysql | Driver::Sqlite => "",
         Driver::Postgres => "::text",
     };
     let keys: Vec<String> = r.keys.iter().map(|k| format!("t.{}{cast}", q(k))).collect();
@@ -360,7 +370,7 @@ fn refused_sql(r: &RefusalRead<'_>, driver: Driver) -> String {
 /// `SELECT flag, COUNT(*) … GROUP BY flag`, the flag as text.
 fn flag_counts_sql(shape: &Shape, flag: &str, driver: Driver) -> String {
     let cast = match driver {
-        Driver::Mysql => "",
+        Driver::Mysql | Driver::Sqlite => "",
         Driver::Postgres => "::text",
     };
     let f = quote(driver, flag);

@@ -125,15 +125,24 @@ impl TableSink {
             row_key,
             at: cell::local_time(now_ms(), self.zone),
         };
+        // The receipt names the row, as a receiving platform's 回执 names its record.
+        let receipt = |rows: u64| {
+            serde_json::json!({
+                "table": spec.table,
+                "rows": rows,
+                "receipt_no": format!("{}:{}", spec.table, write.row_key),
+            })
+            .to_string()
+        };
         let outcome = match self.db.write(&write).await {
             Ok(Written::Now(n)) => Outcome::Delivered {
                 status: 200,
-                receipt: format!("{n} row(s) written to {}", spec.table),
+                receipt: receipt(n),
                 duplicate: false,
             },
             Ok(Written::Before) => Outcome::Delivered {
                 status: 200,
-                receipt: format!("written to {} before", spec.table),
+                receipt: receipt(0),
                 duplicate: true,
             },
             Err(e @ FrontDbError::Rejected(_)) => dead(format!("{}: {e}", spec.table)),
@@ -268,7 +277,7 @@ pub fn open(
     render: Option<MappingSet>,
 ) -> Result<TableSink, FrontDbError> {
     let password = frontdb::password(settings, &config.base_dir())?;
-    let db = frontdb::open(settings, password)?;
+    let db = frontdb::open(settings, password, &config.base_dir())?;
     TableSink::new(node, settings, db, render)
 }
 

@@ -8,12 +8,15 @@ use mysql_async::prelude::Queryable;
 pub enum Engine {
     Maria,
     Pg,
+    /// An SQLite file: the demo's embedded 前置库.
+    Sqlite,
 }
 
 /// A fresh database on the engine's test server: the department's 前置库.
 pub enum Qzk {
     Maria(mysql_async::Pool),
     Pg(tokio_postgres::Client),
+    Sqlite(std::path::PathBuf, tempfile::TempDir),
 }
 
 pub struct Fresh {
@@ -22,6 +25,13 @@ pub struct Fresh {
     pub settings: String,
     /// Its user's password, written to a file the config names.
     pub password: Option<String>,
+}
+
+fn sqlite(path: &std::path::Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(path).expect("open the 前置库 file");
+    c.busy_timeout(std::time::Duration::from_secs(10))
+        .expect("busy timeout");
+    c
 }
 
 pub fn maria_url() -> String {
@@ -59,6 +69,16 @@ pub async fn fresh(engine: Engine) -> Fresh {
                 db: Qzk::Maria(pool),
                 settings,
                 password: opts.pass().map(str::to_string),
+            }
+        }
+        Engine::Sqlite => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join(format!("{name}.db"));
+            let settings = format!("driver = \"sqlite\"\ndatabase = \"{}\"\n", path.display());
+            Fresh {
+                db: Qzk::Sqlite(path, dir),
+                settings,
+                password: None,
             }
         }
         Engine::Pg => {
@@ -101,6 +121,11 @@ impl Qzk {
                 let sql = sql.replace("{dt}", "TIMESTAMP");
                 c.batch_execute(&sql).await.expect("postgres statement");
             }
+            Qzk::Sqlite(path, _) => {
+                let c = sqlite(path);
+                c.execute_batch(&sql.replace("{dt}", "DATETIME"))
+                    .expect("sqlite statement");
+            }
         }
     }
 
@@ -125,6 +150,29 @@ impl Qzk {
                             .collect()
                     })
                     .collect()
+            }
+            Qzk::Sqlite(path, _) => {
+                let c = sqlite(path);
+                let mut stmt = c.prepare(sql).expect("prepare");
+                let width = stmt.column_count();
+                stmt.query_map([], |r| {
+                    (0..width)
+                        .map(|i| {
+                            r.get_ref(i).map(|v| match v {
+                                rusqlite::types::ValueRef::Null => None,
+                                rusqlite::types::ValueRef::Integer(n) => Some(n.to_string()),
+                                rusqlite::types::ValueRef::Real(x) => Some(x.to_string()),
+                                rusqlite::types::ValueRef::Text(t)
+                                | rusqlite::types::ValueRef::Blob(t) => {
+                                    Some(String::from_utf8_lossy(t).into_owned())
+                                }
+                            })
+                        })
+                        .collect()
+                })
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
             }
             Qzk::Pg(c) => c
                 .simple_query(sql)

@@ -91,7 +91,7 @@ impl TableReader {
             source,
         };
         let password = frontdb::password(settings, &intake.config.base_dir()).map_err(db_err)?;
-        let db = frontdb::open(settings, password).map_err(db_err)?;
+        let db = frontdb::open(settings, password, &intake.config.base_dir()).map_err(db_err)?;
         let zone = settings
             .zone_seconds()
             .map_err(|e| db_err(FrontDbError::Query(e)))?;
@@ -245,10 +245,10 @@ impl TableReader {
         let full = rows.len() >= spec.batch;
         let driver = self.db.driver();
         let index_of = |name: &str| {
-            t.shape.columns.iter().position(|c| match driver {
-                crate::config::Driver::Mysql => c.name.eq_ignore_ascii_case(name),
-                crate::config::Driver::Postgres => c.name == name,
-            })
+            t.shape
+                .columns
+                .iter()
+                .position(|c| driver.same_name(&c.name, name))
         };
         if let Some(case_at) = spec.case.as_deref().and_then(index_of) {
             let held = self.held_cases(&rows, case_at, earlier).await?;

@@ -96,7 +96,7 @@ pub async fn status(config: &Config, store: &dyn Store) -> Vec<Value> {
 
 fn open(config: &Config, settings: &TableSettings) -> Result<std::sync::Arc<dyn FrontDb>, String> {
     let password = frontdb::password(settings, &config.base_dir()).map_err(|e| e.to_string())?;
-    frontdb::open(settings, password).map_err(|e| e.to_string())
+    frontdb::open(settings, password, &config.base_dir()).map_err(|e| e.to_string())
 }
 
 async fn flag_counts(
