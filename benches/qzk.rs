@@ -33,7 +33,7 @@ const DDL: &str = "CREATE TABLE inf_apply (
   SYNC_SIGN VARCHAR(2), SYNC_DATE DATETIME, SYNC_ERROR_DESC VARCHAR(200),
   KEY pending (SYNC_SIGN, ROWGUID));
 CREATE TABLE inf_apply_in LIKE inf_apply;
-ALTER TABLE inf_apply_in DROP PRIMARY KEY, ADD PRIMARY KEY (PROJID);
+ALTER TABLE inf_apply_in DROP PRIMARY KEY, MODIFY ROWGUID VARCHAR(50) NULL, ADD PRIMARY KEY (PROJID);
 CREATE TABLE bare_in LIKE inf_apply_in;";
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -270,7 +270,10 @@ async fn main() {
     let mut child = Command::new(&bin)
         .args(["serve", "--config"])
         .arg(&path)
-        .env("RUST_LOG", "error")
+        .env(
+            "RUST_LOG",
+            std::env::var("QZK_LOG").unwrap_or_else(|_| "error".into()),
+        )
         .stdout(Stdio::null())
         .spawn()
         .expect("start the gateway");

@@ -79,11 +79,13 @@ impl MysqlDb {
 
 fn query_error(e: mysql_async::Error) -> FrontDbError {
     match &e {
-        // Values the table cannot take: NULL where none may be (1048), an unknown
+        // Values the table cannot take: NULL where none may be (1048), a NOT NULL
+        // column without a default that the mapping leaves out (1364), an unknown
         // column (1054), a duplicate key (1062), a bad date or number (1292, 1366),
-        // out of range (1264), too long (1406).
+        // out of range (1264), truncated or too long (1265, 1406). Retrying the same
+        // rows cannot succeed; the delivery dead-letters with the database's message.
         mysql_async::Error::Server(s)
-            if [1048, 1054, 1062, 1264, 1292, 1366, 1406].contains(&s.code) =>
+            if [1048, 1054, 1062, 1264, 1265, 1292, 1364, 1366, 1406].contains(&s.code) =>
         {
             FrontDbError::Rejected(s.message.clone())
         }
