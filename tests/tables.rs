@@ -270,6 +270,108 @@ async fn drains_marks_and_delivers(engine: Engine) {
     running.shutdown().await;
 }
 
+/// The store's sync source of a table: `(cursor)`.
+fn cursor_of(dir: &Path, table: &str) -> Option<String> {
+    let c = rusqlite::Connection::open(dir.join("hallgate.db")).expect("store");
+    c.query_row(
+        "SELECT cursor FROM sync_sources WHERE node = ?1",
+        [format!("qzk/{table}")],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
+/// A batch reads on from the cursor the last one left, not from the top. Rows
+/// behind the cursor (written after a pass went by them) are read when the pass
+/// ends; a step behind the cursor whose case has a later step ahead holds that
+/// case, and the next batch starts from the top, so the case stays in order.
+async fn reads_on_from_the_cursor(engine: Engine) {
+    let f = fresh(engine).await;
+    f.db.exec(DDL).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let city = Receiver::start("city", "127.0.0.1:0")
+        .await
+        .expect("receiver");
+    config(dir.path(), &f, &city.url(), "SYNC_SIGN");
+    let path = dir.path().join("hallgate.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let text = text.replace(
+        "order = [\"PROJID\", \"NO_ORD\"]\nbatch = 50",
+        "case = \"PROJID\"\norder = [\"PROJID\", \"NO_ORD\"]\nbatch = 2",
+    );
+    std::fs::write(&path, text).expect("config");
+    let load = || Config::load(&path).expect("config is valid");
+
+    // A first run over empty tables makes their sync sources.
+    let running = hallgate::gateway::start(load(), None)
+        .await
+        .expect("gateway starts");
+    common::wait_until(20, "the sync sources", || {
+        cursor_of(dir.path(), "inf_apply").is_some()
+            && cursor_of(dir.path(), "inf_apply_process").is_some()
+    })
+    .await;
+    running.shutdown().await;
+
+    // Pending rows on both sides of cursors left as if a pass had gone by a5 and by
+    // step 1 of C1 before those rows were written.
+    let mut rows = String::new();
+    for i in 1..=9 {
+        rows.push_str(&apply_row(
+            &format!("a{i}"),
+            &format!("C{i}"),
+            ID_OK,
+            "20",
+            1,
+        ));
+    }
+    for (g, case, no) in [("p1", "C1", 1), ("p2", "C1", 2), ("p3", "C2", 1)] {
+        rows.push_str(&step_row(g, case, no));
+    }
+    f.db.exec(&rows).await;
+    let store = rusqlite::Connection::open(dir.path().join("hallgate.db")).expect("store");
+    for (table, cursor) in [
+        ("inf_apply", r#"{"after":["a5"]}"#),
+        ("inf_apply_process", r#"{"after":["C1","1","p1"]}"#),
+    ] {
+        let n = store
+            .execute(
+                "UPDATE sync_sources SET cursor = ?2, lease_owner = NULL, lease_until = NULL WHERE node = ?1",
+                [format!("qzk/{table}"), cursor.to_string()],
+            )
+            .expect("set the cursor");
+        assert_eq!(n, 1);
+    }
+    drop(store);
+
+    let running = hallgate::gateway::start(load(), None)
+        .await
+        .expect("gateway starts again");
+    wait_drained(&f.db).await;
+    for table in ["inf_apply", "inf_apply_process"] {
+        let marks = f.db.marks(table).await;
+        let not_done: Vec<_> = marks.iter().filter(|m| m.1 != "1").collect();
+        assert!(not_done.is_empty(), "{engine:?}: {table}: {not_done:?}");
+    }
+    assert_eq!(f.db.marks("inf_apply").await.len(), 9);
+    common::wait_until(20, "every record delivered", || city.accepted().len() >= 12).await;
+    let c1: Vec<String> = city
+        .arrivals()
+        .iter()
+        .filter(|a| a.case_no == "C1" && (200..300).contains(&a.status))
+        .filter_map(|a| a.body["ext"]["rowguid"].as_str().map(str::to_string))
+        .filter(|g| g.starts_with('p'))
+        .collect();
+    assert_eq!(c1, ["p1", "p2"], "{engine:?}: C1's steps in order");
+    // The passes ended: the next starts from the top.
+    common::wait_until(20, "the cursors back at the top", || {
+        cursor_of(dir.path(), "inf_apply").as_deref() == Some("{}")
+            && cursor_of(dir.path(), "inf_apply_process").as_deref() == Some("{}")
+    })
+    .await;
+    running.shutdown().await;
+}
+
 async fn wrong_column_refused(engine: Engine) {
     let f = fresh(engine).await;
     f.db.exec(DDL).await;
@@ -330,4 +432,19 @@ async fn mariadb_wrong_column_is_refused_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_wrong_column_is_refused_at_start() {
     wrong_column_refused(Engine::Pg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_reads_on_from_the_cursor() {
+    reads_on_from_the_cursor(Engine::Maria).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reads_on_from_the_cursor() {
+    reads_on_from_the_cursor(Engine::Pg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reads_on_from_the_cursor() {
+    reads_on_from_the_cursor(Engine::Sqlite).await;
 }

@@ -109,6 +109,27 @@ pub struct PendingRead<'a> {
     /// ORDER BY these columns (the order columns, then the keys).
     pub order: &'a [String],
     pub limit: usize,
+    /// Only the rows after (or up to) a place in that order.
+    pub bound: Option<&'a Bound>,
+}
+
+/// A place in a table's order: values of its order columns, then its keys. A
+/// source keeps the last row it read as its cursor, so each batch starts where the
+/// last one ended instead of scanning the rows already marked again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bound {
+    /// The rows strictly after these values.
+    After(Vec<String>),
+    /// The rows up to and including these values.
+    UpTo(Vec<String>),
+}
+
+impl Bound {
+    pub fn values(&self) -> &[String] {
+        match self {
+            Bound::After(v) | Bound::UpTo(v) => v,
+        }
+    }
 }
 
 /// How rows are marked once read.
@@ -300,12 +321,105 @@ fn quote(driver: Driver, name: &str) -> String {
         .join(".")
 }
 
-/// `SELECT every column … WHERE pending ORDER BY … LIMIT n`, or its `COUNT(*)`.
-fn select_sql(read: &PendingRead<'_>, count: bool, driver: Driver) -> String {
+/// The WHERE clause of a read: the flag is pending and, with a bound, the row's
+/// order values are after (or up to) the bound's.
+fn pending_where(read: &PendingRead<'_>, driver: Driver) -> String {
     let flag_ty = read
         .shape
         .column(read.flag, driver)
         .map_or(ColumnType::Text, |c| c.ty);
+    let pending = pending_predicate(&quote(driver, read.flag), flag_ty, read.pending);
+    match read
+        .bound
+        .and_then(|b| bound_sql(read.shape, read.order, b, driver))
+    {
+        Some(bound) => format!("{pending} AND {bound}"),
+        None => pending,
+    }
+}
+
+/// Whether a cursor can be kept in this order: every column there and of a type
+/// compared by value. NULL sorts first, so a row with a NULL there is before any
+/// cursor (which never holds a NULL).
+pub fn bound_usable(shape: &Shape, order: &[String], driver: Driver) -> bool {
+    !order.is_empty()
+        && order.iter().all(|name| {
+            shape
+                .column(name, driver)
+                .is_some_and(|c| !matches!(c.ty, ColumnType::Blob | ColumnType::Bool))
+        })
+}
+
+/// `(order) > (values)`, or `NOT` that (or a NULL in the order) for
+/// [`Bound::UpTo`]; `None` when a value
+/// cannot be written for its column (a number column holding something else).
+/// Values come from the producer's rows, so text is written so that nothing in it
+/// can end the literal: hex for MySQL, an escape string for PostgreSQL, doubled
+/// quotes for SQLite (which has no backslash escapes).
+fn bound_sql(shape: &Shape, order: &[String], bound: &Bound, driver: Driver) -> Option<String> {
+    let values = bound.values();
+    if values.len() != order.len() || !bound_usable(shape, order, driver) {
+        return None;
+    }
+    let mut cols = Vec::with_capacity(order.len());
+    let mut lits = Vec::with_capacity(order.len());
+    let mut nulls = Vec::new();
+    for (name, value) in order.iter().zip(values) {
+        let col = shape.column(name, driver)?;
+        cols.push(quote(driver, name));
+        lits.push(order_literal(value, col.ty, driver)?);
+        if col.nullable {
+            nulls.push(format!(" OR {} IS NULL", quote(driver, name)));
+        }
+    }
+    let after = match driver {
+        // MariaDB plans a range scan for this form; row-value comparisons it may not.
+        Driver::Mysql => {
+            let mut terms = Vec::with_capacity(cols.len());
+            for i in 0..cols.len() {
+                let mut parts: Vec<String> = (0..i)
+                    .map(|j| format!("{} = {}", cols[j], lits[j]))
+                    .collect();
+                parts.push(format!("{} > {}", cols[i], lits[i]));
+                terms.push(parts.join(" AND "));
+            }
+            format!("(({}))", terms.join(") OR ("))
+        }
+        Driver::Postgres | Driver::Sqlite => {
+            format!("(({}) > ({}))", cols.join(", "), lits.join(", "))
+        }
+    };
+    Some(match bound {
+        Bound::After(_) => after,
+        Bound::UpTo(_) => format!("(NOT {after}{})", nulls.concat()),
+    })
+}
+
+/// A value of an order column as an SQL literal.
+fn order_literal(value: &str, ty: ColumnType, driver: Driver) -> Option<String> {
+    match ty {
+        ColumnType::Integer | ColumnType::Decimal | ColumnType::Float => {
+            let digits = value.strip_prefix('-').unwrap_or(value);
+            let mut parts = digits.splitn(2, '.');
+            let whole = parts.next().unwrap_or_default();
+            let ok = !whole.is_empty()
+                && whole.bytes().all(|b| b.is_ascii_digit())
+                && parts
+                    .next()
+                    .is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()));
+            ok.then(|| value.to_string())
+        }
+        ColumnType::Blob | ColumnType::Bool => None,
+        _ => Some(match driver {
+            Driver::Mysql => format!("_utf8mb4 X'{}'", hex::encode(value)),
+            Driver::Postgres => format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''")),
+            Driver::Sqlite => format!("'{}'", value.replace('\'', "''")),
+        }),
+    }
+}
+
+/// `SELECT every column … WHERE pending ORDER BY … LIMIT n`, or its `COUNT(*)`.
+fn select_sql(read: &PendingRead<'_>, count: bool, driver: Driver) -> String {
     let what = if count {
         "COUNT(*)".to_string()
     } else {
@@ -319,10 +433,22 @@ fn select_sql(read: &PendingRead<'_>, count: bool, driver: Driver) -> String {
     let mut sql = format!(
         "SELECT {what} FROM {} WHERE {}",
         quote(driver, &read.shape.table),
-        pending_predicate(&quote(driver, read.flag), flag_ty, read.pending)
+        pending_where(read, driver)
     );
     if !count {
-        let order: Vec<String> = read.order.iter().map(|c| quote(driver, c)).collect();
+        // NULL first, as MySQL and SQLite sort it, so that a cursor's range holds
+        // every row after it (only where a NULL can be, so an index still serves).
+        let order: Vec<String> = read
+            .order
+            .iter()
+            .map(|c| {
+                let nullable = read.shape.column(c, driver).is_none_or(|c| c.nullable);
+                match (driver, nullable) {
+                    (Driver::Postgres, true) => format!("{} NULLS FIRST", quote(driver, c)),
+                    _ => quote(driver, c),
+                }
+            })
+            .collect();
         sql.push_str(&format!(
             " ORDER BY {} LIMIT {}",
             order.join(", "),
@@ -378,4 +504,71 @@ fn flag_counts_sql(shape: &Shape, flag: &str, driver: Driver) -> String {
         "SELECT {f}{cast}, COUNT(*) FROM {} GROUP BY {f}",
         quote(driver, &shape.table)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, ty: ColumnType, nullable: bool) -> Column {
+        Column {
+            name: name.into(),
+            type_name: String::new(),
+            ty,
+            nullable,
+            max_chars: None,
+        }
+    }
+
+    fn shape() -> Shape {
+        Shape {
+            table: "inf_apply_process".into(),
+            columns: vec![
+                col("no_ord", ColumnType::Integer, false),
+                col("ROWGUID", ColumnType::Text, false),
+                col("NOTE", ColumnType::Text, true),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_bound_is_a_range_each_engine_can_scan() {
+        let order = ["no_ord".to_string(), "ROWGUID".to_string()];
+        let after = Bound::After(vec!["3".into(), "g'7\\".into()]);
+        let my = bound_sql(&shape(), &order, &after, Driver::Mysql).unwrap();
+        assert_eq!(
+            my,
+            "((`no_ord` > 3) OR (`no_ord` = 3 AND `ROWGUID` > _utf8mb4 X'6727375c'))"
+        );
+        let pg = bound_sql(&shape(), &order, &after, Driver::Postgres).unwrap();
+        assert_eq!(pg, r#"(("no_ord", "ROWGUID") > (3, E'g''7\\'))"#);
+        let up_to = Bound::UpTo(vec!["3".into(), "g'7".into()]);
+        let lite = bound_sql(&shape(), &order, &up_to, Driver::Sqlite).unwrap();
+        assert_eq!(lite, r#"(NOT (("no_ord", "ROWGUID") > (3, 'g''7')))"#);
+        let nullable = ["NOTE".to_string()];
+        let up_to = Bound::UpTo(vec!["x".into()]);
+        let lite = bound_sql(&shape(), &nullable, &up_to, Driver::Sqlite).unwrap();
+        assert_eq!(lite, r#"(NOT (("NOTE") > ('x')) OR "NOTE" IS NULL)"#);
+    }
+
+    #[test]
+    fn no_bound_where_a_value_or_column_cannot_take_one() {
+        let order = ["no_ord".to_string(), "ROWGUID".to_string()];
+        let text_in_number = Bound::After(vec!["3 OR 1=1".into(), "g".into()]);
+        assert!(bound_sql(&shape(), &order, &text_in_number, Driver::Mysql).is_none());
+        let short = Bound::After(vec!["3".into()]);
+        assert!(bound_sql(&shape(), &order, &short, Driver::Mysql).is_none());
+        assert!(bound_usable(&shape(), &order, Driver::Mysql));
+        assert!(!bound_usable(
+            &shape(),
+            &["GONE".to_string()],
+            Driver::Mysql
+        ));
+        for n in ["-12", "3.50", "0"] {
+            assert!(order_literal(n, ColumnType::Decimal, Driver::Postgres).is_some());
+        }
+        for n in ["", "-", "1.", ".5", "1e3", "0x1"] {
+            assert!(order_literal(n, ColumnType::Integer, Driver::Postgres).is_none());
+        }
+    }
 }

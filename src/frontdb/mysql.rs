@@ -12,8 +12,8 @@ use mysql_async::{OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts, Value};
 use super::flag_counts_sql;
 use super::{
     Column, ColumnType, DbFuture, FrontDb, FrontDbError, KEYS_TABLE, Mark, MarkWrite, PendingRead,
-    RefusalRead, Refused, Row, Shape, TableWrite, Written, keys_ddl, pending_predicate, quote,
-    refused_sql, select_sql,
+    RefusalRead, Refused, Row, Shape, TableWrite, Written, keys_ddl, pending_predicate,
+    pending_where, quote, refused_sql, select_sql,
 };
 use crate::config::WriteMode;
 use crate::config::{Driver, TableSettings};
@@ -209,15 +209,11 @@ impl FrontDb for MysqlDb {
             if cases.is_empty() {
                 return Ok(Vec::new());
             }
-            let flag_ty = read
-                .shape
-                .column(read.flag, Driver::Mysql)
-                .map_or(ColumnType::Text, |c| c.ty);
             let marks = vec!["?"; cases.len()].join(", ");
             let sql = format!(
                 "SELECT DISTINCT {c} FROM {} WHERE {} AND {c} IN ({marks})",
                 quote(Driver::Mysql, &read.shape.table),
-                pending_predicate(&quote(Driver::Mysql, read.flag), flag_ty, read.pending),
+                pending_where(read, Driver::Mysql),
                 c = quote(Driver::Mysql, case),
             );
             let params: Vec<Value> = cases.iter().map(|c| Value::from(c.as_str())).collect();

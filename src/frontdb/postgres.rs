@@ -14,8 +14,8 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 use super::flag_counts_sql;
 use super::{
     Column, ColumnType, DbFuture, FrontDb, FrontDbError, KEYS_TABLE, Mark, MarkWrite, PendingRead,
-    RefusalRead, Refused, Row, Shape, TableWrite, Written, keys_ddl, pending_predicate, quote,
-    refused_sql, select_sql,
+    RefusalRead, Refused, Row, Shape, TableWrite, Written, keys_ddl, pending_predicate,
+    pending_where, quote, refused_sql, select_sql,
 };
 use crate::config::WriteMode;
 use crate::config::{Driver, TableSettings};
@@ -338,14 +338,10 @@ impl FrontDb for PostgresDb {
                 return Ok(Vec::new());
             }
             let col = read.shape.column(case, Driver::Postgres);
-            let flag_ty = read
-                .shape
-                .column(read.flag, Driver::Postgres)
-                .map_or(ColumnType::Text, |c| c.ty);
             let sql = format!(
                 "SELECT DISTINCT {c}::text FROM {} WHERE {} AND {c} = ANY(($1::text[])::{}[])",
                 quote(Driver::Postgres, &read.shape.table),
-                pending_predicate(&quote(Driver::Postgres, read.flag), flag_ty, read.pending),
+                pending_where(read, Driver::Postgres),
                 col.map_or("text", |c| c.type_name.as_str()),
                 c = quote(Driver::Postgres, case),
             );

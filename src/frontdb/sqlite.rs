@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use super::{
     Column, ColumnType, DbFuture, FrontDb, FrontDbError, KEYS_TABLE, Mark, MarkWrite, PendingRead,
     RefusalRead, Refused, Row, Shape, TableWrite, Written, flag_counts_sql, keys_ddl,
-    pending_predicate, quote, refused_sql, select_sql,
+    pending_predicate, pending_where, quote, refused_sql, select_sql,
 };
 use crate::config::{Driver, WriteMode};
 
@@ -172,15 +172,11 @@ impl FrontDb for SqliteDb {
         case: &'a str,
         cases: &'a [String],
     ) -> DbFuture<'a, Vec<String>> {
-        let flag_ty = read
-            .shape
-            .column(read.flag, D)
-            .map_or(ColumnType::Text, |c| c.ty);
         let marks = vec!["?"; cases.len()].join(", ");
         let sql = format!(
             "SELECT DISTINCT {c} FROM {} WHERE {} AND {c} IN ({marks})",
             quote(D, &read.shape.table),
-            pending_predicate(&quote(D, read.flag), flag_ty, read.pending),
+            pending_where(read, D),
             c = quote(D, case),
         );
         let cases = cases.to_vec();

@@ -31,6 +31,7 @@ use crate::record::mask_text;
 use crate::store::{AcceptOutcome, NewMessage, PullAdvance, StoreError};
 use crate::time::now_ms;
 
+mod cursor;
 mod prepare;
 pub use prepare::{Prepared, prepare};
 pub mod status;
@@ -236,8 +237,28 @@ impl TableReader {
             return Ok(BatchOutcome::default());
         }
         let spec = &t.spec;
-        let read = t.read();
-        let mut rows = self.db.pending(&read).await.map_err(|e| self.db_error(e))?;
+        let mut from = if t.cursor {
+            cursor::parse(&source.cursor, t.order.len())
+        } else {
+            None
+        };
+        let mut rows = self
+            .db
+            .pending(&t.read_from(from.as_ref()))
+            .await
+            .map_err(|e| self.db_error(e))?;
+        if rows.is_empty() && from.is_some() {
+            // The end of a pass: read again from the top.
+            from = None;
+            rows = self
+                .db
+                .pending(&t.read())
+                .await
+                .map_err(|e| self.db_error(e))?;
+            if rows.is_empty() {
+                self.restart(t).await?;
+            }
+        }
         if rows.is_empty() {
             self.publish_pending(t, 0);
             return Ok(BatchOutcome::default());
@@ -250,14 +271,35 @@ impl TableReader {
                 .iter()
                 .position(|c| driver.same_name(&c.name, name))
         };
+        let order_at: Vec<usize> = t.order.iter().filter_map(|c| index_of(c)).collect();
+        // Where the next batch starts: after this one's last row while the pass goes
+        // on; where this one started while rows of it wait for their case; the top
+        // when a row of a case here lies behind the cursor.
+        let mut next = match full && t.cursor {
+            true => cursor::last(&rows, &order_at),
+            false => None,
+        };
         if let Some(case_at) = spec.case.as_deref().and_then(index_of) {
-            let held = self.held_cases(&rows, case_at, earlier).await?;
+            let (held, behind) = self
+                .held_cases(t, &rows, case_at, earlier, from.as_ref())
+                .await?;
             if !held.is_empty() {
+                next = match behind {
+                    true => None,
+                    false => from.as_ref().map(|b| b.values().to_vec()),
+                };
                 rows.retain(|r| {
                     cell::text(r.get(case_at).and_then(Option::as_ref))
                         .is_none_or(|c| !held.contains(&c))
                 });
                 if rows.is_empty() {
+                    if behind {
+                        self.restart(t).await?;
+                        return Ok(BatchOutcome {
+                            more: true,
+                            ..BatchOutcome::default()
+                        });
+                    }
                     return Ok(BatchOutcome::default());
                 }
             }
@@ -343,7 +385,7 @@ impl TableReader {
         let advance = PullAdvance {
             node: t.name.clone(),
             owner: self.owner.clone(),
-            cursor: "{}".into(),
+            cursor: cursor::write(next.as_deref()),
             at_ms: at,
             lease_until_ms: at + LEASE_MS,
             events: vec![event],
@@ -413,35 +455,6 @@ impl TableReader {
         let mut out = self.mark(t, &marks, rows.len(), new).await?;
         out.more = full;
         Ok(out)
-    }
-
-    /// The cases among `rows` that still have a pending row in an earlier table.
-    async fn held_cases(
-        &self,
-        rows: &[frontdb::Row],
-        case_at: usize,
-        earlier: &[Prepared],
-    ) -> Result<std::collections::BTreeSet<String>, TableError> {
-        let cases: Vec<String> = rows
-            .iter()
-            .filter_map(|r| cell::text(r.get(case_at).and_then(Option::as_ref)))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let mut held = std::collections::BTreeSet::new();
-        for e in earlier {
-            let Some(case) = e.spec.case.as_deref() else {
-                continue;
-            };
-            let read = e.read();
-            let found = self
-                .db
-                .pending_cases(&read, case, &cases)
-                .await
-                .map_err(|err| self.db_error(err))?;
-            held.extend(found);
-        }
-        Ok(held)
     }
 
     /// Mark the rows of a stored batch and audit the marks.

@@ -4,7 +4,7 @@
 
 use super::TableError;
 use crate::config::{TableSettings, TableSource};
-use crate::frontdb::{FrontDb, PendingRead, Shape};
+use crate::frontdb::{Bound, FrontDb, PendingRead, Shape, bound_usable};
 
 /// The longest error text written when the error column's length is unknown.
 const MAX_ERROR_CHARS: usize = 500;
@@ -19,17 +19,28 @@ pub struct Prepared {
     /// Its name in the store's sync sources: `NODE/TABLE`.
     pub name: String,
     pub(super) error_chars: usize,
+    /// Whether batches follow a cursor (the last row read) through the order, or
+    /// each starts from the top. With order columns besides the keys a cursor
+    /// needs a case column: a row that lands behind the cursor is then found by its
+    /// case (`TableReader::held_cases`).
+    pub(super) cursor: bool,
 }
 
 impl Prepared {
     /// The table's pending rows, a batch at a time, in order.
     pub fn read(&self) -> PendingRead<'_> {
+        self.read_from(None)
+    }
+
+    /// The pending rows after (or up to) a place in the order.
+    pub fn read_from<'a>(&'a self, bound: Option<&'a Bound>) -> PendingRead<'a> {
         PendingRead {
             shape: &self.shape,
             flag: &self.spec.flag,
             pending: &self.spec.pending,
             order: &self.order,
             limit: self.spec.batch,
+            bound,
         }
     }
 }
@@ -73,7 +84,10 @@ pub async fn prepare(
                 .filter(|k| !spec.order.contains(k))
                 .cloned(),
         );
+        let cursor = (spec.order.is_empty() || spec.case.is_some())
+            && bound_usable(&shape, &order, db.driver());
         out.push(Prepared {
+            cursor,
             name: format!("{node}/{}", spec.table),
             spec: spec.clone(),
             shape,
