@@ -4,7 +4,8 @@
 //! - integers and floats become numbers; DECIMAL/NUMERIC stays its exact text;
 //! - DATETIME/TIMESTAMP become RFC 3339 times in the node's zone, DATE stays
 //!   `YYYY-MM-DD`; MySQL's zero dates (`0000-00-00`) are refused;
-//! - a BLOB/BYTEA becomes `{"sha256": …, "size": …}`, a file a material can name;
+//! - a BLOB/BYTEA becomes `{"sha256": …, "size": …}`, a file a material can name,
+//!   with `"base64": …` (its bytes) when payloads are kept;
 //! - NULL and empty text are absent (DESIGN.md: empty source values are absent).
 
 use serde_json::{Map, Value};
@@ -43,13 +44,18 @@ pub fn local_time(ms: i64, zone: i32) -> String {
 }
 
 /// The row as a JSON object (column → value), or the first column that cannot be
-/// read.
-pub fn row_object(shape: &Shape, row: &Row, zone: i32) -> Result<Map<String, Value>, CellError> {
+/// read. With `keep_blobs`, a blob's object also holds its bytes (`base64`).
+pub fn row_object(
+    shape: &Shape,
+    row: &Row,
+    zone: i32,
+    keep_blobs: bool,
+) -> Result<Map<String, Value>, CellError> {
     let offset = offset_text(zone);
     let mut out = Map::new();
     for (c, raw) in shape.columns.iter().zip(row) {
         let Some(raw) = raw else { continue };
-        let v = value(c.ty, raw, &offset).map_err(|message| CellError {
+        let v = value(c.ty, raw, &offset, keep_blobs).map_err(|message| CellError {
             column: c.name.clone(),
             message,
         })?;
@@ -69,12 +75,22 @@ fn utf8(raw: &[u8]) -> Result<&str, String> {
     std::str::from_utf8(raw).map_err(|e| format!("not UTF-8 text (byte {})", e.valid_up_to()))
 }
 
-fn value(ty: ColumnType, raw: &[u8], offset: &str) -> Result<Option<Value>, String> {
+fn value(
+    ty: ColumnType,
+    raw: &[u8],
+    offset: &str,
+    keep_blobs: bool,
+) -> Result<Option<Value>, String> {
     if ty == ColumnType::Blob {
-        return Ok(Some(serde_json::json!({
+        let mut file = serde_json::json!({
             "sha256": crate::hash::sha256_hex(raw),
             "size": raw.len(),
-        })));
+        });
+        if keep_blobs {
+            use base64::Engine as _;
+            file["base64"] = Value::from(base64::engine::general_purpose::STANDARD.encode(raw));
+        }
+        return Ok(Some(file));
     }
     let t = utf8(raw)?;
     Ok(Some(match ty {
@@ -192,31 +208,40 @@ mod tests {
     fn values_by_type() {
         let o = "+08:00";
         assert_eq!(
-            value(ColumnType::DateTime, b"2026-03-24 07:56:00", o),
+            value(ColumnType::DateTime, b"2026-03-24 07:56:00", o, false),
             Ok(Some(Value::String("2026-03-24T07:56:00+08:00".into())))
         );
         assert_eq!(
-            value(ColumnType::DateTime, b"2026-03-24 07:56:00.250+08", o),
+            value(
+                ColumnType::DateTime,
+                b"2026-03-24 07:56:00.250+08",
+                o,
+                false
+            ),
             Ok(Some(Value::String("2026-03-24T07:56:00+08:00".into())))
         );
         assert!(
-            value(ColumnType::DateTime, b"0000-00-00 00:00:00", o)
+            value(ColumnType::DateTime, b"0000-00-00 00:00:00", o, false)
                 .unwrap_err()
                 .contains("zero date")
         );
-        assert!(value(ColumnType::Date, b"2026-02-30", o).is_err());
+        assert!(value(ColumnType::Date, b"2026-02-30", o, false).is_err());
         assert_eq!(
-            value(ColumnType::Decimal, b"12.50", o),
+            value(ColumnType::Decimal, b"12.50", o, false),
             Ok(Some(Value::String("12.50".into())))
         );
-        assert!(value(ColumnType::Integer, b"abc", o).is_err());
-        assert_eq!(value(ColumnType::Text, b"", o), Ok(None));
-        let blob = value(ColumnType::Blob, b"abc", o).unwrap().unwrap();
+        assert!(value(ColumnType::Integer, b"abc", o, false).is_err());
+        assert_eq!(value(ColumnType::Text, b"", o, false), Ok(None));
+        let blob = value(ColumnType::Blob, b"abc", o, false).unwrap().unwrap();
         assert_eq!(blob["size"], 3);
         assert_eq!(
             blob["sha256"],
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+        assert!(blob.get("base64").is_none());
+        let kept = value(ColumnType::Blob, b"abc", o, true).unwrap().unwrap();
+        assert_eq!(kept["base64"], "YWJj");
+        assert_eq!(kept["sha256"], blob["sha256"]);
         assert_eq!(local_time(0, 28_800), "1970-01-01 08:00:00");
         let t = Value::String("2026-04-03T01:15:00Z".into());
         assert_eq!(

@@ -108,22 +108,29 @@ pub async fn fresh(engine: Engine) -> Fresh {
 }
 
 impl Qzk {
-    /// Run statements written with double-quoted identifiers (backticks on MariaDB)
-    /// and `{dt}` for the engine's date-time type.
+    /// Run statements written with double-quoted identifiers (backticks on MariaDB),
+    /// `{dt}` for the engine's date-time type, `{blob}` for its bytes type and
+    /// ` X'…'` for bytes in hex.
     pub async fn exec(&self, sql: &str) {
         match self {
             Qzk::Maria(pool) => {
-                let sql = sql.replace('"', "`").replace("{dt}", "DATETIME");
+                let sql = sql
+                    .replace('"', "`")
+                    .replace("{dt}", "DATETIME")
+                    .replace("{blob}", "LONGBLOB");
                 let mut c = pool.get_conn().await.expect("conn");
                 c.query_drop(sql).await.expect("mariadb statement");
             }
             Qzk::Pg(c) => {
-                let sql = sql.replace("{dt}", "TIMESTAMP");
+                let sql = sql
+                    .replace("{dt}", "TIMESTAMP")
+                    .replace("{blob}", "BYTEA")
+                    .replace(" X'", " '\\x");
                 c.batch_execute(&sql).await.expect("postgres statement");
             }
             Qzk::Sqlite(path, _) => {
                 let c = sqlite(path);
-                c.execute_batch(&sql.replace("{dt}", "DATETIME"))
+                c.execute_batch(&sql.replace("{dt}", "DATETIME").replace("{blob}", "BLOB"))
                     .expect("sqlite statement");
             }
         }
@@ -251,6 +258,22 @@ CREATE TABLE "inf_apply_process" (
   "SYNC_DATE" {dt},
   "SYNC_ERROR_DESC" VARCHAR(200)
 );
+CREATE TABLE "inf_apply_attachment" (
+  "ROWGUID" VARCHAR(50) NOT NULL PRIMARY KEY,
+  "PROJID" VARCHAR(50),
+  "AREACODE" VARCHAR(12),
+  "ATTRGUID" VARCHAR(50),
+  "ATTRNAME" VARCHAR(200),
+  "TAKETYPE" VARCHAR(2),
+  "TAKETIME" {dt},
+  "FILENAME" VARCHAR(200),
+  "FILETYPE" VARCHAR(100),
+  "FILECONTENT" {blob},
+  "DATAVERSION" INT,
+  "SYNC_SIGN" VARCHAR(2),
+  "SYNC_DATE" {dt},
+  "SYNC_ERROR_DESC" VARCHAR(200)
+);
 CREATE TABLE "inf_apply_result" (
   "ROWGUID" VARCHAR(50) NOT NULL PRIMARY KEY,
   "PROJID" VARCHAR(50),
@@ -277,6 +300,16 @@ pub fn step_row(guid: &str, case: &str, no: u32) -> String {
     format!(
         "INSERT INTO \"inf_apply_process\" (\"ROWGUID\", \"PROJID\", \"AREACODE\", \"NO_ORD\", \"NODENAME\", \"NODESTATE\", \"HANDLERESULT\", \"ENDTIME\") \
          VALUES ('{guid}', '{case}', '320115', {no}, '审查{no}', '1', '1', '2026-04-04 10:00:00');"
+    )
+}
+
+/// A row of `inf_apply_attachment` whose file is `bytes`.
+pub fn attachment_row(guid: &str, case: &str, name: Option<&str>, bytes: &[u8]) -> String {
+    let name = name.map_or("NULL".to_string(), |n| format!("'{n}'"));
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "INSERT INTO \"inf_apply_attachment\" (\"ROWGUID\", \"PROJID\", \"AREACODE\", \"ATTRGUID\", \"ATTRNAME\", \"TAKETYPE\", \"TAKETIME\", \"FILENAME\", \"FILETYPE\", \"FILECONTENT\", \"SYNC_SIGN\") \
+         VALUES ('{guid}', '{case}', '320115', 'M-{guid}', {name}, '2', '2026-04-03 09:20:00', '{guid}.pdf', 'application/pdf', X'{hex}', '0');"
     )
 }
 

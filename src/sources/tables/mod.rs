@@ -33,6 +33,7 @@ use crate::time::now_ms;
 
 mod cursor;
 mod prepare;
+mod rows;
 pub use prepare::{Prepared, prepare};
 pub mod status;
 
@@ -263,7 +264,7 @@ impl TableReader {
             self.publish_pending(t, 0);
             return Ok(BatchOutcome::default());
         }
-        let full = rows.len() >= spec.batch;
+        let mut full = rows.len() >= spec.batch;
         let driver = self.db.driver();
         let index_of = |name: &str| {
             t.shape
@@ -279,11 +280,13 @@ impl TableReader {
             true => cursor::last(&rows, &order_at),
             false => None,
         };
+        let mut holding = false;
         if let Some(case_at) = spec.case.as_deref().and_then(index_of) {
             let (held, behind) = self
                 .held_cases(t, &rows, case_at, earlier, from.as_ref())
                 .await?;
             if !held.is_empty() {
+                holding = true;
                 next = match behind {
                     true => None,
                     false => from.as_ref().map(|b| b.values().to_vec()),
@@ -304,40 +307,30 @@ impl TableReader {
                 }
             }
         }
-        let key_at: Vec<usize> = spec.keys.iter().filter_map(|k| index_of(k)).collect();
-        let version_at = spec.version.as_deref().and_then(index_of);
-        // Each row's mark, settled below; the rows that could be read go to intake.
-        let mut marks: Vec<Mark> = Vec::with_capacity(rows.len());
-        let mut body: Vec<Value> = Vec::new();
-        let mut row_of_record: Vec<usize> = Vec::new();
-        for (i, row) in rows.iter().enumerate() {
-            let key = key_at
-                .iter()
-                .map(|&k| cell::text(row.get(k).and_then(Option::as_ref)).unwrap_or_default())
-                .collect();
-            let version = version_at.and_then(|v| cell::text(row.get(v).and_then(Option::as_ref)));
-            let mut mark = Mark {
-                key,
-                version,
-                flag: spec.done.clone(),
-                error: None,
-            };
-            match cell::row_object(&t.shape, row, self.zone) {
-                Ok(obj) => {
-                    body.push(Value::Object(obj));
-                    row_of_record.push(i);
-                }
-                Err(e) => {
-                    mark.flag = spec.failed.clone();
-                    mark.error = Some(e.to_string());
-                }
+        let options = rows::BodyOptions {
+            zone: self.zone,
+            keep_blobs: self.intake.config.audit.retain_payloads,
+            max_bytes: self.intake.config.limits.max_body_bytes,
+            driver,
+        };
+        let rows::Body {
+            bytes,
+            row_of_record,
+            mut marks,
+            taken,
+        } = rows::body(t, &rows, &options);
+        if taken < rows.len() {
+            // The body reached its limit: the rest waits for the next batch.
+            rows.truncate(taken);
+            full = true;
+            if t.cursor && !holding {
+                next = cursor::last(&rows, &order_at);
             }
-            marks.push(mark);
         }
-        let bytes = bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        let bytes = bytes::Bytes::from(bytes);
         let mut reasons: Vec<Value> = Vec::new();
         let mut new = 0;
-        let admitted = if body.is_empty() {
+        let admitted = if row_of_record.is_empty() {
             None
         } else {
             Some(
