@@ -11,7 +11,7 @@ mod common;
 
 use std::path::Path;
 
-use common::qzk::{DDL, Engine, Fresh, ID_OK, Qzk, apply_row, fresh, step_row};
+use common::qzk::{DDL, Engine, Fresh, ID_OK, ITEM, Qzk, apply_row, fresh, step_row};
 use hallgate::config::Config;
 use hallgate::receiver::Receiver;
 
@@ -372,6 +372,79 @@ async fn reads_on_from_the_cursor(engine: Engine) {
     running.shutdown().await;
 }
 
+/// A row refused only because its item is not in the item catalogue gets the
+/// source's `not_in_catalogue` flag (`9`); refused for more than that, `2`.
+async fn unknown_item_is_9(engine: Engine) {
+    let f = fresh(engine).await;
+    f.db.exec(DDL).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let city = Receiver::start("city", "127.0.0.1:0")
+        .await
+        .expect("receiver");
+    let hall = hallgate::receiver::hall::Hall::start("province", "127.0.0.1:0")
+        .await
+        .expect("hall");
+    hall.set_items(vec![hallgate::store::CatalogueItem {
+        item_code: ITEM.into(),
+        item_name: "食品经营许可".into(),
+        item_type: None,
+        version: None,
+        region: None,
+        valid_from: None,
+        valid_to: None,
+        status: "active".into(),
+    }]);
+    config(dir.path(), &f, &city.url(), "SYNC_SIGN");
+    let path = dir.path().join("hallgate.toml");
+    let text = std::fs::read_to_string(&path)
+        .expect("config")
+        .replacen(
+            "regions = [\"320115\"] }\n",
+            "regions = [\"320115\"] }\ncatalogue = \"refuse\"\n",
+            1,
+        )
+        .replacen(
+            "flag = \"SYNC_SIGN\"\n",
+            "flag = \"SYNC_SIGN\"\nnot_in_catalogue = \"9\"\n",
+            1,
+        )
+        + &format!(
+            "\n[nodes.province]\nname = \"省平台\"\nlevel = \"province\"\n\
+             [nodes.province.sync]\ncatalogue_url = \"{}/api/items\"\n\
+             catalogue_interval_seconds = 1\n\n[catalogue]\nsource = \"province\"\n",
+            hall.base()
+        );
+    std::fs::write(&path, text).expect("config");
+    let running = hallgate::gateway::start(Config::load(&path).expect("config"), None)
+        .await
+        .expect("gateway starts");
+    common::wait_until(20, "the item catalogue", || {
+        let c = rusqlite::Connection::open(dir.path().join("hallgate.db")).expect("store");
+        c.query_row("SELECT COUNT(*) FROM catalogue", [], |r| r.get::<_, i64>(0))
+            .is_ok_and(|n| n > 0)
+    })
+    .await;
+    let other = "11320115MB0000000X09999";
+    let mut rows = apply_row("a1", "C1", ID_OK, "20", 1);
+    rows.push_str(&apply_row("a2", "C2", ID_OK, "20", 1).replace(ITEM, other));
+    rows.push_str(&apply_row("a3", "C3", "350205195912280250", "20", 1).replace(ITEM, other));
+    f.db.exec(&rows).await;
+    wait_drained(&f.db).await;
+    let marks = f.db.marks("inf_apply").await;
+    let mark = |g: &str| marks.iter().find(|m| m.0 == g).cloned().expect("row");
+    assert_eq!(mark("a1").1, "1", "{engine:?}: {:?}", mark("a1"));
+    let (_, sign, err, _) = mark("a2");
+    assert_eq!(sign, "9", "{engine:?}: {err}");
+    assert!(err.contains("item_code: item_unknown"), "{engine:?}: {err}");
+    let (_, sign, err, _) = mark("a3");
+    assert_eq!(
+        sign, "2",
+        "{engine:?}: refused for its ID number too: {err}"
+    );
+    assert_eq!(stored(dir.path(), "C2"), 0);
+    running.shutdown().await;
+}
+
 async fn wrong_column_refused(engine: Engine) {
     let f = fresh(engine).await;
     f.db.exec(DDL).await;
@@ -447,4 +520,14 @@ async fn postgres_reads_on_from_the_cursor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_reads_on_from_the_cursor() {
     reads_on_from_the_cursor(Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_unknown_item_is_9() {
+    unknown_item_is_9(Engine::Maria).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_unknown_item_is_9() {
+    unknown_item_is_9(Engine::Sqlite).await;
 }

@@ -4,6 +4,11 @@
 //! the store; every record reached the receiver under one Idempotency-Key, and each
 //! case in order (application, its steps, its result) although the three tables are
 //! read separately.
+//!
+//! Two gateway instances on one PostgreSQL store, both configured with the same
+//! table sources, drain the same 前置库: each table is leased to one of them at a
+//! time, so every row is read (in the audit's `table_read` events) exactly once,
+//! and when the first stops the other takes the tables over once the leases lapse.
 
 mod common;
 
@@ -12,7 +17,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::load::{free_port, spawn_gateway, wait_healthy};
+use common::load::{free_port, sigterm, spawn_gateway, wait_healthy};
 use common::qzk::{
     DDL, Engine, Fresh, ID_OK, Qzk, RESULT_COLUMNS, apply_row, fresh, result_values, step_row,
 };
@@ -28,7 +33,10 @@ fn config_file(dir: &Path, f: &Fresh, port: u16, city: &str) -> std::path::PathB
         std::fs::write(dir.join("qzk.pass"), format!("{p}\n")).expect("password file");
         settings.push_str("password_file = \"qzk.pass\"\n");
     }
-    hallgate::keys::generate_key(&dir.join("certs/gateway-signing.key.pem")).expect("key");
+    let key = dir.join("certs/gateway-signing.key.pem");
+    if !key.exists() {
+        hallgate::keys::generate_key(&key).expect("key");
+    }
     let text = format!(
         r#"
 [gateway]
@@ -94,6 +102,28 @@ to = ["city"]
     path
 }
 
+/// The tables with their rows, written as a producer would: every case's
+/// application, its two steps and its result.
+async fn fill(db: &Qzk) {
+    db.exec(DDL).await;
+    let mut apply = String::new();
+    let mut steps = String::new();
+    let mut results = Vec::new();
+    for c in 0..CASES {
+        let case = format!("3201152604{c:08}");
+        apply.push_str(&apply_row(&format!("a{c:05}"), &case, ID_OK, "20", 1));
+        steps.push_str(&step_row(&format!("p{c:05}-1"), &case, 1));
+        steps.push_str(&step_row(&format!("p{c:05}-2"), &case, 2));
+        results.push(result_values(&format!("r{c:05}"), &case));
+    }
+    db.exec(&apply).await;
+    db.exec(&steps).await;
+    for chunk in results.chunks(250) {
+        db.exec(&format!("{RESULT_COLUMNS}{};", chunk.join(", ")))
+            .await;
+    }
+}
+
 async fn done(db: &Qzk) -> usize {
     let mut n = 0;
     for t in ["inf_apply", "inf_apply_process", "inf_apply_result"] {
@@ -126,25 +156,7 @@ fn kill(mut child: Child) {
 
 async fn crash_drain(engine: Engine) {
     let f = fresh(engine).await;
-    f.db.exec(DDL).await;
-    // The rows, written as a producer would: every case's application, its two
-    // steps and its result.
-    let mut apply = String::new();
-    let mut steps = String::new();
-    let mut results = Vec::new();
-    for c in 0..CASES {
-        let case = format!("3201152604{c:08}");
-        apply.push_str(&apply_row(&format!("a{c:05}"), &case, ID_OK, "20", 1));
-        steps.push_str(&step_row(&format!("p{c:05}-1"), &case, 1));
-        steps.push_str(&step_row(&format!("p{c:05}-2"), &case, 2));
-        results.push(result_values(&format!("r{c:05}"), &case));
-    }
-    f.db.exec(&apply).await;
-    f.db.exec(&steps).await;
-    for chunk in results.chunks(250) {
-        f.db.exec(&format!("{RESULT_COLUMNS}{};", chunk.join(", ")))
-            .await;
-    }
+    fill(&f.db).await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let city = Receiver::start("city", "127.0.0.1:0")
@@ -262,4 +274,101 @@ async fn mariadb_drain_survives_two_sigkills() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_drain_survives_two_sigkills() {
     crash_drain(Engine::Pg).await;
+}
+
+/// Two instances, one store, one 前置库: each row read once, each record delivered
+/// under one key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_tables_through_the_lease() {
+    let f = fresh(Engine::Maria).await;
+    fill(&f.db).await;
+    let store = common::pg::fresh_database().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let city = Receiver::start("city", "127.0.0.1:0")
+        .await
+        .expect("receiver");
+    let client = hallgate::tls::http_client().build().expect("client");
+    let mut children = Vec::new();
+    let mut logs = Vec::new();
+    for name in ["a", "b"] {
+        let port = free_port();
+        let one = config_file(dir.path(), &f, port, &city.url());
+        let text = std::fs::read_to_string(&one)
+            .expect("config")
+            .replace(
+                &format!("sqlite://{}", dir.path().join("hallgate.db").display()),
+                &store,
+            )
+            .replace("gw-tables-crash", &format!("gw-{name}"));
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config, text).expect("config");
+        let log = dir.path().join(format!("{name}.log"));
+        children.push(spawn_gateway(&config, &log));
+        wait_healthy(&client, &format!("http://127.0.0.1:{port}")).await;
+        logs.push(log);
+    }
+    // Instance a, which took the leases first, stops mid-drain (finishing the batch
+    // it holds); b takes the tables over when a's leases run out.
+    wait_done(&f.db, ROWS / 4, &logs[0]).await;
+    let a = children.remove(0);
+    sigterm(&a);
+    let mut a = a;
+    assert!(a.wait().expect("a exits").success());
+    wait_done(&f.db, ROWS, &logs[1]).await;
+    for t in ["inf_apply", "inf_apply_process", "inf_apply_result"] {
+        let marks = f.db.marks(t).await;
+        let bad: Vec<_> = marks.iter().filter(|m| m.1 != "1").take(3).collect();
+        assert!(bad.is_empty(), "{t}: {bad:?}");
+    }
+
+    // Every row was read once: never by both instances at the same time.
+    let (pg, conn) = tokio_postgres::connect(&store, tokio_postgres::NoTls)
+        .await
+        .expect("store");
+    tokio::spawn(conn);
+    let mut reads: BTreeMap<String, usize> = BTreeMap::new();
+    let mut readers: BTreeSet<String> = BTreeSet::new();
+    for row in pg
+        .query("SELECT detail FROM audit WHERE event = 'table_read'", &[])
+        .await
+        .expect("audit")
+    {
+        let detail: serde_json::Value =
+            serde_json::from_str(&row.get::<_, String>(0)).expect("detail");
+        readers.insert(detail["reader"].as_str().unwrap_or_default().to_string());
+        for key in detail["keys"].as_array().into_iter().flatten() {
+            let key = format!("{}/{}", detail["table"], key.as_str().unwrap_or_default());
+            *reads.entry(key).or_default() += 1;
+        }
+    }
+    assert_eq!(reads.len(), ROWS, "readers: {readers:?}");
+    let twice: Vec<_> = reads.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "rows read twice: {twice:?}");
+    for name in ["gw-a-", "gw-b-"] {
+        assert!(
+            readers.iter().any(|r| r.starts_with(name)),
+            "{name} read: {readers:?}"
+        );
+    }
+
+    // Each record reached the city under one key.
+    common::wait_until(60, "every record delivered", || {
+        city.accepted_total() >= ROWS as u64
+    })
+    .await;
+    let mut keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for a in city.accepted() {
+        let guid = a.body["ext"]["rowguid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        keys.entry(guid)
+            .or_default()
+            .insert(a.idempotency_key.clone());
+    }
+    assert_eq!(keys.len(), ROWS);
+    assert!(keys.values().all(|k| k.len() == 1));
+    for child in children {
+        kill(child);
+    }
 }

@@ -266,6 +266,37 @@ async fn written_refused_and_retried(engine: Engine) {
         21,
         "{engine:?}: 20 writes and the retry"
     );
+
+    // A NOT NULL column without a default that the mapping leaves out: the database
+    // refuses the values (MariaDB 1364, PostgreSQL 23502), and the delivery is
+    // dead-lettered naming the column instead of being tried again forever. (SQLite
+    // cannot add such a column to a table with rows.)
+    if !matches!(engine, Engine::Sqlite) {
+        f.db.exec(
+            "ALTER TABLE \"inf_apply_in\" ADD COLUMN \"CHECKER\" VARCHAR(20) NOT NULL DEFAULT 'x';",
+        )
+        .await;
+        f.db.exec("ALTER TABLE \"inf_apply_in\" ALTER COLUMN \"CHECKER\" DROP DEFAULT;")
+            .await;
+        let case = "320115260403099999";
+        post(&client, &url, &[application(case)]).await;
+        let start = Instant::now();
+        loop {
+            let (_, state, error) = store_delivery(dir.path(), case);
+            if state == "dead" {
+                assert!(
+                    error.contains("refused by the database") && error.contains("CHECKER"),
+                    "{engine:?}: {error}"
+                );
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{engine:?}: still {state}: {error}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     running.shutdown().await;
 }
 

@@ -163,6 +163,11 @@ pub struct TableSource {
     /// The flag written when the row is refused.
     #[serde(default = "default_failed")]
     pub failed: String,
+    /// The flag written when the row is refused only because its item is not in the
+    /// item catalogue (unknown, withdrawn or not valid then), as some platforms use
+    /// `9`; unset, such a row is `failed` like any other refusal.
+    #[serde(default)]
+    pub not_in_catalogue: Option<String>,
     /// The order rows are read in (process steps by `no_ord`); the keys follow.
     #[serde(default)]
     pub order: Vec<String>,
@@ -273,7 +278,12 @@ impl TableSettings {
             if s.interval_ms == 0 {
                 out.push(format!("{at}.interval_ms: above 0"));
             }
-            for v in s.pending.iter().chain([&s.done, &s.failed]) {
+            for v in s
+                .pending
+                .iter()
+                .chain([&s.done, &s.failed])
+                .chain(&s.not_in_catalogue)
+            {
                 if v.len() > 16
                     || !v
                         .chars()
@@ -284,9 +294,13 @@ impl TableSettings {
                     ));
                 }
             }
-            if s.pending.contains(&s.done) || s.pending.contains(&s.failed) || s.done == s.failed {
+            let mut flags: Vec<&String> = s.pending.iter().collect();
+            flags.extend([&s.done, &s.failed]);
+            flags.extend(&s.not_in_catalogue);
+            let distinct: std::collections::BTreeSet<&&String> = flags.iter().collect();
+            if distinct.len() < flags.len() {
                 out.push(format!(
-                    "{at}: pending, done and failed flag values must differ"
+                    "{at}: pending, done, failed and not_in_catalogue flag values must differ"
                 ));
             }
         }

@@ -349,13 +349,17 @@ impl TableReader {
                     })?,
             )
         };
-        // Refusals by field, rule and message, per row.
+        // Refusals by field, rule and message, per row; the rows refused for their
+        // item alone (`not_in_catalogue`).
         let mut refused: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        let mut item_only: BTreeMap<usize, bool> = BTreeMap::new();
         if let Some(a) = &admitted {
             for e in &a.errors {
                 let Some(&row) = row_of_record.get(e.record) else {
                     continue;
                 };
+                let item = e.rule.starts_with("item_") && e.field == "item_code";
+                *item_only.entry(row).or_insert(true) &= item;
                 refused
                     .entry(row)
                     .or_default()
@@ -374,6 +378,8 @@ impl TableReader {
             "refused": refused.len(),
             "reasons": reasons,
             "body_sha256": sha256_hex(&bytes),
+            // Which instance read it (the holder of the table's lease).
+            "reader": self.owner,
         });
         let advance = PullAdvance {
             node: t.name.clone(),
@@ -436,7 +442,10 @@ impl TableReader {
         }
         for (row, texts) in refused {
             if let Some(m) = marks.get_mut(row) {
-                m.flag = spec.failed.clone();
+                m.flag = match (&spec.not_in_catalogue, item_only.get(&row)) {
+                    (Some(flag), Some(true)) => flag.clone(),
+                    _ => spec.failed.clone(),
+                };
                 m.error = Some(texts.join("; "));
             }
         }
@@ -474,7 +483,7 @@ impl TableReader {
             .mark(&write, marks)
             .await
             .map_err(|e| self.db_error(e))?;
-        let failed = marks.iter().filter(|m| m.flag == spec.failed).count() as u64;
+        let failed = marks.iter().filter(|m| m.flag != spec.done).count() as u64;
         let done = marks.len() as u64 - failed;
         let mut event = Event::new(now_ms(), EventKind::TableMarked);
         event.node = Some(self.node.clone());
@@ -483,7 +492,7 @@ impl TableReader {
             "done": done,
             "failed": failed,
             "marked": marked,
-            "failed_keys": marks.iter().filter(|m| m.flag == spec.failed).map(|m| m.key.join("|")).collect::<Vec<_>>(),
+            "failed_keys": marks.iter().filter(|m| m.flag != spec.done).map(|m| m.key.join("|")).collect::<Vec<_>>(),
         });
         self.intake.store.audit(event).await?;
         let labels = [("table", t.name.clone())];
