@@ -11,30 +11,22 @@ mod common;
 
 use std::path::Path;
 
-use common::qzk::{DDL, Engine, Fresh, ID_OK, ITEM, Qzk, apply_row, fresh, step_row};
+use common::qzk::{DDL, Engine, Fresh, ID_OK, ITEM, Qzk, apply_row, fresh, gateway_head, step_row};
 use hallgate::config::Config;
 use hallgate::receiver::Receiver;
 
 fn config(dir: &Path, f: &Fresh, city: &str, flag: &str) -> Config {
     let root = env!("CARGO_MANIFEST_DIR");
-    let mut settings = f.settings.clone();
-    if let Some(p) = &f.password {
-        std::fs::write(dir.join("qzk.pass"), format!("{p}\n")).expect("password file");
-        settings.push_str("password_file = \"qzk.pass\"\n");
-    }
+    let settings = f.settings_in(dir);
+    let head = gateway_head(
+        dir,
+        "gw-tables",
+        "127.0.0.1:0",
+        "shutdown_grace_seconds = 5\n",
+    );
     let text = format!(
         r#"
-[gateway]
-id = "gw-tables"
-listen = "127.0.0.1:0"
-store = "sqlite://{store}"
-shutdown_grace_seconds = 5
-
-[delivery]
-base_backoff_ms = 40
-max_backoff_ms = 400
-poll_ms = 50
-
+{head}
 [nodes.qzk]
 name = "江宁区市场监管局前置库"
 level = "department"
@@ -70,12 +62,23 @@ destination = {{ url = "{city}", timeout_ms = 5000, concurrency = 2 }}
 name = "all-to-city"
 kinds = ["application", "process"]
 to = ["city"]
-"#,
-        store = dir.join("hallgate.db").display()
+"#
     );
     let path = dir.join("hallgate.toml");
     std::fs::write(&path, text).expect("write config");
     Config::load(&path).expect("config is valid")
+}
+
+/// A fresh 前置库 with the Jiangsu tables, a folder for the config and store, and a
+/// loopback city platform.
+async fn setup(engine: Engine) -> (Fresh, tempfile::TempDir, Receiver) {
+    let f = fresh(engine).await;
+    f.db.exec(DDL).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let city = Receiver::start("city", "127.0.0.1:0")
+        .await
+        .expect("receiver");
+    (f, dir, city)
 }
 
 fn stored(dir: &Path, case: &str) -> i64 {
@@ -100,8 +103,7 @@ async fn wait_drained(db: &Qzk) {
 }
 
 async fn drains_marks_and_delivers(engine: Engine) {
-    let f = fresh(engine).await;
-    f.db.exec(DDL).await;
+    let (f, dir, city) = setup(engine).await;
     // Good rows, a bad check digit, NULL in a required column, text in a number
     // column, and (MariaDB) a zero date.
     let mut rows = String::new();
@@ -119,10 +121,6 @@ async fn drains_marks_and_delivers(engine: Engine) {
         f.db.exec("SET SESSION sql_mode = ''; INSERT INTO \"inf_apply\" (\"ROWGUID\", \"PROJID\", \"IMPLEMENTCODE\", \"AREACODE\", \"RECEIVETIME\", \"SYNC_SIGN\") VALUES ('a7', 'C7', 'X', '320115', '0000-00-00 00:00:00', '0');")
             .await;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let city = Receiver::start("city", "127.0.0.1:0")
-        .await
-        .expect("receiver");
     let running = hallgate::gateway::start(config(dir.path(), &f, &city.url(), "SYNC_SIGN"), None)
         .await
         .expect("gateway starts");
@@ -286,12 +284,7 @@ fn cursor_of(dir: &Path, table: &str) -> Option<String> {
 /// ends; a step behind the cursor whose case has a later step ahead holds that
 /// case, and the next batch starts from the top, so the case stays in order.
 async fn reads_on_from_the_cursor(engine: Engine) {
-    let f = fresh(engine).await;
-    f.db.exec(DDL).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let city = Receiver::start("city", "127.0.0.1:0")
-        .await
-        .expect("receiver");
+    let (f, dir, city) = setup(engine).await;
     config(dir.path(), &f, &city.url(), "SYNC_SIGN");
     let path = dir.path().join("hallgate.toml");
     let text = std::fs::read_to_string(&path).expect("config");
@@ -375,12 +368,7 @@ async fn reads_on_from_the_cursor(engine: Engine) {
 /// A row refused only because its item is not in the item catalogue gets the
 /// source's `not_in_catalogue` flag (`9`); refused for more than that, `2`.
 async fn unknown_item_is_9(engine: Engine) {
-    let f = fresh(engine).await;
-    f.db.exec(DDL).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let city = Receiver::start("city", "127.0.0.1:0")
-        .await
-        .expect("receiver");
+    let (f, dir, city) = setup(engine).await;
     let hall = hallgate::receiver::hall::Hall::start("province", "127.0.0.1:0")
         .await
         .expect("hall");

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use common::load::{free_port, sigterm, spawn_gateway, wait_healthy};
 use common::qzk::{
-    DDL, Engine, Fresh, ID_OK, Qzk, RESULT_COLUMNS, apply_row, fresh, result_values, step_row,
+    DDL, Engine, Fresh, ID_OK, Qzk, RESULT_COLUMNS, apply_row, fresh, gateway_head, result_values,
+    step_row,
 };
 use hallgate::receiver::Receiver;
 
@@ -28,28 +29,20 @@ const ROWS: usize = CASES * 4;
 
 fn config_file(dir: &Path, f: &Fresh, port: u16, city: &str) -> std::path::PathBuf {
     let root = env!("CARGO_MANIFEST_DIR");
-    let mut settings = f.settings.clone();
-    if let Some(p) = &f.password {
-        std::fs::write(dir.join("qzk.pass"), format!("{p}\n")).expect("password file");
-        settings.push_str("password_file = \"qzk.pass\"\n");
-    }
+    let settings = f.settings_in(dir);
+    let head = gateway_head(
+        dir,
+        "gw-tables-crash",
+        &format!("127.0.0.1:{port}"),
+        "shutdown_grace_seconds = 2\n",
+    );
     let key = dir.join("certs/gateway-signing.key.pem");
     if !key.exists() {
         hallgate::keys::generate_key(&key).expect("key");
     }
     let text = format!(
         r#"
-[gateway]
-id = "gw-tables-crash"
-listen = "127.0.0.1:{port}"
-store = "sqlite://{store}"
-shutdown_grace_seconds = 2
-
-[delivery]
-base_backoff_ms = 40
-max_backoff_ms = 400
-poll_ms = 50
-
+{head}
 [nodes.qzk]
 name = "江宁区市场监管局前置库"
 level = "department"
@@ -94,8 +87,7 @@ destination = {{ url = "{city}", timeout_ms = 5000, concurrency = 4 }}
 [[routes]]
 name = "all-to-city"
 to = ["city"]
-"#,
-        store = dir.join("hallgate.db").display()
+"#
     );
     let path = dir.join("hallgate.toml");
     std::fs::write(&path, text).expect("write config");

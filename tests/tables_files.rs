@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 
 use base64::Engine as _;
-use common::qzk::{DDL, Engine, Fresh, attachment_row, fresh};
+use common::qzk::{DDL, Engine, Fresh, attachment_row, fresh, gateway_head};
 use hallgate::config::Config;
 use hallgate::receiver::Receiver;
 
@@ -19,27 +19,18 @@ const MAX_BODY: usize = 8_000;
 
 fn config(dir: &Path, f: &Fresh, city: &str) -> Config {
     let root = env!("CARGO_MANIFEST_DIR");
-    let mut settings = f.settings.clone();
-    if let Some(p) = &f.password {
-        std::fs::write(dir.join("qzk.pass"), format!("{p}\n")).expect("password file");
-        settings.push_str("password_file = \"qzk.pass\"\n");
-    }
+    let settings = f.settings_in(dir);
+    let head = gateway_head(
+        dir,
+        "gw-files",
+        "127.0.0.1:0",
+        "shutdown_grace_seconds = 5\n",
+    );
     let text = format!(
         r#"
-[gateway]
-id = "gw-files"
-listen = "127.0.0.1:0"
-store = "sqlite://{store}"
-shutdown_grace_seconds = 5
-
+{head}
 [limits]
 max_body_bytes = {MAX_BODY}
-
-[delivery]
-base_backoff_ms = 40
-max_backoff_ms = 400
-poll_ms = 50
-
 [nodes.qzk]
 name = "江宁区市场监管局前置库"
 level = "department"
@@ -66,8 +57,7 @@ destination = {{ url = "{city}", timeout_ms = 5000, concurrency = 2 }}
 name = "materials-to-city"
 kinds = ["material"]
 to = ["city"]
-"#,
-        store = dir.join("hallgate.db").display()
+"#
     );
     let path = dir.join("hallgate.toml");
     std::fs::write(&path, text).expect("write config");

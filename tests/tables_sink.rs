@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::load::{free_port, spawn_gateway, wait_healthy};
-use common::qzk::{Engine, Fresh, Qzk, fresh};
+use common::qzk::{Engine, Fresh, Qzk, fresh, gateway_head};
 use serde_json::{Value, json};
 
 /// The department's inbound table, one row per case, and a log of every insert.
@@ -54,25 +54,16 @@ CREATE TABLE "write_log" ("PROJID" VARCHAR(50));
 
 fn config_text(dir: &Path, f: &Fresh, listen: &str) -> String {
     let root = env!("CARGO_MANIFEST_DIR");
-    let mut settings = f.settings.clone();
-    if let Some(p) = &f.password {
-        std::fs::write(dir.join("qzk.pass"), format!("{p}\n")).expect("password file");
-        settings.push_str("password_file = \"qzk.pass\"\n");
-    }
+    let settings = f.settings_in(dir);
+    let head = gateway_head(
+        dir,
+        "gw-table-sink",
+        listen,
+        "trust_node_header = true\nshutdown_grace_seconds = 2\n",
+    );
     format!(
         r#"
-[gateway]
-id = "gw-table-sink"
-listen = "{listen}"
-store = "sqlite://{store}"
-trust_node_header = true
-shutdown_grace_seconds = 2
-
-[delivery]
-base_backoff_ms = 40
-max_backoff_ms = 400
-poll_ms = 50
-
+{head}
 [nodes.hall]
 name = "江宁区政务服务中心"
 level = "district"
@@ -102,8 +93,7 @@ receipt_interval_ms = 100
 name = "applications-to-scjg"
 kinds = ["application"]
 to = ["scjg"]
-"#,
-        store = dir.join("hallgate.db").display()
+"#
     )
 }
 

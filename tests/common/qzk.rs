@@ -27,6 +27,29 @@ pub struct Fresh {
     pub password: Option<String>,
 }
 
+impl Fresh {
+    /// The `[nodes.ID.tables]` connection keys, the password written to a file
+    /// beside the config in `dir`.
+    pub fn settings_in(&self, dir: &std::path::Path) -> String {
+        let mut settings = self.settings.clone();
+        if let Some(p) = &self.password {
+            std::fs::write(dir.join("qzk.pass"), format!("{p}\n")).expect("password file");
+            settings.push_str("password_file = \"qzk.pass\"\n");
+        }
+        settings
+    }
+}
+
+/// The head of a 前置库 test's config: `[gateway]` (its `id`, `listen`, an SQLite
+/// store in `dir`, and `more` keys) and a quick `[delivery]`.
+pub fn gateway_head(dir: &std::path::Path, id: &str, listen: &str, more: &str) -> String {
+    format!(
+        "[gateway]\nid = \"{id}\"\nlisten = \"{listen}\"\nstore = \"sqlite://{}\"\n{more}\n\
+         [delivery]\nbase_backoff_ms = 40\nmax_backoff_ms = 400\npoll_ms = 50\n",
+        dir.join("hallgate.db").display()
+    )
+}
+
 fn sqlite(path: &std::path::Path) -> rusqlite::Connection {
     let c = rusqlite::Connection::open(path).expect("open the 前置库 file");
     c.busy_timeout(std::time::Duration::from_secs(10))
