@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Start a throwaway MariaDB on loopback, as an unprivileged user, in a temporary
 # folder: the 前置库 (front-end database) of the table source and destination tests.
-# Prints the export line for HALLGATE_TEST_MARIADB (a mysql:// URL of a user with
-# a password, allowed to create and drop databases).
+# Prints the export lines for HALLGATE_TEST_MARIADB (a mysql:// URL of a user with
+# a password, allowed to create and drop databases) and HALLGATE_TEST_MARIADB_CA
+# (the PEM of a throwaway CA that signed the server's certificate for 127.0.0.1;
+# the user hallgate_tls, same password, must connect with TLS).
 #
 #   eval "$(bash scripts/mariadb-test-server.sh start)"   # then: cargo test
 #   bash scripts/mariadb-test-server.sh stop
@@ -39,7 +41,10 @@ fi
 
 exports() {
   echo "export HALLGATE_TEST_MARIADB=mysql://hallgate:$PASSWORD@127.0.0.1:$PORT/hallgate"
+  echo "export HALLGATE_TEST_MARIADB_CA=$DIR/tls/ca.pem"
 }
+
+. "$(dirname "$0")/test-certs.sh"
 
 client() { mariadb --no-defaults --socket="$DIR/mysqld.sock" -uroot "$@"; }
 
@@ -52,6 +57,7 @@ case "$cmd" in
     rm -rf "$DIR"
     mkdir -p "$DIR"
     [ "$(id -u)" = 0 ] && chown "$RUNAS" "$DIR"
+    make_certs
     as_user mariadb-install-db --no-defaults --datadir="$DIR/data" --user="$RUNAS" \
       --auth-root-authentication-method=socket --skip-test-db >"$DIR/install.log" 2>&1
     as_user "$SERVER" --no-defaults --datadir="$DIR/data" --socket="$DIR/mysqld.sock" \
@@ -59,7 +65,9 @@ case "$cmd" in
       --log-error="$DIR/server.log" --innodb-buffer-pool-size=128M \
       --innodb-flush-log-at-trx-commit=2 --max-connections=300 \
       --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
-      --sql-mode=STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION >/dev/null 2>&1 &
+      --sql-mode=STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION \
+      --ssl-cert="$DIR/tls/server.pem" --ssl-key="$DIR/tls/server.key" \
+      --ssl-ca="$DIR/tls/ca.pem" >/dev/null 2>&1 &
     for _ in $(seq 1 100); do
       [ -S "$DIR/mysqld.sock" ] && client -e 'SELECT 1' >/dev/null 2>&1 && break
       sleep 0.2
@@ -71,6 +79,8 @@ case "$cmd" in
     fi
     client -e "CREATE USER 'hallgate'@'127.0.0.1' IDENTIFIED BY '$PASSWORD';
       GRANT ALL PRIVILEGES ON *.* TO 'hallgate'@'127.0.0.1';
+      CREATE USER 'hallgate_tls'@'127.0.0.1' IDENTIFIED BY '$PASSWORD' REQUIRE SSL;
+      GRANT ALL PRIVILEGES ON *.* TO 'hallgate_tls'@'127.0.0.1';
       CREATE DATABASE hallgate CHARACTER SET utf8mb4;"
     exports
     ;;

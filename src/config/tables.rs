@@ -71,6 +71,17 @@ pub struct TableSettings {
     /// A statement taking longer fails (and is retried with back-off).
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// TLS to the database, named as libpq names it: `disable`, `prefer` (TLS when
+    /// the server offers it; PostgreSQL only, and its default), `require`,
+    /// `verify-ca` (the chain), `verify-full` (the chain and the host name).
+    /// MySQL/MariaDB's default is `disable`.
+    #[serde(default)]
+    pub sslmode: Option<String>,
+    /// A PEM file of the CA certificates that signed the server's (relative to the
+    /// config file), or `system`; needed by the verify modes, and with `require`
+    /// it checks the chain too.
+    #[serde(default)]
+    pub sslrootcert: Option<String>,
     /// The exchange tables read from this database, in the order they are read in
     /// each round (applications before their steps and results).
     #[serde(default)]
@@ -79,6 +90,54 @@ pub struct TableSettings {
     /// destination without a URL).
     #[serde(default)]
     pub destination: Vec<TableDestination>,
+}
+
+/// The `sslmode` values, as libpq spells them.
+const SSL_MODES: &[&str] = &["disable", "prefer", "require", "verify-ca", "verify-full"];
+
+impl TableSettings {
+    /// `sslmode` as set, or the engine's default (`prefer` for PostgreSQL, else
+    /// `disable`).
+    pub fn ssl_mode(&self) -> &str {
+        match (&self.sslmode, self.driver) {
+            (Some(m), _) => m,
+            (None, Driver::Postgres) => "prefer",
+            (None, _) => "disable",
+        }
+    }
+
+    fn tls_problems(&self, at: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mode = self.ssl_mode();
+        if !SSL_MODES.contains(&mode) {
+            out.push(format!(
+                "{at}.sslmode: `{mode}` is not one of {}",
+                SSL_MODES.join(", ")
+            ));
+        }
+        match self.driver {
+            Driver::Sqlite if self.sslmode.is_some() || self.sslrootcert.is_some() => {
+                out.push(format!("{at}.sslmode: an SQLite file has no connection to encrypt"))
+            }
+            Driver::Mysql if mode == "prefer" => out.push(format!(
+                "{at}.sslmode: `prefer` is not offered by the MySQL driver; use require (or disable)"
+            )),
+            _ => {}
+        }
+        if mode.starts_with("verify") && self.sslrootcert.is_none() {
+            out.push(format!(
+                "{at}.sslrootcert: sslmode = \"{mode}\" needs the PEM file of the CA that signed the server's certificate (or \"system\")"
+            ));
+        }
+        if self
+            .sslrootcert
+            .as_deref()
+            .is_some_and(|r| r.trim().is_empty())
+        {
+            out.push(format!("{at}.sslrootcert: empty"));
+        }
+        out
+    }
 }
 
 /// How a table destination writes a record's rows.
@@ -247,6 +306,7 @@ impl TableSettings {
         if self.timeout_ms == 0 {
             out.push(format!("{at}.timeout_ms: above 0"));
         }
+        out.extend(self.tls_problems(&at));
         let mut seen = std::collections::BTreeSet::new();
         for (i, s) in self.source.iter().enumerate() {
             let at = format!("{at}.source[{i}] (`{}`)", s.table);
@@ -444,5 +504,26 @@ mod tests {
         assert_eq!(parse_offset("-03:30"), Ok(-12_600));
         assert!(parse_offset("8").is_err());
         assert!(parse_offset("+8:00:00").is_err());
+    }
+
+    #[test]
+    fn tls_settings_are_checked_per_engine() {
+        let settings = |text: &str| -> TableSettings {
+            toml::from_str(&format!("database = \"qzk\"\n{text}")).expect("settings")
+        };
+        let problems = |text: &str| settings(text).tls_problems("t");
+        assert_eq!(settings("driver = \"postgres\"").ssl_mode(), "prefer");
+        assert_eq!(settings("driver = \"mysql\"").ssl_mode(), "disable");
+        assert!(problems("driver = \"postgres\"\nsslmode = \"require\"").is_empty());
+        assert!(problems("driver = \"mysql\"\nsslmode = \"prefer\"")[0].contains("require"));
+        assert!(
+            problems("driver = \"mysql\"\nsslmode = \"verify-full\"")[0].contains("t.sslrootcert")
+        );
+        assert!(
+            problems("driver = \"mysql\"\nsslmode = \"verify-full\"\nsslrootcert = \"ca.pem\"")
+                .is_empty()
+        );
+        assert!(problems("driver = \"postgres\"\nsslmode = \"allow\"")[0].contains("not one of"));
+        assert!(problems("driver = \"sqlite\"\nsslmode = \"require\"")[0].contains("SQLite"));
     }
 }

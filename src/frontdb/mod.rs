@@ -260,8 +260,8 @@ pub fn open(
         .zone_seconds()
         .map_err(|e| FrontDbError::Query(format!("zone: {e}")))?;
     Ok(match settings.driver {
-        Driver::Mysql => Arc::new(mysql::MysqlDb::new(settings, password, zone)?),
-        Driver::Postgres => Arc::new(postgres::PostgresDb::new(settings, password, zone)),
+        Driver::Mysql => Arc::new(mysql::MysqlDb::new(settings, password, zone, base)?),
+        Driver::Postgres => Arc::new(postgres::PostgresDb::new(settings, password, zone, base)?),
         Driver::Sqlite => Arc::new(sqlite::SqliteDb::open(
             &base.join(&settings.database),
             settings.timeout_ms,

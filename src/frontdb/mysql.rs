@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts, Value};
+use mysql_async::{OptsBuilder, Pool, PoolConstraints, PoolOpts, SslOpts, TxOpts, Value};
 
 use super::flag_counts_sql;
 use super::{
@@ -18,6 +18,34 @@ use super::{
 use crate::config::WriteMode;
 use crate::config::{Driver, TableSettings};
 
+/// TLS as `sslmode` says (checked by the config: disable, require, verify-ca,
+/// verify-full). As in libpq, `require` checks the chain only when `sslrootcert`
+/// is given; `verify-ca` checks the chain, not the host name.
+fn ssl_opts(s: &TableSettings, base: &std::path::Path) -> Option<SslOpts> {
+    let mode = s.ssl_mode();
+    if mode == "disable" {
+        return None;
+    }
+    let mut opts = SslOpts::default();
+    if let Some(file) = s.sslrootcert.as_deref() {
+        let path = match file {
+            "system" => crate::tls::pg::system_bundle(),
+            _ => base.join(file),
+        };
+        opts = opts
+            .with_root_certs(vec![path.into()])
+            .with_disable_built_in_roots(true);
+    }
+    if s.sslrootcert.is_none() {
+        opts = opts
+            .with_danger_accept_invalid_certs(true)
+            .with_danger_skip_domain_validation(true);
+    } else if mode != "verify-full" {
+        opts = opts.with_danger_skip_domain_validation(true);
+    }
+    Some(opts)
+}
+
 pub struct MysqlDb {
     pool: Pool,
     host: String,
@@ -26,7 +54,12 @@ pub struct MysqlDb {
 }
 
 impl MysqlDb {
-    pub fn new(s: &TableSettings, password: String, zone: i32) -> Result<MysqlDb, FrontDbError> {
+    pub fn new(
+        s: &TableSettings,
+        password: String,
+        zone: i32,
+        base: &std::path::Path,
+    ) -> Result<MysqlDb, FrontDbError> {
         let constraints = PoolConstraints::new(0, s.connections.max(1))
             .ok_or_else(|| FrontDbError::Query("connections: at least 1".into()))?;
         let sign = if zone < 0 { '-' } else { '+' };
@@ -42,6 +75,7 @@ impl MysqlDb {
             .pass(Some(password))
             .db_name(Some(s.database.clone()))
             .prefer_socket(false)
+            .ssl_opts(ssl_opts(s, base))
             .setup(vec![
                 format!("SET time_zone = '{offset}'"),
                 "SET NAMES utf8mb4".to_string(),

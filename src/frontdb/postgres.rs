@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::tls::pg::{Connector, Settings, SslMode};
 
 use super::flag_counts_sql;
 use super::{
@@ -22,6 +24,8 @@ use crate::config::{Driver, TableSettings};
 
 pub struct PostgresDb {
     config: tokio_postgres::Config,
+    /// TLS as `sslmode` and `sslrootcert` say (the store's PostgreSQL connector).
+    tls: Connector,
     host: String,
     port: u16,
     timeout_ms: u64,
@@ -30,8 +34,30 @@ pub struct PostgresDb {
 }
 
 impl PostgresDb {
-    pub fn new(s: &TableSettings, password: String, zone: i32) -> PostgresDb {
+    pub fn new(
+        s: &TableSettings,
+        password: String,
+        zone: i32,
+        base: &std::path::Path,
+    ) -> Result<PostgresDb, FrontDbError> {
+        let tls_err = |e: crate::tls::pg::PgTlsError| FrontDbError::Query(format!("TLS: {e}"));
+        let mode = SslMode::parse(s.ssl_mode()).map_err(tls_err)?;
+        let root_cert = s.sslrootcert.as_deref().map(|r| match r {
+            "system" => std::path::PathBuf::from(r),
+            _ => base.join(r),
+        });
+        let tls = Connector::new(&Settings {
+            mode,
+            root_cert,
+            url: String::new(),
+        })
+        .map_err(tls_err)?;
         let mut config = tokio_postgres::Config::new();
+        config.ssl_mode(match mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
         config
             .host(&s.host)
             .port(s.port())
@@ -42,14 +68,15 @@ impl PostgresDb {
         if !password.is_empty() {
             config.password(password);
         }
-        PostgresDb {
+        Ok(PostgresDb {
             config,
+            tls,
             host: s.host.clone(),
             port: s.port(),
             timeout_ms: s.timeout_ms,
             zone,
             client: Mutex::new(None),
-        }
+        })
     }
 
     /// Run `f` with the connection, opening it first if there is none; a broken
@@ -100,11 +127,10 @@ impl PostgresDb {
             port: self.port,
             reason,
         };
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| fail(pg_error(&e)))?;
+        let (client, connection) = self.config.connect(self.tls.clone()).await.map_err(|e| {
+            let reason = pg_error(&e);
+            fail(format!("{reason}{}", crate::tls::pg::hint(&reason)))
+        })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "前置库 connection closed");
@@ -195,10 +221,20 @@ fn write_plan(w: &TableWrite<'_>) -> Plan {
 }
 
 /// The server's message where there is one (it names the column or table).
+/// The server's code and message, or the error with its causes (a TLS handshake's
+/// reason is in its source).
 fn pg_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+        None => {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            text
+        }
     }
 }
 

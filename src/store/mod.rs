@@ -7,7 +7,7 @@
 //! events — is written in ONE transaction before the sender hears `202`.
 
 pub mod console;
-mod pg_tls;
+use crate::tls::pg as pg_tls;
 mod plan;
 mod postgres;
 pub mod sealed;
@@ -26,6 +26,12 @@ use crate::hash::HashAlg;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
+
+impl From<pg_tls::PgTlsError> for StoreError {
+    fn from(e: pg_tls::PgTlsError) -> Self {
+        StoreError::Tls(e.0)
+    }
+}
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]

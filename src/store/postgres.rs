@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, Row, Statement, Transaction};
 
-use super::pg_tls::{Connector, SslMode};
+use crate::tls::pg::{Connector, SslMode};
 
 use super::console::{
     self, CaseSearch, CaseSummary, ConsoleOp, ConsoleOut, ConsoleSession, ConsoleUser,
@@ -419,7 +419,7 @@ async fn connect(
         let reason = crate::observe::error_chain(&e);
         StoreError::Open {
             path: format!("{} (sslmode={})", describe(config), mode.as_str()),
-            reason: format!("{reason}{}", super::pg_tls::hint(&reason)),
+            reason: format!("{reason}{}", crate::tls::pg::hint(&reason)),
         }
     })?;
     tokio::spawn(async move {

@@ -4,8 +4,10 @@
 //! came with, and the client side: the one HTTP client builder every outbound call
 //! uses ([`http_client`]: deliveries, JWKS fetches, sync APIs), with a destination's
 //! extra CA roots and client certificate ([`client_builder`]). The listener itself,
-//! plain or TLS, with its connection limits, is in [`serve`].
+//! plain or TLS, with its connection limits, is in [`serve`]; TLS to PostgreSQL (the
+//! store and a PostgreSQL 前置库, libpq's `sslmode`) in [`pg`].
 
+pub mod pg;
 mod serve;
 
 pub use serve::{ConnLimits, Cut, Peer, serve, serve_with};

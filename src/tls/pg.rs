@@ -9,6 +9,9 @@
 //! verify modes need `sslrootcert`. tokio-postgres itself knows only `disable`,
 //! `prefer` and `require`: the URL it is given has the verify modes turned into
 //! `require` and `sslrootcert` taken out, and the checking is done here.
+//!
+//! The store's PostgreSQL URL and a PostgreSQL 前置库 (`[nodes.ID.tables] sslmode`)
+//! both connect through it.
 
 use std::future::Future;
 use std::io;
@@ -25,12 +28,15 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
 
-use super::StoreError;
+/// A TLS setting that cannot be used, or a handshake that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PgTlsError(pub String);
 
 /// Where the system's CA bundle is (`sslrootcert=system`): `SSL_CERT_FILE` if set,
 /// else Debian's and its derivatives', else that of Red Hat and its derivatives
 /// (openEuler, Kylin).
-fn system_bundle() -> PathBuf {
+pub fn system_bundle() -> PathBuf {
     if let Some(f) = std::env::var_os("SSL_CERT_FILE") {
         return PathBuf::from(f);
     }
@@ -68,7 +74,7 @@ pub enum SslMode {
 }
 
 impl SslMode {
-    fn parse(s: &str) -> Result<SslMode, StoreError> {
+    pub fn parse(s: &str) -> Result<SslMode, PgTlsError> {
         Ok(match s {
             "disable" => SslMode::Disable,
             "prefer" => SslMode::Prefer,
@@ -99,8 +105,8 @@ impl SslMode {
     }
 }
 
-fn tls_err(reason: impl ToString) -> StoreError {
-    StoreError::Tls(reason.to_string())
+fn tls_err(reason: impl ToString) -> PgTlsError {
+    PgTlsError(reason.to_string())
 }
 
 /// The TLS part of a store URL, and the URL without it for tokio-postgres.
@@ -127,11 +133,11 @@ fn split_query(url: &str) -> (&str, &str) {
 
 /// Read `sslmode` and `sslrootcert` out of a `postgres://` URL; where the URL has
 /// none, `PGSSLMODE` and `PGSSLROOTCERT` from the environment, as libpq does.
-pub fn settings(url: &str) -> Result<Settings, StoreError> {
+pub fn settings(url: &str) -> Result<Settings, PgTlsError> {
     settings_with(url, |k| std::env::var(k).ok())
 }
 
-fn settings_with(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<Settings, StoreError> {
+fn settings_with(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<Settings, PgTlsError> {
     let (head, query) = split_query(url);
     let mut mode = None;
     let mut root_cert = None;
@@ -158,10 +164,7 @@ fn settings_with(url: &str, env: impl Fn(&str) -> Option<String>) -> Result<Sett
     let mode = match mode {
         Some(m) => m,
         None => match env("PGSSLMODE") {
-            Some(m) => SslMode::parse(&m).map_err(|e| match e {
-                StoreError::Tls(msg) => tls_err(format!("PGSSLMODE: {msg}")),
-                other => other,
-            })?,
+            Some(m) => SslMode::parse(&m).map_err(|e| tls_err(format!("PGSSLMODE: {e}")))?,
             None => SslMode::Prefer,
         },
     };
@@ -246,7 +249,7 @@ impl Connector {
 }
 
 impl Connector {
-    pub fn new(s: &Settings) -> Result<Connector, StoreError> {
+    pub fn new(s: &Settings) -> Result<Connector, PgTlsError> {
         if s.mode == SslMode::Disable {
             return Ok(Connector {
                 config: None,
@@ -564,7 +567,7 @@ mod tests {
         .to_string();
         assert_eq!(
             e,
-            "PostgreSQL TLS: PGSSLMODE: sslmode `strict` is not one of disable, prefer, require, verify-ca, verify-full"
+            "PGSSLMODE: sslmode `strict` is not one of disable, prefer, require, verify-ca, verify-full"
         );
     }
 
