@@ -351,14 +351,14 @@ pub fn bound_usable(shape: &Shape, order: &[String], driver: Driver) -> bool {
 }
 
 /// `(order) > (values)`, or `NOT` that (or a NULL in the order) for
-/// [`Bound::UpTo`]; `None` when a value
-/// cannot be written for its column (a number column holding something else).
+/// [`Bound::UpTo`]; `None` when a value cannot be written for its column (a
+/// number column holding something else, a blob).
 /// Values come from the producer's rows, so text is written so that nothing in it
 /// can end the literal: hex for MySQL, an escape string for PostgreSQL, doubled
 /// quotes for SQLite (which has no backslash escapes).
 fn bound_sql(shape: &Shape, order: &[String], bound: &Bound, driver: Driver) -> Option<String> {
     let values = bound.values();
-    if values.len() != order.len() || !bound_usable(shape, order, driver) {
+    if order.is_empty() || values.len() != order.len() {
         return None;
     }
     let mut cols = Vec::with_capacity(order.len());

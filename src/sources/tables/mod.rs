@@ -265,23 +265,15 @@ impl TableReader {
             return Ok(BatchOutcome::default());
         }
         let mut full = rows.len() >= spec.batch;
-        let driver = self.db.driver();
-        let index_of = |name: &str| {
-            t.shape
-                .columns
-                .iter()
-                .position(|c| driver.same_name(&c.name, name))
-        };
-        let order_at: Vec<usize> = t.order.iter().filter_map(|c| index_of(c)).collect();
         // Where the next batch starts: after this one's last row while the pass goes
         // on; where this one started while rows of it wait for their case; the top
         // when a row of a case here lies behind the cursor.
         let mut next = match full && t.cursor {
-            true => cursor::last(&rows, &order_at),
+            true => cursor::last(&rows, &t.at.order),
             false => None,
         };
         let mut holding = false;
-        if let Some(case_at) = spec.case.as_deref().and_then(index_of) {
+        if let Some(case_at) = t.at.case {
             let (held, behind) = self
                 .held_cases(t, &rows, case_at, earlier, from.as_ref())
                 .await?;
@@ -311,7 +303,6 @@ impl TableReader {
             zone: self.zone,
             keep_blobs: self.intake.config.audit.retain_payloads,
             max_bytes: self.intake.config.limits.max_body_bytes,
-            driver,
         };
         let rows::Body {
             bytes,
@@ -324,7 +315,7 @@ impl TableReader {
             rows.truncate(taken);
             full = true;
             if t.cursor && !holding {
-                next = cursor::last(&rows, &order_at);
+                next = cursor::last(&rows, &t.at.order);
             }
         }
         let bytes = bytes::Bytes::from(bytes);

@@ -24,6 +24,18 @@ pub struct Prepared {
     /// needs a case column: a row that lands behind the cursor is then found by its
     /// case (`TableReader::held_cases`).
     pub(super) cursor: bool,
+    /// Where the columns the source uses are in a row (the shape's order): the
+    /// order columns then keys, the keys, the version and the case.
+    pub(super) at: Positions,
+}
+
+/// Column positions in a row read from the table.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Positions {
+    pub order: Vec<usize>,
+    pub keys: Vec<usize>,
+    pub version: Option<usize>,
+    pub case: Option<usize>,
 }
 
 impl Prepared {
@@ -86,8 +98,22 @@ pub async fn prepare(
         );
         let cursor = (spec.order.is_empty() || spec.case.is_some())
             && bound_usable(&shape, &order, db.driver());
+        let driver = db.driver();
+        let index_of = |name: &str| {
+            shape
+                .columns
+                .iter()
+                .position(|c| driver.same_name(&c.name, name))
+        };
+        let at = Positions {
+            order: order.iter().filter_map(|c| index_of(c)).collect(),
+            keys: spec.keys.iter().filter_map(|k| index_of(k)).collect(),
+            version: spec.version.as_deref().and_then(index_of),
+            case: spec.case.as_deref().and_then(index_of),
+        };
         out.push(Prepared {
             cursor,
+            at,
             name: format!("{node}/{}", spec.table),
             spec: spec.clone(),
             shape,

@@ -8,7 +8,6 @@
 //! evidence beside their SHA-256.
 
 use super::Prepared;
-use crate::config::Driver;
 use crate::frontdb::{Mark, Row, cell};
 
 /// A batch's body and its rows' marks.
@@ -28,20 +27,11 @@ pub(super) struct BodyOptions {
     pub zone: i32,
     pub keep_blobs: bool,
     pub max_bytes: usize,
-    pub driver: Driver,
 }
 
 /// The body of `rows` (in order), as far as `max_bytes` allows.
 pub(super) fn body(t: &Prepared, rows: &[Row], o: &BodyOptions) -> Body {
     let spec = &t.spec;
-    let index_of = |name: &str| {
-        t.shape
-            .columns
-            .iter()
-            .position(|c| o.driver.same_name(&c.name, name))
-    };
-    let key_at: Vec<usize> = spec.keys.iter().filter_map(|k| index_of(k)).collect();
-    let version_at = spec.version.as_deref().and_then(index_of);
     let mut out = Body {
         bytes: vec![b'['],
         row_of_record: Vec::new(),
@@ -49,11 +39,14 @@ pub(super) fn body(t: &Prepared, rows: &[Row], o: &BodyOptions) -> Body {
         taken: 0,
     };
     for (i, row) in rows.iter().enumerate() {
-        let key = key_at
-            .iter()
-            .map(|&k| cell::text(row.get(k).and_then(Option::as_ref)).unwrap_or_default())
-            .collect();
-        let version = version_at.and_then(|v| cell::text(row.get(v).and_then(Option::as_ref)));
+        let key =
+            t.at.keys
+                .iter()
+                .map(|&k| cell::text(row.get(k).and_then(Option::as_ref)).unwrap_or_default())
+                .collect();
+        let version =
+            t.at.version
+                .and_then(|v| cell::text(row.get(v).and_then(Option::as_ref)));
         let mut mark = Mark {
             key,
             version,
