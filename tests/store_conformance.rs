@@ -11,9 +11,9 @@ use bytes::Bytes;
 use hallgate::event::{Event, EventKind};
 use hallgate::record::Kind;
 use hallgate::store::{
-    AcceptOutcome, AuditFilter, CatalogueItem, Completion, DeliveryFilter, DeliveryResult,
-    DeliveryState, LeaseRequest, LeasedDelivery, NewMessage, NewRecord, OpenMode, PullAdvance,
-    Store, StoreError, StoreOptions, StoreUrl, SyncControl,
+    AcceptOutcome, AuditFilter, CaseStanding, CatalogueItem, Completion, DeliveryFilter,
+    DeliveryResult, DeliveryState, LeaseRequest, LeasedDelivery, NewMessage, NewRecord, OpenMode,
+    PullAdvance, Store, StoreError, StoreOptions, StoreUrl, SyncControl,
 };
 use hallgate::time::now_ms;
 
@@ -75,6 +75,7 @@ conformance!(
     console_users_lock_and_sessions_expire,
     cases_are_found_by_node_item_kind_and_time,
     a_failing_job_fails_alone,
+    messages_sent_at_once_see_each_other,
 );
 
 struct Rec {
@@ -1403,4 +1404,137 @@ async fn a_failing_job_fails_alone(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(gx.is_empty(), "{gx:?}");
+}
+
+/// Messages sent at once, so that the writer takes them in one batch, where a later
+/// one depends on an earlier one: the same idempotency key, a case the first opened,
+/// a version the first stored. Each is decided as if it came alone after the other.
+/// A message naming one case and one identity twice is stored whole.
+async fn messages_sent_at_once_see_each_other(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    let versioned = |case: &'static str, v: i64| {
+        let mut r = rec(Kind::Process, case, v, &["city"]);
+        r.version = Some(v);
+        r.identity = format!("case:{case}:process");
+        r
+    };
+    // Each round: twenty messages of other cases, and the messages that depend on
+    // each other, sent at once.
+    let round = |n: usize, tail: Vec<NewMessage>| {
+        let mut msgs: Vec<NewMessage> = (0..20)
+            .map(|i| {
+                let case = &*Box::leak(format!("S{n}-{i}").into_boxed_str());
+                message("a", None, vec![rec(Kind::Application, case, 0, &["city"])])
+            })
+            .collect();
+        msgs.extend(tail);
+        futures_util::future::join_all(msgs.into_iter().map(|m| s.accept(m)))
+    };
+    let fine = |a: &[Result<AcceptOutcome, StoreError>]| {
+        for (i, a) in a.iter().enumerate().take(20) {
+            assert!(
+                matches!(a, Ok(AcceptOutcome::Accepted(_))),
+                "message {i}: {a:?}"
+            );
+        }
+    };
+    // Version 2 of an identity, then version 1 of it, now stale.
+    let a = round(
+        1,
+        vec![
+            message("a", None, vec![versioned("S-VER", 2)]),
+            message("a", None, vec![versioned("S-VER", 1)]),
+        ],
+    )
+    .await;
+    fine(&a);
+    assert!(
+        matches!(&a[20], Ok(AcceptOutcome::Accepted(_))),
+        "{:?}",
+        a[20]
+    );
+    assert!(
+        matches!(&a[21], Ok(AcceptOutcome::Stale(_))),
+        "an older version after a newer one: {:?}",
+        a[21]
+    );
+    // A case opened by one sender, then another sender on it.
+    let a = round(
+        2,
+        vec![
+            message(
+                "a",
+                None,
+                vec![rec(Kind::Application, "S-OPEN", 0, &["city"])],
+            ),
+            message("b", None, vec![rec(Kind::Process, "S-OPEN", 1, &["city"])]),
+        ],
+    )
+    .await;
+    fine(&a);
+    assert!(
+        matches!(&a[20], Ok(AcceptOutcome::Accepted(_))),
+        "{:?}",
+        a[20]
+    );
+    assert!(
+        matches!(&a[21], Ok(AcceptOutcome::NotParty(_))),
+        "another sender on a case it is not a party of: {:?}",
+        a[21]
+    );
+    // The same idempotency key twice; one case and one identity twice in a message.
+    let a = round(
+        3,
+        vec![
+            message(
+                "a",
+                Some("k-once"),
+                vec![rec(Kind::Application, "S-KEY", 0, &["city"])],
+            ),
+            message(
+                "a",
+                Some("k-once"),
+                vec![rec(Kind::Application, "S-KEY", 0, &["city"])],
+            ),
+            message(
+                "a",
+                None,
+                vec![versioned("S-TWICE", 1), versioned("S-TWICE", 2)],
+            ),
+        ],
+    )
+    .await;
+    fine(&a);
+    let Ok(AcceptOutcome::Accepted(first)) = &a[20] else {
+        panic!("{:?}", a[20])
+    };
+    assert!(
+        matches!(&a[21], Ok(AcceptOutcome::Replayed(r)) if r == first),
+        "the same key again: {:?}",
+        a[21]
+    );
+    assert!(
+        matches!(&a[22], Ok(AcceptOutcome::Accepted(_))),
+        "{:?}",
+        a[22]
+    );
+    assert_eq!(s.case("S-OPEN").await.unwrap().len(), 1);
+    assert_eq!(s.case("S-VER").await.unwrap().len(), 1);
+    assert_eq!(s.case("S-TWICE").await.unwrap().len(), 2);
+    assert_eq!(
+        s.case_standing("S-TWICE", "city").await.unwrap(),
+        CaseStanding::Party
+    );
+    // The stored version of S-TWICE is the later one: version 2 again is a duplicate.
+    let again = s
+        .accept(message("a", None, vec![versioned("S-TWICE", 2)]))
+        .await
+        .unwrap();
+    let AcceptOutcome::Accepted(again) = again else {
+        panic!("{again:?}")
+    };
+    assert_eq!(again.records[0].status, "duplicate");
+    hallgate::audit::verify_store(s, None, None, |_| {})
+        .await
+        .expect("the chain holds");
 }

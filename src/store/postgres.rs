@@ -2,7 +2,8 @@
 //! PostgreSQL-compatible databases government deployments must use).
 //!
 //! Like the SQLite engine, each instance sends its writes through one writer task
-//! that commits them in batches (one transaction, a savepoint per job). A batch that
+//! that commits them in batches (one transaction, a savepoint per job; a run of
+//! messages of different cases shares one, see `accept`). A batch that
 //! appends audit events first locks the single `audit_head` row, so the instances
 //! extend one chain in turn, and every check that must hold across instances
 //! (idempotency keys, versions) runs after that lock, on committed data. Deliveries
@@ -19,16 +20,19 @@ use tokio_postgres::{Client, Row, Statement, Transaction};
 
 use crate::tls::pg::{Connector, SslMode};
 
+mod accept;
+mod rows;
+
 use super::console::{
     self, CaseSearch, CaseSummary, ConsoleOp, ConsoleOut, ConsoleSession, ConsoleUser,
 };
 use super::supervision::{DueCase, SV_COLUMNS, SvCase, SvOp, SvOut};
 use super::{
-    AcceptOutcome, AcceptResponse, Asked, AuditFilter, AuditMeta, CaseStanding, CatalogueChange,
-    CatalogueItem, Completion, DataKey, DeliveryFilter, DeliveryResult, DeliveryState,
-    DeliveryView, Evidence, Exchange, Exchanged, LeaseRequest, LeasedDelivery, MessageView,
-    NewMessage, NewRecord, OpenMode, PullAdvance, QueueDepth, RecordView, SealOp, SealOut, Store,
-    StoreError, StoreFuture, StoreOptions, StoredRecord, SyncControl, SyncSource, TokenUse, plan,
+    AcceptOutcome, Asked, AuditFilter, AuditMeta, CaseStanding, CatalogueChange, CatalogueItem,
+    Completion, DataKey, DeliveryFilter, DeliveryResult, DeliveryState, DeliveryView, Evidence,
+    Exchange, Exchanged, LeaseRequest, LeasedDelivery, MessageView, NewMessage, OpenMode,
+    PullAdvance, QueueDepth, RecordView, SealOp, SealOut, Store, StoreError, StoreFuture,
+    StoreOptions, StoredRecord, SyncControl, SyncSource, TokenUse, plan,
 };
 use crate::event::{self, AuditRow, Event};
 use crate::hash::HashAlg;
@@ -625,17 +629,20 @@ struct Stmts {
     idem_get: Statement,
     version_get: Statement,
     latest_sha: Statement,
-    message: Statement,
-    idem_put: Statement,
-    record: Statement,
-    version_put: Statement,
-    delivery: Statement,
+    token_get: Statement,
+    token_put: Statement,
+    token_expire: Statement,
+    messages: Statement,
+    idempotency: Statement,
+    records: Statement,
+    versions: Statement,
+    deliveries: Statement,
     delivered: Statement,
     retry: Statement,
     dead: Statement,
     case_get: Statement,
-    case_open: Statement,
-    case_party: Statement,
+    cases: Statement,
+    parties: Statement,
     sv_intake: Statement,
 }
 
@@ -668,16 +675,16 @@ impl Stmts {
                      FROM cases c WHERE c.case_no = $1",
                 )
                 .await?,
-            case_open: c
-                .prepare(
-                    "INSERT INTO cases (case_no, opened_by, region, item_code, opened_at) VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (case_no) DO UPDATE SET region = coalesce(cases.region, excluded.region),
-                                                         item_code = coalesce(cases.item_code, excluded.item_code)",
-                )
-                .await?,
-            case_party: c
-                .prepare("INSERT INTO case_parties (case_no, node) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .await?,
+            token_get: c.prepare(rows::TOKEN_GET).await?,
+            token_put: c.prepare(rows::TOKEN_PUT).await?,
+            token_expire: c.prepare(rows::TOKEN_EXPIRE).await?,
+            messages: c.prepare(rows::MESSAGES).await?,
+            idempotency: c.prepare(rows::IDEMPOTENCY).await?,
+            records: c.prepare(rows::RECORDS).await?,
+            versions: c.prepare(rows::VERSIONS).await?,
+            deliveries: c.prepare(rows::DELIVERIES).await?,
+            cases: c.prepare(rows::CASES).await?,
+            parties: c.prepare(rows::PARTIES).await?,
             sv_intake: c
                 .prepare(&super::supervision::intake_sql('$'))
                 .await?,
@@ -685,36 +692,6 @@ impl Stmts {
                 .prepare(
                     "SELECT sha256 FROM records WHERE source = $1 AND kind = $2 AND identity = $3
                      ORDER BY id DESC LIMIT 1",
-                )
-                .await?,
-            message: c
-                .prepare(
-                    "INSERT INTO messages (id, source, received_at, content_type, idempotency_key, body, body_sha256, response, request_id)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .await?,
-            idem_put: c
-                .prepare("INSERT INTO idempotency (source, key, message_id, created_at) VALUES ($1, $2, $3, $4)")
-                .await?,
-            record: c
-                .prepare(
-                    "INSERT INTO records (message_id, idx, source, kind, case_no, identity, version, status, canonical, sha256, received_at, flags)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .await?,
-            version_put: c
-                .prepare(
-                    "INSERT INTO record_versions (source, kind, identity, version, record_id)
-                     VALUES ($1, $2, $3, $4, (SELECT id FROM records WHERE message_id = $5 AND idx = $6))
-                     ON CONFLICT (source, kind, identity) DO UPDATE SET version = excluded.version, record_id = excluded.record_id",
-                )
-                .await?,
-            delivery: c
-                .prepare(
-                    "INSERT INTO deliveries (record_id, message_id, record_idx, destination, case_no, kind, ord_kind,
-                                             ord_step, state, attempts, next_attempt_at, idem_key, created_at, updated_at)
-                     VALUES ((SELECT id FROM records WHERE message_id = $1 AND idx = $2), $1, $2, $3, $4, $5, $6, $7,
-                             'pending', 0, $8, $9, $8, $8)",
                 )
                 .await?,
             delivered: c
@@ -981,12 +958,31 @@ async fn writer_loop(
         }
         let mut finishes: Vec<Finish> = Vec::with_capacity(jobs.len());
         let mut tx = tx;
-        for job in jobs {
-            if let Job::Close(reply) = job {
-                closing = Some(reply);
-                continue;
+        let mut jobs = jobs.into_iter().peekable();
+        while let Some(job) = jobs.next() {
+            match job {
+                Job::Close(reply) => closing = Some(reply),
+                // A run of messages that touch different cases is accepted together.
+                Job::Accept(msg, reply) => {
+                    let mut claims = accept::Claims::default();
+                    if !claims.take(&msg) {
+                        let job = Job::Accept(msg, reply);
+                        finishes.push(run_job(&mut tx, &st, chain.as_mut(), job, retain).await);
+                        continue;
+                    }
+                    let mut group = vec![(msg, reply)];
+                    while group.len() < accept::MAX_GROUP
+                        && matches!(jobs.peek(), Some(Job::Accept(m, _)) if claims.take(m))
+                    {
+                        if let Some(Job::Accept(m, r)) = jobs.next() {
+                            group.push((m, r));
+                        }
+                    }
+                    let done = run_group(&mut tx, &st, chain.as_mut(), group, retain).await;
+                    finishes.extend(done);
+                }
+                job => finishes.push(run_job(&mut tx, &st, chain.as_mut(), job, retain).await),
             }
-            finishes.push(run_job(&mut tx, &st, chain.as_mut(), job, retain).await);
         }
         let saved = match &chain {
             Some(c) => c.save(&tx).await,
@@ -1003,6 +999,69 @@ async fn writer_loop(
     }
     if let Some(reply) = closing {
         let _ = reply.send(Ok(()));
+    }
+}
+
+/// Accept messages [`accept::Claims`] found disjoint, together in one savepoint. If
+/// that fails, it is undone and each message is accepted again in its own savepoint,
+/// so only a bad message fails.
+async fn run_group(
+    tx: &mut Transaction<'_>,
+    st: &Stmts,
+    chain: Option<&mut Chain>,
+    group: Vec<(Box<NewMessage>, Reply<AcceptOutcome>)>,
+    retain: bool,
+) -> Vec<Finish> {
+    let mut no_chain = Chain::unlocked();
+    let chain = chain.unwrap_or(&mut no_chain);
+    if group.len() == 1 {
+        let jobs = group.into_iter().map(|(m, r)| Job::Accept(m, r));
+        let mut out = Vec::with_capacity(1);
+        for job in jobs {
+            out.push(run_job(tx, st, Some(&mut *chain), job, retain).await);
+        }
+        return out;
+    }
+    let mark = chain.mark();
+    let result = {
+        let sp: &Transaction<'_> = &*tx;
+        let msgs: Vec<&NewMessage> = group.iter().map(|(m, _)| &**m).collect();
+        let savepoint = async {
+            sp.batch_execute("SAVEPOINT grp")
+                .await
+                .map_err(StoreError::from)
+        };
+        let body = accept::group(sp, st, &mut *chain, &msgs, retain);
+        match try_join(savepoint, body).await {
+            Ok(((), out)) => {
+                let release = async {
+                    sp.batch_execute("RELEASE SAVEPOINT grp")
+                        .await
+                        .map_err(StoreError::from)
+                };
+                try_join(chain.flush(sp, st), release).await.map(|_| out)
+            }
+            Err(e) => Err(e),
+        }
+    };
+    match result {
+        Ok(outcomes) => group
+            .into_iter()
+            .zip(outcomes)
+            .map(|((_, reply), o)| finish(reply, Ok(o)))
+            .collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, messages = group.len(), "accepting a group failed; accepting its messages one by one");
+            chain.reset(mark);
+            let _ = tx
+                .batch_execute("ROLLBACK TO SAVEPOINT grp; RELEASE SAVEPOINT grp")
+                .await;
+            let mut out = Vec::with_capacity(group.len());
+            for (m, r) in group {
+                out.push(run_job(tx, st, Some(&mut *chain), Job::Accept(m, r), retain).await);
+            }
+            out
+        }
     }
 }
 
@@ -1054,7 +1113,7 @@ async fn run_job(
     }
     match job {
         Job::Accept(msg, reply) => {
-            in_savepoint!(reply, |sp, ch| accept(sp, st, ch, *msg, retain).await)
+            in_savepoint!(reply, |sp, ch| accept::one(sp, st, ch, &msg, retain).await)
         }
         Job::Audit(e, reply) => in_savepoint!(reply, |_sp, ch| ch.push(e)),
         Job::ArchiveAudit(through, sha, e, reply) => {
@@ -1331,7 +1390,7 @@ async fn supervision_write(
                 applied += 1;
                 if let Some(t) = s.transition {
                     if let Some(msg) = t.alert {
-                        match accept(tx, st, ch, *msg, retain).await? {
+                        match accept::one(tx, st, ch, &msg, retain).await? {
                             AcceptOutcome::Accepted(_) | AcceptOutcome::Replayed(_) => {}
                             other => {
                                 return Err(StoreError::Corrupt(format!(
@@ -1753,347 +1812,6 @@ async fn archive(
         .await?;
     }
     chain.push(e)
-}
-
-async fn accept(
-    tx: &Transaction<'_>,
-    st: &Stmts,
-    chain: &mut Chain,
-    msg: NewMessage,
-    retain: bool,
-) -> Result<AcceptOutcome, StoreError> {
-    let msg = &msg;
-    if let Some(t) = &msg.token {
-        // Under the chain head lock: one instance at a time decides.
-        let seen = tx
-            .query_opt(
-                "SELECT token_sha256 FROM token_ids WHERE node = $1 AND jti = $2",
-                &[&t.node, &t.jti],
-            )
-            .await?;
-        match seen.map(|r| r.get::<_, String>(0)) {
-            Some(sha) if sha != t.token_sha256 => {
-                chain.push(plan::replay_event(msg))?;
-                return Ok(AcceptOutcome::TokenReplayed);
-            }
-            Some(_) => {}
-            None => {
-                tx.execute(
-                    "INSERT INTO token_ids (node, jti, token_sha256, exp) VALUES ($1, $2, $3, $4)",
-                    &[&t.node, &t.jti, &t.token_sha256, &t.exp_ms],
-                )
-                .await?;
-                // Token ids are kept until their tokens can no longer be used.
-                tx.execute(
-                    "DELETE FROM token_ids WHERE exp < $1",
-                    &[&plan::token_ids_expired_before(crate::time::now_ms())],
-                )
-                .await?;
-            }
-        }
-    }
-    // The idempotency key and the versions are looked up in one round trip.
-    let prior = async {
-        match &msg.idempotency_key {
-            Some(key) => tx.query_opt(&st.idem_get, &[&msg.source, key]).await,
-            None => Ok(None),
-        }
-    };
-    let kinds: Vec<&str> = msg.records.iter().map(|r| r.kind.as_str()).collect();
-    let lookups = try_join_all(msg.records.iter().zip(&kinds).map(|(r, kind)| async move {
-        match r.version {
-            None => Ok(None),
-            Some(_) => tx
-                .query_opt(&st.version_get, &[&msg.source, kind, &r.identity])
-                .await
-                .map(|row| row.map(|row| row.get::<_, i64>(0))),
-        }
-    }));
-    // Pulled records without a version: unchanged when the latest stored record of
-    // the same identity has the same content.
-    let same = try_join_all(msg.records.iter().zip(&kinds).map(|(r, kind)| async move {
-        match (&msg.pull, r.version) {
-            (Some(_), None) => tx
-                .query_opt(&st.latest_sha, &[&msg.source, kind, &r.identity])
-                .await
-                .map(|row| row.is_some_and(|row| row.get::<_, &str>(0) == r.sha256)),
-            _ => Ok(false),
-        }
-    }));
-    // Where the sender stands with each case (a case named twice is asked once).
-    let cases = try_join_all(msg.records.iter().enumerate().map(|(i, r)| async move {
-        if msg.records[..i].iter().any(|e| e.case_no == r.case_no) {
-            return Ok(None);
-        }
-        tx.query_opt(&st.case_get, &[&r.case_no, &msg.source])
-            .await
-            .map(|row| {
-                Some(match row {
-                    None => CaseStanding::New,
-                    Some(row) if row.get::<_, bool>(2) => CaseStanding::Party,
-                    Some(row) => CaseStanding::Other {
-                        region: row.get(0),
-                        item_code: row.get(1),
-                    },
-                })
-            })
-    }));
-    let (((prior, stored), unchanged), cases) =
-        try_join(try_join(try_join(prior, lookups), same), cases).await?;
-    let mut standing: Vec<CaseStanding> = Vec::with_capacity(cases.len());
-    for (i, c) in cases.into_iter().enumerate() {
-        let first = msg.records[..i]
-            .iter()
-            .position(|e| e.case_no == msg.records[i].case_no);
-        standing.push(match (c, first) {
-            (Some(c), _) => c,
-            (None, Some(j)) => standing[j].clone(),
-            (None, None) => CaseStanding::New,
-        });
-    }
-    if let Some(row) = prior {
-        let resp: String = row.get(0);
-        let parsed: AcceptResponse = serde_json::from_str(&resp)
-            .map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))?;
-        return Ok(AcceptOutcome::Replayed(parsed));
-    }
-    // A stale record refuses the whole body.
-    let (statuses, response, response_json, received) =
-        match plan::accept(msg, &stored, &unchanged, &standing) {
-            plan::AcceptPlan::Stale { stale, event } => {
-                chain.push(event)?;
-                return Ok(AcceptOutcome::Stale(stale));
-            }
-            plan::AcceptPlan::NotParty { records, event } => {
-                chain.push(event)?;
-                return Ok(AcceptOutcome::NotParty(records));
-            }
-            plan::AcceptPlan::Store {
-                statuses,
-                response,
-                response_json,
-                received,
-            } => (statuses, response, response_json, received),
-        };
-    if let Some(adv) = &msg.pull {
-        let new_records = statuses.iter().filter(|s| **s == "accepted").count() as i64;
-        advance(tx, chain, adv, new_records).await?;
-        if !statuses.iter().any(|s| plan::stored(msg, s)) {
-            return Ok(AcceptOutcome::Accepted(response));
-        }
-    }
-    let flags: Vec<Option<String>> = msg
-        .records
-        .iter()
-        .map(|r| plan::flags_column(&r.flags))
-        .collect();
-    let flags = &flags;
-    let body: &[u8] = if retain { msg.body.as_ref() } else { &[] };
-    let indexes: Vec<i64> = msg.records.iter().map(|r| r.index as i64).collect();
-    let ranks: Vec<i64> = msg.records.iter().map(|r| r.kind.rank()).collect();
-    let (kinds, indexes, ranks) = (&kinds, &indexes, &ranks);
-    let mut delivery_rows = Vec::new();
-    for (i, (r, status)) in msg.records.iter().zip(&statuses).enumerate() {
-        if *status == "accepted" {
-            for dest in &r.destinations {
-                delivery_rows.push((i, dest, plan::delivery_key(msg, r, dest)));
-            }
-        }
-    }
-    // Every row of the message in one pipelined round trip (records before the rows
-    // that look them up: the connection keeps the order).
-    let message = async {
-        tx.execute(
-            &st.message,
-            &[
-                &msg.id,
-                &msg.source,
-                &msg.received_at_ms,
-                &msg.content_type,
-                &msg.idempotency_key,
-                &body,
-                &msg.body_sha256,
-                &response_json,
-                &msg.request_id,
-            ],
-        )
-        .await
-        .map(|_| ())
-    };
-    let key = async {
-        match &msg.idempotency_key {
-            Some(key) => tx
-                .execute(
-                    &st.idem_put,
-                    &[&msg.source, key, &msg.id, &msg.received_at_ms],
-                )
-                .await
-                .map(|_| ()),
-            None => Ok(()),
-        }
-    };
-    let records = try_join_all(
-        msg.records
-            .iter()
-            .zip(&statuses)
-            .enumerate()
-            .filter(|(_, (_, status))| plan::stored(msg, status))
-            .map(|(i, (r, status))| async move {
-                tx.execute(
-                    &st.record,
-                    &[
-                        &msg.id,
-                        &indexes[i],
-                        &msg.source,
-                        &kinds[i],
-                        &r.case_no,
-                        &r.identity,
-                        &r.version,
-                        status,
-                        &r.canonical,
-                        &r.sha256,
-                        &msg.received_at_ms,
-                        &flags[i],
-                    ],
-                )
-                .await
-            }),
-    );
-    let versions = try_join_all(
-        msg.records
-            .iter()
-            .zip(&statuses)
-            .enumerate()
-            .filter(|(_, (r, s))| **s == "accepted" && r.version.is_some())
-            .map(|(i, (r, _))| async move {
-                tx.execute(
-                    &st.version_put,
-                    &[
-                        &msg.source,
-                        &kinds[i],
-                        &r.identity,
-                        &r.version,
-                        &msg.id,
-                        &indexes[i],
-                    ],
-                )
-                .await
-            }),
-    );
-    let deliveries = try_join_all(delivery_rows.iter().map(|(i, dest, key)| async move {
-        let r = &msg.records[*i];
-        tx.execute(
-            &st.delivery,
-            &[
-                &msg.id,
-                &indexes[*i],
-                dest,
-                &r.case_no,
-                &kinds[*i],
-                &ranks[*i],
-                &r.step_no,
-                &msg.received_at_ms,
-                key,
-            ],
-        )
-        .await
-    }));
-    // New cases are opened; the sender and the destinations become parties.
-    let mut party_rows: Vec<(&str, &str)> = Vec::new();
-    let mut open_rows: Vec<&NewRecord> = Vec::new();
-    for ((r, status), st) in msg.records.iter().zip(&statuses).zip(&standing) {
-        if !plan::stored(msg, status) {
-            continue;
-        }
-        if *st != CaseStanding::Party {
-            open_rows.push(r);
-            party_rows.push((&r.case_no, &msg.source));
-        }
-        if *status == "accepted" {
-            party_rows.extend(
-                r.destinations
-                    .iter()
-                    .map(|d| (r.case_no.as_str(), d.as_str())),
-            );
-        }
-    }
-    party_rows.sort_unstable();
-    party_rows.dedup();
-    let opens = try_join_all(open_rows.iter().map(|r| async move {
-        tx.execute(
-            &st.case_open,
-            &[
-                &r.case_no,
-                &msg.source,
-                &r.region,
-                &r.item_code,
-                &msg.received_at_ms,
-            ],
-        )
-        .await
-    }));
-    let parties =
-        try_join_all(party_rows.iter().map(|(case_no, node)| async move {
-            tx.execute(&st.case_party, &[case_no, node]).await
-        }));
-    let facts = try_join_all(
-        msg.records
-            .iter()
-            .zip(&statuses)
-            .filter(|(_, s)| **s == "accepted")
-            .filter_map(|(r, _)| r.fact.as_ref())
-            .map(|f| async move {
-                let row = &f.row;
-                let line = super::supervision::fact_line(msg.received_at_ms, &f.fact);
-                tx.execute(
-                    &st.sv_intake,
-                    &[
-                        &row.case_no,
-                        &row.state,
-                        &row.transitions,
-                        &row.version,
-                        &row.item_code,
-                        &row.item_name,
-                        &row.dept_code,
-                        &row.dept_name,
-                        &row.region,
-                        &row.accepted_ms,
-                        &row.deadline_ms,
-                        &row.finished_ms,
-                        &row.promised_days,
-                        &row.used_days,
-                        &row.quality,
-                        &row.problem,
-                        &row.late_steps,
-                        &row.updated_ms,
-                        &f.due_ms,
-                        &line,
-                    ],
-                )
-                .await
-            }),
-    );
-    // One round trip for all of it: the case rows depend only on the standings read
-    // before, not on the rows above.
-    try_join(
-        try_join(try_join(message, key), try_join(opens, parties)),
-        try_join(records, try_join(versions, try_join(deliveries, facts))),
-    )
-    .await?;
-    chain.push(received)?;
-    for (r, status) in msg.records.iter().zip(&statuses) {
-        if !plan::stored(msg, status) {
-            continue;
-        }
-        chain.push(plan::accepted_event(msg, r, status))?;
-        if *status == "accepted" {
-            if !r.flags.is_empty() {
-                chain.push(plan::flagged_event(msg, r))?;
-            }
-            chain.push(plan::routed_event(msg, r))?;
-        }
-    }
-    Ok(AcceptOutcome::Accepted(response))
 }
 
 /// Record finished attempts (pipelined). A failed write fails the whole exchange: none
