@@ -11,9 +11,10 @@
 //! flight from two instances at once, and a dead instance's leases are taken over
 //! when they expire.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures_util::future::{try_join, try_join_all};
+use futures_util::future::try_join;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, Row, Statement, Transaction};
@@ -637,17 +638,29 @@ struct Stmts {
     records: Statement,
     versions: Statement,
     deliveries: Statement,
-    delivered: Statement,
-    retry: Statement,
-    dead: Statement,
+    complete: Statement,
     case_get: Statement,
     cases: Statement,
     parties: Statement,
     sv_intake: Statement,
 }
 
-const RETURNING_COMPLETED: &str =
-    "RETURNING destination, case_no, kind, message_id, attempts, record_idx";
+/// Record finished attempts, one row each of the arrays: delivered, to be retried at
+/// `next`, or dead. Only a pending delivery still leased to the completion's owner
+/// is updated; a completion whose lease was lost is not recorded.
+const COMPLETE: &str = "UPDATE deliveries d SET
+         state = CASE u.r WHEN 'retry' THEN d.state ELSE u.r END,
+         attempts = d.attempts + 1, last_status = u.status,
+         receipt = CASE u.r WHEN 'delivered' THEN u.text ELSE d.receipt END,
+         last_error = CASE u.r WHEN 'delivered' THEN NULL ELSE u.text END,
+         next_attempt_at = CASE u.r WHEN 'retry' THEN u.next ELSE d.next_attempt_at END,
+         lease_owner = NULL, lease_until = NULL,
+         delivered_at = CASE u.r WHEN 'delivered' THEN u.at ELSE d.delivered_at END,
+         updated_at = u.at
+     FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::BIGINT[],
+                 $7::BIGINT[]) AS u(id, owner, r, status, text, at, next)
+     WHERE d.id = u.id AND d.lease_owner = u.owner AND d.state = 'pending'
+     RETURNING d.destination, d.case_no, d.kind, d.message_id, d.attempts, d.record_idx, d.id";
 
 impl Stmts {
     async fn prepare(c: &Client) -> Result<Stmts, StoreError> {
@@ -694,30 +707,7 @@ impl Stmts {
                      ORDER BY id DESC LIMIT 1",
                 )
                 .await?,
-            delivered: c
-                .prepare(&format!(
-                    "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, last_status = $3,
-                         receipt = $4, last_error = NULL, lease_owner = NULL, lease_until = NULL,
-                         delivered_at = $5, updated_at = $5
-                     WHERE id = $1 AND lease_owner = $2 AND state = 'pending' AND $6::bigint IS NOT NULL
-                     {RETURNING_COMPLETED}"
-                ))
-                .await?,
-            retry: c
-                .prepare(&format!(
-                    "UPDATE deliveries SET attempts = attempts + 1, last_status = $3, last_error = $4,
-                         next_attempt_at = $6, lease_owner = NULL, lease_until = NULL, updated_at = $5
-                     WHERE id = $1 AND lease_owner = $2 AND state = 'pending' {RETURNING_COMPLETED}"
-                ))
-                .await?,
-            dead: c
-                .prepare(&format!(
-                    "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, last_status = $3,
-                         last_error = $4, lease_owner = NULL, lease_until = NULL, updated_at = $5
-                     WHERE id = $1 AND lease_owner = $2 AND state = 'pending' AND $6::bigint IS NOT NULL
-                     {RETURNING_COMPLETED}"
-                ))
-                .await?,
+            complete: c.prepare(COMPLETE).await?,
         })
     }
 }
@@ -1124,9 +1114,10 @@ async fn run_job(
         }
         Job::Release(owner, ids, reply) => in_savepoint!(reply, |sp, _ch| {
             sp.execute(
-                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL,
+                     next_attempt_at = LEAST(next_attempt_at, $3)
                  WHERE id = ANY($1) AND lease_owner = $2 AND state = 'pending'",
-                &[&ids, &owner],
+                &[&ids, &owner, &crate::time::now_ms()],
             )
             .await
             .map(|_| ())
@@ -1823,23 +1814,46 @@ async fn exchange(
     completions: Vec<Completion>,
 ) -> Result<Exchange, StoreError> {
     let mut out = Exchange::default();
-    let columns: Vec<(Option<i64>, &str, i64)> =
-        completions.iter().map(plan::completion_columns).collect();
-    let updates = completions
-        .iter()
-        .zip(&columns)
-        .map(|(c, (status, text, next))| {
-            let stmt = match &c.result {
-                DeliveryResult::Delivered { .. } => &st.delivered,
-                DeliveryResult::Retry { .. } => &st.retry,
-                DeliveryResult::Dead { .. } => &st.dead,
-            };
-            async move {
-                tx.query_opt(stmt, &[&c.id, &c.owner, status, text, &c.at_ms, next])
-                    .await
-            }
+    let n = completions.len();
+    let (mut id, mut owner, mut result) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut status, mut text, mut at, mut next) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for c in &completions {
+        let (s, t, x) = plan::completion_columns(c);
+        id.push(c.id);
+        owner.push(c.owner.as_str());
+        result.push(match &c.result {
+            DeliveryResult::Delivered { .. } => "delivered",
+            DeliveryResult::Retry { .. } => "retry",
+            DeliveryResult::Dead { .. } => "dead",
         });
-    let rows = try_join_all(updates).await?;
+        status.push(s);
+        text.push(t);
+        at.push(c.at_ms);
+        next.push(x);
+    }
+    let mut updated: HashMap<i64, Row> = HashMap::new();
+    if n > 0 {
+        for row in tx
+            .query(
+                &st.complete,
+                &[&id, &owner, &result, &status, &text, &at, &next],
+            )
+            .await?
+        {
+            updated.insert(row.get(6), row);
+        }
+    }
+    // A delivery named twice is recorded once, for its first completion.
+    let rows = completions.iter().map(|c| updated.remove(&c.id));
     let mut settled = Vec::new();
     for (c, row) in completions.iter().zip(rows) {
         match row {
@@ -1876,13 +1890,17 @@ async fn exchange(
 /// the backlog was small it chose a nested loop that probed on `destination` alone:
 /// every candidate against every pending row, 16.8 s for one lease over 6,220 pending
 /// deliveries (BENCHMARKS.md, issue 19), against 20 ms this way.
+///
+/// A leased delivery is not due again before its lease ends: `next_attempt_at` moves
+/// to the lease's end, so the due index holds only the deliveries free to lease and
+/// the scan stops after the rows it takes, however many this instance holds.
 async fn lease(tx: &Client, l: &LeaseRequest) -> Result<Vec<LeasedDelivery>, StoreError> {
     let limit = l.limit as i64;
     let until = l.now_ms + l.lease_ms;
     let rows = tx
         .query(
             "WITH due AS (
-                 SELECT d.id FROM deliveries d
+                 SELECT d.id, d.next_attempt_at FROM deliveries d
                  WHERE d.state = 'pending' AND d.destination = $1 AND d.next_attempt_at <= $2
                    AND (d.lease_until IS NULL OR d.lease_until <= $2)
                    AND d.id = (
@@ -1893,12 +1911,12 @@ async fn lease(tx: &Client, l: &LeaseRequest) -> Result<Vec<LeasedDelivery>, Sto
                  ORDER BY d.next_attempt_at, d.id
                  LIMIT $3
                  FOR UPDATE OF d SKIP LOCKED)
-             UPDATE deliveries SET lease_owner = $4, lease_until = $5
-             WHERE id = ANY(ARRAY(SELECT id FROM due))
-             RETURNING id, message_id, destination, case_no, kind,
-                       (SELECT r.canonical FROM records r WHERE r.id = deliveries.record_id),
-                       idem_key, attempts, created_at, next_attempt_at,
-                       (SELECT m.request_id FROM messages m WHERE m.id = deliveries.message_id)",
+             UPDATE deliveries u SET lease_owner = $4, lease_until = $5, next_attempt_at = $5
+             FROM due WHERE u.id = due.id
+             RETURNING u.id, u.message_id, u.destination, u.case_no, u.kind,
+                       (SELECT r.canonical FROM records r WHERE r.id = u.record_id),
+                       u.idem_key, u.attempts, u.created_at, due.next_attempt_at,
+                       (SELECT m.request_id FROM messages m WHERE m.id = u.message_id)",
             &[&l.destination, &l.now_ms, &limit, &l.owner, &until],
         )
         .await?;
