@@ -1,7 +1,9 @@
 -- wrk script: POST one ~1.2 KB canonical application record (benches/one-record.json)
 -- per request, each with a new case_no so every request is a new record (no dedup).
 -- Env: BODY_FILE (default benches/one-record.json), NODE (default nat-hall),
---      WRK_OUT (append one summary line there), WRK_LABEL (its label).
+--      WRK_OUT (append one summary line there), WRK_LABEL (its label),
+--      WRK_BASE (added to the thread number in case numbers: give each wrk process
+--      its own, or two processes send the same cases and half are duplicates).
 local path = os.getenv("BODY_FILE") or "benches/one-record.json"
 local f = assert(io.open(path, "rb"))
 local template = f:read("*a")
@@ -12,7 +14,7 @@ local counter = 0
 
 
 function setup(thread)
-  thread:set("id", #threads + 1)
+  thread:set("id", #threads + 1 + tonumber(os.getenv("WRK_BASE") or "0"))
   table.insert(threads, thread)
 end
 

@@ -53,7 +53,7 @@ run() { # label store instances
   local start; start=$(date +%s.%N)
   local w=()
   for i in $(seq "$n"); do
-    WRK_OUT=$OUT/wrk-$label.txt WRK_LABEL="$label-$i" wrk -t$((2 / n > 0 ? 2 / n : 1)) -c$((CONNS / n)) -d"$DURATION" \
+    WRK_BASE=$((10 * i)) WRK_OUT=$OUT/wrk-$label.txt WRK_LABEL="$label-$i" wrk -t$((2 / n > 0 ? 2 / n : 1)) -c$((CONNS / n)) -d"$DURATION" \
       --latency -s benches/post-record.lua "${urls[$((i - 1))]}/v1/records" > /dev/null & w+=($!)
   done
   wait "${w[@]}"

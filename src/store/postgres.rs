@@ -628,7 +628,7 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
 struct Stmts {
     audit: Statement,
     idem_get: Statement,
-    version_get: Statement,
+    versions_get: Statement,
     latest_sha: Statement,
     token_get: Statement,
     token_put: Statement,
@@ -639,7 +639,7 @@ struct Stmts {
     versions: Statement,
     deliveries: Statement,
     complete: Statement,
-    case_get: Statement,
+    cases_get: Statement,
     cases: Statement,
     parties: Statement,
     sv_intake: Statement,
@@ -678,16 +678,8 @@ impl Stmts {
                      WHERE i.source = $1 AND i.key = $2",
                 )
                 .await?,
-            version_get: c
-                .prepare("SELECT version FROM record_versions WHERE source = $1 AND kind = $2 AND identity = $3")
-                .await?,
-            case_get: c
-                .prepare(
-                    "SELECT c.region, c.item_code,
-                            EXISTS (SELECT 1 FROM case_parties p WHERE p.case_no = c.case_no AND p.node = $2)
-                     FROM cases c WHERE c.case_no = $1",
-                )
-                .await?,
+            versions_get: c.prepare(rows::VERSIONS_GET).await?,
+            cases_get: c.prepare(rows::CASES_GET).await?,
             token_get: c.prepare(rows::TOKEN_GET).await?,
             token_put: c.prepare(rows::TOKEN_PUT).await?,
             token_expire: c.prepare(rows::TOKEN_EXPIRE).await?,

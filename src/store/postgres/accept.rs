@@ -12,7 +12,7 @@
 //! group in one savepoint and, if it fails, accepts its messages again one by one,
 //! each in its own, so a bad message still fails alone.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures_util::future::{try_join, try_join_all};
 use tokio_postgres::Transaction;
@@ -87,7 +87,10 @@ pub(super) async fn one(
             .pop()
             .ok_or_else(|| StoreError::Corrupt("accept: no outcome".into()));
     };
-    let looked = look(tx, st, msg).await?;
+    let looked = look_all(tx, st, &[msg])
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt("accept: nothing looked up".into()))?;
     let mut rows = Rows::default();
     let stored = match decide(msg, looked, &mut rows, chain)? {
         Decided::Answer(outcome) => {
@@ -116,7 +119,7 @@ pub(super) async fn group(
     msgs: &[&NewMessage],
     retain: bool,
 ) -> Result<Vec<AcceptOutcome>, StoreError> {
-    let looked = try_join_all(msgs.iter().map(|m| look(tx, st, m))).await?;
+    let looked = look_all(tx, st, msgs).await?;
     let mut rows = Rows::default();
     let mut out = Vec::with_capacity(msgs.len());
     for (msg, looked) in msgs.iter().zip(looked) {
@@ -140,7 +143,100 @@ struct Looked {
     standing: Vec<CaseStanding>,
 }
 
-async fn look(tx: &Transaction<'_>, st: &Stmts, msg: &NewMessage) -> Result<Looked, StoreError> {
+/// Look up what the messages need to know, in one pipelined round trip: the stored
+/// versions of their identities and where their senders stand with their cases as
+/// one array query each (a statement per record cost a plan each), the tokens and
+/// idempotency keys per message.
+async fn look_all(
+    tx: &Transaction<'_>,
+    st: &Stmts,
+    msgs: &[&NewMessage],
+) -> Result<Vec<Looked>, StoreError> {
+    let singles = try_join_all(msgs.iter().map(|msg| look_one(tx, st, msg)));
+    let (mut vs, mut vk, mut vi) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cc, mut cn) = (Vec::new(), Vec::new());
+    let mut asked: HashSet<(&str, &str)> = HashSet::new();
+    for m in msgs {
+        for r in &m.records {
+            if r.version.is_some() {
+                vs.push(m.source.as_str());
+                vk.push(r.kind.as_str());
+                vi.push(r.identity.as_str());
+            }
+            // A case named twice is asked once.
+            if asked.insert((&r.case_no, &m.source)) {
+                cc.push(r.case_no.as_str());
+                cn.push(m.source.as_str());
+            }
+        }
+    }
+    let versions = async {
+        match vs.is_empty() {
+            true => Ok(Vec::new()),
+            false => tx.query(&st.versions_get, &[&vs, &vk, &vi]).await,
+        }
+    };
+    let cases = async {
+        match cc.is_empty() {
+            true => Ok(Vec::new()),
+            false => tx.query(&st.cases_get, &[&cc, &cn]).await,
+        }
+    };
+    let (singles, (versions, cases)) = try_join(singles, try_join(versions, cases)).await?;
+    let versions: HashMap<(&str, &str, &str), i64> = versions
+        .iter()
+        .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
+        .collect();
+    let cases: HashMap<(&str, &str), CaseStanding> = cases
+        .iter()
+        .map(|r| {
+            let standing = match r.get::<_, bool>(4) {
+                true => CaseStanding::Party,
+                false => CaseStanding::Other {
+                    region: r.get(2),
+                    item_code: r.get(3),
+                },
+            };
+            ((r.get(0), r.get(1)), standing)
+        })
+        .collect();
+    Ok(msgs
+        .iter()
+        .zip(singles)
+        .map(|(m, (token, prior, unchanged))| Looked {
+            token,
+            prior,
+            stored: m
+                .records
+                .iter()
+                .map(|r| {
+                    r.version.and_then(|_| {
+                        let at = (m.source.as_str(), r.kind.as_str(), r.identity.as_str());
+                        versions.get(&at).copied()
+                    })
+                })
+                .collect(),
+            unchanged,
+            standing: m
+                .records
+                .iter()
+                .map(|r| {
+                    let at = (r.case_no.as_str(), m.source.as_str());
+                    cases.get(&at).cloned().unwrap_or(CaseStanding::New)
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// A message's own lookups: its token, its idempotency key and, for a pulled page,
+/// whether records without a version are unchanged (the latest stored record of the
+/// same identity has the same content).
+async fn look_one(
+    tx: &Transaction<'_>,
+    st: &Stmts,
+    msg: &NewMessage,
+) -> Result<(Option<String>, Option<String>, Vec<bool>), tokio_postgres::Error> {
     let token = async {
         match &msg.token {
             Some(t) => tx
@@ -159,20 +255,6 @@ async fn look(tx: &Transaction<'_>, st: &Stmts, msg: &NewMessage) -> Result<Look
             None => Ok(None),
         }
     };
-    let stored = try_join_all(msg.records.iter().map(|r| async move {
-        match r.version {
-            None => Ok(None),
-            Some(_) => tx
-                .query_opt(
-                    &st.version_get,
-                    &[&msg.source, &r.kind.as_str(), &r.identity],
-                )
-                .await
-                .map(|row| row.map(|row| row.get::<_, i64>(0))),
-        }
-    }));
-    // Pulled records without a version: unchanged when the latest stored record of
-    // the same identity has the same content.
     let unchanged = try_join_all(msg.records.iter().map(|r| async move {
         match (&msg.pull, r.version) {
             (Some(_), None) => tx
@@ -185,47 +267,8 @@ async fn look(tx: &Transaction<'_>, st: &Stmts, msg: &NewMessage) -> Result<Look
             _ => Ok(false),
         }
     }));
-    // Where the sender stands with each case (a case named twice is asked once).
-    let cases = try_join_all(msg.records.iter().enumerate().map(|(i, r)| async move {
-        if msg.records[..i].iter().any(|e| e.case_no == r.case_no) {
-            return Ok(None);
-        }
-        tx.query_opt(&st.case_get, &[&r.case_no, &msg.source])
-            .await
-            .map(|row| {
-                Some(match row {
-                    None => CaseStanding::New,
-                    Some(row) if row.get::<_, bool>(2) => CaseStanding::Party,
-                    Some(row) => CaseStanding::Other {
-                        region: row.get(0),
-                        item_code: row.get(1),
-                    },
-                })
-            })
-    }));
-    let ((token, prior), ((stored, unchanged), cases)) = try_join(
-        try_join(token, prior),
-        try_join(try_join(stored, unchanged), cases),
-    )
-    .await?;
-    let mut standing: Vec<CaseStanding> = Vec::with_capacity(cases.len());
-    for (i, c) in cases.into_iter().enumerate() {
-        let first = msg.records[..i]
-            .iter()
-            .position(|e| e.case_no == msg.records[i].case_no);
-        standing.push(match (c, first) {
-            (Some(c), _) => c,
-            (None, Some(j)) => standing[j].clone(),
-            (None, None) => CaseStanding::New,
-        });
-    }
-    Ok(Looked {
-        token,
-        prior,
-        stored,
-        unchanged,
-        standing,
-    })
+    let ((token, prior), unchanged) = try_join(try_join(token, prior), unchanged).await?;
+    Ok((token, prior, unchanged))
 }
 
 enum Decided {

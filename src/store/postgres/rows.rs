@@ -13,6 +13,12 @@ use super::super::supervision::IntakeFact;
 use super::Stmts;
 use crate::store::{StoreError, plan};
 
+pub(super) const VERSIONS_GET: &str = "SELECT u.s, u.k, u.i, v.version
+     FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[]) AS u(s, k, i)
+     JOIN record_versions v ON v.source = u.s AND v.kind = u.k AND v.identity = u.i";
+pub(super) const CASES_GET: &str = "SELECT u.c, u.n, c.region, c.item_code,
+            EXISTS (SELECT 1 FROM case_parties p WHERE p.case_no = c.case_no AND p.node = u.n)
+     FROM unnest($1::TEXT[], $2::TEXT[]) AS u(c, n) JOIN cases c ON c.case_no = u.c";
 pub(super) const TOKEN_GET: &str =
     "SELECT token_sha256 FROM token_ids WHERE node = $1 AND jti = $2";
 pub(super) const TOKEN_PUT: &str = "INSERT INTO token_ids (node, jti, token_sha256, exp)
