@@ -997,12 +997,7 @@ async fn run_group(
     let mut no_chain = Chain::unlocked();
     let chain = chain.unwrap_or(&mut no_chain);
     if group.len() == 1 {
-        let jobs = group.into_iter().map(|(m, r)| Job::Accept(m, r));
-        let mut out = Vec::with_capacity(1);
-        for job in jobs {
-            out.push(run_job(tx, st, Some(&mut *chain), job, retain).await);
-        }
-        return out;
+        return one_by_one(tx, st, chain, group, retain).await;
     }
     let mark = chain.mark();
     let result = {
@@ -1038,13 +1033,24 @@ async fn run_group(
             let _ = tx
                 .batch_execute("ROLLBACK TO SAVEPOINT grp; RELEASE SAVEPOINT grp")
                 .await;
-            let mut out = Vec::with_capacity(group.len());
-            for (m, r) in group {
-                out.push(run_job(tx, st, Some(&mut *chain), Job::Accept(m, r), retain).await);
-            }
-            out
+            one_by_one(tx, st, chain, group, retain).await
         }
     }
+}
+
+/// Accept messages each in its own savepoint.
+async fn one_by_one(
+    tx: &mut Transaction<'_>,
+    st: &Stmts,
+    chain: &mut Chain,
+    group: Vec<(Box<NewMessage>, Reply<AcceptOutcome>)>,
+    retain: bool,
+) -> Vec<Finish> {
+    let mut out = Vec::with_capacity(group.len());
+    for (m, r) in group {
+        out.push(run_job(tx, st, Some(&mut *chain), Job::Accept(m, r), retain).await);
+    }
+    out
 }
 
 /// Run one job in a savepoint; on failure its writes and chain advance are undone.
