@@ -115,6 +115,87 @@ fn observe_batch(jobs: usize, waiting: usize) {
     metrics::gauge!("hallgate_store_writer_queue").set(waiting as f64);
 }
 
+/// Most jobs a writer commits together.
+const MAX_BATCH_JOBS: usize = 512;
+/// Most records of messages a writer commits together (a message counts all its
+/// records, any other job one). Bodies of 100 records made transactions of 6,400
+/// records under load: 400 ms in which the delivery worker's finished attempts
+/// waited (BENCHMARKS.md, issue 19, fifth part).
+const MAX_BATCH_RECORDS: usize = 1024;
+/// Most jobs a writer takes out of its channel ahead of running them.
+const MAX_WAITING: usize = 4096;
+
+/// A writer's job, as its queue sees it.
+trait Queued {
+    /// A delivery worker's finished attempts: run before anything else waiting, so
+    /// that a surge of intake does not hold delivery behind it.
+    fn first(&self) -> bool;
+    /// The records it carries: a message's records; one for any other job.
+    fn weight(&self) -> usize;
+}
+
+/// Jobs a writer took out of its channel and has not run yet. The next transaction
+/// takes the delivery worker's jobs first, then the others in the order they came,
+/// up to [`MAX_BATCH_JOBS`] jobs and [`MAX_BATCH_RECORDS`] records.
+struct Waiting<J> {
+    jobs: std::collections::VecDeque<J>,
+}
+
+impl<J: Queued> Waiting<J> {
+    fn new() -> Self {
+        Waiting {
+            jobs: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Add a job, and every job already in the channel (up to [`MAX_WAITING`]).
+    fn fill(&mut self, first: Option<J>, rx: &mut tokio::sync::mpsc::Receiver<J>) {
+        self.jobs.extend(first);
+        while self.jobs.len() < MAX_WAITING {
+            match rx.try_recv() {
+                Ok(j) => self.jobs.push_back(j),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// The next transaction's jobs; never empty while jobs wait.
+    fn take(&mut self) -> Vec<J> {
+        let mut batch = Vec::new();
+        if self.jobs.iter().any(Queued::first) {
+            let mut rest = std::collections::VecDeque::with_capacity(self.jobs.len());
+            for j in self.jobs.drain(..) {
+                if j.first() && batch.len() < MAX_BATCH_JOBS {
+                    batch.push(j);
+                } else {
+                    rest.push_back(j);
+                }
+            }
+            self.jobs = rest;
+        }
+        let mut records = 0;
+        while batch.len() < MAX_BATCH_JOBS {
+            let Some(w) = self.jobs.front().map(Queued::weight) else {
+                break;
+            };
+            if records > 0 && records + w > MAX_BATCH_RECORDS {
+                break;
+            }
+            records += w;
+            batch.extend(self.jobs.pop_front());
+        }
+        batch
+    }
+}
+
 pub fn check_url(url: &StoreUrl) -> Result<(), StoreError> {
     if let StoreUrl::Postgres(url) = url {
         pg_tls::Connector::new(&pg_tls::settings(url)?)?;
@@ -347,5 +428,81 @@ pub async fn open(
                 PostgresStore::open(config, connector, tls.mode, options, mode).await?,
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_BATCH_JOBS, MAX_BATCH_RECORDS, Queued, Waiting};
+
+    /// A stand-in job: (name, records, from the delivery worker).
+    struct J(&'static str, usize, bool);
+
+    impl Queued for J {
+        fn first(&self) -> bool {
+            self.2
+        }
+        fn weight(&self) -> usize {
+            self.1
+        }
+    }
+
+    fn waiting(jobs: Vec<J>) -> Waiting<J> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(jobs.len().max(1));
+        for j in jobs {
+            assert!(tx.try_send(j).is_ok());
+        }
+        let mut w = Waiting::new();
+        w.fill(None, &mut rx);
+        w
+    }
+
+    fn names(batch: &[J]) -> Vec<&'static str> {
+        batch.iter().map(|j| j.0).collect()
+    }
+
+    #[test]
+    fn the_delivery_workers_jobs_go_first_and_the_rest_keep_their_order() {
+        let mut w = waiting(vec![
+            J("a", 1, false),
+            J("b", 1, false),
+            J("x", 1, true),
+            J("c", 1, false),
+        ]);
+        assert_eq!(names(&w.take()), ["x", "a", "b", "c"]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_transaction_takes_at_most_its_records() {
+        // Bodies of 100 records: ten fit under the bound, the rest wait in order.
+        let mut jobs: Vec<J> = (0..30).map(|_| J("m", 100, false)).collect();
+        jobs.insert(25, J("x", 1, true));
+        let mut w = waiting(jobs);
+        let first = w.take();
+        assert_eq!(first[0].0, "x");
+        let records: usize = first.iter().map(|j| j.1).sum();
+        assert!(records <= MAX_BATCH_RECORDS + 1, "{records}");
+        assert_eq!(first.len(), 1 + MAX_BATCH_RECORDS / 100);
+        assert_eq!(w.len(), 30 - MAX_BATCH_RECORDS / 100);
+    }
+
+    #[test]
+    fn a_message_larger_than_the_bound_still_runs_alone() {
+        let mut w = waiting(vec![
+            J("big", 5 * MAX_BATCH_RECORDS, false),
+            J("a", 1, false),
+        ]);
+        assert_eq!(names(&w.take()), ["big"]);
+        assert_eq!(names(&w.take()), ["a"]);
+        assert!(w.take().is_empty());
+    }
+
+    #[test]
+    fn a_transaction_takes_at_most_its_jobs() {
+        let mut w = waiting((0..MAX_BATCH_JOBS + 3).map(|_| J("p", 1, false)).collect());
+        // One record each: the job bound (512) comes before the record bound (1,024).
+        assert_eq!(w.take().len(), MAX_BATCH_JOBS);
+        assert_eq!(w.take().len(), 3);
     }
 }

@@ -40,8 +40,6 @@ use crate::hash::HashAlg;
 use crate::record::Kind;
 use crate::time::rfc3339;
 
-const MAX_BATCH: usize = 512;
-
 /// Versioned migrations, applied under an advisory lock so instances starting
 /// together do not race.
 const MIGRATIONS: &[&str] = &[
@@ -331,6 +329,19 @@ struct SyncTake {
     initial: String,
     now_ms: i64,
     until_ms: i64,
+}
+
+impl super::Queued for Job {
+    fn first(&self) -> bool {
+        matches!(self, Job::Exchange(..))
+    }
+
+    fn weight(&self) -> usize {
+        match self {
+            Job::Accept(m, _) => m.records.len().max(1),
+            _ => 1,
+        }
+    }
 }
 
 impl Job {
@@ -864,16 +875,17 @@ async fn writer_loop(
     let mut closing: Option<Reply<()>> = None;
     // Failed reconnections in a row, for the wait before the next one.
     let mut failures = 0u32;
+    let mut waiting = super::Waiting::new();
     while closing.is_none() {
-        let Some(first) = rx.recv().await else { break };
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        super::observe_batch(jobs.len(), jobs.len() + rx.len());
+        let first = if waiting.is_empty() {
+            let Some(first) = rx.recv().await else { break };
+            Some(first)
+        } else {
+            None
+        };
+        waiting.fill(first, &mut rx);
+        let jobs = waiting.take();
+        super::observe_batch(jobs.len(), jobs.len() + waiting.len() + rx.len());
         // The connection died (a database restart, a network cut): connect again
         // before this batch. Until that works, batches fail as unavailable (the
         // sender gets 503 and retries; nothing was written) and a close is honoured.

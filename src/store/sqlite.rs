@@ -1,7 +1,8 @@
 //! The embedded SQLite engine: one file, WAL, `synchronous = FULL`, and group commit.
 //!
-//! All writes go through one writer thread. It takes every job waiting in its queue
-//! (up to [`MAX_BATCH`]), runs them in one transaction and commits once, so many
+//! All writes go through one writer thread. It takes the jobs waiting in its queue
+//! (the delivery worker's first, up to a bound; see `super::Waiting`), runs them in
+//! one transaction and commits once, so many
 //! concurrent requests share one fsync. A batch of intake and delivery jobs runs
 //! without savepoints; if one of its jobs fails, the transaction is rolled back and
 //! the batch runs again with each job in its own savepoint, so a job that fails rolls
@@ -33,8 +34,6 @@ use crate::record::Kind;
 use crate::time::rfc3339;
 
 /// Most jobs committed together.
-const MAX_BATCH: usize = 512;
-
 /// Versioned migrations; `PRAGMA user_version` is the number applied.
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -295,6 +294,19 @@ enum Job {
     ClaimToken(TokenUse, Reply<bool>),
     Console(ConsoleOp, Reply<ConsoleOut>),
     Supervision(SvOp, Reply<SvOut>),
+}
+
+impl super::Queued for Job {
+    fn first(&self) -> bool {
+        matches!(self, Job::Exchange(..))
+    }
+
+    fn weight(&self) -> usize {
+        match self {
+            Job::Accept(m, _) => m.records.len().max(1),
+            _ => 1,
+        }
+    }
 }
 
 /// The arguments of [`Store::sync_take`].
@@ -560,18 +572,19 @@ fn writer_loop(
     retain_payloads: bool,
 ) {
     let mut closing: Option<Reply<()>> = None;
+    let mut waiting = super::Waiting::new();
     while closing.is_none() {
-        let Some(first) = rx.blocking_recv() else {
-            break;
+        let first = if waiting.is_empty() {
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
+            Some(first)
+        } else {
+            None
         };
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        super::observe_batch(jobs.len(), jobs.len() + rx.len());
+        waiting.fill(first, &mut rx);
+        let jobs = waiting.take();
+        super::observe_batch(jobs.len(), jobs.len() + waiting.len() + rx.len());
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let msg = e.to_string();
             for job in jobs {
