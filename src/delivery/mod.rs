@@ -160,7 +160,11 @@ impl Policy {
 }
 
 /// The most deliveries a worker leases at once when a destination keeps up with more.
-const MAX_PREFETCH: usize = 1024;
+/// A batching destination wants two batches per request slot (16 × 100 × 2 = 3,200
+/// in the bench): at 1,024, each writer transaction completed and leased at most
+/// about a thousand while intake added up to 1,024 records of its own, and delivery
+/// kept 0.57 of intake (BENCHMARKS.md, issue 19, fifth part).
+const MAX_PREFETCH: usize = 4096;
 
 /// How many deliveries a worker holds leased: four per request slot, and, when the
 /// destination has taken more in the last second, as many as it would take in a
