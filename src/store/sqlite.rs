@@ -2,8 +2,7 @@
 //!
 //! All writes go through one writer thread. It takes the jobs waiting in its queue
 //! (the delivery worker's first, up to a bound; see `super::Waiting`), runs them in
-//! one transaction and commits once, so many
-//! concurrent requests share one fsync. A batch of intake and delivery jobs runs
+//! one transaction and commits once, so many concurrent requests share one fsync. A batch of intake and delivery jobs runs
 //! without savepoints; if one of its jobs fails, the transaction is rolled back and
 //! the batch runs again with each job in its own savepoint, so a job that fails rolls
 //! back without disturbing the others (as every other batch runs from the start). Reads use their own
@@ -33,7 +32,6 @@ use crate::hash::{HashAlg, parse_hash};
 use crate::record::Kind;
 use crate::time::rfc3339;
 
-/// Most jobs committed together.
 /// Versioned migrations; `PRAGMA user_version` is the number applied.
 const MIGRATIONS: &[&str] = &[
     r#"
