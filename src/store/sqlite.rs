@@ -2,11 +2,12 @@
 //!
 //! All writes go through one writer thread. It takes the jobs waiting in its queue
 //! (the delivery worker's first, up to a bound; see `super::Waiting`), runs them in
-//! one transaction and commits once, so many concurrent requests share one fsync. A batch of intake and delivery jobs runs
-//! without savepoints; if one of its jobs fails, the transaction is rolled back and
-//! the batch runs again with each job in its own savepoint, so a job that fails rolls
-//! back without disturbing the others (as every other batch runs from the start). Reads use their own
-//! connection. A lock file keeps a second gateway process off the same database.
+//! one transaction and commits once, so many concurrent requests share one fsync. A
+//! batch of intake and delivery jobs runs without savepoints; if one of its jobs
+//! fails, the transaction is rolled back and the batch runs again with each job in
+//! its own savepoint, so a job that fails rolls back without disturbing the others
+//! (as every other batch runs from the start). Reads use their own connection. A lock
+//! file keeps a second gateway process off the same database.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
